@@ -1,0 +1,247 @@
+"""Why a migration failed, read from its task's exit status and log (pure, no I/O).
+
+The wording matched here is PVE's own (qemu-server `QemuMigrate.pm`, pve-guest-common
+`AbstractMigrate.pm`, OpenSSH client stderr), collected in shared/reference/pve-migration.md
+sections 1-3. The verdict drives retries: only transient reasons are retried, and
+`vm_moved` tells the operator to check where the VM runs before doing anything else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Reason(StrEnum):
+    SSH_DROPPED = "ssh_dropped"  # sshd refused/reset a connection during key exchange
+    PORT_UNAVAILABLE = "port_unavailable"  # insecure mode found no free port on the target
+    VM_LOCKED = "vm_locked"  # the VM config carries a lock (backup, migrate, ...)
+    TARGET_OFFLINE = "target_offline"  # target unknown or unreachable
+    LOCAL_RESOURCES = "local_resources"  # passthrough devices or local disks pin the VM
+    STORAGE_UNAVAILABLE = "storage_unavailable"  # a storage is missing on the target
+    TIMEOUT = "timeout"  # a lock or start-up wait timed out
+    API_ERROR = "api_error"  # the migration POST itself was refused
+    CANCELLED = "cancelled"  # the task was stopped
+    UNKNOWN = "unknown"
+
+
+class Phase(StrEnum):
+    """Where it failed, in PVE's order (AbstractMigrate::migrate), plus the API call itself."""
+
+    API = "api"
+    PREPARE = "prepare"
+    PHASE1 = "phase1"  # local volumes scanned and copied
+    PHASE2 = "phase2"  # target VM started, tunnel opened, RAM transferred
+    PHASE3 = "phase3"  # RAM transfer done, config moved, cleanup over SSH (`rm -f`)
+    END = "end"  # final `qm unlock` on the target
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A classified failure.
+
+    `vm_moved`: False when the VM certainly stayed on its source, True when it already runs
+    on the target (the task still ends `migration problems`), None when the log cannot tell.
+    `lock` is the config lock involved (`migrate` after a failed final `qm unlock`).
+    """
+
+    reason: Reason
+    transient: bool
+    phase: Phase
+    decisive_line: str
+    vm_moved: bool | None
+    lock: str | None = None
+
+    @property
+    def summary(self) -> str:
+        return f"{self.reason} in {self.phase}: {self.decisive_line}"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    pattern: re.Pattern[str]
+    reason: Reason
+    transient: bool
+    phase: Phase | None = None  # None: infer from the progress lines before the match
+    vm_moved: bool | None = None  # None: infer from the phase
+    lock: str | None = None  # the lock this failure leaves, when the wording implies one
+
+    def verdict(self, line: str, phase: Phase, moved: bool | None) -> Failure:
+        match = self.pattern.search(line)
+        lock = (match.groupdict().get("lock") if match else None) or self.lock
+        transient = self.transient and lock not in _PERSISTENT_LOCKS
+        return Failure(self.reason, transient, phase, line, moved, lock)
+
+
+def _rule(
+    pattern: str,
+    reason: Reason,
+    transient: bool,
+    phase: Phase | None = None,
+    vm_moved: bool | None = None,
+    lock: str | None = None,
+) -> _Rule:
+    return _Rule(re.compile(pattern), reason, transient, phase, vm_moved, lock)
+
+
+# A hibernated VM keeps `lock: suspended` until someone resumes it: waiting will not help.
+_PERSISTENT_LOCKS = frozenset({"suspended"})
+_SSH_DROP = r"(?:kex|ssh)_exchange_identification:|Connection (?:closed|reset) by \S+ port \d+"
+
+# Checked against every line, in this order; the first rule with a matching line decides.
+_LOCK = _rule(r"VM is locked \((?P<lock>[\w-]+)\)", Reason.VM_LOCKED, True, Phase.PREPARE)
+_LOCK_FILE = _rule(r"can't lock file '[^']*' - got timeout", Reason.TIMEOUT, True, Phase.PREPARE)
+_NO_NODE = _rule(r"no such cluster node", Reason.TARGET_OFFLINE, False)
+_LOCAL_DEVICES = _rule(
+    r"can't migrate VM which uses local devices", Reason.LOCAL_RESOURCES, False, Phase.PREPARE
+)
+_LOCAL_DISK = _rule(
+    r"can't migrate local disk|Problem found while scanning volumes",
+    Reason.LOCAL_RESOURCES,
+    False,
+    Phase.PHASE1,
+)
+_STORAGE = _rule(r"storage '[^']+' is not available on node", Reason.STORAGE_UNAVAILABLE, False)
+
+_LOG_RULES: tuple[_Rule, ...] = (
+    # End phase: the config is on the target already; the target config may keep the lock.
+    _rule(
+        r"failed to clear migrate lock: .*(?:" + _SSH_DROP + ")",
+        Reason.SSH_DROPPED,
+        True,
+        Phase.END,
+        True,
+        "migrate",
+    ),
+    _rule(r"failed to clear migrate lock", Reason.UNKNOWN, False, Phase.END, True, "migrate"),
+    _rule(
+        r"command '[^']*ssh[^']* rm -f /run/qemu-server/\d+\.migrate' failed: exit code 255",
+        Reason.SSH_DROPPED,
+        True,
+        Phase.PHASE3,
+        True,
+    ),
+    _rule(r"unable to find free port", Reason.PORT_UNAVAILABLE, True, Phase.PHASE2),
+    # ssh refusing to trust or log in is configuration, not sshd load.
+    _rule(
+        r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|"
+        r"Permission denied \(publickey",
+        Reason.UNKNOWN,
+        False,
+    ),
+    _rule(_SSH_DROP, Reason.SSH_DROPPED, True),
+    _rule(
+        r"ssh: connect to host \S+ port \d+: "
+        r"(?:Connection refused|No route to host|Connection timed out|Network is unreachable)",
+        Reason.TARGET_OFFLINE,
+        True,
+    ),
+    _LOCK,
+    _LOCK_FILE,
+    _LOCAL_DEVICES,
+    _LOCAL_DISK,
+    _STORAGE,
+    _NO_NODE,
+    _rule(r"interrupted by signal|received interrupt", Reason.CANCELLED, False),
+    _rule(r"got timeout|timed out|timeout waiting", Reason.TIMEOUT, True),
+)
+
+_API_RULES: tuple[_Rule, ...] = (
+    _LOCK,
+    _LOCK_FILE,
+    _NO_NODE,
+    _LOCAL_DEVICES,
+    _LOCAL_DISK,
+    _STORAGE,
+    _rule(r"no quorum", Reason.API_ERROR, True),
+    # PVE answers these with HTTP 500 too, yet repeating the call cannot succeed.
+    _rule(
+        r"Only root may use this option|target is local node|without --online|"
+        r"Configuration file '[^']*' does not exist|Permission check failed",
+        Reason.API_ERROR,
+        False,
+    ),
+)
+
+# Progress lines (qemu-server QemuMigrate.pm log wording) and the phase they open.
+_PHASE_MARKERS: tuple[tuple[re.Pattern[str], Phase], ...] = (
+    (re.compile(r"found local(?: disk|, replicated disk)|copying local disk images"), Phase.PHASE1),
+    (re.compile(r"starting VM \d+ on remote node"), Phase.PHASE2),
+    (re.compile(r"migration status: completed|migration completed"), Phase.PHASE3),
+)
+_TIMESTAMP = r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?"
+
+
+def is_success(exitstatus: str) -> bool:
+    """`OK` and `WARNINGS: n` both mean the VM moved (pve-common RESTEnvironment task end)."""
+    return exitstatus == "OK" or exitstatus.startswith("WARNINGS")
+
+
+def classify(exitstatus: str, log_lines: Sequence[str], target: str | None) -> Failure | None:
+    """Classify a stopped migration task; None when it succeeded.
+
+    `target` (the target node) recognises its `[target] ` prefixed `qm start` output as
+    phase 2 even when the log was fetched only in part.
+    """
+    if is_success(exitstatus):
+        return None
+    lines = [*log_lines, f"TASK ERROR: {exitstatus}"]
+    for rule in _LOG_RULES:
+        for index, line in enumerate(lines):
+            if rule.pattern.search(line):
+                phase = rule.phase or _phase_at(lines, index, target, bool(log_lines))
+                moved = rule.vm_moved if rule.vm_moved is not None else _moved_after(phase)
+                return rule.verdict(line, phase, moved)
+    phase = _phase_at(lines, len(lines) - 1, target, bool(log_lines))
+    return Failure(Reason.UNKNOWN, False, phase, _first_error(lines), _moved_after(phase))
+
+
+def classify_api_error(
+    status: int, message: str, errors: Mapping[str, Any] | None = None
+) -> Failure:
+    """Classify a refused migration POST (no task exists). `status` 0: no HTTP answer."""
+    texts = [message, *(f"{key}: {value}" for key, value in (errors or {}).items())]
+    for rule in _API_RULES:
+        for text in texts:
+            if rule.pattern.search(text):
+                return rule.verdict(text, Phase.API, False)
+    decisive = "; ".join(text for text in texts if text) or f"HTTP {status}"
+    transient = status == 0 or status >= 500
+    return Failure(Reason.API_ERROR, transient, Phase.API, decisive, False)
+
+
+def _phase_at(lines: Sequence[str], index: int, target: str | None, have_log: bool) -> Phase:
+    if not have_log:
+        return Phase.UNKNOWN
+    target_prefix = re.compile(
+        _TIMESTAMP + r"\[" + (re.escape(target) if target else r"[^\]]+") + r"\] "
+    )
+    phase = Phase.PREPARE
+    for line in lines[: index + 1]:
+        for pattern, opens in _PHASE_MARKERS:
+            if pattern.search(line) and _order(opens) > _order(phase):
+                phase = opens
+        if target_prefix.search(line) and _order(Phase.PHASE2) > _order(phase):
+            phase = Phase.PHASE2
+    return phase
+
+
+_ORDER = (Phase.PREPARE, Phase.PHASE1, Phase.PHASE2, Phase.PHASE3, Phase.END)
+
+
+def _order(phase: Phase) -> int:
+    return _ORDER.index(phase)
+
+
+def _moved_after(phase: Phase) -> bool | None:
+    if phase in (Phase.API, Phase.PREPARE, Phase.PHASE1, Phase.PHASE2):
+        return False
+    return True if phase is Phase.END else None
+
+
+def _first_error(lines: Sequence[str]) -> str:
+    return next((line for line in lines if "ERROR" in line), lines[-1])
