@@ -1,0 +1,74 @@
+"""The migration engine: which queued migrations may start now. Pure: no I/O, no clock.
+
+Every call that depends on time takes `now` (seconds, any epoch, never decreasing); jitter
+comes from an injected `random.Random`. `mypy --strict` clean.
+
+API
+---
+`EnginePolicy(max_parallel=8, max_parallel_per_target=None, max_parallel_per_source=None,
+ssh_max_startups=MaxStartups(10, 30, 100), handshake_safety=0.5, handshake_seconds=0.25,
+start_spread_seconds=5.0, end_spread_seconds=2.0, aimd_increase_every=5,
+priority_aging_seconds=600.0, retry=RetryPolicy(max_attempts=5, backoff_base=5.0,
+backoff_max=300.0, jitter=0.2))`; `MaxStartups.parse("10:30:100")`.
+
+`MigrationEngine(policy, rng=None)`:
+- `submit(job, now)`: queue a `Job(key, vmid, source, target, priority=0, size_bytes=0)`;
+  idempotent by key (a queued key takes the new fields, e.g. priority, and keeps its place).
+- `cancel(key) -> bool`: drop a queued job (True if it was queued); running ones are untouched.
+- `adopt_running(job, started_at, attempt=1)`: after an operator restart, a migration found
+  running counts against caps and pacing.
+- `poll(now) -> list[Job]`: jobs to start now; the engine counts them running from `now`.
+- `notify_tunnel_up(key, now)` (optional): log shows `ssh tunnel ver 1`, start phase over.
+- `notify_ending(key, now)`: log shows the transfer finishing; reserves the end-phase slot.
+- `finish(key, now, Outcome(succeeded, reason=None, transient=False)) -> Decision` with
+  `kind` "done" | "retry" (queued again, `retry_at` set) | "failed", `attempt`, `reason`.
+- `next_wakeup(now) -> float | None`: when to poll next if nothing else happens.
+- `snapshot(now) -> EngineSnapshot`; `state(key)`; `pending_handshakes(target, now)`;
+  `handshake_budget(target)`; `concurrency_limit(target)`; `start_interval(target)`;
+  `update_policy(policy)` keeps all state.
+
+Rules enforced together at each start
+-------------------------------------
+1. Cluster cap `max_parallel`; per-source cap; per-target cap, which is the AIMD concurrency
+   allowance (starts at `min(max_parallel, max_parallel_per_target)`).
+2. SSH handshake pacing per target. PVE opens every SSH connection of a migration only after
+   the previous one returned, so a migration holds at most one of the target sshd's
+   MaxStartups slots at a time; it may hold one during its start phase (`/bin/true`,
+   `qm start`, `mtunnel`: `start_spread_seconds + handshake_seconds` from its start, or until
+   `notify_tunnel_up`) and its end phase (`rm -f`, `qm unlock`: `end_spread_seconds +
+   handshake_seconds` from `notify_ending`, or until `finish`). The engine's estimate of
+   pending handshakes on a target is the number of its migrations inside such a phase: an
+   upper bound, whatever the exact timing inside the phases. A start is allowed only if the
+   estimate stays within the budget `floor(MaxStartups.start * handshake_safety)` (AIMD
+   adjusted), and at least `start window / budget` after the previous start to that target,
+   so the budget refills evenly instead of in bursts. Defaults: budget 5 of sshd's 10,
+   window 5.25 s, one start per 1.05 s per target (about 0.95/s; 57/min), at most 5 of our
+   handshakes pending on a target however the phases line up.
+3. AIMD: an `ssh_dropped` outcome halves the target's concurrency allowance and handshake
+   budget (floor 1; the spacing doubles), at most once per wave (drops of migrations started
+   before the last decrease are ignored); every `aimd_increase_every` successes on the target
+   add one to each, up to the caps.
+4. Order: effective priority (priority + waited / `priority_aging_seconds`) first, then FIFO.
+   A job blocked by its own target's or source's limits is skipped, not waited for, so it
+   never blocks jobs for other targets; aging keeps a high-priority stream from starving
+   older low-priority jobs.
+5. Retries: transient failures are queued again after `backoff_base * 2**(attempt-1)`
+   (capped at `backoff_max`, times a uniform jitter factor in [1-jitter, 1+jitter]) until
+   `max_attempts` attempts were made; permanent failures fail at once.
+"""
+
+from proxmigrate.engine.core import MigrationEngine
+from proxmigrate.engine.jobs import SSH_DROPPED, Decision, EngineSnapshot, Job, Outcome
+from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy
+
+__all__ = [
+    "SSH_DROPPED",
+    "Decision",
+    "EnginePolicy",
+    "EngineSnapshot",
+    "Job",
+    "MaxStartups",
+    "MigrationEngine",
+    "Outcome",
+    "RetryPolicy",
+]

@@ -1,0 +1,59 @@
+"""Values the engine takes and returns: jobs, outcomes, decisions and snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+SSH_DROPPED = "ssh_dropped"
+"""Failure reason (from the PVE classifier) that means a target's sshd refused a login."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One migration to schedule; `key` identifies it (e.g. the VMMigration's namespace/name)."""
+
+    key: str
+    vmid: int
+    source: str
+    target: str
+    priority: int = 0  # higher starts first
+    size_bytes: int = 0  # informational (memory to copy); the engine does not schedule by size
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as the controller classified it.
+
+    An end-phase `ssh_dropped` (the VM already runs on the target) may be reported as
+    `succeeded=True, reason="ssh_dropped"`: the job is done, and the drop still slows the target.
+    """
+
+    succeeded: bool
+    reason: str | None = None
+    transient: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the controller must do after an attempt ended."""
+
+    kind: Literal["done", "retry", "failed"]
+    attempt: int  # the attempt that just ended, counting from 1
+    retry_at: float | None = None  # set for "retry": the job is queued again, not before this
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """The engine's state for metrics and status, at one instant."""
+
+    queued: int  # waiting to start, those waiting for a retry included
+    waiting_retry: int  # queued jobs whose backoff has not elapsed yet
+    running: int
+    running_per_target: Mapping[str, int]
+    running_per_source: Mapping[str, int]
+    limit_per_target: Mapping[str, int]  # AIMD concurrency allowance of every known target
+    handshake_budget_per_target: Mapping[str, int]  # AIMD pending-handshake budget
+    pending_handshakes_per_target: Mapping[str, int]  # the engine's estimate at that instant

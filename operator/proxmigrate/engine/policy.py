@@ -1,0 +1,128 @@
+"""Engine settings: plain frozen values, validated once, in real seconds.
+
+Nothing here is hard-coded elsewhere: the operator may drive a time-scaled simulator, so every
+duration is a setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MaxStartups:
+    """A target's sshd `MaxStartups start:rate:full`.
+
+    sshd drops nothing while fewer than `start` connections are unauthenticated, then drops
+    with probability `rate`% rising to 100% at `full` (OpenSSH `sshd.c::should_drop_connection`;
+    default `10:30:100` from `servconf.c`, see /work/shared/reference/pve-migration.md §6).
+    """
+
+    start: int = 10
+    rate: int = 30
+    full: int = 100
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.start <= self.full:
+            raise ValueError(f"MaxStartups needs 1 <= start <= full, got {self}")
+        if not 0 <= self.rate <= 100:
+            raise ValueError(f"MaxStartups rate must be 0..100, got {self.rate}")
+
+    @classmethod
+    def parse(cls, text: str) -> MaxStartups:
+        """Read `start:rate:full`, or a single `N` (sshd: a hard limit of N, no random drops)."""
+        parts = text.strip().split(":")
+        try:
+            numbers = [int(part) for part in parts]
+        except ValueError:
+            raise ValueError(f"MaxStartups must be N or start:rate:full, got {text!r}") from None
+        if len(numbers) == 1:
+            return cls(start=numbers[0], rate=100, full=numbers[0])
+        if len(numbers) == 3:
+            return cls(start=numbers[0], rate=numbers[1], full=numbers[2])
+        raise ValueError(f"MaxStartups must be N or start:rate:full, got {text!r}")
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.rate}:{self.full}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: attempt `n` waits `base * 2**(n-1)` (capped) ± jitter."""
+
+    max_attempts: int = 5  # total attempts, the first included
+    backoff_base: float = 5.0  # seconds before the second attempt
+    backoff_max: float = 300.0  # cap on one wait, seconds
+    jitter: float = 0.2  # each wait is scaled by a uniform factor in [1 - jitter, 1 + jitter]
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("retry.max_attempts must be >= 1")
+        if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
+            raise ValueError("retry needs 0 <= backoff_base <= backoff_max")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("retry.jitter must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class EnginePolicy:
+    """Everything the engine enforces; see the package docstring for the pacing model."""
+
+    max_parallel: int = 8
+    max_parallel_per_target: int | None = None  # None: only max_parallel applies
+    max_parallel_per_source: int | None = None
+    ssh_max_startups: MaxStartups = field(default_factory=MaxStartups)
+    # Share of MaxStartups `start` our migrations may hold at most; the rest is left to
+    # everything else that logs into the target (admins, replication, other tools).
+    handshake_safety: float = 0.5
+    # connect-to-authenticated time of one SSH login; 0.24 s median measured (reference §7)
+    handshake_seconds: float = 0.25
+    # From a migration's start until its last start-phase handshake (/bin/true, qm start,
+    # mtunnel) has begun: `qm start` takes 1-4 s, tunnel setup about 1 s (reference §7).
+    start_spread_seconds: float = 5.0
+    # From "transfer finishing" until its last end-phase handshake (rm -f, qm unlock) has
+    # begun: the end phase takes about 2 s (reference §7).
+    end_spread_seconds: float = 2.0
+    aimd_increase_every: int = 5  # successes on a target that raise its allowance by one
+    # Waiting this long raises a queued job's effective priority by one (None: strict priority).
+    priority_aging_seconds: float | None = 600.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        for name in ("max_parallel", "max_parallel_per_target", "max_parallel_per_source"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not 0 < self.handshake_safety <= 1:
+            raise ValueError("handshake_safety must be in (0, 1]")
+        if self.handshake_seconds <= 0:
+            raise ValueError("handshake_seconds must be > 0")
+        if self.start_spread_seconds < 0 or self.end_spread_seconds < 0:
+            raise ValueError("start_spread_seconds and end_spread_seconds must be >= 0")
+        if self.aimd_increase_every < 1:
+            raise ValueError("aimd_increase_every must be >= 1")
+        if self.priority_aging_seconds is not None and self.priority_aging_seconds <= 0:
+            raise ValueError("priority_aging_seconds must be > 0 or None")
+
+    @property
+    def target_concurrency_cap(self) -> int:
+        """Most migrations one target may receive at once, before any AIMD reduction."""
+        if self.max_parallel_per_target is None:
+            return self.max_parallel
+        return min(self.max_parallel, self.max_parallel_per_target)
+
+    @property
+    def handshake_budget(self) -> int:
+        """Most pending handshakes our migrations may hold on one target (at least one)."""
+        # the epsilon keeps e.g. 100 * 0.29 (28.999...) from rounding down a whole slot
+        return max(1, int(self.ssh_max_startups.start * self.handshake_safety + 1e-9))
+
+    @property
+    def start_window_seconds(self) -> float:
+        """How long a starting migration may hold an sshd start-up slot on its target."""
+        return self.start_spread_seconds + self.handshake_seconds
+
+    @property
+    def end_window_seconds(self) -> float:
+        """How long an ending migration may hold an sshd start-up slot on its target."""
+        return self.end_spread_seconds + self.handshake_seconds
