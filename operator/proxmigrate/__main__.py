@@ -1,0 +1,3 @@
+from proxmigrate.cli import main
+
+raise SystemExit(main())

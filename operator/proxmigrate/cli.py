@@ -1,0 +1,67 @@
+"""`proxmigrate` command line: run the operator, and the tools around it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from proxmigrate import __version__
+
+
+def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = subparsers.add_parser("run", help="run the operator (kopf) against the current kubeconfig")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port")
+    run.add_argument("--health-port", type=int, default=8081, help="liveness /healthz port")
+    run.add_argument(
+        "--bind-address", default="0.0.0.0", help="address for the metrics and health servers"
+    )
+    run.add_argument(
+        "--peering", default="proxmigrate", help="kopf peering name; 'none' runs standalone"
+    )
+    run.add_argument(
+        "--priority", type=int, default=0, help="kopf peering priority (distinct per replica)"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="proxmigrate",
+        description="Kubernetes operator for throttled, secure Proxmox VE live migrations.",
+    )
+    parser.add_argument("--version", action="version", version=f"proxmigrate {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_run(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from proxmigrate.runner import run_operator
+
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        return run_operator(
+            namespaces=args.namespace,
+            metrics_port=args.metrics_port,
+            health_port=args.health_port,
+            bind_address=args.bind_address,
+            peering=None if args.peering == "none" else args.peering,
+            priority=args.priority,
+        )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

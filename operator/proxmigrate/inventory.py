@@ -1,0 +1,64 @@
+"""The cluster as the core sees it: plain, immutable values built by the PVE adapter.
+
+The planner and the engine take these and nothing else, so they stay pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One PVE node, from `GET /cluster/resources` (type `node`)."""
+
+    name: str
+    online: bool
+    max_memory: int  # bytes (`maxmem`)
+    used_memory: int  # bytes (`mem`)
+    max_cpu: int  # logical CPUs (`maxcpu`)
+    cpu_load: float = 0.0  # 0..1 share of max_cpu in use (`cpu`)
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    """One QEMU guest, from `GET /cluster/resources` (type `qemu`)."""
+
+    vmid: int
+    name: str
+    node: str
+    running: bool
+    max_memory: int  # bytes (`maxmem`): what the VM may use on its target
+    used_memory: int = 0  # bytes (`mem`): what a live migration must copy, at least
+    cpus: int = 1  # `maxcpu`
+    template: bool = False
+    tags: frozenset[str] = frozenset()
+    pool: str | None = None
+    ha_managed: bool = False  # present in /cluster/ha/resources (`hastate` set)
+    lock: str | None = None  # config lock (`backup`, `migrate`, ...)
+    local_disks: tuple[str, ...] = ()  # volumes on node-local storage (from the precondition check)
+    local_devices: tuple[str, ...] = ()  # e.g. `hostpci0` (from the precondition check)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A consistent snapshot of nodes and guests, taken at `taken_at` (epoch seconds)."""
+
+    nodes: tuple[NodeInfo, ...]
+    vms: tuple[VMInfo, ...]
+    taken_at: float = 0.0
+    _node_index: dict[str, NodeInfo] = field(default_factory=dict, compare=False, repr=False)
+    _vm_index: dict[int, VMInfo] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._node_index.update((n.name, n) for n in self.nodes)
+        self._vm_index.update((v.vmid, v) for v in self.vms)
+
+    def node(self, name: str) -> NodeInfo | None:
+        return self._node_index.get(name)
+
+    def vm(self, vmid: int) -> VMInfo | None:
+        return self._vm_index.get(vmid)
+
+    def vms_on(self, node: str) -> list[VMInfo]:
+        return [v for v in self.vms if v.node == node]

@@ -1,0 +1,34 @@
+"""Starts the operator: metrics server, then kopf with every controller registered."""
+
+from __future__ import annotations
+
+from prometheus_client import start_http_server
+
+from proxmigrate import __version__
+from proxmigrate.metrics import BUILD_INFO, REGISTRY
+
+
+def run_operator(
+    *,
+    namespaces: list[str],
+    metrics_port: int,
+    health_port: int,
+    bind_address: str,
+    peering: str | None,
+    priority: int,
+) -> int:
+    import kopf
+
+    from proxmigrate import controllers  # noqa: F401  (registers the kopf handlers)
+
+    start_http_server(metrics_port, addr=bind_address, registry=REGISTRY)
+    BUILD_INFO.labels(version=__version__).set(1)
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=peering is None,
+        peering_name=peering,
+        priority=priority,
+        liveness_endpoint=f"http://{bind_address}:{health_port}/healthz",
+    )
+    return 0

@@ -1,0 +1,29 @@
+"""End-to-end fixtures: a real kube-apiserver + etcd on loopback, started once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxmigrate.controlplane import KOPF_PEERING_CRDS, REPO_ROOT, ControlPlane
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """The control plane with our CRDs and kopf's peering CRDs applied."""
+    with ControlPlane() as plane:
+        plane.apply_crds(sorted((REPO_ROOT / "crds").glob("*.yaml")) + [KOPF_PEERING_CRDS])
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(control_plane: ControlPlane) -> Path:
+    return control_plane.kubeconfig
