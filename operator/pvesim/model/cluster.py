@@ -1,0 +1,410 @@
+"""The simulated cluster: state, event loop on simulated time, and PVE's API-level operations.
+
+Pure: no I/O, no threads, no wall clock. Drive it with `advance_to(t)`; `next_event_time()`
+tells when anything happens next (None when idle).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from typing import Any
+
+from pvesim.model.datacenter import Datacenter
+from pvesim.model.entities import VM, Node
+from pvesim.model.errors import ApiError
+from pvesim.model.events import EventQueue
+from pvesim.model.faults import ApiFaults
+from pvesim.model.migration import MigrationRecord, MigrationRequest, MigrationRun
+from pvesim.model.network import Stream, fair_share
+from pvesim.model.params import ModelParams
+from pvesim.model.process import Command, Process, Sleep, SshCall, SshResult, Worker
+from pvesim.model.tasklog import Task
+from pvesim.model.upid import Upid
+
+ROOT = "root@pam"
+
+# Client wording of an sshd drop, about 2:1 closed vs reset (§3).
+_DROP_CLOSED = (
+    "kex_exchange_identification: Connection closed by remote host",
+    "Connection closed by {ip} port 22",
+)
+_DROP_RESET = (
+    "kex_exchange_identification: read: Connection reset by peer",
+    "Connection reset by {ip} port 22",
+)
+
+
+class Cluster:
+    def __init__(
+        self,
+        nodes: list[Node],
+        vms: list[VM],
+        *,
+        seed: int = 0,
+        params: ModelParams | None = None,
+        datacenter: Datacenter | None = None,
+    ) -> None:
+        self.params = params or ModelParams()
+        self.now = self.params.start_time
+        self.rng = random.Random(seed)
+        self.nodes: dict[str, Node] = {n.name: n for n in nodes}
+        self.vms: dict[int, VM] = {v.vmid: v for v in vms}
+        self.datacenter = datacenter or Datacenter()
+        self.api_faults = ApiFaults()
+        self.tasks: dict[str, Task] = {}
+        self._queue = EventQueue()
+        self._streams: list[Stream] = []
+        self._stream_sent: dict[int, float] = {}
+        self._stream_at = self.now
+        self._running_migrations: set[MigrationRun] = set()
+        self.peak_inflight = 0
+        self.migrations: dict[int, list[MigrationRecord]] = {}
+        self.manual_moves: list[dict[str, Any]] = []
+        self.api_requests: Counter[str] = Counter()
+        from pvesim.model.ha import HaManager
+
+        self.ha = HaManager(self)
+
+    # -- simulated time ---------------------------------------------------------------------
+    def next_event_time(self) -> float | None:
+        return self._queue.next_time()
+
+    def advance_to(self, t: float) -> None:
+        """Process every event due at or before `t`, then set the clock to `t`."""
+        while True:
+            due = self._queue.next_time()
+            if due is None or due > t:
+                break
+            at, callback, args = self._queue.pop()
+            self.now = max(self.now, at)
+            callback(*args)
+        self.now = max(self.now, t)
+
+    def run_until_idle(self, limit: float = 86_400.0) -> None:
+        """Advance until nothing is pending or `limit` simulated seconds passed."""
+        end = self.now + limit
+        while (due := self._queue.next_time()) is not None and due <= end:
+            self.advance_to(due)
+
+    def schedule(self, delay: float, callback: Any, *args: Any) -> None:
+        self._queue.push(self.now + max(0.0, delay), callback, *args)
+
+    # -- processes --------------------------------------------------------------------------
+    def spawn(self, worker: Worker) -> Process:
+        process = Process(worker, self._dispatch)
+        process.start()
+        return process
+
+    def _dispatch(self, process: Process, command: Command, token: int) -> None:
+        if isinstance(command, Sleep):
+            self.schedule(command.seconds, process.wake, token, None)
+        elif isinstance(command, SshCall):
+            self._ssh_connect(process, command, token)
+
+    def _ssh_connect(self, process: Process, call: SshCall, token: int) -> None:
+        target = self.nodes[call.target]
+        if not target.online:
+            line = f"ssh: connect to host {target.ip} port 22: No route to host"
+            self.schedule(3.0, process.wake, token, SshResult(False, (line,)))  # ARP timeout
+            return
+        source_ip = self.nodes[call.source].ip
+        if not target.sshd.admit(source_ip, self.now, self.rng):
+            wording = _DROP_CLOSED if self.rng.random() < 2 / 3 else _DROP_RESET
+            lines = tuple(line.format(ip=target.ip) for line in wording)
+            self.schedule(0.005, process.wake, token, SshResult(False, lines))
+            return
+        sshd = target.sshd.params
+        handshake = sshd.handshake_median * math.exp(self.rng.gauss(0.0, sshd.handshake_sigma))
+        self.schedule(handshake, self._ssh_authenticated, target, process, token)
+
+    def _ssh_authenticated(self, target: Node, process: Process, token: int) -> None:
+        target.sshd.release()
+        process.wake(token, SshResult(True))
+
+    # -- network ----------------------------------------------------------------------------
+    def _link_capacity(self) -> dict[tuple[str, str], float]:
+        efficiency = self.params.network.link_efficiency
+        caps: dict[tuple[str, str], float] = {}
+        for node in self.nodes.values():
+            bytes_per_s = node.nic_gbit * 1e9 / 8 * efficiency
+            caps[("out", node.name)] = bytes_per_s
+            caps[("in", node.name)] = bytes_per_s
+        return caps
+
+    def _integrate_streams(self) -> None:
+        dt = self.now - self._stream_at
+        if dt > 0:
+            for stream in self._streams:
+                self._stream_sent[id(stream)] += stream.rate * dt
+        self._stream_at = self.now
+
+    def _reshare(self) -> None:
+        if not self._streams:
+            return
+        involved = {s.source for s in self._streams} | {s.target for s in self._streams}
+        caps = {k: v for k, v in self._link_capacity().items() if k[1] in involved}
+        fair_share(self._streams, caps)
+
+    def open_stream(self, source: str, target: str, cap: float) -> Stream:
+        self._integrate_streams()
+        stream = Stream(source, target, cap)
+        self._streams.append(stream)
+        self._stream_sent[id(stream)] = 0.0
+        self._reshare()
+        return stream
+
+    def close_stream(self, stream: Stream) -> None:
+        self._integrate_streams()
+        self._streams.remove(stream)
+        del self._stream_sent[id(stream)]
+        self._reshare()
+
+    def stream_sent(self, stream: Stream) -> float:
+        self._integrate_streams()
+        return self._stream_sent[id(stream)]
+
+    # -- insecure ports (§4) ----------------------------------------------------------------
+    def allocate_port(self, node_name: str) -> int | None:
+        node = self.nodes[node_name]
+        net = self.params.network
+        for port in range(net.insecure_port_first, net.insecure_port_end):
+            if node.port_reserved_until.get(port, -1.0) > self.now:
+                continue
+            if port in node.ports_listening:
+                continue
+            node.port_reserved_until[port] = self.now + self.params.timing.port_reservation
+            node.ports_listening.add(port)
+            return port
+        return None
+
+    # -- tasks ------------------------------------------------------------------------------
+    def new_task(self, node_name: str, task_type: str, ident: str, user: str) -> Task:
+        node = self.nodes[node_name]
+        upid = Upid(
+            node_name, node.allocate_pid(), node.pstart, int(self.now), task_type, ident, user
+        )
+        task = Task(upid, self.now)
+        self.tasks[str(upid)] = task
+        return task
+
+    def start_side_task(self, node_name: str, task_type: str, ident: str) -> Task:
+        """A task another node's worker starts, e.g. the `qmstart` on the target (§3)."""
+        return self.new_task(node_name, task_type, ident, ROOT)
+
+    def task(self, upid: str) -> Task:
+        try:
+            return self.tasks[upid]
+        except KeyError:
+            raise ApiError(500, f"no such task '{upid}'") from None
+
+    def stop_task(self, upid: str) -> None:
+        """`DELETE /nodes/{node}/tasks/{upid}`: SIGTERM to the worker."""
+        task = self.task(upid)
+        if task.running and task.process is not None:
+            task.process.interrupt()
+
+    # -- lookups ----------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        if name not in self.nodes:
+            raise ApiError(500, f"no such cluster node '{name}'")
+        return self.nodes[name]
+
+    def vm_on(self, node_name: str, vmid: int) -> VM:
+        """PVE answers for VMs on the node named in the path only."""
+        self.node(node_name)
+        vm = self.vms.get(vmid)
+        if vm is None or vm.node != node_name:
+            raise ApiError(
+                500,
+                f"Configuration file 'nodes/{node_name}/qemu-server/{vmid}.conf' does not exist",
+            )
+        return vm
+
+    def has_quorum(self) -> bool:
+        online = sum(1 for n in self.nodes.values() if n.online)
+        return online * 2 > len(self.nodes)
+
+    # -- migration API (§1) -----------------------------------------------------------------
+    def migrate(
+        self,
+        node: str,
+        vmid: int,
+        target: str,
+        *,
+        user: str = ROOT,
+        online: bool = False,
+        force: bool | None = None,
+        migration_type: str | None = None,
+        migration_network: str | None = None,
+        bwlimit: int | None = None,
+        with_local_disks: bool = False,
+        by_ha: bool = False,
+    ) -> str:
+        """`POST /nodes/{node}/qemu/{vmid}/migrate`; returns the UPID or raises ApiError."""
+        root_only = {
+            "force": force,
+            "migration_type": migration_type,
+            "migration_network": migration_network,
+        }
+        errors = {
+            k: "Only root may use this option."
+            for k, v in root_only.items()
+            if v is not None and user != ROOT
+        }
+        if errors:
+            raise ApiError.param(errors)
+        if target == node:
+            raise ApiError.param({"target": "target is local node."})
+        vm = self.vm_on(node, vmid)
+        if not self.has_quorum():
+            raise ApiError(500, "cluster not ready - no quorum?")
+        self.node(target)
+        if vm.running and not online:
+            raise ApiError(500, "can't migrate running VM without --online")
+        if vm.ha_managed and not by_ha:
+            return self.ha.request_via_task(vm, target, user)
+        if vm.lock and not force:
+            raise ApiError(500, f"VM is locked ({vm.lock})")
+        secure = (migration_type or self.datacenter.migration_type) == "secure"
+        limits = [x for x in (bwlimit, self.datacenter.bwlimit_migration_kib) if x]
+        request = MigrationRequest(
+            vmid=vmid,
+            source=node,
+            target=target,
+            online=vm.running,
+            secure=secure,
+            network=migration_network or self.datacenter.migration_network,
+            bwlimit_kib=min(limits) if limits else None,
+            with_local_disks=with_local_disks,
+            by_ha=by_ha,
+        )
+        return str(self.start_migration(request, ROOT if by_ha else user).upid)
+
+    def start_migration(self, request: MigrationRequest, user: str) -> Task:
+        vm = self.vms[request.vmid]
+        task = self.new_task(request.source, "qmigrate", str(vm.vmid), user)
+        if vm.migrating:
+            task.process = self.spawn(self._lock_timeout(task, vm.vmid))
+            return task
+        vm.migrating = True
+        run = MigrationRun(self, task, vm, request)
+        self.migrations.setdefault(vm.vmid, []).append(run.record)
+        self._running_migrations.add(run)
+        self.peak_inflight = max(self.peak_inflight, len(self._running_migrations))
+        task.process = Process(run.run(), self._dispatch)
+        task.process.start()
+        return task
+
+    def _lock_timeout(self, task: Task, vmid: int) -> Worker:
+        yield Sleep(self.params.timing.migration_lock_timeout)
+        task.finish(
+            self.now, f"can't lock file '/var/lock/pve-manager/pve-migrate-{vmid}' - got timeout"
+        )
+
+    def on_migration_end(self, run: MigrationRun) -> None:
+        self._running_migrations.discard(run)
+        self.ha.on_migration_end(run)
+
+    def move_config(self, vm: VM, target: str) -> None:
+        vm.node = target
+
+    def migrate_precondition(
+        self, node: str, vmid: int, target: str | None = None
+    ) -> dict[str, Any]:
+        """`GET /nodes/{node}/qemu/{vmid}/migrate` (PVE 8 shape)."""
+        vm = self.vm_on(node, vmid)
+        result: dict[str, Any] = {
+            "running": 1 if vm.running else 0,
+            "local_disks": [
+                {
+                    "volid": d.volid,
+                    "size": d.size,
+                    "drivename": d.key,
+                    "is_unused": 0,
+                    "replicate": 0,
+                }
+                for d in vm.local_disks
+            ],
+            "local_resources": list(vm.local_devices),
+            "mapped-resources": [],
+            "mapped-resource-info": {},
+        }
+        if not vm.running:
+            others = [n for n in self.nodes if n != node and (target is None or n == target)]
+            result["allowed_nodes"] = others
+            result["not_allowed_nodes"] = {}
+        return result
+
+    def migrateall(
+        self,
+        node: str,
+        target: str,
+        *,
+        user: str = ROOT,
+        maxworkers: int | None = None,
+        vms: list[int] | None = None,
+        with_local_disks: bool | None = None,
+    ) -> str:
+        """`POST /nodes/{node}/migrateall` (§5)."""
+        from pvesim.model.bulk import migrateall_worker
+
+        if target == node:
+            raise ApiError.param({"target": "target is local node."})
+        self.node(node)
+        if not self.has_quorum():
+            raise ApiError(500, "cluster not ready - no quorum?")
+        self.node(target)
+        workers = maxworkers or self.datacenter.max_workers
+        if not workers:
+            raise ApiError(
+                500, "either 'maxworkers' parameter or max_workers in datacenter.cfg must be set!"
+            )
+        task = self.new_task(node, "migrateall", "", user)
+        worker = migrateall_worker(self, task, node, target, workers, vms, with_local_disks, user)
+        task.process = self.spawn(worker)
+        return str(task.upid)
+
+    # -- faults -----------------------------------------------------------------------------
+    def set_node_online(self, name: str, online: bool) -> None:
+        self.node(name).online = online
+
+    def set_lock(self, vmid: int, lock: str | None) -> None:
+        self.vms[vmid].lock = lock
+
+    def move_by_hand(self, vmid: int, target: str) -> None:
+        """Drift: someone moved the VM outside the operator (no task on record)."""
+        vm = self.vms[vmid]
+        self.node(target)
+        self.manual_moves.append({"vmid": vmid, "from": vm.node, "to": target, "at": self.now})
+        vm.node = target
+
+    # -- ground truth -----------------------------------------------------------------------
+    def ground_truth(self) -> dict[str, Any]:
+        return {
+            "now": self.now,
+            "placement": {str(v.vmid): v.node for v in self.vms.values()},
+            "locks": {str(v.vmid): v.lock for v in self.vms.values() if v.lock},
+            "migrations": {
+                str(vmid): [vars(r) | {"ssh_connections": list(r.ssh_connections)} for r in recs]
+                for vmid, recs in self.migrations.items()
+            },
+            "ssh": {
+                n.name: {
+                    "connections": n.sshd.connections,
+                    "drops": n.sshd.drops,
+                    "refused_by_penalty": n.sshd.refusals,
+                    "peak_preauth": n.sshd.peak_pending,
+                    "pending_preauth": n.sshd.pending,
+                    "max_startups": str(n.sshd.params.max_startups),
+                }
+                for n in self.nodes.values()
+            },
+            "inflight_migrations": len(self._running_migrations),
+            "peak_inflight_migrations": self.peak_inflight,
+            "manual_moves": list(self.manual_moves),
+            "nodes_offline": [n.name for n in self.nodes.values() if not n.online],
+            "api_requests": dict(self.api_requests),
+            "api_faults": self.api_faults.as_dict(),
+        }

@@ -1,0 +1,90 @@
+"""Model parameters, each default with its source (§N = /work/shared/reference/pve-migration.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class MaxStartups:
+    """sshd `MaxStartups start:rate:full`."""
+
+    start: int = 10  # OpenSSH servconf.c default 10:30:100 (§6); PVE/Debian leave it unset
+    rate: int = 30
+    full: int = 100
+
+    @classmethod
+    def parse(cls, text: str) -> MaxStartups:
+        parts = [int(p) for p in text.split(":")]
+        if len(parts) == 1:  # a bare number means start == full (sshd_config(5))
+            return cls(parts[0], 100, parts[0])
+        start, rate, full = parts
+        return cls(start, rate, full)
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.rate}:{self.full}"
+
+
+@dataclass(frozen=True)
+class SshdParams:
+    """One node's sshd as seen by migration connections."""
+
+    max_startups: MaxStartups = field(default_factory=MaxStartups)
+    login_grace_time: float = 120.0  # sshd default LoginGraceTime 120 s (§6)
+    per_source_penalties: bool = False  # on by default from OpenSSH 9.8, i.e. PVE 9 (§6)
+    penalty_refuse_threshold: float = 15.0  # penalties above 15 s refuse the source (§6)
+    penalty_max: float = 600.0  # refusals last up to 600 s (§6)
+    handshake_median: float = 0.24  # connect-to-authenticated median 0.24 s (§7, measured)
+    handshake_sigma: float = 0.35  # lognormal spread: assumption (§7 gives only the median)
+
+
+@dataclass(frozen=True)
+class TimingParams:
+    """How long PVE's steps take on the simulated clock."""
+
+    api_worker_start: float = 0.15  # fork_worker + config load before `prepare`: assumption
+    bin_true: float = 0.02  # `/bin/true` after authentication: assumption (trivial command)
+    qm_start_min: float = 1.0  # `qm start` on the target 1-4 s (§7, published logs)
+    qm_start_max: float = 4.0
+    tunnel_setup: float = 1.0  # tunnel setup about 1 s (§7)
+    end_phase: float = 2.0  # end phase about 2 s (§7)
+    short_command: float = 0.05  # `rm -f`, `qm unlock` after authentication: assumption
+    poll_interval: float = 1.0  # PVE polls query-migrate every 1 s (§2, QemuMigrate.pm::phase2)
+    downtime_limit: float = 0.1  # migrate_downtime default 0.1 s (§2)
+    downtime_overhead: float = 0.03  # fixed switch-over cost: assumption, keeps 40-150 ms (§7)
+    port_reservation: float = 5.0  # /var/tmp/pve-reserved-ports entries expire after 5 s (§4)
+    migration_lock_timeout: float = 10.0  # per-VM migration lock timeout 10 s (§1)
+    hamigrate_duration: float = 0.5  # hamigrate ends "within seconds" (§5): assumption
+    ha_crm_interval: float = 10.0  # CRM loop 10 s (§5)
+    ha_lrm_interval: float = 10.0  # LRM loop: assumption, same cadence as the CRM
+    ha_lrm_max_workers: int = 4  # LRM max_workers default 4 (§5)
+    migrateall_poll: float = 1.0  # migrateall checks worker PIDs every 1 s (§5)
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    """Link and stream capacities."""
+
+    nic_gbit: float = 10.0  # default NIC 10 Gbit/s (issue 3)
+    # TCP payload per Ethernet frame: 1448 / 1538 bytes (MTU 1500, TCP timestamps) = 94 %.
+    link_efficiency: float = 0.94
+    # One SSH channel is one ssh/sshd pair, so one core's cipher speed caps a secure stream:
+    # 1.0-1.1 GiB/s peaks on 10 GbE in published PVE 9 logs (§7).
+    secure_stream_cap: float = 1.0 * GiB
+    qemu_default_max_bandwidth: float = 16.0 * GiB  # QEMU max-bandwidth without bwlimit (§2)
+    insecure_port_first: int = 60000  # next_unused_port range 60000-60049, end excluded (§4)
+    insecure_port_end: int = 60050
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Everything tunable in one value; `Cluster` copies it at construction."""
+
+    sshd: SshdParams = field(default_factory=SshdParams)
+    timing: TimingParams = field(default_factory=TimingParams)
+    network: NetworkParams = field(default_factory=NetworkParams)
+    pve_version: int = 8
+    start_time: float = 1_735_689_600.0  # 2025-01-01T00:00:00Z, simulated epoch seconds
