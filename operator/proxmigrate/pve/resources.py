@@ -1,0 +1,137 @@
+"""Turn PVE API answers into the core's immutable values (pure, no I/O)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """The datacenter-wide migration options (datacenter.cfg `migration` and `bwlimit`).
+
+    With token auth these decide the transport of every migration, so the operator checks
+    them before each batch (shared/reference/pve-migration.md section 1).
+    """
+
+    type: str = "secure"  # PVE's default when `migration` is unset
+    network: str | None = None
+    bwlimit_kib: int | None = None  # KiB/s for migrations, None: unlimited
+
+    @property
+    def secure(self) -> bool:
+        return self.type == "secure"
+
+
+@dataclass(frozen=True)
+class MigrationPrecondition:
+    """`GET /nodes/{node}/qemu/{vmid}/migrate`: what would stop a migration to some node."""
+
+    running: bool
+    not_allowed_nodes: Mapping[str, tuple[str, ...]]  # node -> unavailable storages
+    local_disks: tuple[str, ...]  # volume ids on node-local storage
+    local_resources: tuple[str, ...]  # e.g. `hostpci0`
+
+    def blockers(self, target: str, *, with_local_disks: bool = False) -> list[str]:
+        """Human-readable reasons the migration to `target` would be refused."""
+        found = []
+        if self.local_resources:
+            found.append(f"uses local devices: {', '.join(self.local_resources)}")
+        if self.local_disks and not with_local_disks:
+            found.append(f"has local disks: {', '.join(self.local_disks)}")
+        if target in self.not_allowed_nodes:
+            storages = ", ".join(self.not_allowed_nodes[target]) or "unknown"
+            found.append(f"storage not available on {target}: {storages}")
+        return found
+
+
+_TAG_SEPARATORS = re.compile(r"[;,\s]+")
+
+
+def parse_tags(text: str | None) -> frozenset[str]:
+    """PVE stores tags `;`-separated; older clients wrote `,` or spaces."""
+    return frozenset(tag for tag in _TAG_SEPARATORS.split(text or "") if tag)
+
+
+def parse_inventory(resources: Iterable[Mapping[str, Any]], taken_at: float) -> Inventory:
+    """Build an Inventory from one `GET /cluster/resources` answer (nodes and qemu guests)."""
+    nodes: list[NodeInfo] = []
+    vms: list[VMInfo] = []
+    for item in resources:
+        if item.get("type") == "node":
+            nodes.append(
+                NodeInfo(
+                    name=str(item["node"]),
+                    online=item.get("status") == "online",
+                    max_memory=int(item.get("maxmem") or 0),
+                    used_memory=int(item.get("mem") or 0),
+                    max_cpu=int(item.get("maxcpu") or 0),
+                    cpu_load=float(item.get("cpu") or 0.0),
+                )
+            )
+        elif item.get("type") == "qemu":
+            vms.append(
+                VMInfo(
+                    vmid=int(item["vmid"]),
+                    name=str(item.get("name") or ""),
+                    node=str(item["node"]),
+                    running=item.get("status") == "running",
+                    max_memory=int(item.get("maxmem") or 0),
+                    used_memory=int(item.get("mem") or 0),
+                    cpus=int(item.get("maxcpu") or 1),
+                    template=bool(int(item.get("template") or 0)),
+                    tags=parse_tags(item.get("tags")),
+                    pool=item.get("pool") or None,
+                    ha_managed="hastate" in item,
+                    lock=item.get("lock") or None,
+                )
+            )
+    nodes.sort(key=lambda node: node.name)
+    vms.sort(key=lambda vm: vm.vmid)
+    return Inventory(nodes=tuple(nodes), vms=tuple(vms), taken_at=taken_at)
+
+
+def _property_string(value: Any) -> dict[str, str]:
+    """PVE property strings (`type=secure,network=10.0.0.0/24`) or their parsed form."""
+    if isinstance(value, Mapping):
+        return {str(key): str(item) for key, item in value.items()}
+    pairs = (part.partition("=") for part in str(value or "").split(",") if part)
+    return {key.strip(): item.strip() for key, _, item in pairs}
+
+
+def parse_migration_settings(options: Mapping[str, Any]) -> MigrationSettings:
+    """From `GET /cluster/options`: `migration` (default secure) and `bwlimit`.
+
+    The legacy `migration_unsecure: 1` still means insecure when `migration` does not say.
+    """
+    migration = _property_string(options.get("migration"))
+    if "type" not in migration and str(options.get("migration_unsecure", "0")) == "1":
+        migration["type"] = "insecure"
+    bwlimit = _property_string(options.get("bwlimit"))
+    # datacenter.cfg: the operation's own limit, else `default` (pve-storage get_bandwidth_limit)
+    limit = bwlimit.get("migration") or bwlimit.get("default")
+    return MigrationSettings(
+        type=migration.get("type", "secure"),
+        network=migration.get("network") or None,
+        bwlimit_kib=int(float(limit)) if limit else None,
+    )
+
+
+def parse_precondition(data: Mapping[str, Any]) -> MigrationPrecondition:
+    not_allowed = data.get("not_allowed_nodes") or {}
+    return MigrationPrecondition(
+        running=bool(data.get("running")),
+        not_allowed_nodes={
+            str(node): tuple(str(s) for s in (info or {}).get("unavailable_storages", ()))
+            for node, info in not_allowed.items()
+        },
+        local_disks=tuple(
+            str(disk.get("volid") if isinstance(disk, Mapping) else disk)
+            for disk in data.get("local_disks") or ()
+        ),
+        local_resources=tuple(str(res) for res in data.get("local_resources") or ()),
+    )

@@ -1,0 +1,168 @@
+"""Batched task tracking (pure): one task list per node per poll, not one request per UPID.
+
+The caller fetches `PveClient.tasks(node, since=poll_since(...))` for every node in
+`nodes_to_poll(...)`, hands the lists to `evaluate`, and fetches logs only for failures.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxmigrate.pve.classifier import is_success
+from proxmigrate.pve.upid import Upid, is_upid, parse_upid
+
+TaskList = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class TrackedTask:
+    """A migration being watched; `source` is the VM's node, where an HA child task runs."""
+
+    vmid: int
+    upid: str
+    source: str | None = None
+
+    @property
+    def parsed(self) -> Upid:
+        return parse_upid(self.upid)
+
+
+@dataclass(frozen=True)
+class TaskEnd:
+    task: TrackedTask
+    exitstatus: str
+    endtime: int | None
+
+    @property
+    def succeeded(self) -> bool:
+        return is_success(self.exitstatus)
+
+
+@dataclass(frozen=True)
+class HaHandoff:
+    """An HA request (`hamigrate`) ended OK before the move; track `child` from now on.
+
+    `child` is None until the HA manager starts the real `qmigrate` (its loop is ~10 s);
+    the caller keeps the hamigrate tracked meanwhile and gives up after its own timeout.
+    """
+
+    request: TrackedTask
+    child: TrackedTask | None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    finished: tuple[TaskEnd, ...]
+    running: tuple[TrackedTask, ...]
+    unseen: tuple[TrackedTask, ...]  # node polled, task absent: ask `task_status` directly
+    handoffs: tuple[HaHandoff, ...]
+
+    @property
+    def failed(self) -> tuple[TaskEnd, ...]:
+        """The only tasks whose log is worth fetching (for the classifier)."""
+        return tuple(end for end in self.finished if not end.succeeded)
+
+
+def nodes_to_poll(tracked: Iterable[TrackedTask]) -> set[str]:
+    nodes: set[str] = set()
+    for task in tracked:
+        nodes.add(task.parsed.node)
+        if task.parsed.type == "hamigrate" and task.source:
+            nodes.add(task.source)
+    return nodes
+
+
+def poll_since(tracked: Iterable[TrackedTask]) -> int | None:
+    """The earliest start among tracked tasks: a `since` that still lists all of them."""
+    starts = [task.parsed.starttime for task in tracked]
+    return min(starts) if starts else None
+
+
+def evaluate(tracked: Sequence[TrackedTask], task_lists: Mapping[str, TaskList]) -> PollResult:
+    """Sort tracked tasks by what one batch of task lists (keyed by node) says about them."""
+    by_upid = {
+        str(entry["upid"]): entry for entries in task_lists.values() for entry in entries
+        if "upid" in entry
+    }  # fmt: skip
+    finished: list[TaskEnd] = []
+    running: list[TrackedTask] = []
+    unseen: list[TrackedTask] = []
+    handoffs: list[HaHandoff] = []
+    for task in tracked:
+        entry = by_upid.get(task.upid)
+        if entry is None:
+            (unseen if task.parsed.node in task_lists else running).append(task)
+            continue
+        exitstatus = task_exitstatus(entry)
+        if exitstatus is None:
+            running.append(task)
+        elif task.parsed.type == "hamigrate" and is_success(exitstatus):
+            handoffs.append(HaHandoff(task, _ha_child(task, by_upid.values())))
+        else:
+            endtime = entry.get("endtime")
+            finished.append(TaskEnd(task, exitstatus, int(endtime) if endtime else None))
+    return PollResult(tuple(finished), tuple(running), tuple(unseen), tuple(handoffs))
+
+
+def task_exitstatus(entry: Mapping[str, Any]) -> str | None:
+    """The end status of a task list or status entry, None while it runs.
+
+    Task lists put the end status in `status`; `GET .../status` says `stopped` there and
+    puts it in `exitstatus`.
+    """
+    if entry.get("exitstatus"):
+        return str(entry["exitstatus"])
+    status = entry.get("status")
+    if status == "stopped":
+        return "unknown"  # stopped, yet PVE kept no exit status (e.g. the worker was killed)
+    if status in (None, "", "running"):
+        return None
+    return str(status)
+
+
+def _ha_child(request: TrackedTask, entries: Iterable[Mapping[str, Any]]) -> TrackedTask | None:
+    started = request.parsed.starttime
+    children = []
+    for entry in entries:
+        upid = entry.get("upid")
+        if not is_upid(upid):
+            continue
+        parsed = parse_upid(str(upid))
+        if (
+            parsed.type == "qmigrate"
+            and parsed.vmid == request.vmid
+            and parsed.starttime >= started
+        ):
+            children.append(parsed)
+    if not children:
+        return None
+    first = min(children, key=lambda parsed: parsed.starttime)
+    return TrackedTask(request.vmid, str(first), request.source or first.node)
+
+
+# `migration active, transferred 1.1 GiB of 8.0 GiB VM-state, 117.4 MiB/s` (QemuMigrate.pm)
+_PROGRESS = re.compile(
+    r"migration active, transferred ([\d.]+) (B|KiB|MiB|GiB|TiB) of ([\d.]+) (B|KiB|MiB|GiB|TiB)"
+)
+_DONE = re.compile(r"migration status: completed|migration completed|average migration speed")
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def is_ending(log_lines: Sequence[str], nearly: float = 0.9) -> bool:
+    """True when RAM transfer is done or has moved `nearly` the VM's memory once.
+
+    Then the end-phase SSH connections (`rm -f`, `qm unlock`) to the target are seconds
+    away, and the engine can count them as coming handshakes.
+    """
+    for line in reversed(log_lines):
+        if _DONE.search(line):
+            return True
+        progress = _PROGRESS.search(line)
+        if progress:
+            done = float(progress[1]) * _UNITS[progress[2]]
+            total = float(progress[3]) * _UNITS[progress[4]]
+            return total > 0 and done >= nearly * total
+    return False
