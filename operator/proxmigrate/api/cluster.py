@@ -1,0 +1,260 @@
+"""`ProxmoxCluster.spec` as typed values, defaults applied as in crds/proxmoxclusters.yaml."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from proxmigrate.api.enums import AuthMethod, ClusterMigrationType, MigrationType
+from proxmigrate.api.fields import SpecError, SpecReader
+from proxmigrate.api.refs import SecretRef
+from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy
+from proxmigrate.planning.capacity import MemoryReserve
+from proxmigrate.planning.selection import DEFAULT_ANTI_AFFINITY_PREFIX
+
+PVE_API_PORT = 8006  # pveproxy's port
+GIB = 1024**3
+
+_ENDPOINT = re.compile(
+    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))(?::(?P<port>\d+))?$"
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One `host[:port]` of spec.endpoints; IPv6 addresses keep no brackets in `host`."""
+
+    host: str
+    port: int = PVE_API_PORT
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        match = _ENDPOINT.fullmatch(text.strip())
+        if not match:
+            raise SpecError(f"endpoint {text!r} is not host or host:port")
+        port = int(match["port"]) if match["port"] else PVE_API_PORT
+        if not 1 <= port <= 65535:
+            raise SpecError(f"endpoint {text!r} has port {port}, outside 1-65535")
+        return cls(match["ipv6"] or match["host"], port)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.url.removeprefix("https://")
+
+
+@dataclass(frozen=True)
+class TLSSpec:
+    insecure_skip_verify: bool = False
+    ca_bundle: str | None = None  # PEM
+    ca_secret_ref: SecretRef | None = None
+    ca_secret_key: str = "ca.crt"
+
+    @classmethod
+    def read(cls, reader: SpecReader) -> TLSSpec:
+        secret = reader.child("caSecretRef")
+        return cls(
+            insecure_skip_verify=reader.get("insecureSkipVerify", bool, False),
+            ca_bundle=reader.get("caBundle", str, None),
+            ca_secret_ref=SecretRef.read(secret) if reader.has("caSecretRef") else None,
+            ca_secret_key=secret.get("key", str, "ca.crt"),
+        )
+
+
+@dataclass(frozen=True)
+class InventorySpec:
+    sync_interval_seconds: int = 15
+
+    @classmethod
+    def read(cls, reader: SpecReader) -> InventorySpec:
+        return cls(reader.get("syncIntervalSeconds", int, 15))
+
+
+@dataclass(frozen=True)
+class PlacementSettings:
+    """Cluster-wide planner rules (spec.placement)."""
+
+    memory_reserve_percent: int = 10
+    memory_reserve_minimum_bytes: int = 2 * GIB
+    anti_affinity_tag_prefix: str = DEFAULT_ANTI_AFFINITY_PREFIX
+
+    @classmethod
+    def read(cls, reader: SpecReader) -> PlacementSettings:
+        return cls(
+            memory_reserve_percent=reader.get("memoryReservePercent", int, 10),
+            memory_reserve_minimum_bytes=reader.quantity("memoryReserveMinimum", 2 * GIB) or 0,
+            anti_affinity_tag_prefix=reader.get(
+                "antiAffinityTagPrefix", str, DEFAULT_ANTI_AFFINITY_PREFIX
+            ),
+        )
+
+    def memory_reserve(
+        self, percent: int | None = None, minimum_bytes: int | None = None
+    ) -> MemoryReserve:
+        """The planner's reserve; a NodeDrain passes its overrides, None keeps the cluster's."""
+        return MemoryReserve(
+            min_bytes=self.memory_reserve_minimum_bytes if minimum_bytes is None else minimum_bytes,
+            ratio=(self.memory_reserve_percent if percent is None else percent) / 100,
+        )
+
+
+@dataclass(frozen=True)
+class HandshakePacingSpec:
+    safety_fraction: float = 0.5
+    handshake_seconds: float = 0.25
+    start_spread_seconds: float = 5.0
+    end_spread_seconds: float = 2.0
+
+    @classmethod
+    def read(cls, reader: SpecReader) -> HandshakePacingSpec:
+        return cls(
+            safety_fraction=reader.get("safetyFraction", float, 0.5),
+            handshake_seconds=reader.get("handshakeSeconds", float, 0.25),
+            start_spread_seconds=reader.get("startSpreadSeconds", float, 5.0),
+            end_spread_seconds=reader.get("endSpreadSeconds", float, 2.0),
+        )
+
+
+@dataclass(frozen=True)
+class RetrySpec:
+    max_attempts: int = 5  # the first attempt included
+    backoff_seconds: int = 5
+    max_backoff_seconds: int = 300
+
+    @classmethod
+    def read(cls, reader: SpecReader) -> RetrySpec:
+        return cls(
+            max_attempts=reader.get("maxAttempts", int, 5),
+            backoff_seconds=reader.get("backoffSeconds", int, 5),
+            max_backoff_seconds=reader.get("maxBackoffSeconds", int, 300),
+        )
+
+
+class TransportRefusal(NamedTuple):
+    """Why migrations must not run on a cluster: a condition reason and message."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class MigrationPolicySpec:
+    type: MigrationType = MigrationType.SECURE
+    allow_insecure: bool = False
+    max_parallel: int = 8
+    max_parallel_per_target: int | None = None
+    max_parallel_per_source: int | None = None
+    target_ssh_max_startups: MaxStartups = field(default_factory=MaxStartups)
+    handshake_pacing: HandshakePacingSpec = field(default_factory=HandshakePacingSpec)
+    bandwidth_limit_kib: int | None = None  # PVE `bwlimit`, KiB/s
+    retry: RetrySpec = field(default_factory=RetrySpec)
+    task_timeout_seconds: int = 14400
+
+    @classmethod
+    def from_spec(
+        cls, data: Mapping[str, Any] | None, path: str = "spec.migrationPolicy"
+    ) -> MigrationPolicySpec:
+        return cls.read(SpecReader(data, path))
+
+    @classmethod
+    def read(cls, reader: SpecReader) -> MigrationPolicySpec:
+        startups = reader.get("targetSshMaxStartups", str, "10:30:100")
+        try:
+            max_startups = MaxStartups.parse(startups)
+        except ValueError as error:
+            raise SpecError(f"{reader.path}.targetSshMaxStartups: {error}") from None
+        return cls(
+            type=reader.get("type", MigrationType, MigrationType.SECURE),
+            allow_insecure=reader.get("allowInsecure", bool, False),
+            max_parallel=reader.get("maxParallel", int, 8),
+            max_parallel_per_target=reader.get("maxParallelPerTarget", int, None),
+            max_parallel_per_source=reader.get("maxParallelPerSource", int, None),
+            target_ssh_max_startups=max_startups,
+            handshake_pacing=HandshakePacingSpec.read(reader.child("handshakePacing")),
+            bandwidth_limit_kib=reader.get("bandwidthLimit", int, None),
+            retry=RetrySpec.read(reader.child("retry")),
+            task_timeout_seconds=reader.get("taskTimeoutSeconds", int, 14400),
+        )
+
+    def to_engine_policy(self) -> EnginePolicy:
+        """The engine's settings; what the spec does not expose keeps the engine's defaults."""
+        pacing = self.handshake_pacing
+        try:
+            return EnginePolicy(
+                max_parallel=self.max_parallel,
+                max_parallel_per_target=self.max_parallel_per_target,
+                max_parallel_per_source=self.max_parallel_per_source,
+                ssh_max_startups=self.target_ssh_max_startups,
+                handshake_safety=pacing.safety_fraction,
+                handshake_seconds=pacing.handshake_seconds,
+                start_spread_seconds=pacing.start_spread_seconds,
+                end_spread_seconds=pacing.end_spread_seconds,
+                retry=RetryPolicy(
+                    max_attempts=self.retry.max_attempts,
+                    backoff_base=float(self.retry.backoff_seconds),
+                    backoff_max=float(self.retry.max_backoff_seconds),
+                ),
+            )
+        except ValueError as error:
+            raise SpecError(f"spec.migrationPolicy: {error}") from None
+
+    def transport_refusal(
+        self, auth: AuthMethod, datacenter: ClusterMigrationType
+    ) -> TransportRefusal | None:
+        """Why migrating now would break the transport policy, or None when it may proceed.
+
+        Only a `root@pam` ticket may pick `migration_type` per request; with an API token PVE
+        uses the datacenter's `migration` setting (reference pve-migration.md section 1), so
+        then that setting is what the policy must accept.
+        """
+        if self.type is MigrationType.INSECURE and not self.allow_insecure:
+            return TransportRefusal(
+                "InsecureNotAllowed",
+                "migrationPolicy.type is insecure but migrationPolicy.allowInsecure is false; "
+                "set allowInsecure: true to accept clear-text migrations, or use type: secure",
+            )
+        if auth is AuthMethod.TICKET:
+            return None
+        if datacenter is ClusterMigrationType.UNKNOWN:
+            return TransportRefusal(
+                "ClusterMigrationUnknown",
+                "the datacenter migration setting (GET /cluster/options) could not be read yet",
+            )
+        if datacenter is ClusterMigrationType.INSECURE and not self.allow_insecure:
+            return TransportRefusal(
+                "ClusterMigrationInsecure",
+                "the datacenter migration setting is type=insecure and API tokens cannot "
+                "override it; set migration: type=secure in Datacenter > Options, or "
+                "allowInsecure: true to accept clear-text migrations",
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class ProxmoxClusterSpec:
+    endpoints: tuple[Endpoint, ...]
+    credentials_secret_ref: SecretRef
+    tls: TLSSpec = field(default_factory=TLSSpec)
+    inventory: InventorySpec = field(default_factory=InventorySpec)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
+    migration_policy: MigrationPolicySpec = field(default_factory=MigrationPolicySpec)
+
+    @classmethod
+    def from_spec(cls, data: Mapping[str, Any] | None, path: str = "spec") -> ProxmoxClusterSpec:
+        reader = SpecReader(data, path)
+        endpoints = reader.list_of("endpoints", str)
+        if not endpoints:
+            raise SpecError(f"{path}.endpoints needs at least one host[:port]")
+        return cls(
+            endpoints=tuple(Endpoint.parse(endpoint) for endpoint in endpoints),
+            credentials_secret_ref=SecretRef.read(reader.child("credentialsSecretRef")),
+            tls=TLSSpec.read(reader.child("tls")),
+            inventory=InventorySpec.read(reader.child("inventory")),
+            placement=PlacementSettings.read(reader.child("placement")),
+            migration_policy=MigrationPolicySpec.read(reader.child("migrationPolicy")),
+        )

@@ -1,0 +1,111 @@
+"""The closed value sets of the API (phases, policies); each mirrors an `enum` in crds/."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MigrationPhase(StrEnum):
+    """`VMMigration.status.phase`."""
+
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_MIGRATION_PHASES
+
+
+_FINAL_MIGRATION_PHASES = frozenset(
+    {MigrationPhase.SUCCEEDED, MigrationPhase.FAILED, MigrationPhase.CANCELLED}
+)
+
+
+class AttemptOutcome(StrEnum):
+    """`VMMigration.status.attempts[].outcome`."""
+
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    # the task ended `migration problems` after the guest already ran on the target
+    SUCCEEDED_WITH_PROBLEMS = "SucceededWithProblems"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class DrainPhase(StrEnum):
+    """`NodeDrain.status.phase`."""
+
+    PENDING = "Pending"
+    PLANNING = "Planning"
+    DRAINING = "Draining"
+    DRAINED = "Drained"
+    BLOCKED = "Blocked"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class DrainVMPhase(StrEnum):
+    """`NodeDrain.status.vms[].phase`."""
+
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    MIGRATING = "Migrating"
+    MIGRATED = "Migrated"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    CANCELLED = "Cancelled"
+
+
+class MigrationType(StrEnum):
+    """`ProxmoxCluster.spec.migrationPolicy.type`."""
+
+    SECURE = "secure"
+    INSECURE = "insecure"
+
+
+class ClusterMigrationType(StrEnum):
+    """`ProxmoxCluster.status.clusterMigrationType`: what datacenter.cfg selects."""
+
+    SECURE = "secure"
+    INSECURE = "insecure"
+    UNKNOWN = "unknown"
+
+
+class AuthMethod(StrEnum):
+    """`ProxmoxCluster.status.authMethod`."""
+
+    TOKEN = "token"
+    TICKET = "ticket"
+
+
+class StoppedVMsPolicy(StrEnum):
+    """`NodeDrain.spec.stoppedVMs`."""
+
+    MIGRATE = "migrate"
+    LEAVE = "leave"
+
+
+class TemplatesPolicy(StrEnum):
+    """`NodeDrain.spec.templates`."""
+
+    MIGRATE = "migrate"
+    LEAVE = "leave"
+
+
+class LocalDisksPolicy(StrEnum):
+    """`NodeDrain.spec.localDisks`."""
+
+    MIGRATE = "migrate"
+    SKIP = "skip"
+    FAIL = "fail"
+
+
+class PlacementPolicy(StrEnum):
+    """`VMPlacement.spec.policy`."""
+
+    ENFORCE = "enforce"
+    REPORT = "report"
