@@ -220,7 +220,7 @@ class MigrationRun:
             cap = min(cap, net.secure_stream_cap)
         downtime_ms = timing.downtime_limit * 1000
         self.log(f"migration downtime limit: {int(downtime_ms)} ms")
-        cachesize = 1 << max(0, (vm.maxmem // 10).bit_length() - 1)
+        cachesize = 1 << max(0, (vm.maxmem // 10 - 1).bit_length())  # round_powerof2: up
         self.log(f"migration cachesize: {render_bytes(cachesize)}")
         self.log("set migration parameters")
         self.log(f"start migrate command to {uri}")

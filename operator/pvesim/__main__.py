@@ -1,0 +1,5 @@
+import sys
+
+from pvesim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""`pvesim serve ...`: start the simulator and print one JSON line describing it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from pvesim.certs import write_self_signed
+from pvesim.model import Cluster, ModelParams, from_config, generate
+from pvesim.server import Listener, Simulator
+
+
+def build_cluster(args: argparse.Namespace) -> Cluster:
+    params = ModelParams(pve_version=args.pve_version)
+    if args.config:
+        config = yaml.safe_load(Path(args.config).read_text())
+        if args.pve_version_given:
+            config["pve_version"] = args.pve_version
+        params = replace(params, pve_version=int(config.get("pve_version", args.pve_version)))
+        return from_config(config, seed=args.seed, params=params)
+    return generate(args.nodes, args.vms_per_node, seed=args.seed, params=params)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pvesim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the PVE API over HTTPS")
+    serve.add_argument("--config", help="cluster YAML (docs/pvesim.md)")
+    serve.add_argument("--nodes", type=int, default=3)
+    serve.add_argument("--vms-per-node", type=int, default=10)
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--time-scale", type=float, default=1.0)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--endpoints", type=int, default=1, help="API endpoints (ports)")
+    serve.add_argument("--pve-version", type=int, choices=(8, 9), default=None)
+    args = parser.parse_args(argv)
+    args.pve_version_given = args.pve_version is not None
+    args.pve_version = args.pve_version or 8
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cluster = build_cluster(args)
+    workdir = Path(tempfile.mkdtemp(prefix="pvesim-"))
+    certs = write_self_signed(workdir)
+    sim = Simulator(cluster, args.time_scale, args.seed)
+    for index in range(args.endpoints):
+        port = args.port + index if args.port else 0
+        listener = Listener(sim, index, args.host, port, certs)
+        listener.up()
+        sim.listeners.append(listener)
+    sim.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    info = {
+        "url": sim.listeners[0].url,
+        "urls": [ep.url for ep in sim.listeners],
+        "token_id": "root@pam!pvesim",
+        "token_secret": sim.credentials.token_secret,
+        "password": sim.credentials.password,
+        "ca_cert": str(certs.ca_cert),
+    }
+    print(json.dumps(info), flush=True)
+    stop.wait()
+    for listener in sim.listeners:
+        listener.down()
+    sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Model objects rendered as PVE's API returns them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvesim.model import VM, Cluster, Node
+from pvesim.model.params import GiB
+from pvesim.model.tasklog import Task
+
+HOST_OVERHEAD = 4 * GiB  # memory the host itself uses: assumption
+PVE_VERSIONS = {8: ("8.4.1", "8.4", "2a5fa54a8503f96d"), 9: ("9.0.3", "9.0", "025864202ebb6109")}
+
+
+def version(cluster: Cluster) -> dict[str, Any]:
+    full, release, repoid = PVE_VERSIONS[cluster.params.pve_version]
+    return {"version": full, "release": release, "repoid": repoid}
+
+
+def uptime(cluster: Cluster) -> int:
+    return int(cluster.now - cluster.params.start_time) + 86_400
+
+
+def node_used_memory(cluster: Cluster, node: Node) -> int:
+    return HOST_OVERHEAD + sum(v.mem for v in cluster.vms.values() if v.node == node.name)
+
+
+def node_cpu(cluster: Cluster, node: Node) -> float:
+    used = sum(
+        v.cpu_load * v.cpus for v in cluster.vms.values() if v.node == node.name and v.running
+    )
+    return round(min(1.0, used / node.cpus), 4)
+
+
+def node_entry(
+    cluster: Cluster, node: Node, used: int | None = None, cpu: float | None = None
+) -> dict[str, Any]:
+    """One row of `/nodes` and `/cluster/resources` (type node)."""
+    entry: dict[str, Any] = {
+        "id": f"node/{node.name}",
+        "type": "node",
+        "node": node.name,
+        "status": "online" if node.online else "offline",
+        "level": "",
+    }
+    if node.online:
+        entry |= {
+            "maxmem": node.maxmem,
+            "mem": used if used is not None else node_used_memory(cluster, node),
+            "maxcpu": node.cpus,
+            "cpu": cpu if cpu is not None else node_cpu(cluster, node),
+            "uptime": uptime(cluster),
+            "maxdisk": 100 * GiB,
+            "disk": 12 * GiB,
+            "cgroup-mode": 2,
+        }
+    return entry
+
+
+def vm_entry(cluster: Cluster, vm: VM, *, resources: bool) -> dict[str, Any]:
+    """A row of `/cluster/resources` (type qemu) or `/nodes/{n}/qemu`."""
+    entry: dict[str, Any] = {
+        "vmid": vm.vmid,
+        "name": vm.name,
+        "status": "running" if vm.running else "stopped",
+        "maxmem": vm.maxmem,
+        "mem": vm.mem,
+        "cpus": vm.cpus,
+        "cpu": round(vm.cpu_load, 4) if vm.running else 0,
+        "uptime": uptime(cluster) if vm.running else 0,
+        "maxdisk": sum(d.size for d in vm.disks),
+        "disk": 0,
+        "netin": 0,
+        "netout": 0,
+        "diskread": 0,
+        "diskwrite": 0,
+    }
+    if vm.tags:
+        entry["tags"] = ";".join(vm.tags)
+    if vm.template:
+        entry["template"] = 1
+    if vm.lock:
+        entry["lock"] = vm.lock
+    if resources:
+        entry |= {"id": f"qemu/{vm.vmid}", "type": "qemu", "node": vm.node, "maxcpu": vm.cpus}
+        entry.pop("cpus")
+        if vm.pool:
+            entry["pool"] = vm.pool
+        if vm.ha_managed:
+            entry["hastate"] = "migrate" if vm.vmid in cluster.ha.migrating else "started"
+    elif vm.running:
+        entry["pid"] = 10_000 + vm.vmid
+    return entry
+
+
+def cluster_resources(cluster: Cluster, kind: str | None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    mem: dict[str, int] = {}
+    load: dict[str, float] = {}
+    for vm in cluster.vms.values():
+        mem[vm.node] = mem.get(vm.node, 0) + vm.mem
+        if vm.running:
+            load[vm.node] = load.get(vm.node, 0.0) + vm.cpu_load * vm.cpus
+    if kind in (None, "node"):
+        for node in cluster.nodes.values():
+            cpu = round(min(1.0, load.get(node.name, 0.0) / node.cpus), 4)
+            rows.append(node_entry(cluster, node, HOST_OVERHEAD + mem.get(node.name, 0), cpu))
+    if kind in (None, "vm"):
+        rows.extend(vm_entry(cluster, vm, resources=True) for vm in cluster.vms.values())
+    if kind in (None, "storage"):
+        for node in cluster.nodes.values():
+            rows.extend(storage_entry(node, s, resources=True) for s in node.storages)
+    if kind in (None, "pool"):
+        rows.extend({"id": f"/pool/{p}", "type": "pool", "pool": p} for p in pools(cluster))
+    return rows
+
+
+def storage_entry(node: Node, storage: str, *, resources: bool) -> dict[str, Any]:
+    shared = storage == "ceph"
+    total = 4096 * GiB if shared else 512 * GiB
+    entry: dict[str, Any] = {
+        "storage": storage,
+        "shared": int(shared),
+        "content": "images,rootdir" if storage != "local" else "iso,vztmpl,backup",
+        "type": {"ceph": "rbd", "local-lvm": "lvmthin", "local": "dir"}[storage],
+        "total": total,
+        "used": total // 4,
+        "avail": total - total // 4,
+        "active": 1,
+        "enabled": 1,
+    }
+    if resources:
+        return {
+            "id": f"storage/{node.name}/{storage}",
+            "type": "storage",
+            "node": node.name,
+            "storage": storage,
+            "status": "available" if node.online else "unknown",
+            "shared": int(shared),
+            "maxdisk": total,
+            "disk": total // 4,
+            "plugintype": entry["type"],
+            "content": entry["content"],
+        }
+    return entry
+
+
+def pools(cluster: Cluster) -> list[str]:
+    return sorted({v.pool for v in cluster.vms.values() if v.pool})
+
+
+def node_status(cluster: Cluster, node: Node) -> dict[str, Any]:
+    used = node_used_memory(cluster, node)
+    full, _, _ = PVE_VERSIONS[cluster.params.pve_version]
+    return {
+        "memory": {"total": node.maxmem, "used": used, "free": node.maxmem - used},
+        "swap": {"total": 8 * GiB, "used": 0, "free": 8 * GiB},
+        "rootfs": {"total": 100 * GiB, "used": 12 * GiB, "free": 88 * GiB, "avail": 88 * GiB},
+        "cpu": node_cpu(cluster, node),
+        "wait": 0.0,
+        "cpuinfo": {
+            "cpus": node.cpus,
+            "cores": node.cpus // 2,
+            "sockets": 2,
+            "model": "pvesim virtual CPU",
+            "mhz": "2400.000",
+        },
+        "loadavg": ["1.00", "1.00", "1.00"],
+        "uptime": uptime(cluster),
+        "pveversion": f"pve-manager/{full}/{PVE_VERSIONS[cluster.params.pve_version][2]}",
+        "kversion": "Linux 6.8.12-pve #1 SMP PREEMPT_DYNAMIC",
+        "idle": 0,
+    }
+
+
+def vm_status(cluster: Cluster, vm: VM) -> dict[str, Any]:
+    entry = vm_entry(cluster, vm, resources=False)
+    entry["qmpstatus"] = entry["status"]
+    entry["ha"] = (
+        {"managed": 1, "state": "started", "group": None} if vm.ha_managed else {"managed": 0}
+    )
+    return entry
+
+
+def task_row(task: Task) -> dict[str, Any]:
+    """A row of `/nodes/{n}/tasks` and `/cluster/tasks`."""
+    row = task.status()
+    row.pop("exitstatus", None)
+    row.pop("status")
+    if not task.running:
+        row["endtime"] = int(task.endtime or 0)
+        row["status"] = task.exitstatus
+    return row
