@@ -50,6 +50,8 @@ class MigrationRecord:
     outcome: str | None = None  # ok | failed | problems
     reason: str | None = None
     vm_moved: bool = False
+    transfer_start: float | None = None  # RAM stream open ...
+    transfer_end: float | None = None  # ... and closed
     ssh_connections: list[str] = field(default_factory=list)
 
 
@@ -227,6 +229,7 @@ class MigrationRun:
         if self.port is not None:
             cluster.nodes[req.target].ports_listening.discard(self.port)
         self.stream = cluster.open_stream(req.source, req.target, cap)
+        self.record.transfer_start = cluster.now
         yield from self.transfer_memory(downtime_ms)
 
     def transfer_memory(self, downtime_ms: float) -> Worker:
@@ -276,6 +279,7 @@ class MigrationRun:
         total_sent = cluster.stream_sent(stream)
         cluster.close_stream(stream)
         self.stream = None
+        self.record.transfer_end = cluster.now
         downtime = int((final + cluster.params.timing.downtime_overhead) * 1000)
         elapsed = max(cluster.now - begin, 1e-3)
         speed = render_bytes(vm.maxmem / elapsed)
