@@ -139,7 +139,7 @@ def test_sixty_insecure_migrations_exhaust_ports() -> None:
 
 
 def test_migrateall_throttles_by_worker_count_and_reports_like_pve() -> None:
-    vms = _vms(6) + [{"vmid": 106, "node": "pve1", "memory_gib": 1, "local_devices": ["hostpci0"]}]
+    vms = [*_vms(6), {"vmid": 106, "node": "pve1", "memory_gib": 1, "local_devices": ["hostpci0"]}]
     cluster = _cluster(vms=vms)
     upid = cluster.migrateall("pve1", "pve2", maxworkers=2)
     cluster.run_until_idle()
