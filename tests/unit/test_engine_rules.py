@@ -164,6 +164,20 @@ def test_anticipated_completions_use_the_handshake_budget() -> None:
     assert engine.pending_handshakes("pve2", t + 1.0) == 3
 
 
+def test_repeated_ending_notices_keep_the_end_slot_until_finish() -> None:
+    policy = EnginePolicy(max_parallel=8, handshake_safety=0.1)  # budget 1
+    engine = MigrationEngine(policy)
+    engine.adopt_running(job(0), started_at=0.0)
+    engine.submit(job(1), 0.0)
+    window = policy.end_window_seconds
+    engine.notify_ending("vm0", 50.0)  # early notice, e.g. at 90 % transferred
+    engine.notify_ending("vm0", 50.0 + window / 2)  # next task poll: still ending
+    assert engine.poll(50.0 + window) == []
+    assert engine.next_wakeup(50.0 + window) == pytest.approx(50.0 + 1.5 * window)
+    engine.finish("vm0", 50.0 + window, OK)
+    assert keys(engine.poll(50.0 + window)) == ["vm1"]
+
+
 def test_tunnel_up_frees_the_start_slot_early() -> None:
     policy = EnginePolicy(max_parallel=32, handshake_safety=0.1)  # budget 1
     engine = MigrationEngine(policy)

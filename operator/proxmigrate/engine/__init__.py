@@ -19,7 +19,9 @@ backoff_max=300.0, jitter=0.2))`; `MaxStartups.parse("10:30:100")`.
   running counts against caps and pacing.
 - `poll(now) -> list[Job]`: jobs to start now; the engine counts them running from `now`.
 - `notify_tunnel_up(key, now)` (optional): log shows `ssh tunnel ver 1`, start phase over.
-- `notify_ending(key, now)`: log shows the transfer finishing; reserves the end-phase slot.
+- `notify_ending(key, now)`: log shows the transfer ending; holds the end-phase slot until
+  `end_spread_seconds + handshake_seconds` after the latest call (call it on every task poll
+  while the end is near) or `finish`.
 - `finish(key, now, Outcome(succeeded, reason=None, transient=False)) -> Decision` with
   `kind` "done" | "retry" (queued again, `retry_at` set) | "failed", `attempt`, `reason`.
 - `next_wakeup(now) -> float | None`: when to poll next if nothing else happens.
@@ -36,7 +38,7 @@ Rules enforced together at each start
    MaxStartups slots at a time; it may hold one during its start phase (`/bin/true`,
    `qm start`, `mtunnel`: `start_spread_seconds + handshake_seconds` from its start, or until
    `notify_tunnel_up`) and its end phase (`rm -f`, `qm unlock`: `end_spread_seconds +
-   handshake_seconds` from `notify_ending`, or until `finish`). The engine's estimate of
+   handshake_seconds` from the latest `notify_ending`, or until `finish`). The engine's estimate of
    pending handshakes on a target is the number of its migrations inside such a phase: an
    upper bound, whatever the exact timing inside the phases. A start is allowed only if the
    estimate stays within the budget `floor(MaxStartups.start * handshake_safety)` (AIMD

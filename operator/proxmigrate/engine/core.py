@@ -123,9 +123,13 @@ class MigrationEngine:
             self._pacer.record_tunnel_up(running.job.target, key)
 
     def notify_ending(self, key: str, now: float) -> None:
-        """The transfer is finishing (e.g. `migration status: completed`): the end-phase
-        handshakes (`rm -f`, `qm unlock`) are coming, so reserve a slot for them.
-        Unknown or finished keys are ignored."""
+        """The transfer is ending or has ended (e.g. `migration status: completed`): the
+        end-phase handshakes (`rm -f`, `qm unlock`) are coming, so hold a slot for them until
+        `end_spread_seconds + handshake_seconds` after the latest such call, or `finish`.
+
+        Call it on every task poll while the log shows the end near: each call extends the
+        hold, so an early notice (e.g. at 90 % transferred) stays covered. Unknown or
+        finished keys are ignored."""
         running = self._running.get(key)
         if running is not None:
             self._pacer.record_ending(running.job.target, key, now)
