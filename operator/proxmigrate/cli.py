@@ -10,7 +10,9 @@ from proxmigrate import __version__
 
 
 def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = subparsers.add_parser("run", help="run the operator (kopf) against the current kubeconfig")
+    run = subparsers.add_parser(
+        "run", help="run the operator (kopf) against the current kubeconfig"
+    )
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
         "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"

@@ -1,0 +1,5 @@
+"""kopf handlers. Importing this package registers them all."""
+
+from proxmigrate.controllers import clusters, migrations, settings
+
+__all__ = ["clusters", "migrations", "settings"]

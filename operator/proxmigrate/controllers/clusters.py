@@ -1,0 +1,230 @@
+"""ProxmoxCluster: connect, keep the inventory fresh, own the migration engine.
+
+A kopf daemon per ProxmoxCluster builds its `ClusterRuntime`, runs the engine loop, and
+re-syncs the inventory every `spec.inventory.syncIntervalSeconds`, writing what it finds
+(version, nodes, VM count, conditions) to status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from proxmigrate.api.cluster import ProxmoxClusterSpec
+from proxmigrate.api.conditions import set_condition
+from proxmigrate.api.constants import GROUP, PROXMOXCLUSTERS, VERSION
+from proxmigrate.api.enums import AuthMethod
+from proxmigrate.api.fields import SpecError
+from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.controllers.registry import RUNTIMES
+from proxmigrate.kube import Kube, shared_kube
+from proxmigrate.pve.async_client import AsyncPveClient
+from proxmigrate.pve.client import PveClient
+from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveTLSError
+from proxmigrate.pve.transport import Auth, PasswordAuth, TokenAuth
+from proxmigrate.runtime.cluster import ClusterRuntime
+
+log = logging.getLogger(__name__)
+RETRY_CONFIG_SECONDS = 10.0  # how soon a cluster with bad configuration is looked at again
+
+
+class ConfigurationError(Exception):
+    """The cluster cannot be reached as configured; `reason` is a condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def post_event(ref: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    kopf.event(dict(ref), type=kind, reason=reason, message=message)
+
+
+async def _credentials(kube: Kube, spec: ProxmoxClusterSpec, namespace: str) -> Auth:
+    ref = spec.credentials_secret_ref
+    secret_ns = ref.namespace_or(namespace)
+    try:
+        data = await kube.read_secret(secret_ns, ref.name)
+    except ApiException as error:
+        if error.status == 404:
+            raise ConfigurationError(
+                "SecretNotFound", f"credentials Secret {secret_ns}/{ref.name} does not exist"
+            ) from None
+        raise ConfigurationError(
+            "SecretUnreadable", f"cannot read Secret {secret_ns}/{ref.name}: {error.reason}"
+        ) from None
+    if data.get("tokenId") and data.get("tokenSecret"):
+        try:
+            return TokenAuth(data["tokenId"], data["tokenSecret"])
+        except ValueError as error:
+            raise ConfigurationError("InvalidCredentials", str(error)) from None
+    if data.get("username") and data.get("password"):
+        return PasswordAuth(data["username"], data["password"])
+    raise ConfigurationError(
+        "InvalidCredentials",
+        f"Secret {secret_ns}/{ref.name} needs tokenId + tokenSecret (API token) "
+        "or username + password (ticket)",
+    )
+
+
+async def _ca_bundle(kube: Kube, spec: ProxmoxClusterSpec, namespace: str) -> str | None:
+    """A file with the CA bundle requests should trust, or None for the system store."""
+    pem = spec.tls.ca_bundle
+    if spec.tls.ca_secret_ref is not None:
+        ref = spec.tls.ca_secret_ref
+        try:
+            data = await kube.read_secret(ref.namespace_or(namespace), ref.name)
+        except ApiException as error:
+            raise ConfigurationError(
+                "SecretNotFound", f"CA Secret {ref.name}: {error.reason}"
+            ) from None
+        pem = data.get(spec.tls.ca_secret_key)
+        if not pem:
+            raise ConfigurationError(
+                "InvalidCredentials", f"CA Secret {ref.name} has no key {spec.tls.ca_secret_key}"
+            )
+    if not pem:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+        handle.write(pem)
+        return handle.name
+
+
+async def build_runtime(
+    kube: Kube, spec: ProxmoxClusterSpec, namespace: str, name: str
+) -> ClusterRuntime:
+    auth = await _credentials(kube, spec, namespace)
+    ca_bundle = await _ca_bundle(kube, spec, namespace)
+    client = PveClient(
+        [str(endpoint) for endpoint in spec.endpoints],
+        auth,
+        cluster=f"{namespace}/{name}",
+        verify_tls=not spec.tls.insecure_skip_verify,
+        ca_bundle=ca_bundle,
+    )
+    return ClusterRuntime(
+        namespace=namespace,
+        name=name,
+        client=AsyncPveClient(client),
+        policy=spec.migration_policy,
+        auth=AuthMethod.TICKET if isinstance(auth, PasswordAuth) else AuthMethod.TOKEN,
+        kube=kube,
+        events=post_event,
+    )
+
+
+def _reason_for(error: PveError) -> str:
+    if isinstance(error, PveAuthError):
+        return "AuthenticationFailed"
+    if isinstance(error, PveTLSError):
+        return "TLSError"
+    if isinstance(error, PveApiError):
+        return "ApiError"
+    return "Unreachable"
+
+
+class _StatusWriter:
+    """Keeps the last written conditions so transitions keep their times."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.kube, self.namespace, self.name = kube, namespace, name
+        self.conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
+
+    async def write(
+        self,
+        generation: int | None,
+        ready: bool | None,
+        reason: str,
+        message: str,
+        extra: Mapping[str, Any] | None = None,
+        degraded: tuple[bool, str, str] = (False, "AsExpected", "all nodes online"),
+    ) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        conditions = set_condition(
+            self.conditions, "Ready", ready, reason, message, generation, now
+        )
+        conditions = set_condition(
+            conditions, "Degraded", degraded[0], degraded[1], degraded[2], generation, now
+        )
+        self.conditions = conditions
+        status = {"conditions": conditions, "observedGeneration": generation, **(extra or {})}
+        await self.kube.patch_status(PROXMOXCLUSTERS, self.namespace, self.name, status)
+
+
+async def sync(runtime: ClusterRuntime, writer: _StatusWriter, generation: int | None) -> None:
+    """Read version, datacenter options and inventory; report them and any refusal."""
+    version = await runtime.client.version()
+    await runtime.refresh_settings()
+    inventory = await runtime.refresh_inventory()
+    offline = sorted(node.name for node in inventory.nodes if not node.online)
+    extra = {
+        "pveVersion": str(version.get("version", "")),
+        "nodes": [{"name": n.name, "online": n.online} for n in inventory.nodes],
+        "nodeCount": len(inventory.nodes),
+        "nodesOnline": len(inventory.nodes) - len(offline),
+        "vmCount": len(inventory.vms),
+        "lastSyncTime": to_rfc3339(datetime.datetime.now(datetime.UTC)),
+        "authMethod": runtime.auth.value,
+        "clusterMigrationType": runtime.settings.type if runtime.settings else "unknown",
+    }
+    degraded = (
+        (True, "NodesOffline", f"offline: {', '.join(offline)}")
+        if offline
+        else (False, "AsExpected", "all nodes online")
+    )
+    refusal = runtime.transport_refusal()
+    if refusal is not None:
+        await writer.write(generation, False, refusal[0], refusal[1], extra, degraded)
+        return
+    message = (
+        f"connected: PVE {extra['pveVersion']}, {extra['nodesOnline']}/{extra['nodeCount']} "
+        f"nodes online, {extra['vmCount']} VMs, {runtime.settings.type if runtime.settings else ''}"
+        " migrations"
+    )
+    await writer.write(generation, True, "Connected", message, extra, degraded)
+
+
+@kopf.daemon(GROUP, VERSION, PROXMOXCLUSTERS, cancellation_timeout=10.0)
+async def proxmox_cluster(
+    name: str, namespace: str, spec: Any, meta: Any, status: Any, **_: Any
+) -> None:
+    """Lives as long as the ProxmoxCluster: connect, then sync and run the engine."""
+    kube = shared_kube()
+    writer = _StatusWriter(kube, namespace, name, status)
+    while True:
+        generation = meta.get("generation")
+        try:
+            parsed = ProxmoxClusterSpec.from_spec(dict(spec))
+            runtime = await build_runtime(kube, parsed, namespace, name)
+            break
+        except SpecError as error:
+            await writer.write(generation, False, "InvalidSpec", str(error))
+        except ConfigurationError as error:
+            await writer.write(generation, False, error.reason, str(error))
+        await asyncio.sleep(RETRY_CONFIG_SECONDS)
+    RUNTIMES[(namespace, name)] = runtime
+    engine_loop = asyncio.create_task(runtime.run())
+    try:
+        while True:
+            generation = meta.get("generation")
+            try:
+                runtime.update_policy(ProxmoxClusterSpec.from_spec(dict(spec)).migration_policy)
+                await sync(runtime, writer, generation)
+            except SpecError as error:
+                await writer.write(generation, False, "InvalidSpec", str(error))
+            except PveError as error:
+                log.warning("cluster %s/%s: %s", namespace, name, error)
+                await writer.write(generation, False, _reason_for(error), str(error))
+            interval = parsed.inventory.sync_interval_seconds
+            await asyncio.sleep(interval)
+    finally:
+        RUNTIMES.pop((namespace, name), None)
+        engine_loop.cancel()
+        await runtime.close()

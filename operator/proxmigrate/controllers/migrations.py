@@ -1,0 +1,65 @@
+"""VMMigration: hand new and resumed migrations to their cluster's runtime; cancel on delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from proxmigrate.api.constants import GROUP, VERSION, VMMIGRATIONS
+from proxmigrate.controllers.registry import runtime_for
+from proxmigrate.pve.errors import PveError
+from proxmigrate.runtime.cluster import MigrationRequest
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+WAIT_FOR_CLUSTER_SECONDS = 3.0
+
+
+def request_from(body: Any) -> MigrationRequest:
+    spec, meta = body["spec"], body["metadata"]
+    return MigrationRequest(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        vmid=int(spec["vmid"]),
+        target=str(spec["target"]),
+        source=spec.get("source"),
+        online=bool(spec.get("online", True)),
+        with_local_disks=bool(spec.get("withLocalDisks", False)),
+        bandwidth_limit_kib=spec.get("bandwidthLimit"),
+        priority=int(spec.get("priority", 0)),
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, VMMIGRATIONS)
+@kopf.on.create(GROUP, VERSION, VMMIGRATIONS)
+async def accept_migration(body: Any, status: Any, patch: kopf.Patch, **_: Any) -> None:
+    """Queue a new VMMigration, or resume one that was running before a restart."""
+    if status.get("phase") in TERMINAL_PHASES:
+        return
+    request = request_from(body)
+    cluster = body["spec"]["clusterRef"]["name"]
+    runtime = runtime_for(request.namespace, cluster)
+    if runtime is None:
+        if status.get("phase") is None:
+            patch.status["phase"] = "Pending"
+            patch.status["message"] = f"waiting for ProxmoxCluster {cluster} to connect"
+        raise kopf.TemporaryError(
+            f"ProxmoxCluster {cluster} is not connected yet", delay=WAIT_FOR_CLUSTER_SECONDS
+        )
+    try:
+        await runtime.accept(request, dict(status))
+    except PveError as error:
+        raise kopf.TemporaryError(f"PVE API: {error}", delay=WAIT_FOR_CLUSTER_SECONDS) from error
+
+
+@kopf.on.delete(GROUP, VERSION, VMMIGRATIONS)
+async def cancel_migration(body: Any, status: Any, logger: Any, **_: Any) -> None:
+    """Deleting a queued VMMigration drops it; deleting a running one stops its PVE task."""
+    if status.get("phase") in TERMINAL_PHASES:
+        return
+    request = request_from(body)
+    runtime = runtime_for(request.namespace, body["spec"]["clusterRef"]["name"])
+    if runtime is None:
+        return
+    logger.info(await runtime.cancel(request))

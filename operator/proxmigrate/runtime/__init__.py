@@ -1,0 +1,1 @@
+"""Run-time orchestration of one ProxmoxCluster: I/O around the pure engine."""

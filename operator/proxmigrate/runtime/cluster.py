@@ -1,0 +1,556 @@
+"""One ProxmoxCluster at run time: its PVE client, engine, inventory and running migrations.
+
+The kopf handlers only translate events into calls on this object; it owns the loop that
+asks the engine who may start, issues the migrations, tracks their tasks in batches (one
+task list per node per tick) and writes every VMMigration status change to the API server
+before acting on it, so that a restarted operator resumes instead of repeating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxmigrate import metrics
+from proxmigrate.api.cluster import MigrationPolicySpec
+from proxmigrate.api.constants import VMMIGRATIONS
+from proxmigrate.api.enums import AuthMethod, ClusterMigrationType
+from proxmigrate.engine import Job, MigrationEngine, Outcome
+from proxmigrate.inventory import Inventory
+from proxmigrate.kube import Kube
+from proxmigrate.pve.async_client import AsyncPveClient
+from proxmigrate.pve.classifier import Failure, Phase, Reason, classify, classify_api_error
+from proxmigrate.pve.errors import PveApiError, PveError, PveUnreachable
+from proxmigrate.pve.resources import MigrationSettings
+from proxmigrate.pve.tracker import TrackedTask, evaluate, nodes_to_poll, poll_since
+from proxmigrate.runtime import status as vmstatus
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.5  # longest sleep between two looks at the engine and the tasks
+OPTIONS_MAX_AGE = 10.0  # re-read the datacenter migration setting before a batch if older
+HA_CHILD_TIMEOUT = 300.0  # how long an HA request may take to become a real qmigrate
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    """What a VMMigration asks for (its immutable spec) and where it lives."""
+
+    namespace: str
+    name: str
+    uid: str
+    vmid: int
+    target: str
+    source: str | None = None
+    online: bool = True
+    with_local_disks: bool = False
+    bandwidth_limit_kib: int | None = None
+    priority: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def event_ref(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "proxmigrate.dev/v1alpha1",
+            "kind": "VMMigration",
+            "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
+        }
+
+
+@dataclass
+class _Running:
+    request: MigrationRequest
+    job: Job
+    upid: str | None
+    started_at: float
+    ha_requested_at: float | None = None
+    ending_noticed: bool = False
+
+
+@dataclass
+class _Queued:
+    request: MigrationRequest
+    job: Job
+    submitted_at: float
+
+
+EventSink = Callable[[Mapping[str, Any], str, str, str], None]
+
+
+def _no_events(ref: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    """Default sink: tests without kopf's posting machinery."""
+
+
+@dataclass
+class ClusterRuntime:
+    """Live state of one ProxmoxCluster; see the module docstring."""
+
+    namespace: str
+    name: str
+    client: AsyncPveClient
+    policy: MigrationPolicySpec
+    auth: AuthMethod
+    kube: Kube
+    events: EventSink = _no_events
+    clock: Callable[[], float] = time.time
+    engine: MigrationEngine = field(init=False)
+    inventory: Inventory | None = None
+    settings: MigrationSettings | None = None
+    settings_read_at: float = 0.0
+    _queued: dict[str, _Queued] = field(default_factory=dict)
+    _running: dict[str, _Running] = field(default_factory=dict)
+    _statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _inventory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.engine = MigrationEngine(self.policy.to_engine_policy())
+
+    # ----- configuration and inventory -------------------------------------------------
+
+    def update_policy(self, policy: MigrationPolicySpec) -> None:
+        self.policy = policy
+        self.engine.update_policy(policy.to_engine_policy())
+        self._wake.set()
+
+    async def refresh_inventory(self, max_age: float = 0.0) -> Inventory:
+        """The inventory, re-read when older than `max_age` (one `GET /cluster/resources`)."""
+        async with self._inventory_lock:
+            now = self.clock()
+            if self.inventory is not None and now - self.inventory.taken_at <= max_age:
+                return self.inventory
+            began = time.monotonic()
+            self.inventory = await self.client.inventory()
+            metrics.INVENTORY_SYNC_DURATION.labels(self.label).observe(time.monotonic() - began)
+            return self.inventory
+
+    async def refresh_settings(self) -> MigrationSettings:
+        self.settings = await self.client.cluster_options()
+        self.settings_read_at = self.clock()
+        return self.settings
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def transport_refusal(self) -> tuple[str, str] | None:
+        """Why no migration may start now (a condition reason and message), or None."""
+        if self.settings is None:
+            datacenter = ClusterMigrationType.UNKNOWN
+        else:
+            datacenter = ClusterMigrationType(self.settings.type)
+        refusal = self.policy.transport_refusal(self.auth, datacenter)
+        return (refusal.reason, refusal.message) if refusal else None
+
+    # ----- accepting VMMigrations --------------------------------------------------------
+
+    def knows(self, key: str) -> bool:
+        return key in self._queued or key in self._running
+
+    async def accept(self, request: MigrationRequest, current: Mapping[str, Any]) -> None:
+        """Take a VMMigration that is new, queued, or was running before a restart."""
+        if self.knows(request.key):
+            return
+        self._statuses[request.key] = dict(current)
+        phase = current.get("phase")
+        if phase == "Running":
+            await self._resume(request, current)
+        else:
+            await self._submit(request)
+        self._wake.set()
+
+    async def _submit(self, request: MigrationRequest) -> None:
+        inventory = await self.refresh_inventory(max_age=5.0)
+        vm = inventory.vm(request.vmid)
+        now = self.clock()
+        if vm is None:
+            await self._write_failed(
+                request, "vm_not_found", f"VM {request.vmid} does not exist in cluster {self.label}"
+            )
+            return
+        target = inventory.node(request.target)
+        if target is None:
+            names = ", ".join(sorted(node.name for node in inventory.nodes))
+            await self._write_failed(
+                request,
+                "target_offline",
+                f"node {request.target!r} is not in cluster {self.label} (nodes: {names})",
+            )
+            return
+        if request.source and vm.node not in (request.source, request.target):
+            await self._write_failed(
+                request,
+                "source_mismatch",
+                f"VM {request.vmid} runs on {vm.node}, not on the expected source {request.source}",
+            )
+            return
+        if vm.node == request.target:
+            await self._write(
+                request,
+                vmstatus.succeeded(
+                    self._statuses[request.key], now, note=f"VM {request.vmid} already on {vm.node}"
+                ),
+            )
+            return
+        job = Job(
+            key=request.key,
+            vmid=request.vmid,
+            source=vm.node,
+            target=request.target,
+            priority=request.priority,
+            size_bytes=vm.used_memory or vm.max_memory,
+        )
+        self.engine.submit(job, now)
+        self._queued[request.key] = _Queued(request, job, now)
+        await self._write(
+            request,
+            vmstatus.queued(
+                self._statuses[request.key],
+                vm.node,
+                now,
+                f"queued: VM {request.vmid} {vm.node} -> {request.target}",
+            ),
+        )
+
+    async def _resume(self, request: MigrationRequest, current: Mapping[str, Any]) -> None:
+        """A migration that was Running when the operator stopped: find its task, never re-POST
+        one that may have reached PVE."""
+        source = str(current.get("sourceNode") or "")
+        upid = current.get("upid")
+        attempt = int(current.get("attemptCount") or 1)
+        started = vmstatus.attempt_start_epoch(current.get("attempts") or []) or self.clock()
+        inventory = await self.refresh_inventory(max_age=5.0)
+        vm = inventory.vm(request.vmid)
+        job = Job(
+            request.key,
+            request.vmid,
+            source,
+            request.target,
+            request.priority,
+            (vm.used_memory or vm.max_memory) if vm else 0,
+        )
+        if not upid and source:
+            upid = await self.client.find_migration_task(request.vmid, source, int(started) - 5)
+            if upid:
+                await self._write(request, vmstatus.started(current, upid, self.clock()))
+        if upid:
+            self.engine.adopt_running(job, started, attempt)
+            self._running[request.key] = _Running(request, job, str(upid), started)
+            log.info("resumed %s: tracking %s", request.key, upid)
+            return
+        if vm is not None and vm.node == request.target:
+            await self._write(
+                request,
+                vmstatus.succeeded(current, self.clock(), note="found on the target after restart"),
+            )
+            return
+        log.info("resumed %s: no task found for the recorded request; queueing again", request.key)
+        await self._submit(request)
+
+    async def cancel(self, request: MigrationRequest) -> str:
+        """Deleting a VMMigration: drop it from the queue or stop its PVE task."""
+        now = self.clock()
+        current = self._statuses.get(request.key, {})
+        if request.key in self._queued:
+            self.engine.cancel(request.key)
+            del self._queued[request.key]
+            message = "cancelled before it started"
+        elif request.key in self._running:
+            running = self._running.pop(request.key)
+            if running.upid:
+                try:
+                    await self.client.stop_task(running.upid.split(":")[1], running.upid)
+                except PveError as error:
+                    log.warning("stopping %s failed: %s", running.upid, error)
+            self.engine.finish(request.key, now, Outcome(False, "cancelled", False))
+            message = f"cancelled; PVE task {running.upid or '(none)'} asked to stop"
+        else:
+            return "nothing to cancel"
+        await self._write(request, vmstatus.cancelled(current, now, message))
+        self.events(request.event_ref, "Normal", "Cancelled", message)
+        self._statuses.pop(request.key, None)
+        return message
+
+    def forget(self, key: str) -> None:
+        self._statuses.pop(key, None)
+
+    # ----- the loop ------------------------------------------------------------------------
+
+    async def run_once(self) -> None:
+        """One tick: start what the engine allows, then look at running tasks."""
+        now = self.clock()
+        if self._queued:
+            if self.settings is None or now - self.settings_read_at > OPTIONS_MAX_AGE:
+                await self.refresh_settings()
+            if self.transport_refusal() is None:
+                for job in self.engine.poll(now):
+                    queued = self._queued.pop(job.key, None)
+                    if queued is None:  # cancelled between poll and here
+                        self.engine.finish(job.key, now, Outcome(False, "cancelled", False))
+                        continue
+                    metrics.MIGRATION_QUEUE_WAIT.labels(self.label).observe(
+                        now - queued.submitted_at
+                    )
+                    self._running[job.key] = _Running(queued.request, job, None, now)
+                    task = asyncio.create_task(self._start(self._running[job.key]))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        if any(r.upid for r in self._running.values()):
+            await self._track()
+        self._export_metrics()
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        while True:
+            try:
+                await self.run_once()
+            except PveError as error:
+                log.warning("cluster %s: %s", self.label, error)
+            now = self.clock()
+            wakeup = self.engine.next_wakeup(now)
+            delay = TICK_SECONDS if wakeup is None else min(TICK_SECONDS, max(0.0, wakeup - now))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.02))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.client.close()
+
+    def _export_metrics(self) -> None:
+        snapshot = self.engine.snapshot(self.clock())
+        metrics.MIGRATIONS_QUEUED.labels(self.label).set(snapshot.queued)
+        for target, limit in snapshot.limit_per_target.items():
+            metrics.TARGET_CONCURRENCY_LIMIT.labels(self.label, target).set(limit)
+            metrics.MIGRATIONS_IN_FLIGHT.labels(self.label, target).set(
+                snapshot.running_per_target.get(target, 0)
+            )
+
+    # ----- starting ------------------------------------------------------------------------
+
+    async def _start(self, running: _Running) -> None:
+        request, job = running.request, running.job
+        current = self._statuses.get(request.key, {})
+        attempt = int(current.get("attemptCount") or 0) + 1
+        if (
+            await self._write(
+                request, vmstatus.start_requested(current, job.source, attempt, running.started_at)
+            )
+            is None
+        ):
+            self.engine.finish(job.key, self.clock(), Outcome(False, "cancelled", False))
+            self._running.pop(job.key, None)
+            return
+        vm = self.inventory.vm(request.vmid) if self.inventory else None
+        try:
+            if vm is not None and vm.ha_managed:
+                upid = await self.client.ha_migrate(request.vmid, request.target)
+                running.ha_requested_at = self.clock()
+            else:
+                upid = await self.client.migrate(
+                    job.source,
+                    request.vmid,
+                    request.target,
+                    online=request.online and (vm is None or vm.running),
+                    with_local_disks=request.with_local_disks,
+                    bwlimit_kib=request.bandwidth_limit_kib or self.policy.bandwidth_limit_kib,
+                    migration_type="secure" if self.auth is AuthMethod.TICKET else None,
+                )
+        except PveApiError as error:
+            await self._finish(running, classify_api_error(error.status, error.text, error.errors))
+            return
+        except PveUnreachable as error:
+            if error.request_may_have_arrived:
+                upid = await self.client.find_migration_task(
+                    request.vmid, job.source, int(running.started_at) - 5
+                )
+            else:
+                upid = None
+            if not upid:
+                await self._finish(
+                    running, Failure(Reason.API_ERROR, True, Phase.API, str(error), False)
+                )
+                return
+        if upid is None:  # an HA request that answered without a UPID: find its child later
+            upid = ""
+        running.upid = upid or None
+        if upid:
+            await self._write(
+                request, vmstatus.started(self._statuses[request.key], upid, self.clock())
+            )
+        self.events(
+            request.event_ref,
+            "Normal",
+            "Started",
+            f"VM {request.vmid}: {job.source} -> {request.target} ({upid or 'HA request'})",
+        )
+        self._wake.set()
+
+    # ----- tracking ------------------------------------------------------------------------
+
+    async def _track(self) -> None:
+        tracked = {
+            key: TrackedTask(r.request.vmid, r.upid, r.job.source)
+            for key, r in self._running.items()
+            if r.upid
+        }
+        since = poll_since(tracked.values())
+        lists: dict[str, list[dict[str, Any]]] = {}
+        for node in sorted(nodes_to_poll(tracked.values())):
+            lists[node] = await self.client.tasks(node, since=since)
+        result = evaluate(list(tracked.values()), lists)
+        by_upid = {task.upid: key for key, task in tracked.items()}
+        for handoff in result.handoffs:
+            key = by_upid[handoff.request.upid]
+            running = self._running.get(key)
+            if running is None:
+                continue
+            if handoff.child is not None:
+                running.upid = handoff.child.upid
+                await self._write(
+                    running.request,
+                    vmstatus.started(self._statuses[key], handoff.child.upid, self.clock()),
+                )
+            elif self.clock() - (running.ha_requested_at or running.started_at) > HA_CHILD_TIMEOUT:
+                await self._finish(
+                    running,
+                    Failure(
+                        Reason.TIMEOUT,
+                        True,
+                        Phase.API,
+                        f"HA manager did not start a migration within {HA_CHILD_TIMEOUT:.0f} s",
+                        False,
+                    ),
+                )
+        for end in result.finished:
+            key = by_upid[end.task.upid]
+            running = self._running.get(key)
+            if running is None:
+                continue
+            if end.succeeded:
+                await self._finish(running, None)
+                continue
+            node = end.task.parsed.node
+            lines = await self.client.task_log(node, end.task.upid)
+            await self._finish(running, classify(end.exitstatus, lines, running.request.target))
+        await self._check_timeouts()
+
+    async def _check_timeouts(self) -> None:
+        now = self.clock()
+        for running in list(self._running.values()):
+            if running.upid and now - running.started_at > self.policy.task_timeout_seconds:
+                try:
+                    await self.client.stop_task(running.upid.split(":")[1], running.upid)
+                except PveError as error:
+                    log.warning("stopping timed-out %s failed: %s", running.upid, error)
+                await self._finish(
+                    running,
+                    Failure(
+                        Reason.TIMEOUT,
+                        False,
+                        Phase.PHASE2,
+                        f"task ran longer than taskTimeoutSeconds={self.policy.task_timeout_seconds}",
+                        False,
+                    ),
+                )
+
+    async def _finish(self, running: _Running, failure: Failure | None) -> None:
+        """Record how an attempt ended and do what the engine decides."""
+        request = running.request
+        key = request.key
+        if self._running.get(key) is not running:
+            return
+        del self._running[key]
+        now = self.clock()
+        moved = failure is None or failure.vm_moved is True
+        if failure is not None and failure.vm_moved is None:
+            inventory = await self.refresh_inventory()
+            vm = inventory.vm(request.vmid)
+            moved = vm is not None and vm.node == request.target
+        note = ""
+        if failure is not None and moved and failure.lock == "migrate":
+            note = await self._clear_stale_lock(request)
+        if failure is not None and failure.reason is Reason.SSH_DROPPED:
+            metrics.SSH_DROPS.labels(self.label, request.target).inc()
+        outcome = Outcome(
+            succeeded=moved,
+            reason=failure.reason.value if failure else None,
+            transient=bool(failure and failure.transient),
+        )
+        decision = self.engine.finish(key, now, outcome)
+        current = self._statuses.get(key, {})
+        duration = now - running.started_at
+        if decision.kind == "done":
+            metrics.MIGRATIONS.labels(self.label, request.target, "succeeded").inc()
+            metrics.MIGRATION_DURATION.labels(self.label, "succeeded").observe(duration)
+            await self._write(request, vmstatus.succeeded(current, now, failure, note))
+            self.events(
+                request.event_ref,
+                "Normal",
+                "Succeeded",
+                f"VM {request.vmid} now on {request.target} after {duration:.1f} s",
+            )
+            if self.inventory is not None:
+                self.inventory = None  # placement changed: next reader re-reads
+        elif decision.kind == "retry" and failure is not None:
+            metrics.MIGRATION_RETRIES.labels(self.label, failure.reason.value).inc()
+            retry_at = decision.retry_at or now
+            self._queued[key] = _Queued(request, running.job, now)
+            await self._write(
+                request, vmstatus.retrying(current, now, failure, retry_at, decision.attempt)
+            )
+            self.events(
+                request.event_ref,
+                "Warning",
+                "Retrying",
+                f"attempt {decision.attempt} failed: {failure.summary}",
+            )
+        else:
+            metrics.MIGRATIONS.labels(self.label, request.target, "failed").inc()
+            metrics.MIGRATION_DURATION.labels(self.label, "failed").observe(duration)
+            reason = failure.reason.value if failure else "unknown"
+            summary = failure.summary if failure else "failed"
+            message = f"attempt {decision.attempt} failed: {summary}"
+            await self._write(request, vmstatus.failed(current, now, reason, message, failure))
+            self.events(request.event_ref, "Warning", "Failed", message)
+        self._wake.set()
+
+    async def _clear_stale_lock(self, request: MigrationRequest) -> str:
+        """After a dropped final `qm unlock` the VM runs on the target still locked `migrate`."""
+        try:
+            await self.client.unlock_vm(request.target, request.vmid)
+        except PveError as error:
+            return (
+                f"VM {request.vmid} moved but keeps lock 'migrate' on {request.target} "
+                f"(clearing it failed: {error}); run 'qm unlock {request.vmid}' there"
+            )
+        return f"VM {request.vmid} moved; stale 'migrate' lock cleared"
+
+    # ----- status writes -----------------------------------------------------------------------
+
+    async def _write_failed(self, request: MigrationRequest, reason: str, message: str) -> None:
+        current = self._statuses.get(request.key, {})
+        await self._write(request, vmstatus.failed(current, self.clock(), reason, message))
+        metrics.MIGRATIONS.labels(self.label, request.target, "failed").inc()
+        self.events(request.event_ref, "Warning", "Failed", message)
+
+    async def _write(
+        self, request: MigrationRequest, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Persist a status change; None when the VMMigration no longer exists."""
+        current = self._statuses.get(request.key, {})
+        self._statuses[request.key] = vmstatus.merged(current, patch)
+        answer = await self.kube.patch_status(VMMIGRATIONS, request.namespace, request.name, patch)
+        if patch.get("phase") in ("Succeeded", "Failed", "Cancelled"):
+            self._statuses.pop(request.key, None)
+        return answer

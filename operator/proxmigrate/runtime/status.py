@@ -1,0 +1,198 @@
+"""VMMigration status documents, built from what happened (pure; no I/O, time passed in).
+
+Every write the operator makes to a VMMigration's status comes from here, so the mapping
+from engine decisions and classified failures to phases is testable on its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from proxmigrate.api.conditions import set_condition
+from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.pve.classifier import Failure
+
+Status = dict[str, Any]
+
+
+def _ts(epoch: float) -> str:
+    return to_rfc3339(datetime.datetime.fromtimestamp(epoch, datetime.UTC))
+
+
+def _now(epoch: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+
+
+def _ready(
+    current: Mapping[str, Any], status: bool | None, reason: str, message: str, now: float
+) -> list[dict[str, Any]]:
+    generation = current.get("observedGeneration")
+    return set_condition(
+        current.get("conditions"), "Ready", status, reason, message, generation, _now(now)
+    )
+
+
+def queued(current: Mapping[str, Any], source: str, now: float, message: str) -> Status:
+    """Accepted and waiting in the engine's queue."""
+    return {
+        "phase": "Queued",
+        "sourceNode": source,
+        "message": message,
+        "conditions": _ready(current, None, "Queued", message, now),
+    }
+
+
+def start_requested(current: Mapping[str, Any], source: str, attempt: int, now: float) -> Status:
+    """Intent, written before the POST: a restarted operator looks for the task first."""
+    attempts = list(current.get("attempts") or [])
+    attempts.append({"startTime": _ts(now), "outcome": "Running"})
+    message = f"attempt {attempt}: migration requested from {source}"
+    return {
+        "phase": "Running",
+        "sourceNode": source,
+        "upid": None,
+        "startRequestedTime": _ts(now),
+        "startTime": current.get("startTime") or _ts(now),
+        "attemptCount": attempt,
+        "attempts": attempts,
+        "nextAttemptTime": None,
+        "message": message,
+        "conditions": _ready(current, None, "Running", message, now),
+    }
+
+
+def started(current: Mapping[str, Any], upid: str, now: float) -> Status:
+    """The POST answered with a UPID; recorded at once so a restart resumes by UPID."""
+    attempts = [dict(a) for a in current.get("attempts") or []]
+    if attempts:
+        attempts[-1]["upid"] = upid
+    return {
+        "upid": upid,
+        "attempts": attempts,
+        "message": f"task {upid} running",
+        "conditions": _ready(current, None, "Running", f"task {upid} running", now),
+    }
+
+
+def _close_attempt(
+    current: Mapping[str, Any],
+    outcome: str,
+    now: float,
+    failure: Failure | None,
+    message: str | None = None,
+) -> list[dict[str, Any]]:
+    attempts = [dict(a) for a in current.get("attempts") or []]
+    if not attempts:
+        attempts.append({"startTime": _ts(now)})
+    last = attempts[-1]
+    last["outcome"] = outcome
+    last["endTime"] = _ts(now)
+    if failure is not None:
+        last.update(
+            reason=failure.reason.value,
+            transient=failure.transient,
+            phase=failure.phase.value,
+            decisiveLine=failure.decisive_line[:1024],
+        )
+    if message:
+        last["message"] = message[:1024]
+    return attempts
+
+
+def _duration(current: Mapping[str, Any], now: float) -> float | None:
+    start = current.get("startTime")
+    if not start:
+        return None
+    begun = datetime.datetime.fromisoformat(str(start).replace("Z", "+00:00")).timestamp()
+    return round(max(0.0, now - begun), 3)
+
+
+def succeeded(
+    current: Mapping[str, Any], now: float, failure: Failure | None = None, note: str = ""
+) -> Status:
+    """Done: the VM runs on the target (with `failure` set: moved, but the task had problems)."""
+    outcome = "SucceededWithProblems" if failure is not None else "Succeeded"
+    message = note or (
+        "migrated" if failure is None else f"migrated with problems: {failure.summary}"
+    )
+    return {
+        "phase": "Succeeded",
+        "attempts": _close_attempt(current, outcome, now, failure, message),
+        "completionTime": _ts(now),
+        "durationSeconds": _duration(current, now),
+        "reason": failure.reason.value if failure is not None else None,
+        "message": message,
+        "conditions": _ready(current, True, "Succeeded", message, now),
+    }
+
+
+def retrying(
+    current: Mapping[str, Any], now: float, failure: Failure, retry_at: float, attempt: int
+) -> Status:
+    message = (
+        f"attempt {attempt} failed ({failure.summary}); transient, retrying at {_ts(retry_at)}"
+    )
+    return {
+        "phase": "Queued",
+        "upid": None,
+        "attempts": _close_attempt(current, "Failed", now, failure),
+        "reason": failure.reason.value,
+        "nextAttemptTime": _ts(retry_at),
+        "message": message,
+        "conditions": _ready(current, None, "Retrying", message, now),
+    }
+
+
+def failed(
+    current: Mapping[str, Any],
+    now: float,
+    reason: str,
+    message: str,
+    failure: Failure | None = None,
+) -> Status:
+    """Ended for good: a permanent failure, attempts used up, or a request that cannot be met."""
+    status: Status = {
+        "phase": "Failed",
+        "completionTime": _ts(now),
+        "durationSeconds": _duration(current, now),
+        "reason": reason,
+        "message": message,
+        "conditions": _ready(current, False, "Failed", message, now),
+    }
+    if current.get("attempts") and current.get("phase") == "Running":
+        status["attempts"] = _close_attempt(current, "Failed", now, failure, message)
+    return status
+
+
+def cancelled(current: Mapping[str, Any], now: float, message: str) -> Status:
+    status: Status = {
+        "phase": "Cancelled",
+        "completionTime": _ts(now),
+        "reason": "cancelled",
+        "message": message,
+        "conditions": _ready(current, False, "Cancelled", message, now),
+    }
+    if current.get("phase") == "Running" and current.get("attempts"):
+        status["attempts"] = _close_attempt(current, "Cancelled", now, None, message)
+    return status
+
+
+def merged(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`current` with a status patch applied, as the API server's merge patch would."""
+    result = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+def attempt_start_epoch(attempts: Sequence[Mapping[str, Any]]) -> float | None:
+    """When the last attempt was requested (epoch seconds), from its RFC 3339 start time."""
+    if not attempts:
+        return None
+    text = str(attempts[-1].get("startTime", "")).replace("Z", "+00:00")
+    return datetime.datetime.fromisoformat(text).timestamp() if text else None
