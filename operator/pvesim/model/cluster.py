@@ -56,8 +56,6 @@ class Cluster:
         self.tasks: dict[str, Task] = {}
         self._queue = EventQueue()
         self._streams: list[Stream] = []
-        self._stream_sent: dict[int, float] = {}
-        self._stream_at = self.now
         self._running_migrations: set[MigrationRun] = set()
         self.peak_inflight = 0
         self.migrations: dict[int, list[MigrationRecord]] = {}
@@ -133,37 +131,29 @@ class Cluster:
             caps[("in", node.name)] = bytes_per_s
         return caps
 
-    def _integrate_streams(self) -> None:
-        dt = self.now - self._stream_at
-        if dt > 0:
-            for stream in self._streams:
-                self._stream_sent[id(stream)] += stream.rate * dt
-        self._stream_at = self.now
-
     def _reshare(self) -> None:
+        """Progressive filling again on every stream start/end."""
         if not self._streams:
             return
+        for stream in self._streams:
+            stream.settle(self.now)
         involved = {s.source for s in self._streams} | {s.target for s in self._streams}
         caps = {k: v for k, v in self._link_capacity().items() if k[1] in involved}
         fair_share(self._streams, caps)
 
     def open_stream(self, source: str, target: str, cap: float) -> Stream:
-        self._integrate_streams()
-        stream = Stream(source, target, cap)
+        stream = Stream(source, target, cap, updated_at=self.now)
         self._streams.append(stream)
-        self._stream_sent[id(stream)] = 0.0
         self._reshare()
         return stream
 
     def close_stream(self, stream: Stream) -> None:
-        self._integrate_streams()
+        stream.settle(self.now)
         self._streams.remove(stream)
-        del self._stream_sent[id(stream)]
         self._reshare()
 
     def stream_sent(self, stream: Stream) -> float:
-        self._integrate_streams()
-        return self._stream_sent[id(stream)]
+        return stream.sent_at(self.now)
 
     # -- insecure ports (§4) ----------------------------------------------------------------
     def allocate_port(self, node_name: str) -> int | None:

@@ -13,6 +13,17 @@ class Stream:
     target: str
     cap: float
     rate: float = 0.0
+    sent: float = 0.0  # bytes, as of `updated_at`
+    updated_at: float = 0.0
+
+    def sent_at(self, now: float) -> float:
+        """Bytes sent by `now`; the rate is constant between reshares."""
+        return self.sent + self.rate * (now - self.updated_at)
+
+    def settle(self, now: float) -> None:
+        """Fold the current rate into `sent` before the rate changes."""
+        self.sent = self.sent_at(now)
+        self.updated_at = now
 
 
 def fair_share(streams: list[Stream], link_capacity: dict[tuple[str, str], float]) -> None:
