@@ -87,7 +87,8 @@ DROP_AT_RM = [
     *PHASE2_START,
     *TUNNEL_OK,
     *COMPLETED,
-    f"{T}9 ERROR: command '/usr/bin/ssh -e none -o BatchMode=yes -o HostKeyAlias=pve2 "
+    # PVE shell-quotes the options in the logged command (PVE::Tools::cmd2string).
+    f"{T}9 ERROR: command '/usr/bin/ssh -e none -o 'BatchMode=yes' -o 'HostKeyAlias=pve2' "
     "root@10.0.0.2 rm -f /run/qemu-server/120.migrate' failed: exit code 255",
     f"{T}9 ERROR: migration finished with problems (duration 00:00:09)",
     "TASK ERROR: migration problems",
@@ -130,6 +131,12 @@ STORAGE = [
     "storage 'fast' is not available on node 'pve2'",
     "TASK ERROR: migration aborted",
 ]
+MIGRATION_IP = [
+    f"{T}0 ERROR: migration aborted (duration 00:00:00): command '/usr/bin/ssh -e none "
+    "-o 'BatchMode=yes' -o 'HostKeyAlias=pve2' root@10.0.0.2 pvecm mtunnel "
+    "-migration_network 10.1.0.0/24 -get_migration_ip' failed: exit code 255",
+    "TASK ERROR: migration aborted",
+]
 LOCK_FILE = ["TASK ERROR: can't lock file '/var/lock/pve-manager/pve-migrate-120' - got timeout"]
 
 
@@ -152,6 +159,8 @@ LOCK_FILE = ["TASK ERROR: can't lock file '/var/lock/pve-manager/pve-migrate-120
          DROP_AT_RM[-3], None),
         ("migration problems", DROP_AT_UNLOCK, Reason.SSH_DROPPED, True, Phase.END, True,
          DROP_AT_UNLOCK[-3], "migrate"),
+        ("migration aborted", MIGRATION_IP, Reason.SSH_DROPPED, True, Phase.PREPARE, False,
+         MIGRATION_IP[0], None),
         ("migration problems", PORT_EXHAUSTED, Reason.PORT_UNAVAILABLE, True, Phase.PHASE2,
          False, PORT_EXHAUSTED[2], None),
         ("migration aborted", LOCKED_IN_TASK, Reason.VM_LOCKED, True, Phase.PREPARE, False,
@@ -167,8 +176,8 @@ LOCK_FILE = ["TASK ERROR: can't lock file '/var/lock/pve-manager/pve-migrate-120
     ],
     ids=[
         "bin-true-closed", "bin-true-reset", "bin-true-pve6", "qm-start-closed",
-        "qm-start-reset", "mtunnel", "rm-f", "qm-unlock", "port-exhaustion", "locked",
-        "local-devices", "local-disks", "storage", "migrate-lock-timeout",
+        "qm-start-reset", "mtunnel", "rm-f", "qm-unlock", "migration-ip", "port-exhaustion",
+        "locked", "local-devices", "local-disks", "storage", "migrate-lock-timeout",
     ],
 )  # fmt: skip
 def test_task_failures(

@@ -119,7 +119,8 @@ _LOG_RULES: tuple[_Rule, ...] = (
     ),
     _rule(r"failed to clear migrate lock", Reason.UNKNOWN, False, Phase.END, True, "migrate"),
     _rule(
-        r"command '[^']*ssh[^']* rm -f /run/qemu-server/\d+\.migrate' failed: exit code 255",
+        # PVE quotes options inside the command: `-o 'BatchMode=yes'`, hence `.*`.
+        r"command '/usr/bin/ssh .* rm -f /run/qemu-server/\d+\.migrate' failed: exit code 255",
         Reason.SSH_DROPPED,
         True,
         Phase.PHASE3,
@@ -140,6 +141,9 @@ _LOG_RULES: tuple[_Rule, ...] = (
         Reason.TARGET_OFFLINE,
         True,
     ),
+    # ssh exits 255 on its own errors; the ones above name theirs, a bare drop may not
+    # (e.g. `pvecm mtunnel -get_migration_ip` with a migration network).
+    _rule(r"command '/usr/bin/ssh .*' failed: exit code 255", Reason.SSH_DROPPED, True),
     _LOCK,
     _LOCK_FILE,
     _LOCAL_DEVICES,

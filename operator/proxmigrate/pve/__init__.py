@@ -1,0 +1,28 @@
+"""The Proxmox VE adapter: API client (sync and async), task tracking, failure classifier."""
+
+from proxmigrate.pve.async_client import AsyncPveClient
+from proxmigrate.pve.classifier import Failure, Phase, Reason, classify, classify_api_error
+from proxmigrate.pve.client import PveClient
+from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveTLSError, PveUnreachable
+from proxmigrate.pve.resources import MigrationPrecondition, MigrationSettings
+from proxmigrate.pve.transport import PasswordAuth, RetryPolicy, TokenAuth
+
+__all__ = [
+    "AsyncPveClient",
+    "Failure",
+    "MigrationPrecondition",
+    "MigrationSettings",
+    "PasswordAuth",
+    "Phase",
+    "PveApiError",
+    "PveAuthError",
+    "PveClient",
+    "PveError",
+    "PveTLSError",
+    "PveUnreachable",
+    "Reason",
+    "RetryPolicy",
+    "TokenAuth",
+    "classify",
+    "classify_api_error",
+]
