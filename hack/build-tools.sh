@@ -41,8 +41,17 @@ build_tool() {
 }
 
 if [[ ! -x "$HELM" ]]; then
-  build_tool "$HELM" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
-    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  # Helm's Makefile stamps the Kubernetes version it assumes without a cluster (for
+  # `helm template` and `lint`) from its client-go release v0.X.Y -> 1.X; unstamped it is 1.20.
+  helm_gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  kube_minor=$(sed -nE 's#^\s*k8s.io/client-go v0\.([0-9]+)\..*#\1#p' "$helm_gomod")
+  [[ -n "$kube_minor" ]] || die "cannot read helm's client-go version from $helm_gomod"
+  ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for package in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ldflags+=" -X $package.k8sVersionMajor=1 -X $package.k8sVersionMinor=$kube_minor"
+  done
+  build_tool "$HELM" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$ldflags"
 fi
 if [[ ! -x "$PROMTOOL" ]]; then
   build_tool "$PROMTOOL" "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"

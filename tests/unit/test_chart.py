@@ -113,7 +113,7 @@ def test_helm_lint_is_clean(values: tuple[Path, ...]) -> None:
     ],
 )
 def test_values_schema_rejects_bad_values(assignment: str, complaint: str) -> None:
-    result = helm("template", RELEASE, str(CHART), "--set", assignment)
+    result = helm("template", str(CHART), "--kube-version", KUBE_VERSION, "--set", assignment)
     assert result.returncode != 0
     assert complaint in result.stderr
 
@@ -175,7 +175,7 @@ def test_namespaced_mode_keeps_everything_but_the_crd_read_in_roles() -> None:
     manifests = render(ALL_FEATURES)
     cluster_role = only(manifests, "ClusterRole")
     assert granted(cluster_role["rules"]) == CRD_READ
-    roles = of_kind(manifests, "Role")
+    roles = [r for r in of_kind(manifests, "Role") if r["metadata"]["name"] == "pm-proxmigrate"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["pve-lab", "pve-prod"]
     for role in roles:
         rules = granted(role["rules"])
@@ -212,12 +212,20 @@ def test_rbac_has_no_wildcards_and_reads_only_named_secrets(values: tuple[Path, 
                 assert rule["resources"] == ["vmmigrations"]
 
 
-def test_all_features_reads_the_created_and_listed_secrets() -> None:
+def test_the_created_and_listed_secrets_are_readable_where_they_live() -> None:
+    """Chart Secrets sit in the release namespace, which all-features does not watch."""
     manifests = render(ALL_FEATURES)
     secrets = {s["metadata"]["name"] for s in of_kind(manifests, "Secret")}
     assert secrets == {"pm-proxmigrate-pve-token", "pm-proxmigrate-pve-ca"}
-    rule = next(r for r in of_kind(manifests, "Role")[0]["rules"] if "secrets" in r["resources"])
-    assert set(rule["resourceNames"]) == secrets | {"pve-lab-token"}
+    assert {s["metadata"]["namespace"] for s in of_kind(manifests, "Secret")} == {NAMESPACE}
+    readable: dict[str, set[str]] = {}
+    for role in of_kind(manifests, "Role"):
+        for rule in (r for r in role["rules"] if "secrets" in r["resources"]):
+            readable.setdefault(role["metadata"]["namespace"], set()).update(rule["resourceNames"])
+    expected = secrets | {"pve-lab-token"}
+    assert readable == {"pve-prod": expected, "pve-lab": expected, NAMESPACE: expected}
+    bindings = {b["metadata"]["namespace"] for b in of_kind(manifests, "RoleBinding")}
+    assert bindings == set(readable)
 
 
 def test_monitoring_objects_follow_their_flags() -> None:
