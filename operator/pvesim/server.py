@@ -97,9 +97,13 @@ class Listener:
         if self.httpd is None:
             return
         httpd, self.httpd = self.httpd, None
-        threading.Thread(
-            target=lambda: (httpd.shutdown(), httpd.server_close()), daemon=True
-        ).start()
+        threading.Thread(target=_close, args=(httpd,), daemon=True).start()
+
+
+def _close(httpd: ThreadingHTTPServer) -> None:
+    """Stop serving and release the port (off the request thread: shutdown() blocks)."""
+    httpd.shutdown()
+    httpd.server_close()
 
 
 class ApiHandler(BaseHTTPRequestHandler):

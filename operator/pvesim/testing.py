@@ -112,14 +112,22 @@ class PvesimProcess:
     def _call(self, method: str, path: str, data: dict[str, Any] | None = None) -> Any:
         context = ssl.create_default_context(cafile=self.ca_cert)
         body = json.dumps(data).encode() if data is not None else None
-        request = urllib.request.Request(
-            f"{self.url}/_sim/{path}",
-            data=body,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, context=context, timeout=30) as response:
-            return json.loads(response.read())
+        error: OSError | None = None
+        for base in self.urls:  # any endpoint that is up serves /_sim
+            request = urllib.request.Request(
+                f"{base}/_sim/{path}",
+                data=body,
+                method=method,
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=30) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError:
+                raise
+            except urllib.error.URLError as exc:
+                error = exc
+        raise ConnectionError(f"no pvesim endpoint answered: {error}")
 
     def state(self) -> dict[str, Any]:
         """`GET /_sim/state`."""

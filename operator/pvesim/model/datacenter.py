@@ -31,7 +31,7 @@ class Datacenter:
         dc = cls()
         migration = _property_string(config.get("migration"))
         dc.migration_type = str(migration.get("type", "secure"))
-        dc.migration_network = migration.get("network")  # type: ignore[assignment]
+        dc.migration_network = migration.get("network")
         bwlimit = _property_string(config.get("bwlimit"))
         if "migration" in bwlimit:
             dc.bwlimit_migration_kib = int(bwlimit["migration"])
