@@ -333,7 +333,9 @@ def _place(
     ]
     if not open_targets:
         return _unplaceable(
-            vm, UnplaceableCause.ANTI_AFFINITY, prefix + "every target " + "; ".join(conflicts)
+            vm,
+            UnplaceableCause.ANTI_AFFINITY,
+            prefix + "anti-affinity conflict on every target: " + "; ".join(conflicts),
         )
     roomiest = min(open_targets, key=lambda ledger: (-ledger.free_memory, ledger.name))
     reason = (
@@ -369,16 +371,16 @@ def _no_candidate(
 def _missing_memory(
     short_of_memory: list[tuple[VMInfo, tuple[str, ...]]], ledgers: Mapping[str, TargetLedger]
 ) -> int:
-    """Sum of shortfalls, each guest (largest first) put where the most memory is left."""
+    """Sum of shortfalls, each guest (largest first) put where the most memory is left.
+
+    Each entry's candidates are its conflict-free targets, never empty for a memory shortfall.
+    """
     left = {name: ledger.free_memory for name, ledger in ledgers.items()}
     missing = 0
     for vm, candidates in sorted(
         short_of_memory, key=lambda item: (-memory_need(item[0]), item[0].vmid)
     ):
         need = memory_need(vm)
-        if not candidates:
-            missing += need
-            continue
         best = min(candidates, key=lambda name: (-left[name], name))
         missing += max(0, need - left[best])
         left[best] = max(0, left[best] - need)
