@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from test_chart import CHART, cached_tool
+
+from tests.unit.test_chart import CHART, cached_tool
 
 ALERTS = CHART / "files" / "alerts.yaml"
 ALERT_TESTS = CHART / "files" / "alerts_test.yaml"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import yaml
-from test_chart import CHART
 
 from proxmigrate.metrics import REGISTRY
+from tests.unit.test_chart import CHART
 
 DASHBOARD = CHART / "files" / "dashboard.json"
 ALERTS = CHART / "files" / "alerts.yaml"
