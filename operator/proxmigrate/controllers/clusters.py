@@ -168,7 +168,8 @@ async def sync(runtime: ClusterRuntime, writer: _StatusWriter, generation: int |
         "pveVersion": str(version.get("version", "")),
         "nodes": [{"name": n.name, "online": n.online} for n in inventory.nodes],
         "nodeCount": len(inventory.nodes),
-        "nodesOnline": len(inventory.nodes) - len(offline),
+        "nodesOnline": f"{len(inventory.nodes) - len(offline)}/{len(inventory.nodes)}",
+        "activeEndpoint": str(runtime.client.client.transport.active_endpoint),
         "vmCount": len(inventory.vms),
         "lastSyncTime": to_rfc3339(datetime.datetime.now(datetime.UTC)),
         "authMethod": runtime.auth.value,
@@ -184,14 +185,13 @@ async def sync(runtime: ClusterRuntime, writer: _StatusWriter, generation: int |
         await writer.write(generation, False, refusal[0], refusal[1], extra, degraded)
         return
     message = (
-        f"connected: PVE {extra['pveVersion']}, {extra['nodesOnline']}/{extra['nodeCount']} "
-        f"nodes online, {extra['vmCount']} VMs, {runtime.settings.type if runtime.settings else ''}"
+        f"connected: PVE {extra['pveVersion']}, {extra['nodesOnline']} nodes online, {extra['vmCount']} VMs, {runtime.settings.type if runtime.settings else ''}"
         " migrations"
     )
     await writer.write(generation, True, "Connected", message, extra, degraded)
 
 
-@kopf.daemon(GROUP, VERSION, PROXMOXCLUSTERS, cancellation_timeout=10.0)
+@kopf.daemon(GROUP, VERSION, PROXMOXCLUSTERS, cancellation_timeout=10.0, backoff=5.0)
 async def proxmox_cluster(
     name: str, namespace: str, spec: Any, meta: Any, status: Any, **_: Any
 ) -> None:

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.5  # longest sleep between two looks at the engine and the tasks
 OPTIONS_MAX_AGE = 10.0  # re-read the datacenter migration setting before a batch if older
-HA_CHILD_TIMEOUT = 300.0  # how long an HA request may take to become a real qmigrate
+HA_CHILD_TIMEOUT = 300.0
+# PVE stamps tasks with its own clock; NTP keeps it near ours, this margin covers the rest.
+CLOCK_SKEW_SECONDS = 30  # how long an HA request may take to become a real qmigrate
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,7 @@ class ClusterRuntime:
             (vm.used_memory or vm.max_memory) if vm else 0,
         )
         if not upid and source:
-            upid = await self.client.find_migration_task(request.vmid, source, int(started) - 5)
+            upid = await self._find_unrecorded_task(request, source, started, current)
             if upid:
                 await self._write(request, vmstatus.started(current, upid, self.clock()))
         if upid:
@@ -255,6 +257,25 @@ class ClusterRuntime:
             return
         log.info("resumed %s: no task found for the recorded request; queueing again", request.key)
         await self._submit(request)
+
+    async def _find_unrecorded_task(
+        self,
+        request: MigrationRequest,
+        source: str,
+        requested_at: float,
+        current: Mapping[str, Any],
+    ) -> str | None:
+        """A `qmigrate` of this VM on `source`, requested at/after `requested_at`, that no
+        earlier attempt recorded: the task a POST created before its answer was lost."""
+        known = {a.get("upid") for a in current.get("attempts") or [] if a.get("upid")}
+        since = int(requested_at) - CLOCK_SKEW_SECONDS
+        for task in await self.client.tasks(
+            source, since=since, typefilter="qmigrate", vmid=request.vmid
+        ):
+            upid = str(task.get("upid", ""))
+            if upid and upid not in known and int(task.get("starttime", 0)) >= since:
+                return upid
+        return None
 
     async def cancel(self, request: MigrationRequest) -> str:
         """Deleting a VMMigration: drop it from the queue or stop its PVE task."""
@@ -371,8 +392,8 @@ class ClusterRuntime:
             return
         except PveUnreachable as error:
             if error.request_may_have_arrived:
-                upid = await self.client.find_migration_task(
-                    request.vmid, job.source, int(running.started_at) - 5
+                upid = await self._find_unrecorded_task(
+                    request, job.source, running.started_at, self._statuses.get(request.key, {})
                 )
             else:
                 upid = None
