@@ -48,7 +48,8 @@ def binaries() -> tuple[Path, Path]:
         result = subprocess.run(["bash", str(BUILD_SCRIPT)], check=False)
         if result.returncode != 0:
             raise ControlPlaneError(
-                f"building the control plane failed (exit {result.returncode}); see the message above"
+                f"building the control plane failed (exit {result.returncode}); "
+                "see the message above"
             )
     return apiserver, etcd
 

@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def control_plane() -> Iterator[ControlPlane]:
     """The control plane with our CRDs and kopf's peering CRDs applied."""
     with ControlPlane() as plane:
-        plane.apply_crds(sorted((REPO_ROOT / "crds").glob("*.yaml")) + [KOPF_PEERING_CRDS])
+        plane.apply_crds([*sorted((REPO_ROOT / "crds").glob("*.yaml")), KOPF_PEERING_CRDS])
         yield plane
 
 

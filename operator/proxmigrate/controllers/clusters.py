@@ -185,8 +185,8 @@ async def sync(runtime: ClusterRuntime, writer: _StatusWriter, generation: int |
         await writer.write(generation, False, refusal[0], refusal[1], extra, degraded)
         return
     message = (
-        f"connected: PVE {extra['pveVersion']}, {extra['nodesOnline']} nodes online, {extra['vmCount']} VMs, {runtime.settings.type if runtime.settings else ''}"
-        " migrations"
+        f"connected: PVE {extra['pveVersion']}, {extra['nodesOnline']} nodes online, "
+        f"{extra['vmCount']} VMs, {extra['clusterMigrationType']} migrations"
     )
     await writer.write(generation, True, "Connected", message, extra, degraded)
 

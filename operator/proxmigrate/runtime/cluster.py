@@ -480,7 +480,8 @@ class ClusterRuntime:
                         Reason.TIMEOUT,
                         False,
                         Phase.PHASE2,
-                        f"task ran longer than taskTimeoutSeconds={self.policy.task_timeout_seconds}",
+                        "task ran longer than taskTimeoutSeconds="
+                        f"{self.policy.task_timeout_seconds}",
                         False,
                     ),
                 )
