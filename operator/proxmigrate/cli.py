@@ -31,6 +31,12 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument(
         "--priority", type=int, default=0, help="kopf peering priority (distinct per replica)"
     )
+    run.add_argument(
+        "--task-poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often running migration tasks are polled (one request per source node)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             bind_address=args.bind_address,
             peering=None if args.peering == "none" else args.peering,
             priority=args.priority,
+            task_poll_seconds=args.task_poll_seconds,
         )
     return 2
 

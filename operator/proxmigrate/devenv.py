@@ -31,10 +31,11 @@ class OperatorProcess:
         kubeconfig: Path,
         log_path: Path,
         *,
-        namespace: str | None = None,
+        namespace: str | None = None,  # a name or a glob such as "e2e-*"
         peering: str = "none",
         priority: int = 0,
         extra_env: dict[str, str] | None = None,
+        task_poll_seconds: float = 0.25,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
@@ -42,6 +43,7 @@ class OperatorProcess:
         self.peering = peering
         self.priority = priority
         self.extra_env = extra_env or {}
+        self.task_poll_seconds = task_poll_seconds
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,6 +63,7 @@ class OperatorProcess:
             f"--health-port={self.health_port}",
             f"--peering={self.peering}",
             f"--priority={self.priority}",
+            f"--task-poll-seconds={self.task_poll_seconds}",
         ]
         argv += [f"--namespace={self.namespace}"] if self.namespace else ["--all-namespaces"]
         with open(self.log_path, "ab") as log:

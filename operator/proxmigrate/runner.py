@@ -16,11 +16,15 @@ def run_operator(
     bind_address: str,
     peering: str | None,
     priority: int,
+    task_poll_seconds: float,
 ) -> int:
     import kopf
 
+    from proxmigrate.controllers.options import OPTIONS
+
     from proxmigrate import controllers  # noqa: F401  (registers the kopf handlers)
 
+    OPTIONS.task_poll_seconds = task_poll_seconds
     start_http_server(metrics_port, addr=bind_address, registry=REGISTRY)
     BUILD_INFO.labels(version=__version__).set(1)
     kopf.run(

@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pvesim.server import Listener, Simulator
 
 
 def build_cluster(args: argparse.Namespace) -> Cluster:
-    params = ModelParams(pve_version=args.pve_version)
+    params = ModelParams(pve_version=args.pve_version, start_time=args.start_time)
     if args.config:
         config = yaml.safe_load(Path(args.config).read_text())
         if args.pve_version_given:
@@ -42,6 +43,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--endpoints", type=int, default=1, help="API endpoints (ports)")
     serve.add_argument("--pve-version", type=int, choices=(8, 9), default=None)
+    serve.add_argument(
+        "--start-time",
+        type=float,
+        default=float(int(time.time())),
+        help="simulated epoch seconds at start (default: now, so task times read like PVE's; "
+        "with --time-scale >= 1 the simulated clock never falls behind the real one)",
+    )
     args = parser.parse_args(argv)
     args.pve_version_given = args.pve_version is not None
     args.pve_version = args.pve_version or 8

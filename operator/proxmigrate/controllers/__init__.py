@@ -1,5 +1,5 @@
 """kopf handlers. Importing this package registers them all."""
 
-from proxmigrate.controllers import clusters, migrations, settings
+from proxmigrate.controllers import clusters, drains, migrations, placements, settings
 
-__all__ = ["clusters", "migrations", "settings"]
+__all__ = ["clusters", "drains", "migrations", "placements", "settings"]

@@ -23,6 +23,7 @@ from proxmigrate.api.constants import GROUP, PROXMOXCLUSTERS, VERSION
 from proxmigrate.api.enums import AuthMethod
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.controllers.options import OPTIONS
 from proxmigrate.controllers.registry import RUNTIMES
 from proxmigrate.kube import Kube, shared_kube
 from proxmigrate.pve.async_client import AsyncPveClient
@@ -117,6 +118,7 @@ async def build_runtime(
         auth=AuthMethod.TICKET if isinstance(auth, PasswordAuth) else AuthMethod.TOKEN,
         kube=kube,
         events=post_event,
+        task_poll_seconds=OPTIONS.task_poll_seconds,
     )
 
 

@@ -32,7 +32,6 @@ from proxmigrate.runtime import status as vmstatus
 
 log = logging.getLogger(__name__)
 
-TICK_SECONDS = 0.5  # longest sleep between two looks at the engine and the tasks
 OPTIONS_MAX_AGE = 10.0  # re-read the datacenter migration setting before a batch if older
 HA_CHILD_TIMEOUT = 300.0
 # PVE stamps tasks with its own clock; NTP keeps it near ours, this margin covers the rest.
@@ -103,6 +102,7 @@ class ClusterRuntime:
     kube: Kube
     events: EventSink = _no_events
     clock: Callable[[], float] = time.time
+    task_poll_seconds: float = 2.0
     engine: MigrationEngine = field(init=False)
     inventory: Inventory | None = None
     settings: MigrationSettings | None = None
@@ -113,6 +113,7 @@ class ClusterRuntime:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _inventory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _last_track: float = 0.0
 
     def __post_init__(self) -> None:
         self.engine = MigrationEngine(self.policy.to_engine_policy())
@@ -325,7 +326,11 @@ class ClusterRuntime:
                     task = asyncio.create_task(self._start(self._running[job.key]))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-        if any(r.upid for r in self._running.values()):
+        if (
+            any(r.upid for r in self._running.values())
+            and now - self._last_track >= self.task_poll_seconds
+        ):
+            self._last_track = now
             await self._track()
         self._export_metrics()
 
@@ -338,7 +343,9 @@ class ClusterRuntime:
                 log.warning("cluster %s: %s", self.label, error)
             now = self.clock()
             wakeup = self.engine.next_wakeup(now)
-            delay = TICK_SECONDS if wakeup is None else min(TICK_SECONDS, max(0.0, wakeup - now))
+            delay = self.task_poll_seconds
+            if wakeup is not None and self.transport_refusal() is None:
+                delay = min(delay, max(0.0, wakeup - now))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.02))

@@ -1,0 +1,15 @@
+"""Process-wide operator settings from the command line (`proxmigrate run --help`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class OperatorOptions:
+    # How often running migrations' tasks are polled (one task list per source node per poll).
+    # ProxLB polls every ~5 s; 2 s keeps detection quick at < 1 request per migrated VM per 2 s.
+    task_poll_seconds: float = 2.0
+
+
+OPTIONS = OperatorOptions()
