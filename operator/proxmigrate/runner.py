@@ -20,9 +20,8 @@ def run_operator(
 ) -> int:
     import kopf
 
-    from proxmigrate.controllers.options import OPTIONS
-
     from proxmigrate import controllers  # noqa: F401  (registers the kopf handlers)
+    from proxmigrate.controllers.options import OPTIONS
 
     OPTIONS.task_poll_seconds = task_poll_seconds
     start_http_server(metrics_port, addr=bind_address, registry=REGISTRY)
