@@ -139,6 +139,15 @@ def get_version(req: Request) -> Any:
     return views.version(req.cluster)
 
 
+@router.add("GET", "access/permissions", {"path": ("string", False), "userid": ("string", False)})
+def access_permissions(req: Request) -> Any:
+    """What the caller may do; a token must not ask for another user's (PVE refuses too)."""
+    userid = req.params.get("userid")
+    if userid is not None and userid != req.user:
+        raise ApiError(403, "Permission check failed (Sys.Audit on /access)")
+    return views.permissions(req.cluster, req.params.get("path"))
+
+
 @router.add("GET", "cluster/status")
 def cluster_status(req: Request) -> Any:
     c = req.cluster
@@ -260,6 +269,42 @@ def list_nodes(req: Request) -> Any:
     return views.cluster_resources(req.cluster, "node")
 
 
+@router.add("GET", "nodes/{node}/version")
+def node_version(req: Request, node: str) -> Any:
+    return views.version(req.cluster)
+
+
+_RRD: Schema = {"timeframe": ("string", True), "cf": ("string", False)}
+
+
+def _rrd_params(req: Request) -> str:
+    timeframe, cf = req.params["timeframe"], req.params.get("cf", "AVERAGE")
+    if timeframe not in views.RRD_STEPS:
+        raise ApiError.param(
+            {
+                "timeframe": f"value '{timeframe}' does not have a value in the enumeration "
+                "'hour, day, week, month, year'"
+            }
+        )
+    if cf not in ("AVERAGE", "MAX"):
+        raise ApiError.param(
+            {"cf": f"value '{cf}' does not have a value in the enumeration 'AVERAGE, MAX'"}
+        )
+    return str(timeframe)
+
+
+@router.add("GET", "nodes/{node}/rrddata", _RRD)
+def node_rrddata(req: Request, node: str) -> Any:
+    sample = views.node_rrd_sample(req.cluster, req.cluster.node(node))
+    return views.rrd_rows(req.cluster, _rrd_params(req), sample)
+
+
+@router.add("GET", "nodes/{node}/qemu/{vmid}/rrddata", _RRD)
+def vm_rrddata(req: Request, node: str, vmid: str) -> Any:
+    sample = views.vm_rrd_sample(req.cluster.vm_on(node, _vmid(vmid)))
+    return views.rrd_rows(req.cluster, _rrd_params(req), sample)
+
+
 @router.add("GET", "nodes/{node}/status")
 def node_status(req: Request, node: str) -> Any:
     return views.node_status(req.cluster, req.cluster.node(node))
@@ -327,12 +372,25 @@ _MIGRATE: Schema = {
     "bwlimit": ("integer", False),
     "with-local-disks": ("boolean", False),
     "targetstorage": ("string", False),
+    "with-conntrack-state": ("boolean", False),  # PVE 9 (qemu-server 9.0), not modelled
 }
+
+
+def _require_pve9_param(req: Request, name: str) -> None:
+    """A parameter PVE 9 added is unknown to PVE 8's schema."""
+    if name in req.params and req.cluster.params.pve_version < 9:
+        raise ApiError.param(
+            {
+                name: "property is not defined in schema and the schema "
+                "does not allow additional properties"
+            }
+        )
 
 
 @router.add("POST", "nodes/{node}/qemu/{vmid}/migrate", _MIGRATE)
 def vm_migrate(req: Request, node: str, vmid: str) -> Any:
     p = req.params
+    _require_pve9_param(req, "with-conntrack-state")
     kind = p.get("migration_type")
     if kind is not None and kind not in ("secure", "insecure"):
         raise ApiError.param(
@@ -373,13 +431,7 @@ def vm_migrate_precondition(req: Request, node: str, vmid: str) -> Any:
 )
 def migrateall(req: Request, node: str) -> Any:
     p = req.params
-    if "max-workers" in p and req.cluster.params.pve_version < 9:
-        raise ApiError.param(
-            {
-                "max-workers": "property is not defined in schema and the schema "
-                "does not allow additional properties"
-            }
-        )
+    _require_pve9_param(req, "max-workers")
     workers = p.get("maxworkers") or p.get("max-workers")
     if workers is not None and not 1 <= workers <= 64:
         raise ApiError.param(
@@ -414,6 +466,10 @@ def node_tasks(req: Request, node: str) -> Any:
         if "userfilter" in p and p["userfilter"] not in u.user:
             continue
         if p.get("errors") and (task.running or task.exitstatus == "OK"):
+            continue
+        if "since" in p and task.starttime < p["since"]:  # Tasks.pm filter_task
+            continue
+        if "until" in p and task.starttime > p["until"]:
             continue
         rows.append(views.task_row(task))
     start, limit = p.get("start", 0), p.get("limit", 50)

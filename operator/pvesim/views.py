@@ -182,6 +182,97 @@ def vm_status(cluster: Cluster, vm: VM) -> dict[str, Any]:
     return entry
 
 
+# The Administrator role: every privilege of pve-access-control's `$privgroups`
+# (src/PVE/AccessControl.pm, PVE 8); the token carries it on `/`, propagated.
+ADMIN_PRIVILEGES = (
+    "Datastore.Allocate", "Datastore.AllocateSpace", "Datastore.AllocateTemplate",
+    "Datastore.Audit", "Group.Allocate", "Mapping.Audit", "Mapping.Modify", "Mapping.Use",
+    "Permissions.Modify", "Pool.Allocate", "Pool.Audit", "Realm.Allocate", "Realm.AllocateUser",
+    "SDN.Allocate", "SDN.Audit", "SDN.Use", "Sys.AccessNetwork", "Sys.Audit", "Sys.Console",
+    "Sys.Incoming", "Sys.Modify", "Sys.PowerMgmt", "Sys.Syslog", "User.Modify", "VM.Allocate",
+    "VM.Audit", "VM.Backup", "VM.Clone", "VM.Config.CDROM", "VM.Config.CPU",
+    "VM.Config.Cloudinit", "VM.Config.Disk", "VM.Config.HWType", "VM.Config.Memory",
+    "VM.Config.Network", "VM.Config.Options", "VM.Console", "VM.Migrate", "VM.Monitor",
+    "VM.PowerMgmt", "VM.Snapshot", "VM.Snapshot.Rollback",
+)  # fmt: skip
+# RPCEnvironment::get_effective_permissions: these top-level paths, plus ACL paths (only `/`
+# here) and `/vms/{vmid}` of pool members (pve-access-control src/PVE/RPCEnvironment.pm).
+_PERMISSION_PATHS = (
+    "/",
+    "/access",
+    "/access/groups",
+    "/nodes",
+    "/pool",
+    "/sdn",
+    "/storage",
+    "/vms",
+)
+
+
+def permissions(cluster: Cluster, path: str | None) -> dict[str, dict[str, int]]:
+    """`GET /access/permissions`: path -> {privilege: propagate}."""
+    privileges = dict.fromkeys(ADMIN_PRIVILEGES, 1)
+    if path is not None:
+        return {path: dict(privileges)}
+    paths = list(_PERMISSION_PATHS)
+    paths += [f"/vms/{vm.vmid}" for vm in cluster.vms.values() if vm.pool]
+    return {p: dict(privileges) for p in paths}
+
+
+# PVE::RRD::create_rrd_data (pve-cluster src/PVE/RRD.pm): `hour` is 70 rows of 60 s.
+RRD_STEPS = {"hour": 60, "day": 1800, "week": 10_800, "month": 43_200, "year": 604_800}
+RRD_ROWS = 70
+_PRESSURE_KEYS = (
+    "pressurecpusome", "pressurecpufull", "pressureiosome", "pressureiofull",
+    "pressurememorysome", "pressurememoryfull",
+)  # fmt: skip
+
+
+def rrd_rows(cluster: Cluster, timeframe: str, sample: dict[str, float]) -> list[dict[str, Any]]:
+    """A flat history: pvesim keeps no past, so every row repeats the current sample.
+
+    PVE 9 adds the PSI pressure series (all zero here: the model has no contention)."""
+    step = RRD_STEPS[timeframe]
+    end = step * int(cluster.now // step)
+    if cluster.params.pve_version >= 9:
+        sample = sample | dict.fromkeys(_PRESSURE_KEYS, 0.0)
+    return [{"time": end - step * (RRD_ROWS - i)} | sample for i in range(RRD_ROWS)]
+
+
+def node_rrd_sample(cluster: Cluster, node: Node) -> dict[str, float]:
+    """The fields of PVE's `pve2-node` RRD."""
+    return {
+        "cpu": node_cpu(cluster, node),
+        "maxcpu": node.cpus,
+        "iowait": 0.0,
+        "loadavg": 1.0,
+        "memtotal": node.maxmem,
+        "memused": node_used_memory(cluster, node),
+        "swaptotal": 8 * GiB,
+        "swapused": 0,
+        "roottotal": 100 * GiB,
+        "rootused": 12 * GiB,
+        "netin": 0,
+        "netout": 0,
+    }
+
+
+def vm_rrd_sample(vm: VM) -> dict[str, float]:
+    """The fields of PVE's `pve2-vm` RRD."""
+    return {
+        "cpu": round(vm.cpu_load, 4) if vm.running else 0.0,
+        "maxcpu": vm.cpus,
+        "mem": vm.mem if vm.running else 0,
+        "maxmem": vm.maxmem,
+        "disk": 0,
+        "maxdisk": sum(d.size for d in vm.disks),
+        "netin": 0,
+        "netout": 0,
+        "diskread": 0,
+        "diskwrite": 0,
+    }
+
+
 def task_row(task: Task) -> dict[str, Any]:
     """A row of `/nodes/{n}/tasks` and `/cluster/tasks`."""
     row = task.status()

@@ -1,0 +1,1 @@
+"""Third-party balancers run unmodified against pvesim, for tests and benchmarks."""
