@@ -1,0 +1,169 @@
+"""ClusterRuntime with its edges faked: it never POSTs twice and does what the engine says."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+from proxmigrate.api.cluster import MigrationPolicySpec
+from proxmigrate.api.enums import AuthMethod
+from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
+from proxmigrate.pve.resources import MigrationSettings
+from proxmigrate.runtime.cluster import ClusterRuntime, MigrationRequest
+
+GIB = 1024**3
+UPID = "UPID:pve1:00001000:00002000:6B000000:qmigrate:100:root@pam!t:"
+DROP_LOG = [
+    "2026-01-01 00:00:00 starting migration of VM 100 to node 'pve2' (10.0.0.2)",
+    "kex_exchange_identification: read: Connection reset by peer",
+    "Connection reset by 10.0.0.2 port 22",
+    "2026-01-01 00:00:01 ERROR: migration aborted (duration 00:00:01): Can't connect to "
+    "destination address using public key",
+]
+
+
+class FakePve:
+    def __init__(self, vm_node: str = "pve1", migration_type: str = "secure") -> None:
+        self.vm_node = vm_node
+        self.migration_type = migration_type
+        self.posts: list[tuple[str, int, str]] = []
+        self.task_rows: list[dict[str, Any]] = []
+        self.logs: dict[str, list[str]] = {}
+
+    async def inventory(self) -> Inventory:
+        nodes = tuple(NodeInfo(n, True, 64 * GIB, 8 * GIB, 16) for n in ("pve1", "pve2"))
+        vm = VMInfo(100, "web", self.vm_node, True, 4 * GIB, 2 * GIB)
+        return Inventory(nodes, (vm,), taken_at=0.0)
+
+    async def cluster_options(self) -> MigrationSettings:
+        return MigrationSettings(type=self.migration_type)
+
+    async def migrate(self, node: str, vmid: int, target: str, **_: Any) -> str:
+        self.posts.append((node, vmid, target))
+        upid = f"UPID:pve1:0000100{len(self.posts)}:00002000:6B000000:qmigrate:100:root@pam!t:"
+        self.task_rows.append({"upid": upid, "starttime": 0x6B000000})
+        return upid
+
+    async def tasks(self, node: str, **_: Any) -> list[dict[str, Any]]:
+        return [row for row in self.task_rows if row["upid"].split(":")[1] == node]
+
+    async def task_log(self, node: str, upid: str, **_: Any) -> list[str]:
+        return self.logs.get(upid, [])
+
+    def finish(self, upid: str, status: str, log: list[str] | None = None) -> None:
+        for row in self.task_rows:
+            if row["upid"] == upid:
+                row["status"], row["endtime"] = status, 0x6B000010
+        self.logs[upid] = log or []
+
+    def close(self) -> None:
+        pass
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> Any:
+        self.patches.append(status)
+        return {"status": status}
+
+
+def runtime(pve: FakePve, clock: list[float]) -> tuple[ClusterRuntime, FakeKube]:
+    kube = FakeKube()
+    policy = MigrationPolicySpec.from_spec({"retry": {"backoffSeconds": 1, "maxBackoffSeconds": 2}})
+    rt = ClusterRuntime(
+        namespace="ns",
+        name="lab",
+        client=pve,
+        policy=policy,
+        auth=AuthMethod.TOKEN,  # type: ignore[arg-type]
+        kube=kube,
+        clock=lambda: clock[0],
+        task_poll_seconds=0.0,  # type: ignore[arg-type]
+    )
+    return rt, kube
+
+
+REQUEST = MigrationRequest("ns", "move", "uid", 100, "pve2")
+
+
+async def settle(rt: ClusterRuntime) -> None:
+    await rt.run_once()
+    await asyncio.gather(*list(rt._tasks))
+
+
+def test_resume_without_upid_adopts_the_task_instead_of_posting_again() -> None:
+    async def scenario() -> None:
+        clock = [0x6B000000 + 5.0]
+        pve = FakePve()
+        pve.task_rows.append({"upid": UPID, "starttime": 0x6B000000})
+        rt, kube = runtime(pve, clock)
+        requested = datetime.datetime.fromtimestamp(0x6B000000 - 2, datetime.UTC)
+        intent = {
+            "phase": "Running",
+            "sourceNode": "pve1",
+            "attemptCount": 1,
+            "attempts": [{"startTime": to_rfc3339(requested), "outcome": "Running"}],
+        }
+        await rt.accept(REQUEST, intent)
+        assert kube.patches[-1]["upid"] == UPID
+        pve.finish(UPID, "OK")
+        await settle(rt)
+        assert pve.posts == []
+        assert kube.patches[-1]["phase"] == "Succeeded"
+
+    asyncio.run(scenario())
+
+
+def test_ssh_drop_is_retried_then_succeeds() -> None:
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = FakePve()
+        rt, kube = runtime(pve, clock)
+        await rt.accept(REQUEST, {})
+        assert kube.patches[-1]["phase"] == "Queued"
+        await settle(rt)
+        assert len(pve.posts) == 1
+        assert kube.patches[-2]["phase"] == "Running"  # intent persisted before the POST
+        first = pve.task_rows[0]["upid"]
+        pve.finish(first, "migration aborted", DROP_LOG)
+        await settle(rt)
+        assert kube.patches[-1]["phase"] == "Queued"
+        assert kube.patches[-1]["attempts"][-1]["reason"] == "ssh_dropped"
+        assert rt.engine.concurrency_limit("pve2") < 8  # AIMD reacted to the drop
+        clock[0] += 10
+        await settle(rt)
+        assert len(pve.posts) == 2
+        pve.finish(pve.task_rows[1]["upid"], "OK")
+        await settle(rt)
+        assert kube.patches[-1]["phase"] == "Succeeded"
+
+    asyncio.run(scenario())
+
+
+def test_insecure_datacenter_setting_blocks_every_start() -> None:
+    async def scenario() -> None:
+        pve = FakePve(migration_type="insecure")
+        rt, _ = runtime(pve, [1000.0])
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        assert pve.posts == []
+        assert rt.transport_refusal() is not None
+        assert rt.transport_refusal()[0] == "ClusterMigrationInsecure"  # type: ignore[index]
+
+    asyncio.run(scenario())
+
+
+def test_vm_already_on_target_succeeds_without_a_migration() -> None:
+    async def scenario() -> None:
+        pve = FakePve(vm_node="pve2")
+        rt, kube = runtime(pve, [1000.0])
+        await rt.accept(REQUEST, {})
+        assert kube.patches[-1]["phase"] == "Succeeded"
+        assert "already on pve2" in kube.patches[-1]["message"]
+        assert pve.posts == []
+
+    asyncio.run(scenario())
