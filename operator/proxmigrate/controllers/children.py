@@ -1,0 +1,113 @@
+"""VMMigrations created by drains and placements: their manifests, labels and phases.
+
+Drains and placements never call the migrate API; they create VMMigration objects (owned
+by them, labelled with their name) and read the phase those objects reach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from proxmigrate.api.constants import API_VERSION, VM_MIGRATION, VMMIGRATIONS
+from proxmigrate.api.enums import MigrationPhase
+from proxmigrate.kube import Kube
+
+DRAIN_LABEL = "proxmigrate.dev/drain"
+PLACEMENT_LABEL = "proxmigrate.dev/placement"
+LABEL_VALUE_MAX = 63  # Kubernetes label values
+NAME_MAX = 253  # object names (DNS subdomain)
+
+
+def label_value(name: str) -> str:
+    """`name` as a label value: names over 63 characters keep a prefix and a hash suffix."""
+    if len(name) <= LABEL_VALUE_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: LABEL_VALUE_MAX - 9].rstrip('-.')}-{digest}"
+
+
+def child_name(owner_name: str, suffix: str) -> str:
+    """`<owner>-<suffix>`, the owner part shortened so the result is a valid object name."""
+    room = NAME_MAX - len(suffix) - 1
+    return f"{owner_name[:room].rstrip('-.')}-{suffix}"
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """A controller reference to `owner` (a NodeDrain or VMPlacement body).
+
+    Without blockOwnerDeletion: setting it needs `update` on the owner's finalizers under
+    the OwnerReferencesPermissionEnforcement admission plugin, and nothing here relies on it.
+    """
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
+
+
+def migration_manifest(
+    *,
+    owner: Mapping[str, Any],
+    label_key: str,
+    cluster: str,
+    vmid: int,
+    target: str,
+    source: str | None,
+    online: bool,
+    with_local_disks: bool,
+    priority: int = 0,
+    name: str | None = None,
+    generate_name: str | None = None,
+) -> dict[str, Any]:
+    """A VMMigration owned by `owner` and labelled `label_key=<owner name>`."""
+    metadata: dict[str, Any] = {
+        "labels": {label_key: label_value(owner["metadata"]["name"])},
+        "ownerReferences": [owner_reference(owner)],
+    }
+    if name is not None:
+        metadata["name"] = name
+    else:
+        metadata["generateName"] = generate_name
+    spec: dict[str, Any] = {
+        "clusterRef": {"name": cluster},
+        "vmid": vmid,
+        "target": target,
+        "online": online,
+        "withLocalDisks": with_local_disks,
+        "priority": priority,
+    }
+    if source is not None:
+        spec["source"] = source
+    return {
+        "apiVersion": API_VERSION,
+        "kind": VM_MIGRATION.kind,
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+async def list_children(
+    kube: Kube, namespace: str, label_key: str, owner_name: str
+) -> list[dict[str, Any]]:
+    return await kube.list(
+        VMMIGRATIONS, namespace, label_selector=f"{label_key}={label_value(owner_name)}"
+    )
+
+
+def child_phase(child: Mapping[str, Any]) -> MigrationPhase:
+    """A VMMigration's phase; one the controller has not seen yet counts as Pending."""
+    phase = (child.get("status") or {}).get("phase")
+    return MigrationPhase(phase) if phase else MigrationPhase.PENDING
+
+
+def child_vmid(child: Mapping[str, Any]) -> int:
+    return int(child["spec"]["vmid"])
+
+
+def is_deleting(obj: Mapping[str, Any]) -> bool:
+    return bool(obj.get("metadata", {}).get("deletionTimestamp"))

@@ -1,0 +1,324 @@
+"""NodeDrain: plan the drain of a node, then move its guests through VMMigrations.
+
+A kopf daemon per NodeDrain reconciles every few seconds: plan (or re-plan while nothing
+moves yet), then create VMMigrations in plan order within the drain's window and derive the
+status from them (runtime/drain_progress.py). Deleting the NodeDrain cancels queued
+migrations, lets running ones finish (detached from the drain) and lifts the cordon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from proxmigrate import metrics
+from proxmigrate.api.constants import GROUP, NODEDRAINS, VERSION, VMMIGRATIONS, VMPLACEMENTS
+from proxmigrate.api.drain import NodeDrainSpec
+from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy, MigrationPhase
+from proxmigrate.api.fields import SpecError
+from proxmigrate.controllers.children import (
+    DRAIN_LABEL,
+    child_name,
+    child_phase,
+    child_vmid,
+    is_deleting,
+    list_children,
+    migration_manifest,
+)
+from proxmigrate.controllers.context import (
+    ClusterContext,
+    ClusterNotReady,
+    cluster_context,
+    cordoned_nodes,
+    drains_of_cluster,
+    list_drains,
+    placement_pins,
+)
+from proxmigrate.kube import Kube, shared_kube
+from proxmigrate.planning import DrainPlan, DrainRequest, PlanError, plan_drain
+from proxmigrate.pve.errors import PveError
+from proxmigrate.runtime import drain_progress as progress
+
+SYNC_SECONDS = 2.0  # how often a drain re-reads its migrations and the inventory
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def owning_drain(
+    drains: Sequence[Mapping[str, Any]], cluster: str, node: str
+) -> Mapping[str, Any] | None:
+    """The NodeDrain that owns `node`: the oldest live, non-dry-run one (then by name)."""
+    candidates = [d for d in drains_of_cluster(drains, cluster) if d["spec"]["nodeName"] == node]
+    if not candidates:
+        return None
+    return min(
+        candidates,
+        key=lambda d: (d["metadata"].get("creationTimestamp", ""), d["metadata"]["name"]),
+    )
+
+
+def drain_request(
+    spec: NodeDrainSpec,
+    context: ClusterContext,
+    drains: Sequence[Mapping[str, Any]],
+    placements: Sequence[Mapping[str, Any]],
+) -> DrainRequest:
+    """The planner's request: cordons of every NodeDrain, pins of every VMPlacement."""
+    placement = context.spec.placement
+    return DrainRequest(
+        node=spec.node_name,
+        targets=spec.targets,
+        cordoned=cordoned_nodes(drains, spec.cluster_name) | {spec.node_name},
+        selector=spec.vm_selector,
+        stopped_vms=spec.stopped_vms.value,  # type: ignore[arg-type]
+        templates=spec.templates.value,  # type: ignore[arg-type]
+        local_disks=spec.local_disks.value,  # type: ignore[arg-type]
+        reserve=spec.memory_reserve(placement),
+        anti_affinity_prefix=placement.anti_affinity_tag_prefix,
+        pins=placement_pins(placements, context.inventory, spec.cluster_name),
+    )
+
+
+def _same_plan(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    if not current:
+        return False
+    return all(current.get(key) == new.get(key) for key in new if key != "generatedTime")
+
+
+class DrainReconciler:
+    """One pass over one NodeDrain; every decision is re-derived from the API server."""
+
+    def __init__(self, kube: Kube, body: Mapping[str, Any]) -> None:
+        self.kube = kube
+        self.body = body
+        self.namespace: str = body["metadata"]["namespace"]
+        self.name: str = body["metadata"]["name"]
+        self.generation: int | None = body["metadata"].get("generation")
+        self.status: Mapping[str, Any] = body.get("status") or {}
+
+    async def run(self) -> None:
+        now = _now()
+        try:
+            spec = NodeDrainSpec.from_spec(self.body.get("spec"))
+        except SpecError as error:
+            await self._wait(DrainPhase.BLOCKED, "InvalidSpec", str(error), now, degraded=True)
+            return
+        drains = await list_drains(self.kube, self.namespace)
+        owner = owning_drain(drains, spec.cluster_name, spec.node_name)
+        if not spec.dry_run and owner is not None and owner["metadata"]["name"] != self.name:
+            message = (
+                f"node {spec.node_name} is already being drained by NodeDrain "
+                f"{owner['metadata']['name']}; this one does nothing (delete it)"
+            )
+            await self._wait(DrainPhase.BLOCKED, "DuplicateDrain", message, now, degraded=True)
+            return
+        try:
+            context = await cluster_context(self.kube, self.namespace, spec.cluster_name)
+        except ClusterNotReady as error:
+            await self._wait(DrainPhase.PENDING, error.reason, str(error), now, degraded=False)
+            return
+        placements = await self.kube.list(VMPLACEMENTS, self.namespace)
+        request = drain_request(spec, context, drains, placements)
+        if self.status.get("startTime"):
+            await self._execute(spec, context, request, now)
+            return
+        try:
+            plan = plan_drain(context.inventory, request)
+        except PlanError as error:
+            await self._wait(DrainPhase.BLOCKED, "InvalidNode", str(error), now, degraded=True)
+            return
+        await self._start(spec, context, plan, now)
+
+    async def _start(
+        self, spec: NodeDrainSpec, context: ClusterContext, plan: DrainPlan, now: datetime.datetime
+    ) -> None:
+        """Write the plan; start moving unless this is a dry run or the plan does not fit."""
+        document = progress.plan_document(plan, now)
+        if _same_plan(self.status.get("plan"), document):
+            document = dict(self.status["plan"])
+        extra = {"plan": document, "targets": list(plan.targets)}
+        blocked = not plan.complete and not spec.allow_partial
+        if spec.dry_run:
+            extra["vms"] = progress.plan_entries(plan)
+            message = (
+                f"dry run: {len(plan.moves)} VMs planned, {len(plan.unplaceable)} unplaceable, "
+                f"{len(plan.skipped)} skipped; nothing is moved (see status.plan)"
+            )
+            if blocked:
+                message += f"; a real drain would be Blocked: {plan.blocked_message()}"
+            phase = DrainPhase.BLOCKED if blocked else DrainPhase.PENDING
+            await self._wait(phase, "DryRun", message, now, degraded=blocked, extra=extra)
+            return
+        if blocked:
+            message = f"{plan.blocked_message()}; nothing is moved (allowPartial is false)"
+            await self._wait(
+                DrainPhase.BLOCKED, "InsufficientCapacity", message, now, degraded=True, extra=extra
+            )
+            return
+        entries = progress.plan_entries(plan)
+        entries = await self._create_due(spec, context, entries)
+        status = progress.progress_status(entries, self.status, self.generation, now)
+        await self._write({**status, **extra}, context, spec)
+
+    async def _execute(
+        self,
+        spec: NodeDrainSpec,
+        context: ClusterContext,
+        request: DrainRequest,
+        now: datetime.datetime,
+    ) -> None:
+        children = {
+            child_vmid(child): child
+            for child in await list_children(self.kube, self.namespace, DRAIN_LABEL, self.name)
+        }
+        location = {vm.vmid: vm.node for vm in context.inventory.vms}
+        entries = progress.advance(self.status.get("vms") or [], children, location)
+        entries += self._arrivals(entries, context, request)
+        entries = await self._create_due(spec, context, entries)
+        await self._write(
+            progress.progress_status(entries, self.status, self.generation, now), context, spec
+        )
+
+    def _arrivals(
+        self,
+        entries: Sequence[Mapping[str, Any]],
+        context: ClusterContext,
+        request: DrainRequest,
+    ) -> list[progress.Entry]:
+        """Guests that appeared on the node since the plan, planned now."""
+        known = {int(entry["vmid"]) for entry in entries}
+        if all(vm.vmid in known for vm in context.inventory.vms_on(request.node)):
+            return []
+        try:
+            return progress.new_arrivals(entries, plan_drain(context.inventory, request))
+        except PlanError:
+            return []
+
+    async def _create_due(
+        self, spec: NodeDrainSpec, context: ClusterContext, entries: list[progress.Entry]
+    ) -> list[progress.Entry]:
+        window = (
+            spec.effective_max_parallel(context.spec.migration_policy.max_parallel)
+            if spec.max_parallel is not None
+            else None
+        )
+        due = {int(entry["vmid"]) for entry in progress.due_for_migration(entries, window)}
+        updated = []
+        for entry in entries:
+            if int(entry["vmid"]) in due:
+                entry = {**entry, **await self._create_child(spec, context, entry)}
+            updated.append(entry)
+        return updated
+
+    async def _create_child(
+        self, spec: NodeDrainSpec, context: ClusterContext, entry: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        vmid = int(entry["vmid"])
+        vm = context.inventory.vm(vmid)
+        name = child_name(self.name, str(vmid))
+        manifest = migration_manifest(
+            owner=self.body,
+            label_key=DRAIN_LABEL,
+            cluster=spec.cluster_name,
+            vmid=vmid,
+            target=str(entry["to"]),
+            source=str(entry["from"]),
+            online=True,  # the runtime migrates stopped guests offline
+            with_local_disks=bool(vm and vm.local_disks)
+            and spec.local_disks is LocalDisksPolicy.MIGRATE,
+            priority=progress.migration_priority(int(entry.get("order") or 0)),
+            name=name,
+        )
+        try:
+            await self.kube.create(VMMIGRATIONS, self.namespace, manifest)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        return {"phase": DrainVMPhase.QUEUED.value, "migration": name}
+
+    async def _wait(
+        self,
+        phase: DrainPhase,
+        reason: str,
+        message: str,
+        now: datetime.datetime,
+        *,
+        degraded: bool,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        status = progress.waiting_status(
+            self.status, phase, reason, message, self.generation, now, degraded=degraded
+        )
+        await self._write({**status, **(extra or {})})
+
+    async def _write(
+        self,
+        status: Mapping[str, Any],
+        context: ClusterContext | None = None,
+        spec: NodeDrainSpec | None = None,
+    ) -> None:
+        if context is not None and spec is not None:
+            labels = (context.label, spec.node_name)
+            metrics.DRAIN_PROGRESS.labels(*labels).set(float(status.get("progress", 0.0)))
+            metrics.DRAIN_REMAINING.labels(*labels).set(int(status.get("remaining", 0)))
+        if any(self.status.get(key) != value for key, value in status.items()):
+            await self.kube.patch_status(NODEDRAINS, self.namespace, self.name, dict(status))
+
+
+@kopf.daemon(GROUP, VERSION, NODEDRAINS, cancellation_timeout=5.0, backoff=5.0)
+async def node_drain(namespace: str, name: str, logger: Any, **_: Any) -> None:
+    """Lives as long as the NodeDrain: reconcile every SYNC_SECONDS."""
+    kube = shared_kube()
+    while True:
+        try:
+            body = await kube.get(NODEDRAINS, namespace, name)
+            if body is None or is_deleting(body):
+                return
+            await DrainReconciler(kube, body).run()
+        except (ApiException, PveError) as error:
+            logger.warning("NodeDrain %s/%s: %s", namespace, name, error)
+        await asyncio.sleep(SYNC_SECONDS)
+
+
+@kopf.on.delete(GROUP, VERSION, NODEDRAINS)
+async def release_drain(
+    namespace: str, name: str, spec: Any, status: Any, logger: Any, **_: Any
+) -> None:
+    """Cancel queued migrations, detach running ones so they finish, lift the cordon."""
+    kube = shared_kube()
+    cancelled = detached = 0
+    for child in await list_children(kube, namespace, DRAIN_LABEL, name):
+        phase = child_phase(child)
+        child_name_ = child["metadata"]["name"]
+        if phase.is_final:
+            continue
+        if phase is MigrationPhase.RUNNING:
+            await kube.patch(
+                VMMIGRATIONS, namespace, child_name_, {"metadata": {"ownerReferences": None}}
+            )
+            detached += 1
+        else:
+            await kube.delete(VMMIGRATIONS, namespace, child_name_)
+            cancelled += 1
+    if status.get("phase") not in (DrainPhase.DRAINED, DrainPhase.FAILED):
+        await kube.patch_status(NODEDRAINS, namespace, name, {"phase": DrainPhase.CANCELLED.value})
+    _forget_metrics(namespace, spec)
+    logger.info(
+        f"NodeDrain deleted: {cancelled} queued migrations cancelled, "
+        f"{detached} running ones left to finish"
+    )
+
+
+def _forget_metrics(namespace: str, spec: Any) -> None:
+    labels = (f"{namespace}/{spec.get('clusterRef', {}).get('name', '')}", spec.get("nodeName", ""))
+    for gauge in (metrics.DRAIN_PROGRESS, metrics.DRAIN_REMAINING):
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)

@@ -1,0 +1,236 @@
+"""VMPlacement: keep guests on their declared nodes by creating VMMigrations on drift.
+
+A kopf daemon per VMPlacement compares the placement with the inventory every few seconds
+(`plan_placement`); with policy enforce it creates one VMMigration per drifted guest (never
+two at a time for one guest, never onto a node cordoned by a NodeDrain, never beyond the
+flap guard). It never writes spec, so GitOps tools see no diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from proxmigrate import metrics
+from proxmigrate.api.constants import GROUP, VERSION, VMMIGRATIONS, VMPLACEMENTS
+from proxmigrate.api.enums import PlacementPolicy
+from proxmigrate.api.fields import SpecError
+from proxmigrate.api.placement import VMPlacementSpec
+from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.controllers.children import (
+    PLACEMENT_LABEL,
+    child_name,
+    child_phase,
+    child_vmid,
+    is_deleting,
+    list_children,
+    migration_manifest,
+)
+from proxmigrate.controllers.context import (
+    ClusterContext,
+    ClusterNotReady,
+    cluster_context,
+    cordoned_nodes,
+    list_drains,
+)
+from proxmigrate.kube import Kube, shared_kube
+from proxmigrate.planning import (
+    FlapGuard,
+    PlacementAction,
+    PlacementDecision,
+    PlacementRequest,
+    PlanError,
+    plan_placement,
+)
+from proxmigrate.pve.errors import PveError
+from proxmigrate.runtime import placement_sync as sync
+
+SYNC_SECONDS = 3.0  # how often a placement is compared with the inventory
+FINISHED_CHILDREN_KEPT = 10  # newest finished VMMigrations kept per placement, for history
+
+_out_of_sync: dict[tuple[str, str], bool] = {}  # (cluster label, placement key) -> drifted
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _export_out_of_sync(cluster: str, key: str, drifted: bool | None) -> None:
+    if drifted is None:
+        _out_of_sync.pop((cluster, key), None)
+    else:
+        _out_of_sync[(cluster, key)] = drifted
+    total = sum(1 for (label, _), value in _out_of_sync.items() if label == cluster and value)
+    metrics.PLACEMENTS_OUT_OF_SYNC.labels(cluster).set(total)
+
+
+class PlacementReconciler:
+    """One sync of one VMPlacement."""
+
+    def __init__(self, kube: Kube, body: Mapping[str, Any]) -> None:
+        self.kube = kube
+        self.body = body
+        self.namespace: str = body["metadata"]["namespace"]
+        self.name: str = body["metadata"]["name"]
+        self.generation: int | None = body["metadata"].get("generation")
+        self.status: Mapping[str, Any] = body.get("status") or {}
+
+    async def run(self) -> None:
+        now = _now()
+        try:
+            spec = VMPlacementSpec.from_spec(self.body.get("spec"))
+        except SpecError as error:
+            await self._invalid("InvalidSpec", str(error), now, degraded=True)
+            return
+        try:
+            context = await cluster_context(self.kube, self.namespace, spec.cluster_name)
+        except ClusterNotReady as error:
+            await self._invalid(error.reason, str(error), now, degraded=False)
+            return
+        drains = await list_drains(self.kube, self.namespace)
+        try:
+            decisions = plan_placement(context.inventory, self._request(spec, context, drains))
+        except PlanError as error:
+            await self._invalid(
+                "InvalidSelection", f"{error}; nothing is moved", now, degraded=True
+            )
+            _export_out_of_sync(context.label, f"{self.namespace}/{self.name}", None)
+            return
+        children = await list_children(self.kube, self.namespace, PLACEMENT_LABEL, self.name)
+        outcome = await self._enforce(spec, decisions, children, now)
+        status = sync.sync_status(
+            decisions,
+            spec.policy,
+            outcome,
+            self.status,
+            {child["metadata"]["name"]: child_phase(child).value for child in children},
+            spec.flap_guard.window_seconds,
+            self.generation,
+            now,
+        )
+        _export_out_of_sync(context.label, f"{self.namespace}/{self.name}", not status["inSync"])
+        await self.kube.patch_status(VMPLACEMENTS, self.namespace, self.name, status)
+        await self._prune(children)
+
+    def _request(
+        self,
+        spec: VMPlacementSpec,
+        context: ClusterContext,
+        drains: Sequence[Mapping[str, Any]],
+    ) -> PlacementRequest:
+        settings = context.spec.placement
+        return PlacementRequest(
+            nodes=spec.nodes,
+            vmid=spec.vmid,
+            name=spec.name,
+            selector=spec.selector,
+            cordoned=cordoned_nodes(drains, spec.cluster_name),
+            reserve=settings.memory_reserve(),
+            anti_affinity_prefix=settings.anti_affinity_tag_prefix,
+        )
+
+    async def _enforce(
+        self,
+        spec: VMPlacementSpec,
+        decisions: Sequence[PlacementDecision],
+        children: Sequence[Mapping[str, Any]],
+        now: datetime.datetime,
+    ) -> sync.SyncOutcome:
+        """Create a VMMigration for each drifted guest that has none in flight."""
+        in_flight = {
+            child_vmid(child): child["metadata"]["name"]
+            for child in children
+            if not child_phase(child).is_final
+        }
+        if spec.policy is not PlacementPolicy.ENFORCE:
+            return sync.SyncOutcome(in_flight=in_flight)
+        guard = FlapGuard(spec.flap_guard.max_migrations, spec.flap_guard.window_seconds)
+        recent = sync.recent_migrations(self.status, spec.flap_guard.window_seconds, now)
+        created: list[dict[str, Any]] = []
+        flapped: list[int] = []
+        for decision in decisions:
+            if decision.action is not PlacementAction.MOVE or decision.vmid in in_flight:
+                continue
+            if not guard.allows(sync.migration_times(recent, decision.vmid), now.timestamp()):
+                flapped.append(decision.vmid)
+                continue
+            name = await self._create_child(spec, decision, now)
+            in_flight[decision.vmid] = name
+            created.append(
+                {
+                    "name": name,
+                    "vmid": decision.vmid,
+                    "from": decision.current_node,
+                    "to": decision.desired_node,
+                    "time": to_rfc3339(now),
+                    "phase": "Pending",
+                }
+            )
+        return sync.SyncOutcome(in_flight=in_flight, created=created, flapped=flapped)
+
+    async def _create_child(
+        self, spec: VMPlacementSpec, decision: PlacementDecision, now: datetime.datetime
+    ) -> str:
+        assert decision.desired_node is not None
+        name = child_name(self.name, f"{decision.vmid}-{int(now.timestamp())}")
+        manifest = migration_manifest(
+            owner=self.body,
+            label_key=PLACEMENT_LABEL,
+            cluster=spec.cluster_name,
+            vmid=decision.vmid,
+            target=decision.desired_node,
+            source=decision.current_node,
+            online=True,  # the runtime migrates stopped guests offline
+            with_local_disks=decision.with_local_disks,
+            name=name,
+        )
+        try:
+            await self.kube.create(VMMIGRATIONS, self.namespace, manifest)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        return name
+
+    async def _prune(self, children: Sequence[Mapping[str, Any]]) -> None:
+        """Delete finished VMMigrations beyond the newest FINISHED_CHILDREN_KEPT."""
+        finished = sorted(
+            (child for child in children if child_phase(child).is_final),
+            key=lambda child: child["metadata"].get("creationTimestamp", ""),
+        )
+        for child in finished[:-FINISHED_CHILDREN_KEPT]:
+            await self.kube.delete(VMMIGRATIONS, self.namespace, child["metadata"]["name"])
+
+    async def _invalid(
+        self, reason: str, message: str, now: datetime.datetime, *, degraded: bool
+    ) -> None:
+        status = sync.invalid_status(
+            self.status, reason, message, self.generation, now, degraded=degraded
+        )
+        await self.kube.patch_status(VMPLACEMENTS, self.namespace, self.name, status)
+
+
+@kopf.daemon(GROUP, VERSION, VMPLACEMENTS, cancellation_timeout=5.0, backoff=5.0)
+async def vm_placement(namespace: str, name: str, logger: Any, **_: Any) -> None:
+    """Lives as long as the VMPlacement: sync every SYNC_SECONDS."""
+    kube = shared_kube()
+    while True:
+        try:
+            body = await kube.get(VMPLACEMENTS, namespace, name)
+            if body is None or is_deleting(body):
+                return
+            await PlacementReconciler(kube, body).run()
+        except (ApiException, PveError) as error:
+            logger.warning("VMPlacement %s/%s: %s", namespace, name, error)
+        await asyncio.sleep(SYNC_SECONDS)
+
+
+@kopf.on.delete(GROUP, VERSION, VMPLACEMENTS)
+async def release_placement(namespace: str, name: str, spec: Any, **_: Any) -> None:
+    """Forget the placement's gauge entry; its migrations finish on their own."""
+    cluster = f"{namespace}/{(spec.get('clusterRef') or {}).get('name', '')}"
+    _export_out_of_sync(cluster, f"{namespace}/{name}", None)

@@ -1,0 +1,276 @@
+"""NodeDrain end to end: operator process, kube-apiserver, pvesim with custom clusters."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from proxmigrate.controlplane import ControlPlane
+from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
+from pvesim.testing import PvesimProcess
+from tests.e2e.operator_env import TIME_SCALE, condition, create, get, items, scaled_policy
+
+GIB = 1024**3
+RESERVE_RATIO = 0.10  # the cluster's default placement.memoryReservePercent
+RESERVE_MIN = 2 * GIB  # and placement.memoryReserveMinimum
+
+_namespaces = itertools.count()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"e2e-drain-{next(_namespaces)}"
+
+
+@pytest.fixture
+def operator(
+    control_plane: ControlPlane, tmp_path: Path, namespace: str
+) -> Iterator[OperatorProcess]:
+    with OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "operator.log", namespace=namespace
+    ) as process:
+        yield process
+
+
+def node(name: str, memory_gib: float) -> dict[str, Any]:
+    return {"name": name, "memory_gib": memory_gib, "cpus": 32}
+
+
+def vm(vmid: int, node_name: str, memory_gib: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "vmid": vmid,
+        "name": f"vm{vmid}",
+        "node": node_name,
+        "memory_gib": memory_gib,
+        "used_gib": memory_gib / 2,
+        "dirty_mib_s": 5,
+        **extra,
+    }
+
+
+def start_sim(tmp_path: Path, config: dict[str, Any]) -> PvesimProcess:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return PvesimProcess("--config", str(path), "--seed", "1", "--time-scale", str(TIME_SCALE))
+
+
+def connect(
+    api: client.ApiClient,
+    namespace: str,
+    sim: PvesimProcess,
+    operator: OperatorProcess,
+    **policy: Any,
+) -> None:
+    """A ProxmoxCluster `lab` for `sim`, waited for until Ready."""
+    create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy(**policy))
+    wait_for(
+        lambda: (
+            (c := condition(get(api, namespace, "proxmoxclusters", "lab"), "Ready"))
+            and c["status"] == "True"
+        ),
+        timeout=30,
+        message=f"ProxmoxCluster Ready\n{operator.tail()}",
+    )
+
+
+def nodedrain(name: str, node_name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "proxmigrate.dev/v1alpha1",
+        "kind": "NodeDrain",
+        "metadata": {"name": name},
+        "spec": {"clusterRef": {"name": "lab"}, "nodeName": node_name, **spec},
+    }
+
+
+def drain_status(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return dict(get(api, namespace, "nodedrains", name).get("status") or {})
+
+
+def wait_phase(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    phases: set[str],
+    operator: OperatorProcess,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    return dict(
+        wait_for(
+            lambda: (
+                (status := drain_status(api, namespace, name)).get("phase") in phases and status
+            ),
+            timeout=timeout,
+            message=f"NodeDrain {name} in {phases}\n{operator.tail()}",
+        )
+    )
+
+
+def big_cluster() -> dict[str, Any]:
+    """pve1 with 40 guests (80 GiB); three targets of 48 GiB, so the plan must spread them.
+
+    Anti-affinity: db (100, 101 on pve1; 200 on pve2) and web (102-104 on pve1).
+    """
+    sizes = [1, 2, 4, 1, 2]
+    guests = [vm(100 + i, "pve1", sizes[i % len(sizes)]) for i in range(40)]
+    for vmid in (100, 101):
+        guests[vmid - 100]["tags"] = ["anti-affinity_db"]
+    for vmid in (102, 103, 104):
+        guests[vmid - 100]["tags"] = ["anti-affinity_web"]
+    guests.append(vm(200, "pve2", 2, tags=["anti-affinity_db"]))
+    return {
+        "nodes": [node("pve1", 128), node("pve2", 48), node("pve3", 48), node("pve4", 48)],
+        "vms": guests,
+    }
+
+
+def test_drain_of_a_40_vm_node(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    api = control_plane.api_client()
+    config = big_cluster()
+    with start_sim(tmp_path, config) as sim:
+        connect(api, namespace, sim, operator)
+        began = time.monotonic()
+        create(api, namespace, "nodedrains", nodedrain("pve1", "pve1"))
+        status = wait_phase(api, namespace, "pve1", {"Drained", "Failed"}, operator, timeout=150)
+        elapsed = time.monotonic() - began
+        state = sim.state()
+
+    assert status["phase"] == "Drained", status.get("conditions")
+    assert (status["total"], status["migrated"], status["failed"]) == (40, 40, 0)
+    assert (status["remaining"], status["progress"]) == (0, 1)
+    assert condition({"status": status}, "Ready")["status"] == "True"
+    assert all(entry["phase"] == "Migrated" for entry in status["vms"])
+    placement = state["placement"]
+    assert not [vmid for vmid, where in placement.items() if where == "pve1"]
+    memory = {spec["name"]: spec["memory_gib"] * GIB for spec in config["nodes"]}
+    for target in ("pve2", "pve3", "pve4"):
+        held = sum(
+            g["memory_gib"] * GIB for g in config["vms"] if placement[str(g["vmid"])] == target
+        )
+        usable = memory[target] - max(RESERVE_MIN, memory[target] * RESERVE_RATIO)
+        assert held <= usable, f"{target} holds {held / GIB} GiB, usable {usable / GIB}"
+    for group in ("db", "web"):
+        members = [g for g in config["vms"] if f"anti-affinity_{group}" in g.get("tags", [])]
+        nodes_used = [placement[str(g["vmid"])] for g in members]
+        assert len(set(nodes_used)) == len(nodes_used), f"group {group}: {nodes_used}"
+    assert sum(info["drops"] for info in state["ssh"].values()) == 0, state["ssh"]
+    outcomes = [m["outcome"] for runs in state["migrations"].values() for m in runs]
+    assert outcomes.count("ok") == 40 and len(outcomes) == 40, outcomes
+    children = items(api, namespace, "vmmigrations")
+    assert len(children) == 40
+    assert all(c["metadata"]["labels"]["proxmigrate.dev/drain"] == "pve1" for c in children)
+    assert all(c["metadata"]["ownerReferences"][0]["kind"] == "NodeDrain" for c in children)
+    print(f"40-VM drain took {elapsed:.1f} s")
+
+
+def small_cluster() -> dict[str, Any]:
+    """pve1's three 16 GiB guests cannot fit on two 16 GiB targets; pve2's small ones can."""
+    return {
+        "nodes": [node("pve1", 64), node("pve2", 16), node("pve3", 16)],
+        "vms": [
+            vm(100, "pve1", 16),
+            vm(101, "pve1", 16),
+            vm(102, "pve1", 16),
+            vm(200, "pve2", 1),
+            vm(201, "pve2", 2),
+        ],
+    }
+
+
+def test_dry_run_blocked_plan_and_bad_input_move_nothing(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    api = control_plane.api_client()
+    with start_sim(tmp_path, small_cluster()) as sim:
+        connect(api, namespace, sim, operator)
+        create(api, namespace, "nodedrains", nodedrain("plan", "pve2", dryRun=True))
+        create(api, namespace, "nodedrains", nodedrain("full", "pve1"))
+        create(api, namespace, "nodedrains", nodedrain("unknown", "pve9"))
+        create(api, namespace, "nodedrains", nodedrain("bad-target", "pve2", targets=["pve7"]))
+        dry = wait_for(
+            lambda: (s := drain_status(api, namespace, "plan")).get("plan") and s,
+            timeout=30,
+            message=f"dry-run plan\n{operator.tail()}",
+        )
+        blocked = wait_phase(api, namespace, "full", {"Blocked"}, operator)
+        create(api, namespace, "nodedrains", nodedrain("second", "pve1"))
+        duplicate = wait_phase(api, namespace, "second", {"Blocked"}, operator)
+        unknown = wait_phase(api, namespace, "unknown", {"Blocked"}, operator)
+        bad_target = wait_phase(api, namespace, "bad-target", {"Blocked"}, operator)
+        time.sleep(2)  # a few more reconcile passes: still nothing may move
+        state = sim.state()
+        children = items(api, namespace, "vmmigrations")
+
+    assert dry["phase"] == "Pending"
+    assert sorted(e["vmid"] for e in dry["plan"]["entries"]) == [200, 201]
+    assert {e["to"] for e in dry["plan"]["entries"]} == {"pve3"}
+    assert [e["order"] for e in dry["plan"]["entries"]] == [1, 2]
+    assert "startTime" not in dry
+
+    degraded = condition({"status": blocked}, "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "InsufficientCapacity"
+    assert "cannot place 3 of 3 VMs" in degraded["message"]
+    assert "memory missing" in degraded["message"] and "100 (vm100)" in degraded["message"]
+    assert blocked["plan"]["missingMemoryBytes"] > 0
+
+    duplicate_cond = condition({"status": duplicate}, "Degraded")
+    assert duplicate_cond["reason"] == "DuplicateDrain"
+    assert "already being drained by NodeDrain full" in duplicate_cond["message"]
+    assert "'pve9' is not in the cluster" in condition({"status": unknown}, "Degraded")["message"]
+    assert (
+        "'pve7' is not in the cluster" in condition({"status": bad_target}, "Degraded")["message"]
+    )
+
+    assert children == []
+    assert state["migrations"] == {}
+
+
+def test_deleting_a_drain_stops_new_migrations(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    api = control_plane.api_client()
+    config = {
+        "datacenter": {"bwlimit": "migration=102400"},  # 100 MiB/s: each move takes a while
+        "nodes": [node("pve1", 128), node("pve2", 128), node("pve3", 128)],
+        "vms": [vm(100 + i, "pve1", 4) for i in range(12)],
+    }
+    with start_sim(tmp_path, config) as sim:
+        connect(api, namespace, sim, operator)
+        create(api, namespace, "nodedrains", nodedrain("pve1", "pve1", maxParallel=2))
+        wait_for(
+            lambda: drain_status(api, namespace, "pve1").get("migrated", 0) >= 2,
+            timeout=60,
+            message=f"two VMs migrated\n{operator.tail()}",
+        )
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            "proxmigrate.dev", "v1alpha1", namespace, "nodedrains", "pve1"
+        )
+        wait_for(
+            lambda: not items(api, namespace, "nodedrains"),
+            timeout=30,
+            message=f"NodeDrain gone\n{operator.tail()}",
+        )
+        started_at_delete = sum(len(runs) for runs in sim.state()["migrations"].values())
+        time.sleep(3)
+        state = sim.state()
+        children = items(api, namespace, "vmmigrations")
+
+    started = sum(len(runs) for runs in state["migrations"].values())
+    assert started == started_at_delete, "a migration started after the drain was deleted"
+    assert started < 12
+    assert all(
+        (c.get("status") or {}).get("phase") in ("Succeeded", "Running") for c in children
+    ), [c.get("status", {}).get("phase") for c in children]
+    assert all(
+        not c["metadata"].get("ownerReferences")
+        for c in children
+        if c["status"]["phase"] == "Running"
+    )
