@@ -21,8 +21,14 @@ def uptime(cluster: Cluster) -> int:
     return int(cluster.now - cluster.params.start_time) + 86_400
 
 
+def resident_memory(vm: VM) -> int:
+    """A stopped guest has no QEMU process: PVE's vmstatus reports `mem` 0 for it."""
+    return vm.mem if vm.running else 0
+
+
 def node_used_memory(cluster: Cluster, node: Node) -> int:
-    return HOST_OVERHEAD + sum(v.mem for v in cluster.vms.values() if v.node == node.name)
+    vms = cluster.vms.values()
+    return HOST_OVERHEAD + sum(resident_memory(v) for v in vms if v.node == node.name)
 
 
 def node_cpu(cluster: Cluster, node: Node) -> float:
@@ -64,7 +70,7 @@ def vm_entry(cluster: Cluster, vm: VM, *, resources: bool) -> dict[str, Any]:
         "name": vm.name,
         "status": "running" if vm.running else "stopped",
         "maxmem": vm.maxmem,
-        "mem": vm.mem,
+        "mem": resident_memory(vm),
         "cpus": vm.cpus,
         "cpu": round(vm.cpu_load, 4) if vm.running else 0,
         "uptime": uptime(cluster) if vm.running else 0,
@@ -98,7 +104,7 @@ def cluster_resources(cluster: Cluster, kind: str | None) -> list[dict[str, Any]
     mem: dict[str, int] = {}
     load: dict[str, float] = {}
     for vm in cluster.vms.values():
-        mem[vm.node] = mem.get(vm.node, 0) + vm.mem
+        mem[vm.node] = mem.get(vm.node, 0) + resident_memory(vm)
         if vm.running:
             load[vm.node] = load.get(vm.node, 0.0) + vm.cpu_load * vm.cpus
     if kind in (None, "node"):
@@ -262,7 +268,7 @@ def vm_rrd_sample(vm: VM) -> dict[str, float]:
     return {
         "cpu": round(vm.cpu_load, 4) if vm.running else 0.0,
         "maxcpu": vm.cpus,
-        "mem": vm.mem if vm.running else 0,
+        "mem": resident_memory(vm),
         "maxmem": vm.maxmem,
         "disk": 0,
         "maxdisk": sum(d.size for d in vm.disks),
