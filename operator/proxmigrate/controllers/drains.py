@@ -78,9 +78,9 @@ def drain_request(
         targets=spec.targets,
         cordoned=cordoned_nodes(drains, spec.cluster_name) | {spec.node_name},
         selector=spec.vm_selector,
-        stopped_vms=spec.stopped_vms.value,  # type: ignore[arg-type]
-        templates=spec.templates.value,  # type: ignore[arg-type]
-        local_disks=spec.local_disks.value,  # type: ignore[arg-type]
+        stopped_vms=spec.stopped_vms.value,
+        templates=spec.templates.value,
+        local_disks=spec.local_disks.value,
         reserve=spec.memory_reserve(placement),
         anti_affinity_prefix=placement.anti_affinity_tag_prefix,
         pins=placement_pins(placements, context.inventory, spec.cluster_name),
@@ -144,7 +144,7 @@ class DrainReconciler:
         document = progress.plan_document(plan, now)
         if _same_plan(self.status.get("plan"), document):
             document = dict(self.status["plan"])
-        extra = {"plan": document, "targets": list(plan.targets)}
+        extra: dict[str, Any] = {"plan": document, "targets": list(plan.targets)}
         blocked = not plan.complete and not spec.allow_partial
         if spec.dry_run:
             extra["vms"] = progress.plan_entries(plan)

@@ -1,0 +1,473 @@
+"""`kubectl proxmigrate`: drain, cancel, plan and watch from the command line.
+
+Installed as the console script `kubectl-proxmigrate`, which kubectl runs as a plugin. It
+only creates, reads and deletes NodeDrains (the operator does the rest), so it needs
+nothing but the user's kubeconfig. The `render_*` functions are pure and shared with
+`make demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from proxmigrate.api.conditions import ConditionType, find_condition
+from proxmigrate.api.constants import (
+    API_VERSION,
+    GROUP,
+    NODE_DRAIN,
+    NODEDRAINS,
+    PROXMOXCLUSTERS,
+    VERSION,
+    VMPLACEMENTS,
+)
+from proxmigrate.api.enums import DrainPhase
+from proxmigrate.api.timestamps import format_duration, parse_rfc3339
+from proxmigrate.planning.units import format_bytes
+
+FINAL_PHASES = frozenset(
+    {DrainPhase.DRAINED, DrainPhase.FAILED, DrainPhase.BLOCKED, DrainPhase.CANCELLED}
+)
+POLL_SECONDS = 1.0
+BAR_WIDTH = 24
+
+
+class PluginError(Exception):
+    """A problem the user must fix; printed as `error: <message>`, exit status 1."""
+
+
+# ----- pure rendering ------------------------------------------------------------------------
+
+
+def progress_bar(ratio: float, width: int = BAR_WIDTH) -> str:
+    """`[#########---------------]`; the ratio is clamped to 0..1."""
+    filled = round(max(0.0, min(1.0, ratio)) * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}]"
+
+
+def throughput(status: Mapping[str, Any], now: datetime.datetime) -> float | None:
+    """Bytes of guest memory moved per second since the drain started; None before."""
+    started = status.get("startTime")
+    moved = int(status.get("memoryBytesMigrated") or 0)
+    if not started or moved <= 0:
+        return None
+    elapsed = (now - parse_rfc3339(started)).total_seconds()
+    return moved / elapsed if elapsed > 0 else None
+
+
+def render_progress(status: Mapping[str, Any], now: datetime.datetime) -> str:
+    """One line: bar, VMs done/total, failures, throughput, ETA and phase."""
+    total = int(status.get("total") or 0)
+    done = total - int(status.get("remaining") or 0) if total else 0
+    parts = [
+        progress_bar(float(status.get("progress") or 0.0)),
+        f"{done}/{total} VMs",
+        f"{int(status.get('migrated') or 0)} migrated",
+        f"{int(status.get('failed') or 0)} failed",
+    ]
+    if status.get("skipped"):
+        parts.append(f"{int(status['skipped'])} skipped")
+    rate = throughput(status, now)
+    if rate is not None:
+        parts.append(f"{format_bytes(round(rate))}/s")
+    if status.get("eta"):
+        parts.append(f"ETA {status['eta']}")
+    parts.append(str(status.get("phase") or "Pending"))
+    return "  ".join(parts)
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns padded like kubectl's tables (two spaces between columns)."""
+    cells = [list(headers)] + [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def render_plan(plan: Mapping[str, Any]) -> str:
+    """status.plan as a table of moves, then the guests that cannot be placed."""
+    entries = plan.get("entries") or []
+    lines = [
+        render_table(
+            ["ORDER", "VMID", "NAME", "MEMORY", "FROM", "TO"],
+            [
+                [
+                    e.get("order"),
+                    e["vmid"],
+                    e.get("name", ""),
+                    format_bytes(int(e.get("memoryBytes") or 0)),
+                    e.get("from", ""),
+                    e["to"],
+                ]
+                for e in entries
+            ],
+        )
+    ]
+    memory = sum(int(e.get("memoryBytes") or 0) for e in entries)
+    lines.append(f"{len(entries)} VMs to move, {format_bytes(memory)} of memory")
+    unplaceable = plan.get("unplaceable") or []
+    if unplaceable:
+        lines.append(f"{len(unplaceable)} VMs cannot be placed:")
+        lines += [f"  {u['vmid']} ({u.get('name', '')}): {u['reason']}" for u in unplaceable]
+        missing = int(plan.get("missingMemoryBytes") or 0)
+        if missing:
+            lines.append(f"memory missing on the targets: {format_bytes(missing)}")
+    return "\n".join(lines)
+
+
+def render_drains(drains: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for drain in drains:
+        status = drain.get("status") or {}
+        progress = status.get("progress")
+        rows.append(
+            [
+                drain["metadata"]["name"],
+                drain["spec"]["nodeName"],
+                status.get("phase", ""),
+                f"{int(status.get('migrated') or 0)}/{int(status.get('total') or 0)}",
+                int(status.get("failed") or 0),
+                f"{float(progress) * 100:.0f}%" if progress is not None else "",
+                status.get("eta", ""),
+            ]
+        )
+    return render_table(["NAME", "NODE", "PHASE", "MIGRATED", "FAILED", "PROGRESS", "ETA"], rows)
+
+
+def render_placements(placements: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        [
+            p["metadata"]["name"],
+            (p.get("status") or {}).get("vm", ""),
+            (p.get("status") or {}).get("desiredNode", ""),
+            (p.get("status") or {}).get("currentNode", ""),
+            (p.get("status") or {}).get("inSync", ""),
+            (p.get("spec") or {}).get("policy", "enforce"),
+        ]
+        for p in placements
+    ]
+    return render_table(["NAME", "VM", "DESIRED", "CURRENT", "SYNCED", "POLICY"], rows)
+
+
+def problem(status: Mapping[str, Any]) -> str | None:
+    """The message of a True Degraded condition: why a drain is Blocked or Failed."""
+    degraded = find_condition(status.get("conditions"), ConditionType.DEGRADED)
+    if degraded is not None and degraded.get("status") == "True":
+        return str(degraded.get("message", ""))
+    return None
+
+
+def render_summary(name: str, status: Mapping[str, Any]) -> str:
+    phase = status.get("phase", "Pending")
+    line = (
+        f"nodedrain/{name} {phase}: {int(status.get('migrated') or 0)} migrated, "
+        f"{int(status.get('failed') or 0)} failed, {int(status.get('skipped') or 0)} skipped "
+        f"of {int(status.get('total') or 0)}"
+    )
+    start, end = status.get("startTime"), status.get("completionTime")
+    if start and end:
+        line += (
+            f" in {format_duration((parse_rfc3339(end) - parse_rfc3339(start)).total_seconds())}"
+        )
+    reason = problem(status)
+    return f"{line}\n{reason}" if reason else line
+
+
+def exit_code(phase: str | None) -> int:
+    """0 when the drain ended Drained; 1 for Failed, Blocked or Cancelled."""
+    return 0 if phase == DrainPhase.DRAINED else 1
+
+
+# ----- API access ----------------------------------------------------------------------------
+
+
+class Session:
+    """The user's kubeconfig and namespace, with the few calls the plugin makes."""
+
+    def __init__(self, kubeconfig: str | None, namespace: str | None) -> None:
+        try:
+            self.api = config.new_client_from_config(config_file=kubeconfig)
+        except config.ConfigException as error:
+            raise PluginError(f"cannot load kubeconfig: {error}") from None
+        self.namespace = namespace or _context_namespace(kubeconfig)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def list(self, plural: str) -> list[dict[str, Any]]:
+        answer = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+        return list(answer.get("items", []))
+
+    def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, plural, name
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, plural, body
+            )
+        )
+
+    def delete(self, plural: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
+
+
+def _context_namespace(kubeconfig: str | None) -> str:
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except config.ConfigException:
+        return "default"
+    return str((active or {}).get("context", {}).get("namespace") or "default")
+
+
+def resolve_cluster(session: Session, name: str | None) -> dict[str, Any]:
+    """The ProxmoxCluster named, or the only one in the namespace."""
+    if name is not None:
+        cluster = session.get(PROXMOXCLUSTERS, name)
+        if cluster is None:
+            raise PluginError(f"ProxmoxCluster {name} not found in namespace {session.namespace}")
+        return cluster
+    clusters = session.list(PROXMOXCLUSTERS)
+    if not clusters:
+        raise PluginError(
+            f"no ProxmoxCluster in namespace {session.namespace}; create one "
+            "(examples/proxmoxcluster.yaml) or pass -n NAMESPACE"
+        )
+    if len(clusters) > 1:
+        names = ", ".join(sorted(c["metadata"]["name"] for c in clusters))
+        raise PluginError(
+            f"several ProxmoxClusters in {session.namespace} ({names}): use --cluster"
+        )
+    return clusters[0]
+
+
+def check_node(cluster: Mapping[str, Any], node: str) -> None:
+    """Refuse a node the cluster's status does not list (skipped before the first sync)."""
+    known = [str(n.get("name")) for n in (cluster.get("status") or {}).get("nodes") or []]
+    if known and node not in known:
+        raise PluginError(
+            f"node {node} is not in ProxmoxCluster {cluster['metadata']['name']} "
+            f"(nodes: {', '.join(sorted(known))})"
+        )
+
+
+def drain_manifest(
+    node: str,
+    cluster: str,
+    *,
+    name: str | None = None,
+    generate_name: str | None = None,
+    max_parallel: int | None = None,
+    dry_run: bool = False,
+    allow_partial: bool = False,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"clusterRef": {"name": cluster}, "nodeName": node}
+    if max_parallel is not None:
+        spec["maxParallel"] = max_parallel
+    if dry_run:
+        spec["dryRun"] = True
+    if allow_partial:
+        spec["allowPartial"] = True
+    metadata = {"name": name} if name else {"generateName": generate_name}
+    return {"apiVersion": API_VERSION, "kind": NODE_DRAIN.kind, "metadata": metadata, "spec": spec}
+
+
+def follow_drain(
+    read: Callable[[], Mapping[str, Any] | None],
+    out: TextIO,
+    *,
+    live: bool,
+    poll_seconds: float = POLL_SECONDS,
+    done: Callable[[Mapping[str, Any]], bool] = lambda s: s.get("phase") in FINAL_PHASES,
+) -> dict[str, Any]:
+    """Show the drain's progress until `done(status)`; returns the last status.
+
+    `live` rewrites one line (a terminal); otherwise a line is printed whenever it changes.
+    """
+    last_line = ""
+    while True:
+        body = read()
+        if body is None:
+            raise PluginError("the NodeDrain was deleted")
+        status = dict(body.get("status") or {})
+        line = render_progress(status, datetime.datetime.now(datetime.UTC))
+        if live:
+            out.write(f"\r{line}\033[K")
+            out.flush()
+        elif line != last_line:
+            out.write(f"{line}\n")
+        last_line = line
+        if done(status):
+            if live:
+                out.write("\n")
+            return status
+        time.sleep(poll_seconds)
+
+
+# ----- commands ------------------------------------------------------------------------------
+
+
+def cmd_drain(session: Session, args: argparse.Namespace, out: TextIO) -> int:
+    cluster = resolve_cluster(session, args.cluster)
+    check_node(cluster, args.node)
+    name = args.name or f"drain-{args.node}"
+    body = drain_manifest(
+        args.node,
+        cluster["metadata"]["name"],
+        name=name,
+        max_parallel=args.max_parallel,
+        dry_run=args.dry_run,
+        allow_partial=args.allow_partial,
+    )
+    try:
+        session.create(NODEDRAINS, body)
+    except ApiException as error:
+        if error.status == 409:
+            raise PluginError(
+                f"NodeDrain {name} already exists: watch it with `kubectl proxmigrate status`, "
+                f"or cancel it with `kubectl proxmigrate cancel {args.node}`"
+            ) from None
+        raise PluginError(f"creating NodeDrain {name}: {_api_message(error)}") from None
+    out.write(f"nodedrain/{name} created\n")
+    if not args.wait:
+        return 0
+    if args.dry_run:
+        status = _wait_plan(session, name, out)
+        out.write(render_plan(status["plan"]) + "\n")
+        return 0
+    status = follow_drain(lambda: session.get(NODEDRAINS, name), out, live=out.isatty())
+    out.write(render_summary(name, status) + "\n")
+    return exit_code(status.get("phase"))
+
+
+def cmd_cancel(session: Session, args: argparse.Namespace, out: TextIO) -> int:
+    drains = [d for d in session.list(NODEDRAINS) if d["spec"].get("nodeName") == args.node]
+    if not drains:
+        raise PluginError(f"no NodeDrain for node {args.node} in namespace {session.namespace}")
+    for drain in drains:
+        session.delete(NODEDRAINS, drain["metadata"]["name"])
+        out.write(
+            f"nodedrain/{drain['metadata']['name']} deleted: queued migrations are cancelled, "
+            "running ones finish\n"
+        )
+    return 0
+
+
+def cmd_status(session: Session, args: argparse.Namespace, out: TextIO) -> int:
+    drains = session.list(NODEDRAINS)
+    placements = session.list(VMPLACEMENTS)
+    if not drains and not placements:
+        out.write(f"no NodeDrains or VMPlacements in namespace {session.namespace}\n")
+        return 0
+    if drains:
+        out.write(render_drains(drains) + "\n")
+        for drain in drains:
+            reason = problem(drain.get("status") or {})
+            if reason:
+                out.write(f"  {drain['metadata']['name']}: {reason}\n")
+    if placements:
+        out.write(("\n" if drains else "") + render_placements(placements) + "\n")
+    return 0
+
+
+def cmd_plan(session: Session, args: argparse.Namespace, out: TextIO) -> int:
+    cluster = resolve_cluster(session, args.cluster)
+    check_node(cluster, args.node)
+    body = drain_manifest(
+        args.node, cluster["metadata"]["name"], generate_name=f"plan-{args.node}-", dry_run=True
+    )
+    name = session.create(NODEDRAINS, body)["metadata"]["name"]
+    try:
+        status = _wait_plan(session, name, out, timeout=args.timeout)
+    finally:
+        session.delete(NODEDRAINS, name)
+    out.write(render_plan(status["plan"]) + "\n")
+    return 0 if not (status["plan"].get("unplaceable")) else 1
+
+
+def _wait_plan(session: Session, name: str, out: TextIO, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait for a dry run's plan; a drain Blocked without one (bad node) is an error."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = (session.get(NODEDRAINS, name) or {}).get("status") or {}
+        if status.get("plan"):
+            return dict(status)
+        if status.get("phase") == DrainPhase.BLOCKED:
+            raise PluginError(problem(status) or "the plan could not be made")
+        time.sleep(POLL_SECONDS / 2)
+    raise PluginError(f"no plan after {timeout:.0f} s: is the operator running?")
+
+
+def _api_message(error: ApiException) -> str:
+    return str(error.reason if not error.body else error.body)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubectl proxmigrate", description="Drain Proxmox VE nodes with proxmigrate."
+    )
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    parser.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    drain = commands.add_parser("drain", help="move every guest off NODE")
+    drain.add_argument("node")
+    drain.add_argument("--cluster", help="ProxmoxCluster (default: the only one)")
+    drain.add_argument("--max-parallel", type=int, help="most migrations of this drain at once")
+    drain.add_argument("--dry-run", action="store_true", help="only plan; move nothing")
+    drain.add_argument("--allow-partial", action="store_true", help="move what fits")
+    drain.add_argument("--name", help="NodeDrain name (default: drain-NODE)")
+    drain.add_argument("--wait", action="store_true", help="show progress until the drain ends")
+    drain.set_defaults(run=cmd_drain)
+    cancel = commands.add_parser("cancel", help="delete the NodeDrain of NODE")
+    cancel.add_argument("node")
+    cancel.set_defaults(run=cmd_cancel)
+    status = commands.add_parser("status", help="NodeDrains and VMPlacements")
+    status.set_defaults(run=cmd_status)
+    plan = commands.add_parser("plan", help="show where NODE's guests would go; move nothing")
+    plan.add_argument("node")
+    plan.add_argument("--cluster", help="ProxmoxCluster (default: the only one)")
+    plan.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the plan")
+    plan.set_defaults(run=cmd_plan)
+    return parser
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stream = out or sys.stdout
+    try:
+        session = Session(args.kubeconfig, args.namespace)
+        return int(args.run(session, args, stream))
+    except PluginError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ApiException as error:
+        print(f"error: Kubernetes API: {_api_message(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted (the NodeDrain keeps running; `kubectl proxmigrate cancel` stops it)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
