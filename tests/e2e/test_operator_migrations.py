@@ -50,7 +50,9 @@ def operator(
         yield process
 
 
-def cluster_file(tmp_path: Path, vms: int, used_gib: float, **datacenter: str) -> Path:
+def cluster_file(
+    tmp_path: Path, vms: int, used_gib: float, ha: bool = False, **datacenter: str
+) -> Path:
     """Three nodes; `vms` VMs on pve1, all to be moved to pve2."""
     config: dict[str, Any] = {
         "pve_version": 8,
@@ -69,6 +71,7 @@ def cluster_file(tmp_path: Path, vms: int, used_gib: float, **datacenter: str) -
                 "used_gib": used_gib,
                 "dirty_mib_s": 5,
                 "disks": [{"key": "scsi0", "storage": "ceph", "size_gib": 16}],
+                "ha": ha,
             }
             for index in range(vms)
         ],
@@ -264,6 +267,19 @@ def test_bad_clusters_get_false_ready_naming_the_cause(
             )
             assert (ready["status"], ready["reason"]) == ("False", reason), (name, ready)
             assert re.search(pattern, ready["message"]), (name, ready["message"])
+        # Rotating the Secret to a valid token heals the cluster without a restart.
+        fixed = base64.b64encode(sim.token_secret.encode()).decode()
+        client.CoreV1Api(api).patch_namespaced_secret(
+            "wrong", namespace, {"data": {"tokenSecret": fixed}}
+        )
+        wait_for(
+            lambda: (
+                (c := condition(get(api, namespace, "proxmoxclusters", "badtoken"), "Ready"))
+                and c["status"] == "True"
+            ),
+            timeout=40,
+            message=f"badtoken to recover after the Secret was fixed\n{operator.tail()}",
+        )
 
 
 def test_datacenter_insecure_migration_is_refused_with_token(
@@ -299,3 +315,18 @@ def test_migration_of_unknown_vm_or_node_fails_clearly(
         assert ended["nonode"]["phase"] == "Failed"
         assert "'pve9' is not in cluster" in ended["nonode"]["message"]
         assert sim.state()["migrations"] == {}
+
+
+def test_ha_managed_vm_moves_through_the_ha_manager(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    api = control_plane.api_client()
+    with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=1, used_gib=1, ha=True))) as sim:
+        create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy())
+        wait_ready(api, namespace, operator)
+        create(api, namespace, "vmmigrations", vmmigration("ha", 100, "pve2"))
+        (done,) = wait_all_terminal(api, namespace, 1, 90, operator)
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        assert ":qmigrate:100:" in done["status"]["upid"]  # the HA manager's real migration
+        assert sim.state()["placement"]["100"] == "pve2"
+        assert sim.state()["api_requests"].get("POST /cluster/ha/resources/{sid}/migrate", 0) >= 1

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import logging
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -93,29 +96,59 @@ async def _ca_bundle(kube: Kube, spec: ProxmoxClusterSpec, namespace: str) -> st
             )
     if not pem:
         return None
-    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
-        handle.write(pem)
-        return handle.name
-
-
-async def build_runtime(
-    kube: Kube, spec: ProxmoxClusterSpec, namespace: str, name: str
-) -> ClusterRuntime:
-    auth = await _credentials(kube, spec, namespace)
-    ca_bundle = await _ca_bundle(kube, spec, namespace)
-    client = PveClient(
-        [str(endpoint) for endpoint in spec.endpoints],
-        auth,
-        cluster=f"{namespace}/{name}",
-        verify_tls=not spec.tls.insecure_skip_verify,
-        ca_bundle=ca_bundle,
+    path = (
+        Path(tempfile.gettempdir())
+        / f"proxmigrate-ca-{hashlib.sha256(pem.encode()).hexdigest()}.pem"
     )
+    if not path.exists():
+        path.write_text(pem)
+    return str(path)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Everything that decides how the PVE API is reached; a change means a new client."""
+
+    endpoints: tuple[str, ...]
+    auth: Auth
+    verify_tls: bool
+    ca_bundle: str | None
+
+    def client(self, cluster: str) -> AsyncPveClient:
+        return AsyncPveClient(
+            PveClient(
+                list(self.endpoints),
+                self.auth,
+                cluster=cluster,
+                verify_tls=self.verify_tls,
+                ca_bundle=self.ca_bundle,
+            )
+        )
+
+    @property
+    def auth_method(self) -> AuthMethod:
+        return AuthMethod.TICKET if isinstance(self.auth, PasswordAuth) else AuthMethod.TOKEN
+
+
+async def read_connection(kube: Kube, spec: ProxmoxClusterSpec, namespace: str) -> Connection:
+    """Endpoints, TLS and the credentials as they are now (Secrets are re-read each time)."""
+    return Connection(
+        endpoints=tuple(str(endpoint) for endpoint in spec.endpoints),
+        auth=await _credentials(kube, spec, namespace),
+        verify_tls=not spec.tls.insecure_skip_verify,
+        ca_bundle=await _ca_bundle(kube, spec, namespace),
+    )
+
+
+def build_runtime(
+    kube: Kube, spec: ProxmoxClusterSpec, connection: Connection, namespace: str, name: str
+) -> ClusterRuntime:
     return ClusterRuntime(
         namespace=namespace,
         name=name,
-        client=AsyncPveClient(client),
+        client=connection.client(f"{namespace}/{name}"),
         policy=spec.migration_policy,
-        auth=AuthMethod.TICKET if isinstance(auth, PasswordAuth) else AuthMethod.TOKEN,
+        auth=connection.auth_method,
         kube=kube,
         events=post_event,
         task_poll_seconds=OPTIONS.task_poll_seconds,
@@ -204,7 +237,8 @@ async def proxmox_cluster(
         generation = meta.get("generation")
         try:
             parsed = ProxmoxClusterSpec.from_spec(dict(spec))
-            runtime = await build_runtime(kube, parsed, namespace, name)
+            connection = await read_connection(kube, parsed, namespace)
+            runtime = build_runtime(kube, parsed, connection, namespace, name)
             break
         except SpecError as error:
             await writer.write(generation, False, "InvalidSpec", str(error))
@@ -217,10 +251,20 @@ async def proxmox_cluster(
         while True:
             generation = meta.get("generation")
             try:
-                runtime.update_policy(ProxmoxClusterSpec.from_spec(dict(spec)).migration_policy)
+                parsed = ProxmoxClusterSpec.from_spec(dict(spec))
+                runtime.update_policy(parsed.migration_policy)
+                latest = await read_connection(kube, parsed, namespace)
+                if latest != connection:
+                    log.info(
+                        "cluster %s/%s: endpoints, TLS or credentials changed", namespace, name
+                    )
+                    await runtime.replace_client(latest.client(runtime.label), latest.auth_method)
+                    connection = latest
                 await sync(runtime, writer, generation)
             except SpecError as error:
                 await writer.write(generation, False, "InvalidSpec", str(error))
+            except ConfigurationError as error:
+                await writer.write(generation, False, error.reason, str(error))
             except PveError as error:
                 log.warning("cluster %s/%s: %s", namespace, name, error)
                 await writer.write(generation, False, _reason_for(error), str(error))

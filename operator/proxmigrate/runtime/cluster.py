@@ -325,14 +325,21 @@ class ClusterRuntime:
                     self._running[job.key] = _Running(queued.request, job, None, now)
                     task = asyncio.create_task(self._start(self._running[job.key]))
                     self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    task.add_done_callback(self._start_done)
         if (
-            any(r.upid for r in self._running.values())
+            any(r.upid or r.ha_requested_at for r in self._running.values())
             and now - self._last_track >= self.task_poll_seconds
         ):
             self._last_track = now
             await self._track()
         self._export_metrics()
+
+    def _start_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "cluster %s: starting a migration failed", self.label, exc_info=task.exception()
+            )
 
     async def run(self) -> None:
         """Tick until cancelled."""
@@ -349,6 +356,12 @@ class ClusterRuntime:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.02))
+
+    async def replace_client(self, client: AsyncPveClient, auth: AuthMethod) -> None:
+        """New endpoints or credentials: later calls use the new client; running work goes on."""
+        old, self.client, self.auth = self.client, client, auth
+        self.settings = None  # re-read: the transport rule depends on the auth method
+        old.close()
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -426,7 +439,37 @@ class ClusterRuntime:
 
     # ----- tracking ------------------------------------------------------------------------
 
+    async def _find_ha_children(self) -> None:
+        """HA requests answer without a UPID: the HA manager starts the real `qmigrate`."""
+        for running in list(self._running.values()):
+            if running.upid or running.ha_requested_at is None:
+                continue
+            request = running.request
+            upid = await self._find_unrecorded_task(
+                request,
+                running.job.source,
+                running.ha_requested_at,
+                self._statuses.get(request.key, {}),
+            )
+            if upid:
+                running.upid = upid
+                await self._write(
+                    request, vmstatus.started(self._statuses[request.key], upid, self.clock())
+                )
+            elif self.clock() - running.ha_requested_at > HA_CHILD_TIMEOUT:
+                await self._finish(
+                    running,
+                    Failure(
+                        Reason.TIMEOUT,
+                        True,
+                        Phase.API,
+                        f"HA manager did not start a migration within {HA_CHILD_TIMEOUT:.0f} s",
+                        False,
+                    ),
+                )
+
     async def _track(self) -> None:
+        await self._find_ha_children()
         tracked = {
             key: TrackedTask(r.request.vmid, r.upid, r.job.source)
             for key, r in self._running.items()
