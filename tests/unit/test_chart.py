@@ -89,6 +89,8 @@ NEEDED_IN_WATCHED_NAMESPACE = (
     | {("", "secrets", "get")}
 )
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+# kopf's namespace observation in namespaced mode (found by tests/e2e/test_chart_apiserver.py).
+NAMESPACE_READ = {("", "namespaces", v) for v in ("list", "watch")}
 
 
 @pytest.mark.parametrize("values", [(), (ALL_FEATURES,), (CLUSTER_WIDE,)], ids=str)
@@ -171,10 +173,10 @@ def test_replicas_get_distinct_peering_priorities_from_their_ordinal() -> None:
     assert only(manifests, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
-def test_namespaced_mode_keeps_everything_but_the_crd_read_in_roles() -> None:
+def test_namespaced_mode_keeps_everything_but_the_crd_and_namespace_reads_in_roles() -> None:
     manifests = render(ALL_FEATURES)
     cluster_role = only(manifests, "ClusterRole")
-    assert granted(cluster_role["rules"]) == CRD_READ
+    assert granted(cluster_role["rules"]) == CRD_READ | NAMESPACE_READ
     roles = [r for r in of_kind(manifests, "Role") if r["metadata"]["name"] == "pm-proxmigrate"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["pve-lab", "pve-prod"]
     for role in roles:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -13,39 +12,16 @@ from proxmigrate.api.refs import SecretRef
 from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy
 from proxmigrate.planning.capacity import MemoryReserve
 from proxmigrate.planning.selection import DEFAULT_ANTI_AFFINITY_PREFIX
+from proxmigrate.pve.transport import Endpoint
 
-PVE_API_PORT = 8006  # pveproxy's port
 GIB = 1024**3
 
-_ENDPOINT = re.compile(
-    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))(?::(?P<port>\d+))?$"
-)
 
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One `host[:port]` of spec.endpoints; IPv6 addresses keep no brackets in `host`."""
-
-    host: str
-    port: int = PVE_API_PORT
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        match = _ENDPOINT.fullmatch(text.strip())
-        if not match:
-            raise SpecError(f"endpoint {text!r} is not host or host:port")
-        port = int(match["port"]) if match["port"] else PVE_API_PORT
-        if not 1 <= port <= 65535:
-            raise SpecError(f"endpoint {text!r} has port {port}, outside 1-65535")
-        return cls(match["ipv6"] or match["host"], port)
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
-
-    def __str__(self) -> str:
-        return self.url.removeprefix("https://")
+def _endpoint(text: str) -> Endpoint:
+    try:
+        return Endpoint.parse(text)
+    except ValueError as error:
+        raise SpecError(f"spec.endpoints: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -251,7 +227,7 @@ class ProxmoxClusterSpec:
         if not endpoints:
             raise SpecError(f"{path}.endpoints needs at least one host[:port]")
         return cls(
-            endpoints=tuple(Endpoint.parse(endpoint) for endpoint in endpoints),
+            endpoints=tuple(_endpoint(endpoint) for endpoint in endpoints),
             credentials_secret_ref=SecretRef.read(reader.child("credentialsSecretRef")),
             tls=TLSSpec.read(reader.child("tls")),
             inventory=InventorySpec.read(reader.child("inventory")),

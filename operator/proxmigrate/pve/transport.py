@@ -69,14 +69,20 @@ class Endpoint:
             r"\[(?P<v6>[^\]]+)\](?::(?P<v6port>\d+))?|(?P<host>[^:\s]+)(?::(?P<port>\d+))?", text
         )
         if match is None:
-            raise ValueError(f"endpoint {text!r} is not host[:port]")
+            raise ValueError(f"endpoint {text!r} is not host or host:port")
         host = match["v6"] or match["host"]
-        port = match["v6port"] or match["port"]
-        return cls(host, int(port) if port else DEFAULT_PORT)
+        port = int(match["v6port"] or match["port"] or DEFAULT_PORT)
+        if not 1 <= port <= 65535:
+            raise ValueError(f"endpoint {text!r} has port {port}, outside 1-65535")
+        return cls(host, port)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self}"
 
 
 @dataclass(frozen=True)

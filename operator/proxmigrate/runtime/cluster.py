@@ -228,7 +228,7 @@ class ClusterRuntime:
         """A migration that was Running when the operator stopped: find its task, never re-POST
         one that may have reached PVE."""
         source = str(current.get("sourceNode") or "")
-        upid = current.get("upid")
+        recorded = current.get("upid")
         attempt = int(current.get("attemptCount") or 1)
         started = vmstatus.attempt_start_epoch(current.get("attempts") or []) or self.clock()
         inventory = await self.refresh_inventory(max_age=5.0)
@@ -241,13 +241,15 @@ class ClusterRuntime:
             request.priority,
             (vm.used_memory or vm.max_memory) if vm else 0,
         )
-        if not upid and source:
-            upid = await self._find_unrecorded_task(request, source, started, current)
-            if upid:
-                await self._write(request, vmstatus.started(current, upid, self.clock()))
+        found = None
+        if not recorded and source:
+            found = await self._find_unrecorded_task(request, source, started, current)
+        upid = str(recorded or found or "")
         if upid:
             self.engine.adopt_running(job, started, attempt)
-            self._running[request.key] = _Running(request, job, str(upid), started)
+            running = self._running[request.key] = _Running(request, job, upid, started)
+            if found:
+                await self._record_upid(running, found)
             log.info("resumed %s: tracking %s", request.key, upid)
             return
         if vm is not None and vm.node == request.target:
@@ -422,13 +424,8 @@ class ClusterRuntime:
                     running, Failure(Reason.API_ERROR, True, Phase.API, str(error), False)
                 )
                 return
-        if upid is None:  # an HA request that answered without a UPID: find its child later
-            upid = ""
-        running.upid = upid or None
-        if upid:
-            await self._write(
-                request, vmstatus.started(self._statuses[request.key], upid, self.clock())
-            )
+        if upid:  # None: an HA request; its qmigrate child is looked for while tracking
+            await self._record_upid(running, upid)
         self.events(
             request.event_ref,
             "Normal",
@@ -438,6 +435,20 @@ class ClusterRuntime:
         self._wake.set()
 
     # ----- tracking ------------------------------------------------------------------------
+
+    async def _record_upid(self, running: _Running, upid: str) -> None:
+        running.upid = upid
+        key = running.request.key
+        await self._write(
+            running.request, vmstatus.started(self._statuses[key], upid, self.clock())
+        )
+
+    async def _fail_if_ha_stalled(self, running: _Running) -> None:
+        """An HA request whose real migration never started is retried (or fails) as a timeout."""
+        requested = running.ha_requested_at or running.started_at
+        if self.clock() - requested > HA_CHILD_TIMEOUT:
+            message = f"HA manager did not start a migration within {HA_CHILD_TIMEOUT:.0f} s"
+            await self._finish(running, Failure(Reason.TIMEOUT, True, Phase.API, message, False))
 
     async def _find_ha_children(self) -> None:
         """HA requests answer without a UPID: the HA manager starts the real `qmigrate`."""
@@ -452,21 +463,9 @@ class ClusterRuntime:
                 self._statuses.get(request.key, {}),
             )
             if upid:
-                running.upid = upid
-                await self._write(
-                    request, vmstatus.started(self._statuses[request.key], upid, self.clock())
-                )
-            elif self.clock() - running.ha_requested_at > HA_CHILD_TIMEOUT:
-                await self._finish(
-                    running,
-                    Failure(
-                        Reason.TIMEOUT,
-                        True,
-                        Phase.API,
-                        f"HA manager did not start a migration within {HA_CHILD_TIMEOUT:.0f} s",
-                        False,
-                    ),
-                )
+                await self._record_upid(running, upid)
+            else:
+                await self._fail_if_ha_stalled(running)
 
     async def _track(self) -> None:
         await self._find_ha_children()
@@ -487,22 +486,9 @@ class ClusterRuntime:
             if running is None:
                 continue
             if handoff.child is not None:
-                running.upid = handoff.child.upid
-                await self._write(
-                    running.request,
-                    vmstatus.started(self._statuses[key], handoff.child.upid, self.clock()),
-                )
-            elif self.clock() - (running.ha_requested_at or running.started_at) > HA_CHILD_TIMEOUT:
-                await self._finish(
-                    running,
-                    Failure(
-                        Reason.TIMEOUT,
-                        True,
-                        Phase.API,
-                        f"HA manager did not start a migration within {HA_CHILD_TIMEOUT:.0f} s",
-                        False,
-                    ),
-                )
+                await self._record_upid(running, handoff.child.upid)
+            else:
+                await self._fail_if_ha_stalled(running)
         for end in result.finished:
             key = by_upid[end.task.upid]
             running = self._running.get(key)
