@@ -298,21 +298,23 @@ def follow_drain(
 ) -> dict[str, Any]:
     """Show the drain's progress until `done(status)`; returns the last status.
 
-    `live` rewrites one line (a terminal); otherwise a line is printed whenever it changes.
+    `live` rewrites one line (a terminal); otherwise a line is printed whenever the counts
+    or the phase change (not for every new throughput figure, which would flood a log).
     """
-    last_line = ""
+    last_seen: tuple[object, ...] = ()
     while True:
         body = read()
         if body is None:
             raise PluginError("the NodeDrain was deleted")
         status = dict(body.get("status") or {})
         line = render_progress(status, datetime.datetime.now(datetime.UTC))
+        seen = tuple(status.get(key) for key in ("phase", "total", "migrated", "failed", "skipped"))
         if live:
             out.write(f"\r{line}\033[K")
             out.flush()
-        elif line != last_line:
+        elif seen != last_seen:
             out.write(f"{line}\n")
-        last_line = line
+        last_seen = seen
         if done(status):
             if live:
                 out.write("\n")

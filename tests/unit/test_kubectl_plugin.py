@@ -134,7 +134,7 @@ def test_follow_prints_changes_until_a_final_phase() -> None:
     statuses = iter(
         [
             {"status": draining(phase="Pending", startTime=None, eta=None)},
-            {"status": draining(phase="Pending", startTime=None, eta=None)},
+            {"status": draining(phase="Pending", startTime=None, eta="5s")},  # same counts
             {"status": draining(phase="Drained", remaining=0, progress=1.0)},
         ]
     )

@@ -1,0 +1,219 @@
+"""`make demo`: drain a node of a simulated Proxmox VE cluster with the real operator.
+
+Starts a local kube-apiserver + etcd, pvesim (examples/demo/pvesim-cluster.yaml, 30x
+simulated time) and the operator as a process; applies the ProxmoxCluster and NodeDrain of
+examples/demo/, shows the drain's progress, then prints the outcome, pvesim's ground truth
+and a few metrics. Everything it starts is stopped on exit, Ctrl-C and errors included.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "operator"))
+
+from kubernetes import client  # noqa: E402
+
+from proxmigrate.api.constants import (  # noqa: E402
+    GROUP,
+    NODEDRAINS,
+    PROXMOXCLUSTERS,
+    VERSION,
+    VMMIGRATIONS,
+)
+from proxmigrate.controlplane import KOPF_PEERING_CRDS, ControlPlane  # noqa: E402
+from proxmigrate.devenv import OperatorProcess, ensure_namespace, wait_for  # noqa: E402
+from proxmigrate.kubectl_plugin import (  # noqa: E402
+    exit_code,
+    follow_drain,
+    render_drains,
+    render_summary,
+)
+from pvesim.testing import PvesimProcess  # noqa: E402
+
+DEMO = REPO_ROOT / "examples" / "demo"
+NAMESPACE = "demo"
+TIME_SCALE = 30
+DRAIN_TIMEOUT = 150.0  # real seconds
+METRIC_PREFIXES = (
+    "proxmigrate_migrations_total",
+    "proxmigrate_ssh_drops_total",
+    "proxmigrate_drain_progress_ratio",
+    "proxmigrate_drain_remaining_vms",
+    "proxmigrate_migration_duration_seconds_count",
+    "proxmigrate_migration_duration_seconds_sum",
+)
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def apply_cluster(api: client.ApiClient, sim: PvesimProcess) -> str:
+    """examples/demo/proxmoxcluster.yaml with pvesim's endpoint, token and CA filled in."""
+    secret, cluster = yaml.safe_load_all((DEMO / "proxmoxcluster.yaml").read_text())
+    secret["data"] = {
+        key: base64.b64encode(value.encode()).decode()
+        for key, value in {"tokenId": sim.token_id, "tokenSecret": sim.token_secret}.items()
+    }
+    del secret["stringData"]
+    client.CoreV1Api(api).create_namespaced_secret(NAMESPACE, secret)
+    cluster["spec"]["endpoints"] = [f"{sim.host}:{sim.port}"]
+    cluster["spec"]["tls"]["caBundle"] = Path(sim.ca_cert).read_text()
+    custom = client.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PROXMOXCLUSTERS, cluster)
+    return str(cluster["metadata"]["name"])
+
+
+def wait_connected(api: client.ApiClient, name: str, operator: OperatorProcess) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api)
+
+    def ready() -> dict[str, Any] | None:
+        body = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PROXMOXCLUSTERS, name)
+        conditions = (body.get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            return dict(body["status"])
+        return None
+
+    status: dict[str, Any] = wait_for(
+        ready, timeout=60, message=f"ProxmoxCluster {name} Ready\n{operator.tail()}"
+    )
+    return status
+
+
+def ground_truth(state: dict[str, Any]) -> list[str]:
+    runs = [run for per_vm in state["migrations"].values() for run in per_vm]
+    outcomes: dict[str, int] = {}
+    for run in runs:
+        outcomes[run["outcome"]] = outcomes.get(run["outcome"], 0) + 1
+    drops = {node: info["drops"] for node, info in state["ssh"].items()}
+    on_pve1 = sorted(int(vmid) for vmid, node in state["placement"].items() if node == "pve1")
+    by_outcome = ", ".join(f"{outcome} {count}" for outcome, count in sorted(outcomes.items()))
+    return [
+        f"migration tasks: {len(runs)} ({by_outcome})",
+        f"peak migrations in flight: {state.get('peak_inflight_migrations')}",
+        f"SSH connections dropped by sshd (MaxStartups): {sum(drops.values())} {drops}",
+        f"guests left on pve1: {on_pve1 or 'none'}",
+    ]
+
+
+def report_unfinished(custom: client.CustomObjectsApi, drain: str) -> None:
+    """The guests still in flight and what their VMMigrations say, for a stalled demo."""
+    status = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, NODEDRAINS, drain)
+    for entry in (status.get("status") or {}).get("vms") or []:
+        if entry["phase"] in ("Pending", "Queued", "Migrating") and entry.get("migration"):
+            child = (
+                custom.get_namespaced_custom_object(
+                    GROUP, VERSION, NAMESPACE, VMMIGRATIONS, entry["migration"]
+                ).get("status")
+                or {}
+            )
+            print(f"    VM {entry['vmid']} {entry['phase']}: {child.get('message')}")
+
+
+def metric_lines(operator: OperatorProcess) -> list[str]:
+    return [
+        line
+        for line in operator.metrics().splitlines()
+        if line.startswith(METRIC_PREFIXES) and not line.startswith("#")
+    ]
+
+
+def run(workdir: Path) -> int:
+    with contextlib.ExitStack() as stack:
+        step("starting a local kube-apiserver + etcd")
+        plane = stack.enter_context(ControlPlane())
+        plane.apply_crds([*sorted((REPO_ROOT / "crds").glob("*.yaml")), KOPF_PEERING_CRDS])
+        api = plane.api_client()
+        ensure_namespace(api, NAMESPACE)
+        step(f"starting pvesim: {DEMO / 'pvesim-cluster.yaml'} at {TIME_SCALE}x simulated time")
+        sim = stack.enter_context(
+            PvesimProcess(
+                "--config",
+                str(DEMO / "pvesim-cluster.yaml"),
+                "--seed",
+                "1",
+                "--time-scale",
+                str(TIME_SCALE),
+            )
+        )
+        step("starting the operator")
+        operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log", namespace=NAMESPACE)
+        stack.enter_context(operator)
+        step("applying examples/demo/proxmoxcluster.yaml")
+        cluster = apply_cluster(api, sim)
+        status = wait_connected(api, cluster, operator)
+        print(f"    {status.get('nodesOnline')} nodes online, {status.get('vmCount')} VMs")
+        step("applying examples/demo/nodedrain.yaml")
+        drain = yaml.safe_load((DEMO / "nodedrain.yaml").read_text())
+        name = drain["metadata"]["name"]
+        custom = client.CustomObjectsApi(api)
+        custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, NODEDRAINS, drain)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+
+        def read() -> dict[str, Any]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"drain not finished after {DRAIN_TIMEOUT:.0f} s")
+            return dict(
+                custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, NODEDRAINS, name)
+            )
+
+        try:
+            final = follow_drain(read, sys.stdout, live=sys.stdout.isatty())
+        except TimeoutError:
+            report_unfinished(custom, name)
+            raise
+        print()
+        print(render_summary(name, final))
+        print(render_drains([read()]))
+        step("pvesim ground truth")
+        for line in ground_truth(sim.state()):
+            print(f"    {line}")
+        step("operator metrics")
+        for line in metric_lines(operator):
+            print(f"    {line}")
+        step("stopping everything")
+        code = exit_code(final.get("phase"))
+    return code
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="proxmigrate-demo-") as tmp:
+        workdir = Path(tmp)
+        try:
+            code = run(workdir)
+        except KeyboardInterrupt:
+            print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
+            return 130
+        except Exception as error:
+            log = workdir / "operator.log"
+            tail = (
+                "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                if log.exists()
+                else ""
+            )
+            print(f"demo failed: {error}\n{tail}", file=sys.stderr)
+            return 1
+    print(f"done in {time.monotonic() - began:.0f} s; nothing left running")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
