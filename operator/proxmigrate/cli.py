@@ -37,6 +37,12 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=2.0,
         help="how often running migration tasks are polled (one request per source node)",
     )
+    run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        help="seconds a silent peer counts as alive; a standby takes over after this",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -68,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             peering=None if args.peering == "none" else args.peering,
             priority=args.priority,
             task_poll_seconds=args.task_poll_seconds,
+            peering_lifetime_seconds=args.peering_lifetime,
         )
     return 2
 

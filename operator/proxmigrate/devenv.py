@@ -36,6 +36,7 @@ class OperatorProcess:
         priority: int = 0,
         extra_env: dict[str, str] | None = None,
         task_poll_seconds: float = 0.25,
+        peering_lifetime_seconds: int = 60,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
@@ -44,6 +45,7 @@ class OperatorProcess:
         self.priority = priority
         self.extra_env = extra_env or {}
         self.task_poll_seconds = task_poll_seconds
+        self.peering_lifetime_seconds = peering_lifetime_seconds
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -64,6 +66,7 @@ class OperatorProcess:
             f"--peering={self.peering}",
             f"--priority={self.priority}",
             f"--task-poll-seconds={self.task_poll_seconds}",
+            f"--peering-lifetime={self.peering_lifetime_seconds}",
         ]
         argv += [f"--namespace={self.namespace}"] if self.namespace else ["--all-namespaces"]
         with open(self.log_path, "ab") as log:

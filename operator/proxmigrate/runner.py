@@ -17,6 +17,7 @@ def run_operator(
     peering: str | None,
     priority: int,
     task_poll_seconds: float,
+    peering_lifetime_seconds: int,
 ) -> int:
     import kopf
 
@@ -24,6 +25,7 @@ def run_operator(
     from proxmigrate.controllers.options import OPTIONS
 
     OPTIONS.task_poll_seconds = task_poll_seconds
+    OPTIONS.peering_lifetime_seconds = peering_lifetime_seconds
     start_http_server(metrics_port, addr=bind_address, registry=REGISTRY)
     BUILD_INFO.labels(version=__version__).set(1)
     kopf.run(

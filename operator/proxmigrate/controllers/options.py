@@ -10,6 +10,9 @@ class OperatorOptions:
     # How often running migrations' tasks are polled (one task list per source node per poll).
     # ProxLB polls every ~5 s; 2 s keeps detection quick at < 1 request per migrated VM per 2 s.
     task_poll_seconds: float = 2.0
+    # How long a silent peer still counts as alive (kopf's default: 60 s); a standby takes over
+    # this long after the active replica died without saying goodbye.
+    peering_lifetime_seconds: int = 60
 
 
 OPTIONS = OperatorOptions()

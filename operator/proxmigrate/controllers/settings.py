@@ -7,6 +7,8 @@ from typing import Any
 
 import kopf
 
+from proxmigrate.controllers.options import OPTIONS
+
 FINALIZER = "proxmigrate.dev/finalizer"
 
 
@@ -19,3 +21,4 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.peering.mandatory = False
+    settings.peering.lifetime = OPTIONS.peering_lifetime_seconds
