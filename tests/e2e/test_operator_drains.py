@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from proxmigrate import kubectl_plugin
 from proxmigrate.controlplane import ControlPlane
 from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from pvesim.testing import PvesimProcess
@@ -205,6 +207,10 @@ def test_dry_run_blocked_plan_and_bad_input_move_nothing(
         duplicate = wait_phase(api, namespace, "second", {"Blocked"}, operator)
         unknown = wait_phase(api, namespace, "unknown", {"Blocked"}, operator)
         bad_target = wait_phase(api, namespace, "bad-target", {"Blocked"}, operator)
+        plan_out = io.StringIO()
+        plugin = ["--kubeconfig", str(control_plane.kubeconfig), "-n", namespace]
+        plan_code = kubectl_plugin.main([*plugin, "plan", "pve2"], out=plan_out)
+        unknown_code = kubectl_plugin.main([*plugin, "drain", "pve9"], out=io.StringIO())
         time.sleep(2)  # a few more reconcile passes: still nothing may move
         state = sim.state()
         children = items(api, namespace, "vmmigrations")
@@ -228,6 +234,13 @@ def test_dry_run_blocked_plan_and_bad_input_move_nothing(
     assert (
         "'pve7' is not in the cluster" in condition({"status": bad_target}, "Degraded")["message"]
     )
+
+    assert plan_code == 0 and unknown_code == 1
+    plan_lines = plan_out.getvalue().splitlines()
+    assert plan_lines[0].split() == ["ORDER", "VMID", "NAME", "MEMORY", "FROM", "TO"]
+    assert [line.split()[-1] for line in plan_lines[1:3]] == ["pve3", "pve3"]
+    remaining = {d["metadata"]["name"] for d in items(api, namespace, "nodedrains")}
+    assert remaining == {"plan", "full", "second", "unknown", "bad-target"}  # plan cleaned up
 
     assert children == []
     assert state["migrations"] == {}
