@@ -126,6 +126,7 @@ def big_cluster() -> dict[str, Any]:
     for vmid in (102, 103, 104):
         guests[vmid - 100]["tags"] = ["anti-affinity_web"]
     guests.append(vm(200, "pve2", 2, tags=["anti-affinity_db"]))
+    guests.append(vm(201, "pve3", 1))  # moved onto pve1 by hand during the drain
     return {
         "nodes": [node("pve1", 128), node("pve2", 48), node("pve3", 48), node("pve4", 48)],
         "vms": guests,
@@ -141,12 +142,19 @@ def test_drain_of_a_40_vm_node(
         connect(api, namespace, sim, operator)
         began = time.monotonic()
         create(api, namespace, "nodedrains", nodedrain("pve1", "pve1"))
+        wait_for(
+            lambda: drain_status(api, namespace, "pve1").get("startTime"),
+            timeout=30,
+            message=f"drain started\n{operator.tail()}",
+        )
+        sim.move_vm(201, "pve1")
         status = wait_phase(api, namespace, "pve1", {"Drained", "Failed"}, operator, timeout=150)
         elapsed = time.monotonic() - began
         state = sim.state()
+        metrics = operator.metrics()
 
     assert status["phase"] == "Drained", status.get("conditions")
-    assert (status["total"], status["migrated"], status["failed"]) == (40, 40, 0)
+    assert (status["total"], status["migrated"], status["failed"]) == (41, 41, 0)  # 201 too
     assert (status["remaining"], status["progress"]) == (0, 1)
     assert condition({"status": status}, "Ready")["status"] == "True"
     assert all(entry["phase"] == "Migrated" for entry in status["vms"])
@@ -165,9 +173,15 @@ def test_drain_of_a_40_vm_node(
         assert len(set(nodes_used)) == len(nodes_used), f"group {group}: {nodes_used}"
     assert sum(info["drops"] for info in state["ssh"].values()) == 0, state["ssh"]
     outcomes = [m["outcome"] for runs in state["migrations"].values() for m in runs]
-    assert outcomes.count("ok") == 40 and len(outcomes) == 40, outcomes
+    assert outcomes.count("ok") == 41 and len(outcomes) == 41, outcomes
     children = items(api, namespace, "vmmigrations")
-    assert len(children) == 40
+    assert len(children) == 41
+    assert (
+        f'proxmigrate_drain_progress_ratio{{cluster="{namespace}/lab",node="pve1"}} 1.0' in metrics
+    )
+    assert (
+        f'proxmigrate_drain_remaining_vms{{cluster="{namespace}/lab",node="pve1"}} 0.0' in metrics
+    )
     assert all(c["metadata"]["labels"]["proxmigrate.dev/drain"] == "pve1" for c in children)
     assert all(c["metadata"]["ownerReferences"][0]["kind"] == "NodeDrain" for c in children)
     print(f"40-VM drain took {elapsed:.1f} s")
