@@ -142,3 +142,15 @@ def test_task_exitstatus(entry: dict[str, object], expected: str | None) -> None
 )
 def test_is_ending(lines: list[str], ending: bool) -> None:
     assert is_ending(lines) is ending
+
+
+def test_transfer_seconds_left_reads_the_last_progress_line() -> None:
+    from proxmigrate.pve.tracker import transfer_seconds_left
+
+    lines = [
+        "00:00:01 migration active, transferred 512.0 MiB of 8.0 GiB VM-state, 1.0 GiB/s",
+        "00:00:02 migration active, transferred 2.0 GiB of 8.0 GiB VM-state, 512.0 MiB/s",
+    ]
+    assert transfer_seconds_left(lines) == 12.0
+    assert transfer_seconds_left([*lines, "2026-01-01 00:00:09 migration status: completed"]) == 0
+    assert transfer_seconds_left(["2026-01-01 00:00:00 start remote tunnel"]) is None

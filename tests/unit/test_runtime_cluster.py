@@ -31,6 +31,7 @@ class FakePve:
         self.posts: list[tuple[str, int, str]] = []
         self.task_rows: list[dict[str, Any]] = []
         self.logs: dict[str, list[str]] = {}
+        self.log_reads = 0
 
     async def inventory(self) -> Inventory:
         nodes = tuple(NodeInfo(n, True, 64 * GIB, 8 * GIB, 16) for n in ("pve1", "pve2"))
@@ -49,8 +50,9 @@ class FakePve:
     async def tasks(self, node: str, **_: Any) -> list[dict[str, Any]]:
         return [row for row in self.task_rows if row["upid"].split(":")[1] == node]
 
-    async def task_log(self, node: str, upid: str, **_: Any) -> list[str]:
-        return self.logs.get(upid, [])
+    async def task_log(self, node: str, upid: str, start: int = 0, **_: Any) -> list[str]:
+        self.log_reads += 1
+        return self.logs.get(upid, [])[start:]
 
     def finish(self, upid: str, status: str, log: list[str] | None = None) -> None:
         for row in self.task_rows:
@@ -165,5 +167,29 @@ def test_vm_already_on_target_succeeds_without_a_migration() -> None:
         assert kube.patches[-1]["phase"] == "Succeeded"
         assert "already on pve2" in kube.patches[-1]["message"]
         assert pve.posts == []
+
+    asyncio.run(scenario())
+
+
+def test_progress_lines_announce_the_end_phase_to_the_engine() -> None:
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = FakePve()
+        rt, _ = runtime(pve, clock)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        upid = pve.task_rows[0]["upid"]
+        pve.logs[upid] = [
+            "2026-01-01 00:00:05 migration active, transferred 1.5 GiB of 4.0 GiB VM-state, "
+            "100.0 MiB/s"
+        ]
+        clock[0] += 20  # past the first probe: 2 x (5 s start spread + 0.25 s handshake)
+        await settle(rt)
+        assert pve.log_reads == 1
+        assert rt.engine.pending_handshakes("pve2", clock[0]) == 0  # 25.6 s of transfer left
+        clock[0] += 24.5  # the end phase is now less than end_spread_seconds away
+        await settle(rt)
+        assert rt.engine.pending_handshakes("pve2", clock[0]) == 1
+        assert pve.log_reads == 1  # predicted, not polled
 
     asyncio.run(scenario())

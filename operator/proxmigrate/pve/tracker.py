@@ -146,6 +146,7 @@ def _ha_child(request: TrackedTask, entries: Iterable[Mapping[str, Any]]) -> Tra
 # `migration active, transferred 1.1 GiB of 8.0 GiB VM-state, 117.4 MiB/s` (QemuMigrate.pm)
 _PROGRESS = re.compile(
     r"migration active, transferred ([\d.]+) (B|KiB|MiB|GiB|TiB) of ([\d.]+) (B|KiB|MiB|GiB|TiB)"
+    r"(?: VM-state, ([\d.]+) (B|KiB|MiB|GiB|TiB)/s)?"
 )
 _DONE = re.compile(r"migration status: completed|migration completed|average migration speed")
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
@@ -166,3 +167,23 @@ def is_ending(log_lines: Sequence[str], nearly: float = 0.9) -> bool:
             total = float(progress[3]) * _UNITS[progress[4]]
             return total > 0 and done >= nearly * total
     return False
+
+
+def transfer_seconds_left(log_lines: Sequence[str]) -> float | None:
+    """Seconds until the RAM transfer ends, at the rate of the last progress line.
+
+    0 once the transfer completed; None before the first progress line (or without a rate).
+    A guest that keeps dirtying memory takes longer: callers re-check before relying on it.
+    """
+    for line in reversed(log_lines):
+        if _DONE.search(line):
+            return 0.0
+        progress = _PROGRESS.search(line)
+        if progress:
+            if not progress[5]:
+                return None
+            done = float(progress[1]) * _UNITS[progress[2]]
+            total = float(progress[3]) * _UNITS[progress[4]]
+            rate = float(progress[5]) * _UNITS[progress[6]]
+            return max(0.0, total - done) / rate if rate > 0 else None
+    return None

@@ -27,13 +27,21 @@ from proxmigrate.pve.async_client import AsyncPveClient
 from proxmigrate.pve.classifier import Failure, Phase, Reason, classify, classify_api_error
 from proxmigrate.pve.errors import PveApiError, PveError, PveUnreachable
 from proxmigrate.pve.resources import MigrationSettings
-from proxmigrate.pve.tracker import TrackedTask, evaluate, nodes_to_poll, poll_since
+from proxmigrate.pve.tracker import (
+    TrackedTask,
+    evaluate,
+    nodes_to_poll,
+    poll_since,
+    transfer_seconds_left,
+)
 from proxmigrate.runtime import status as vmstatus
 
 log = logging.getLogger(__name__)
 
 OPTIONS_MAX_AGE = 10.0  # re-read the datacenter migration setting before a batch if older
 HA_CHILD_TIMEOUT = 300.0
+REPROBE_AFTER_SHARE = 0.7  # re-read a long transfer's rate when this share of its ETA passed
+REPROBE_MIN_SECONDS = 30.0  # transfers predicted to end sooner are not probed again
 # PVE stamps tasks with its own clock; NTP keeps it near ours, this margin covers the rest.
 CLOCK_SKEW_SECONDS = 30  # how long an HA request may take to become a real qmigrate
 
@@ -73,7 +81,9 @@ class _Running:
     upid: str | None
     started_at: float
     ha_requested_at: float | None = None
-    ending_noticed: bool = False
+    probe_at: float | None = None  # when to read the task log for its transfer rate next
+    log_lines_seen: int = 0
+    ending_at: float | None = None  # predicted end of the RAM transfer
 
 
 @dataclass
@@ -248,6 +258,7 @@ class ClusterRuntime:
         if upid:
             self.engine.adopt_running(job, started, attempt)
             running = self._running[request.key] = _Running(request, job, upid, started)
+            running.probe_at = self.clock()
             if found:
                 await self._record_upid(running, found)
             log.info("resumed %s: tracking %s", request.key, upid)
@@ -328,6 +339,7 @@ class ClusterRuntime:
                     task = asyncio.create_task(self._start(self._running[job.key]))
                     self._tasks.add(task)
                     task.add_done_callback(self._start_done)
+        self._announce_endings(now)
         if (
             any(r.upid or r.ha_requested_at for r in self._running.values())
             and now - self._last_track >= self.task_poll_seconds
@@ -436,8 +448,39 @@ class ClusterRuntime:
 
     # ----- tracking ------------------------------------------------------------------------
 
+    def _announce_endings(self, now: float) -> None:
+        """Tell the engine which transfers are about to end: their `rm -f` and `qm unlock`
+        logins to the target are seconds away and count against its handshake budget."""
+        lead = self.engine.policy.end_spread_seconds
+        for key, running in self._running.items():
+            if running.ending_at is not None and now >= running.ending_at - lead:
+                self.engine.notify_ending(key, now)
+
+    @property
+    def _first_probe_delay(self) -> float:
+        """Read a task's log once its tunnel is up and the transfer rate has settled."""
+        return 2 * self.engine.policy.start_window_seconds
+
+    async def _probe_transfers(self, now: float) -> None:
+        """Predict transfer ends from PVE's progress lines, with a log read or two per task."""
+        for running in list(self._running.values()):
+            if not running.upid or running.probe_at is None or now < running.probe_at:
+                continue
+            node = running.upid.split(":")[1]
+            lines = await self.client.task_log(node, running.upid, start=running.log_lines_seen)
+            running.log_lines_seen += len(lines)
+            left = transfer_seconds_left(lines)
+            if left is None:
+                running.probe_at = now + self._first_probe_delay
+                continue
+            running.ending_at = now + left
+            running.probe_at = (
+                now + left * REPROBE_AFTER_SHARE if left > REPROBE_MIN_SECONDS else None
+            )
+
     async def _record_upid(self, running: _Running, upid: str) -> None:
         running.upid = upid
+        running.probe_at = self.clock() + self._first_probe_delay
         key = running.request.key
         await self._write(
             running.request, vmstatus.started(self._statuses[key], upid, self.clock())
@@ -500,6 +543,7 @@ class ClusterRuntime:
             node = end.task.parsed.node
             lines = await self.client.task_log(node, end.task.upid)
             await self._finish(running, classify(end.exitstatus, lines, running.request.target))
+        await self._probe_transfers(self.clock())
         await self._check_timeouts()
 
     async def _check_timeouts(self) -> None:
