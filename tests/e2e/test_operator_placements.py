@@ -97,7 +97,10 @@ def test_drift_is_corrected_with_enforce_and_only_reported_with_report(
     api = control_plane.api_client()
     with start_sim(tmp_path, CLUSTER) as sim:
         connect(api, namespace, sim, operator)
-        create(api, namespace, "vmplacements", placement("web", vmid=100, node="pve1"))
+        guard = {"maxMigrations": 1, "windowSeconds": 600}
+        create(
+            api, namespace, "vmplacements", placement("web", vmid=100, node="pve1", flapGuard=guard)
+        )
         create(
             api,
             namespace,
@@ -119,7 +122,9 @@ def test_drift_is_corrected_with_enforce_and_only_reported_with_report(
             message=f"web moved back\n{operator.tail()}",
         )
         seen = wait_condition(api, namespace, "seen", "InSync", "False", operator)
-        time.sleep(4)  # more syncs: the report placement must still not move anything
+        sim.move_vm(100, "pve3")  # again: the flap guard allows one migration per window
+        flapping = wait_condition(api, namespace, "web", "Degraded", "True", operator)
+        time.sleep(4)  # more syncs: neither the report nor the guarded placement may move
         state = sim.state()
         seen_children = children_of(api, namespace, "seen")
         web_children = children_of(api, namespace, "web")
@@ -127,8 +132,10 @@ def test_drift_is_corrected_with_enforce_and_only_reported_with_report(
             placement_body(api, namespace, n)["metadata"]["generation"] for n in ("web", "seen")
         ]
 
-    assert state["placement"]["100"] == "pve1"
+    assert state["placement"]["100"] == "pve3"  # the flap guard held it there
     assert [m["outcome"] for m in state["migrations"]["100"]] == ["ok"]
+    flap = condition(flapping, "Degraded")
+    assert flap["reason"] == "FlapGuard" and "VMs 100 were migrated too often" in flap["message"]
     last = web["status"]["lastMigration"]
     assert (last["vmid"], last["from"], last["to"]) == (100, "pve2", "pve1")
     assert len(web_children) == 1 and web_children[0]["spec"]["target"] == "pve1"
