@@ -330,3 +330,38 @@ def test_ha_managed_vm_moves_through_the_ha_manager(
         assert ":qmigrate:100:" in done["status"]["upid"]  # the HA manager's real migration
         assert sim.state()["placement"]["100"] == "pve2"
         assert sim.state()["api_requests"].get("POST /cluster/ha/resources/{sid}/migrate", 0) >= 1
+
+
+def test_deleting_a_running_migration_stops_its_task(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    api = control_plane.api_client()
+    custom = client.CustomObjectsApi(api)
+    with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=1, used_gib=200))) as sim:
+        create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy())
+        wait_ready(api, namespace, operator)
+        create(api, namespace, "vmmigrations", vmmigration("long", 100, "pve2"))
+        wait_for(
+            lambda: get(api, namespace, "vmmigrations", "long").get("status", {}).get("upid"),
+            timeout=30,
+            message=f"the migration to start\n{operator.tail()}",
+        )
+        custom.delete_namespaced_custom_object(
+            "proxmigrate.dev", "v1alpha1", namespace, "vmmigrations", "long"
+        )
+        wait_for(
+            lambda: not items(api, namespace, "vmmigrations"),
+            timeout=30,
+            message=f"the VMMigration to go\n{operator.tail()}",
+        )
+        (run,) = wait_for(
+            lambda: [r for r in sim.state()["migrations"].get("100", []) if r.get("end")],
+            timeout=30,
+            message="the PVE task to stop",
+        )
+        assert run["outcome"] != "ok" and run["reason"] == "stopped", run
+        assert sim.state()["placement"]["100"] == "pve1"
+        events = client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=long"
+        )
+        assert "Cancelled" in {event.reason for event in events.items}
