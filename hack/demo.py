@@ -173,6 +173,7 @@ def run(workdir: Path) -> int:
                 custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, NODEDRAINS, name)
             )
 
+        print(f"    (rates are per real second; pvesim runs {TIME_SCALE}x faster than real time)")
         try:
             final = follow_drain(read, sys.stdout, live=sys.stdout.isatty())
         except TimeoutError:
