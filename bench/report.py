@@ -1,0 +1,60 @@
+"""Median-and-spread Markdown tables of the runs."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+
+from bench.figures import RunFigures
+
+HEADER = (
+    "| scenario | contender | parallel | runs | makespan s: median [min-max] | lower bound s "
+    "| ratio | SSH drops / port conflicts per run | VMs left behind per run "
+    "| API requests / migrated VM | our CPU s | peak RSS MiB |"
+)
+RULE = "|" + "---|" * (HEADER.count("|") - 1)
+
+
+def _key(figures: RunFigures) -> tuple[str, str, int]:
+    return figures.scenario, figures.contender, figures.level
+
+
+def _median(values: Sequence[float | None], digits: int) -> str:
+    known = [value for value in values if value is not None]
+    return f"{statistics.median(known):.{digits}f}" if known else "-"
+
+
+def _mean(values: Sequence[float]) -> str:
+    return f"{statistics.fmean(values):.1f}" if values else "-"
+
+
+def table(runs: Iterable[RunFigures]) -> str:
+    """One row per scenario, contender and level, in the order first seen."""
+    ordered = sorted(runs, key=_key)
+    rows = [HEADER, RULE]
+    for (scenario, contender, level), group in groupby(ordered, key=_key):
+        runs_here = list(group)
+        spans = [run.makespan for run in runs_here]
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    scenario,
+                    contender,
+                    str(level),
+                    str(len(runs_here)),
+                    f"{statistics.median(spans):.0f} [{min(spans):.0f}-{max(spans):.0f}]",
+                    f"{runs_here[0].bound:.0f}",
+                    _median([run.ratio for run in runs_here], 2),
+                    f"{_mean([run.ssh_drops for run in runs_here])} / "
+                    f"{_mean([run.port_conflicts for run in runs_here])}",
+                    _mean([run.left_behind for run in runs_here]),
+                    _median([run.requests_per_vm for run in runs_here], 2),
+                    _median([run.cpu_seconds for run in runs_here], 3),
+                    _median([run.peak_rss_mib for run in runs_here], 0),
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,68 @@
+"""Which runs make up the quick and the full bench, and running them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from bench.contenders import run_migrateall, run_proxlb, run_proxmigrate
+from bench.figures import RunFigures
+from bench.scenarios import FAST_SOURCE, ONE_NODE, TWO_NODES, Scenario
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[Scenario, int, int], RunFigures]
+CONTENDERS: dict[str, Runner] = {
+    "proxmigrate": run_proxmigrate,
+    "migrateall": run_migrateall,
+    "proxlb": run_proxlb,
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    scenario: Scenario
+    contender: str
+    levels: tuple[int, ...]
+    seeds: tuple[int, ...]
+
+
+def suite(quick: bool, with_proxlb: bool) -> list[Plan]:
+    seeds = (1, 2, 3) if quick else (1, 2, 3, 4, 5, 6, 7)
+    sweep = (8, 32) if quick else (4, 8, 16, 32, 64)
+    plans = [
+        Plan(ONE_NODE, "proxmigrate", sweep, seeds),
+        Plan(ONE_NODE, "migrateall", tuple(n for n in sweep if n >= 8), seeds),
+        Plan(TWO_NODES, "proxmigrate", (8, 32), seeds),
+        Plan(TWO_NODES, "migrateall", (8, 16, 32) if not quick else (8,), seeds),
+    ]
+    if not quick:
+        plans += [
+            Plan(FAST_SOURCE, "proxmigrate", (8, 16, 32), seeds),
+            Plan(FAST_SOURCE, "migrateall", (8, 16, 32), seeds),
+        ]
+    if with_proxlb:
+        # one run per level: each takes real time (the simulator runs at PROXLB_TIME_SCALE)
+        plans.append(Plan(ONE_NODE, "proxlb", (8,) if quick else (8, 16, 32), (1,)))
+    return plans
+
+
+def run_all(plans: Iterable[Plan]) -> tuple[list[RunFigures], list[str]]:
+    """Every run of every plan; a contender that cannot run is skipped with a note."""
+    figures: list[RunFigures] = []
+    notes: list[str] = []
+    for plan in plans:
+        runner = CONTENDERS[plan.contender]
+        for level in plan.levels:
+            for seed in plan.seeds:
+                label = f"{plan.scenario.name} {plan.contender} x{level} seed {seed}"
+                try:
+                    figures.append(runner(plan.scenario, level, seed))
+                except Exception as error:  # a contender's failure must not sink the others
+                    notes.append(f"{label}: skipped ({type(error).__name__}: {error})")
+                    log.warning("%s failed", label, exc_info=True)
+                    break
+                print(f"  {label}: {figures[-1].makespan:.0f} s", file=sys.stderr, flush=True)
+    return figures, notes

@@ -1,0 +1,77 @@
+"""The lower bound of a drain: bytes that must cross a link, over that link's capacity.
+
+Every running guest's memory in use leaves its node once at least (re-dirtied pages only add),
+so a drain of one node cannot end before `bytes on it / its egress capacity`; drains of
+several nodes are also bounded by the sum of their bytes over the targets' total ingress.
+With few streams the per-stream cap binds first: a secure migration runs through one
+ssh/sshd pair, so one core's cipher speed caps it (1 GiB/s in the model, reference
+pve-migration.md section 7); `bwlimit` caps each stream too. Fixed per-migration costs
+(`qm start`, tunnel set-up, end phase: 4-7 s each) are left out, so the bound is not
+reachable exactly: the link idles for a few seconds before the first stream and after the
+last one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from pvesim.model import Cluster
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class LowerBound:
+    bytes: int
+    seconds: float
+    bottleneck: str  # which capacity binds, for people
+
+
+def stream_cap(cluster: Cluster) -> float:
+    """Bytes/s one migration stream can reach at most in this cluster."""
+    network = cluster.params.network
+    cap = network.qemu_default_max_bandwidth
+    if cluster.datacenter.bwlimit_migration_kib:
+        cap = min(cap, cluster.datacenter.bwlimit_migration_kib * 1024.0)
+    if cluster.datacenter.migration_type == "secure":
+        cap = min(cap, network.secure_stream_cap)
+    return cap
+
+
+def link_capacity(cluster: Cluster, node: str) -> float:
+    """TCP payload bytes/s of a node's NIC, one direction."""
+    return cluster.nodes[node].nic_gbit * 1e9 / 8 * cluster.params.network.link_efficiency
+
+
+def bytes_to_move(cluster: Cluster, node: str) -> int:
+    """Memory in use of the running guests that can leave `node` (local devices pin a guest)."""
+    return sum(
+        vm.mem
+        for vm in cluster.vms.values()
+        if vm.node == node and vm.running and not vm.local_devices
+    )
+
+
+def drain_lower_bound(
+    cluster: Cluster, drained: Collection[str], parallel: int | None = None
+) -> LowerBound:
+    """Seconds a drain of `drained` needs at least with `parallel` migrations at once
+    (None: unlimited)."""
+    candidates: list[tuple[float, str]] = []
+    total = 0
+    for node in sorted(drained):
+        moving = bytes_to_move(cluster, node)
+        total += moving
+        egress = link_capacity(cluster, node)
+        candidates.append((moving / egress, f"{node} egress {egress / GB:.3f} GB/s"))
+    ingress = sum(link_capacity(cluster, name) for name in cluster.nodes if name not in drained)
+    if ingress > 0:
+        candidates.append((total / ingress, f"targets' ingress {ingress / GB:.3f} GB/s"))
+    if parallel is not None:
+        per_stream = stream_cap(cluster)
+        candidates.append(
+            (total / (parallel * per_stream), f"{parallel} streams x {per_stream / GB:.3f} GB/s")
+        )
+    seconds, bottleneck = max(candidates, default=(0.0, "nothing to move"))
+    return LowerBound(bytes=total, seconds=seconds, bottleneck=bottleneck)

@@ -1,0 +1,115 @@
+"""What a drain did, read from the simulator's ground truth (`Cluster.ground_truth()` or
+pvesim's `GET /_sim/state`, the same shape), so every contender is judged the same way."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SPURIOUS_REASONS = ("ssh_drop:", "port_exhausted")
+"""Failures caused by load, not by the VM: sshd drops (any step) and insecure port exhaustion."""
+
+
+@dataclass(frozen=True)
+class TargetLoad:
+    node: str
+    vms: int  # drained guests that ended on this node
+    bytes: int  # their memory in use (what their migrations copied at least)
+    peak_inbound: int  # most migrations towards it at once
+    ssh_drops: int  # connections its sshd dropped (from every source)
+    peak_preauth: int  # most unauthenticated SSH connections it held at once
+
+
+@dataclass(frozen=True)
+class DrainOutcome:
+    makespan: float  # seconds from the drain's start to its last migration's end
+    attempts: int  # migration tasks of drained guests (retries included)
+    moved: int  # movable guests no longer on a drained node
+    left_behind: tuple[int, ...]  # movable guests still on a drained node
+    failures: Mapping[str, int]  # ground-truth reason -> failed or troubled attempts
+    peak_inflight: int
+    inflight: tuple[tuple[float, int], ...]  # (seconds since start, migrations running) steps
+    targets: tuple[TargetLoad, ...]
+
+    @property
+    def spurious_failures(self) -> int:
+        return sum(n for reason, n in self.failures.items() if reason.startswith(SPURIOUS_REASONS))
+
+    @property
+    def ssh_drop_failures(self) -> int:
+        return sum(n for reason, n in self.failures.items() if reason.startswith("ssh_drop:"))
+
+
+def summarize(
+    truth: Mapping[str, Any],
+    *,
+    drained: Collection[str],
+    start: float,
+    movable: Mapping[int, int],
+) -> DrainOutcome:
+    """Judge a drain of `drained` begun at `start`; `movable` maps each guest that should
+    leave (vmid) to the bytes it has to copy."""
+    records = [
+        record
+        for vmid in movable
+        for record in truth["migrations"].get(str(vmid), [])
+        if record["start"] >= start
+    ]
+    placement = truth["placement"]
+    left = tuple(sorted(vmid for vmid in movable if placement[str(vmid)] in drained))
+    failures = Counter(
+        str(record["reason"]) for record in records if record.get("outcome") not in (None, "ok")
+    )
+    ends = [record["end"] for record in records if record.get("end") is not None]
+    inflight = _inflight(records, start)
+    return DrainOutcome(
+        makespan=max(ends) - start if ends else 0.0,
+        attempts=len(records),
+        moved=len(movable) - len(left),
+        left_behind=left,
+        failures=dict(failures),
+        peak_inflight=max((count for _, count in inflight), default=0),
+        inflight=inflight,
+        targets=_targets(truth, drained, records, movable),
+    )
+
+
+def _inflight(records: list[Mapping[str, Any]], start: float) -> tuple[tuple[float, int], ...]:
+    changes: Counter[float] = Counter()
+    for record in records:
+        changes[record["start"] - start] += 1
+        if record.get("end") is not None:
+            changes[record["end"] - start] -= 1
+    steps: list[tuple[float, int]] = []
+    running = 0
+    for at in sorted(changes):
+        running += changes[at]
+        steps.append((at, running))
+    return tuple(steps)
+
+
+def _targets(
+    truth: Mapping[str, Any],
+    drained: Collection[str],
+    records: list[Mapping[str, Any]],
+    movable: Mapping[int, int],
+) -> tuple[TargetLoad, ...]:
+    loads = []
+    for node, sshd in sorted(truth["ssh"].items()):
+        if node in drained:
+            continue
+        received = [vmid for vmid in movable if truth["placement"][str(vmid)] == node]
+        inbound = [record for record in records if record["target"] == node]
+        loads.append(
+            TargetLoad(
+                node=node,
+                vms=len(received),
+                bytes=sum(movable[vmid] for vmid in received),
+                peak_inbound=max((n for _, n in _inflight(inbound, 0.0)), default=0),
+                ssh_drops=int(sshd["drops"]),
+                peak_preauth=int(sshd["peak_preauth"]),
+            )
+        )
+    return tuple(loads)
