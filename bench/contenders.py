@@ -11,8 +11,10 @@ from typing import Any
 from bench.figures import RunFigures, figures_from, peak_rss_mib, reset_peak_rss
 from bench.scenarios import Scenario
 from proxmigrate.engine import EnginePolicy
-from proxmigrate.simulate import DrainOptions, LibraryDrain, drain_lower_bound, summarize
+from proxmigrate.simulate.bounds import drain_lower_bound
+from proxmigrate.simulate.drain import DrainOptions, LibraryDrain
 from proxmigrate.simulate.model import SIM_EPOCH
+from proxmigrate.simulate.outcome import summarize
 from pvesim.model import Cluster
 from pvesim.testing import PvesimProcess
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxmigrate.simulate import DrainOutcome
+from proxmigrate.simulate.outcome import DrainOutcome
 
 _STATUS = Path("/proc/self/status")
 
@@ -58,10 +59,9 @@ def figures_from(outcome: DrainOutcome, *, bound: float, **fields: object) -> Ru
 def reset_peak_rss() -> None:
     """Start a new peak-RSS window for this process (Linux `clear_refs` 5 resets VmHWM)."""
     gc.collect()
-    try:
+    # not Linux or not allowed: the peak then covers the whole process life
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # not Linux or not allowed: the peak then covers the whole process life
 
 
 def peak_rss_mib() -> float | None:

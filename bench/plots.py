@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.pyplot as plt
 
-from bench.figures import RunFigures  # noqa: E402
+from bench.figures import RunFigures
 
 
 def makespan_vs_concurrency(runs: Sequence[RunFigures], scenario: str, path: Path) -> None:

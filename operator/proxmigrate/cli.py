@@ -7,6 +7,7 @@ import logging
 import sys
 
 from proxmigrate import __version__
+from proxmigrate.simulate.command import add_parser as add_simulate_parser
 
 
 def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"proxmigrate {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run(subparsers)
+    add_simulate_parser(subparsers)
     return parser
 
 
@@ -76,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             task_poll_seconds=args.task_poll_seconds,
             peering_lifetime_seconds=args.peering_lifetime,
         )
+    if args.command == "simulate":
+        from proxmigrate.simulate.command import run as run_simulate
+
+        return run_simulate(args)
     return 2
 
 

@@ -71,7 +71,7 @@ def drain_lower_bound(
     if parallel is not None:
         per_stream = stream_cap(cluster)
         candidates.append(
-            (total / (parallel * per_stream), f"{parallel} streams x {per_stream / GB:.3f} GB/s")
+            (total / (parallel * per_stream), f"{parallel} stream(s) x {per_stream / GB:.3f} GB/s")
         )
     seconds, bottleneck = max(candidates, default=(0.0, "nothing to move"))
     return LowerBound(bytes=total, seconds=seconds, bottleneck=bottleneck)

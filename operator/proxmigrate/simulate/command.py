@@ -1,0 +1,234 @@
+"""`proxmigrate simulate`: predict a drain from a cluster file or a live PVE API (read-only).
+
+Heavy imports happen in `run`, so `proxmigrate --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from proxmigrate.simulate.drain import Progress
+    from proxmigrate.simulate.predict import Prediction
+
+GIB = 1 << 30
+BAR_WIDTH = 30
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = subparsers.add_parser(
+        "simulate",
+        help="predict a node drain on pvesim's model (time, per-target load, SSH drop risk)",
+        description="Predict a drain with proxmigrate's planner and engine on pvesim's model.",
+    )
+    source = sim.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cluster", type=Path, help="cluster file (pvesim YAML or JSON format)")
+    source.add_argument("--endpoint", help="live PVE API host[:port], read only (one GET)")
+    sim.add_argument("--token-id", help="API token id, e.g. root@pam!proxmigrate")
+    sim.add_argument("--token-secret", help="API token secret")
+    sim.add_argument("--ca-cert", help="CA bundle for the PVE API's certificate")
+    sim.add_argument("--insecure", action="store_true", help="do not verify the PVE certificate")
+    sim.add_argument("--drain", action="append", required=True, help="node to drain (repeatable)")
+    sim.add_argument("--max-parallel", type=int, default=8, help="maxParallel (default 8)")
+    sim.add_argument("--max-parallel-per-target", type=int, help="maxParallelPerTarget")
+    sim.add_argument("--max-parallel-per-source", type=int, help="maxParallelPerSource")
+    sim.add_argument(
+        "--max-startups",
+        help="targets' sshd MaxStartups (default: the file's, else 10:30:100); the policy's "
+        "targetSshMaxStartups follows it",
+    )
+    sim.add_argument(
+        "--link-gbit", type=float, help="NIC speed of every node (default: the file's, else 10)"
+    )
+    sim.add_argument(
+        "--dirty-mib-s",
+        type=float,
+        default=10.0,
+        help="guests' memory dirty rate for a live inventory (the API does not say; default 10)",
+    )
+    sim.add_argument("--compare", help="maxParallel values to tabulate, e.g. 4,8,16,32")
+    sim.add_argument("--runs", type=int, default=3, help="seeded runs per setting (default 3)")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    from proxmigrate.api.cluster import MigrationPolicySpec
+    from proxmigrate.simulate.predict import predict
+
+    try:
+        config = _cluster_config(args)
+    except (OSError, ValueError) as error:
+        print(f"simulate: {error}", file=err)
+        return 2
+    nodes = {str(node["name"]) for node in config["nodes"]}
+    unknown = [node for node in args.drain if node not in nodes]
+    if unknown:
+        print(f"simulate: unknown node(s) {', '.join(unknown)}; nodes: {sorted(nodes)}", file=err)
+        return 2
+    levels = _levels(args)
+    predictions = []
+    for level in levels:
+        spec: dict[str, Any] = {"maxParallel": level}
+        if args.max_parallel_per_target:
+            spec["maxParallelPerTarget"] = args.max_parallel_per_target
+        if args.max_parallel_per_source:
+            spec["maxParallelPerSource"] = args.max_parallel_per_source
+        spec["targetSshMaxStartups"] = _max_startups(config, args)
+        policy = MigrationPolicySpec.from_spec(spec).to_engine_policy()
+        sink = None if args.no_progress else _ProgressBar(err)
+        predictions.append(
+            predict(config, args.drain, policy, runs=args.runs, seed=args.seed, progress=sink)
+        )
+        if sink is not None:
+            sink.close()
+    print(render(config, args.drain, predictions, _max_startups(config, args)), file=out)
+    return 0
+
+
+def _levels(args: argparse.Namespace) -> list[int]:
+    if not args.compare:
+        return [args.max_parallel]
+    try:
+        levels = [int(part) for part in args.compare.split(",") if part.strip()]
+    except ValueError:
+        message = f"simulate: --compare needs numbers like 4,8,16, got {args.compare!r}"
+        raise SystemExit(message) from None
+    if not levels or min(levels) < 1:
+        raise SystemExit("simulate: --compare values must be >= 1")
+    return levels
+
+
+def _max_startups(config: dict[str, Any], args: argparse.Namespace) -> str:
+    if args.max_startups:
+        return str(args.max_startups)
+    values = {node.get("max_startups") for node in config["nodes"]} - {None}
+    return str(values.pop()) if len(values) == 1 else "10:30:100"
+
+
+def _cluster_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The cluster in pvesim's config format, with the command line's overrides applied."""
+    if args.cluster is not None:
+        import yaml
+
+        text = args.cluster.read_text()
+        loaded = json.loads(text) if args.cluster.suffix == ".json" else yaml.safe_load(text)
+        if not isinstance(loaded, dict) or not loaded.get("nodes"):
+            raise ValueError(f"{args.cluster}: not a pvesim cluster file (no 'nodes')")
+        config: dict[str, Any] = loaded
+        for node in config["nodes"]:
+            if args.link_gbit is not None:
+                node["nic_gbit"] = args.link_gbit
+            if args.max_startups:
+                node["max_startups"] = args.max_startups
+        return config
+    return _live_config(args)
+
+
+def _live_config(args: argparse.Namespace) -> dict[str, Any]:
+    """One `GET /cluster/resources` through proxmigrate's PVE client; nothing is written."""
+    from proxmigrate.pve.client import PveClient
+    from proxmigrate.pve.transport import TokenAuth
+    from proxmigrate.simulate.inventory import config_from_inventory
+
+    if not (args.token_id and args.token_secret):
+        raise ValueError("--endpoint needs --token-id and --token-secret")
+    client = PveClient(
+        [args.endpoint],
+        TokenAuth(args.token_id, args.token_secret),
+        verify_tls=not args.insecure,
+        ca_bundle=args.ca_cert,
+    )
+    inventory = client.inventory()
+    return config_from_inventory(
+        inventory,
+        nic_gbit=args.link_gbit if args.link_gbit is not None else 10.0,
+        max_startups=args.max_startups or "10:30:100",
+        dirty_mib_s=args.dirty_mib_s,
+    )
+
+
+class _ProgressBar:
+    """One line on stderr, rewritten in place (virtual time, not wall time)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._shown_at = -1.0
+        self._label = ""
+
+    def __call__(self, label: str, progress: Progress) -> None:
+        finished = progress.done + progress.failed
+        if label != self._label:
+            self._label, self._shown_at = label, -1.0
+        if progress.elapsed - self._shown_at < 5.0 and finished < progress.total:
+            return
+        self._shown_at = progress.elapsed
+        filled = BAR_WIDTH * finished // max(1, progress.total)
+        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+        self._stream.write(
+            f"\r{label} [{bar}] {finished}/{progress.total} done, "
+            f"{progress.running} running, t={progress.elapsed:.0f} s   "
+        )
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.write("\n")
+        self._stream.flush()
+
+
+def render(
+    config: dict[str, Any], drained: list[str], predictions: list[Prediction], max_startups: str
+) -> str:
+    """The summary: the comparison table, then the first setting's per-target load."""
+    first = predictions[0]
+    links = sorted({float(node.get("nic_gbit", 10)) for node in config["nodes"]})
+    lines = [
+        f"Drain of {', '.join(drained)}: {first.moves} moves, "
+        f"{first.bound.bytes / GIB:.1f} GiB of memory in use; "
+        f"targets' sshd MaxStartups {max_startups}; links {'/'.join(f'{x:g}' for x in links)} "
+        "Gbit/s.",
+        f"Lower bound {first.bound.seconds:.0f} s ({first.bound.bottleneck}); "
+        f"{len(first.paced)} seeded run(s) per setting.",
+    ]
+    if first.unplaceable:
+        lines.append(f"Cannot place {len(first.unplaceable)} VM(s):")
+        lines += [f"  {vm.vmid} ({vm.name}): {vm.reason}" for vm in first.unplaceable]
+    lines += [
+        "",
+        "| maxParallel | predicted time s, median [min-max] | vs bound | SSH drops/run paced "
+        "| runs with a drop | SSH drops/run unpaced | runs with a drop | VMs left behind |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for prediction in predictions:
+        spans = [run.makespan for run in prediction.paced]
+        lines.append(
+            f"| {prediction.max_parallel} "
+            f"| {prediction.median_makespan:.0f} [{min(spans):.0f}-{max(spans):.0f}] "
+            f"| {prediction.median_makespan / max(prediction.bound.seconds, 1e-9):.2f}x "
+            f"| {_drops(prediction.paced)} | {_drops(prediction.unpaced)} "
+            f"| {max(run.left_behind for run in prediction.paced)} |"
+        )
+    lines += [
+        "",
+        f"Per-target load (maxParallel {first.max_parallel}, first run):",
+        "| target | VMs received | GiB | peak inbound migrations | peak pre-auth SSH | SSH drops |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {t.node} | {t.vms} | {t.bytes / GIB:.1f} | {t.peak_inbound} | {t.peak_preauth} "
+        f"| {t.ssh_drops} |"
+        for t in first.targets
+    ]
+    return "\n".join(lines)
+
+
+def _drops(runs: tuple[Any, ...]) -> str:
+    if not runs:
+        return "- | -"
+    mean = sum(run.ssh_drops for run in runs) / len(runs)
+    hit = sum(1 for run in runs if run.ssh_drops)
+    return f"{mean:.1f} | {hit}/{len(runs)}"
