@@ -92,7 +92,7 @@ def wait_ready(api: client.ApiClient, namespace: str, operator: OperatorProcess)
             and c["status"] != "Unknown"
             and c
         ),
-        timeout=30,
+        timeout=60,
         message=f"ProxmoxCluster Ready to be decided\n{operator.tail()}",
     )
 

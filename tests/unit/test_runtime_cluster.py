@@ -10,6 +10,7 @@ from proxmigrate.api.cluster import MigrationPolicySpec
 from proxmigrate.api.enums import AuthMethod
 from proxmigrate.api.timestamps import to_rfc3339
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
+from proxmigrate.pve.errors import PveUnreachable
 from proxmigrate.pve.resources import MigrationSettings
 from proxmigrate.runtime.cluster import ClusterRuntime, MigrationRequest
 
@@ -191,5 +192,33 @@ def test_progress_lines_announce_the_end_phase_to_the_engine() -> None:
         await settle(rt)
         assert rt.engine.pending_handshakes("pve2", clock[0]) == 1
         assert pve.log_reads == 1  # predicted, not polled
+
+    asyncio.run(scenario())
+
+
+def test_lost_answer_to_the_post_is_found_as_a_task_not_sent_again() -> None:
+    async def scenario() -> None:
+        clock = [0x6B000000 + 1.0]
+        pve = FakePve()
+        real_migrate = pve.migrate
+
+        async def answer_lost(node: str, vmid: int, target: str, **kw: Any) -> str:
+            await real_migrate(node, vmid, target, **kw)  # PVE got it and started the task
+            raise PveUnreachable("read timed out", request_may_have_arrived=True)
+
+        pve.migrate = answer_lost  # type: ignore[method-assign]
+        rt, kube = runtime(pve, clock)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        assert "upid" not in kube.patches[-1] or not kube.patches[-1]["upid"]
+        clock[0] += 1
+        await settle(rt)  # the next poll identifies the task
+        upid = pve.task_rows[0]["upid"]
+        assert rt._running[REQUEST.key].upid == upid
+        pve.finish(upid, "OK")
+        clock[0] += 1
+        await settle(rt)
+        assert len(pve.posts) == 1
+        assert kube.patches[-1]["phase"] == "Succeeded"
 
     asyncio.run(scenario())

@@ -39,7 +39,9 @@ from proxmigrate.runtime import status as vmstatus
 log = logging.getLogger(__name__)
 
 OPTIONS_MAX_AGE = 10.0  # re-read the datacenter migration setting before a batch if older
-HA_CHILD_TIMEOUT = 300.0
+# How long a request without a known task (an HA request, a lost answer) may take to show up
+# as a `qmigrate` (the HA manager's loop is ~10 s) before it counts as a transient failure.
+UNCONFIRMED_TASK_TIMEOUT = 300.0
 REPROBE_AFTER_SHARE = 0.7  # re-read a long transfer's rate when this share of its ETA passed
 REPROBE_MIN_SECONDS = 30.0  # transfers predicted to end sooner are not probed again
 # PVE stamps tasks with its own clock; NTP keeps it near ours, this margin covers the rest.
@@ -80,7 +82,7 @@ class _Running:
     job: Job
     upid: str | None
     started_at: float
-    ha_requested_at: float | None = None
+    unconfirmed_since: float | None = None  # request sent, its task not identified yet
     probe_at: float | None = None  # when to read the task log for its transfer rate next
     log_lines_seen: int = 0
     ending_at: float | None = None  # predicted end of the RAM transfer
@@ -341,7 +343,7 @@ class ClusterRuntime:
                     task.add_done_callback(self._start_done)
         self._announce_endings(now)
         if (
-            any(r.upid or r.ha_requested_at for r in self._running.values())
+            any(r.upid or r.unconfirmed_since for r in self._running.values())
             and now - self._last_track >= self.task_poll_seconds
         ):
             self._last_track = now
@@ -397,54 +399,65 @@ class ClusterRuntime:
         request, job = running.request, running.job
         current = self._statuses.get(request.key, {})
         attempt = int(current.get("attemptCount") or 0) + 1
-        if (
-            await self._write(
-                request, vmstatus.start_requested(current, job.source, attempt, running.started_at)
-            )
-            is None
-        ):
+        intent = vmstatus.start_requested(current, job.source, attempt, running.started_at)
+        try:
+            written = await self._write(request, intent)
+        except Exception as error:  # the API server failed us: nothing was sent to PVE yet
+            log.warning("%s: recording the start failed (%s); queueing again", request.key, error)
+            self._requeue_unsent(running)
+            return
+        if written is None:  # the VMMigration was deleted meanwhile
             self.engine.finish(job.key, self.clock(), Outcome(False, "cancelled", False))
             self._running.pop(job.key, None)
             return
-        vm = self.inventory.vm(request.vmid) if self.inventory else None
         try:
-            if vm is not None and vm.ha_managed:
-                upid = await self.client.ha_migrate(request.vmid, request.target)
-                running.ha_requested_at = self.clock()
-            else:
-                upid = await self.client.migrate(
-                    job.source,
-                    request.vmid,
-                    request.target,
-                    online=request.online and (vm is None or vm.running),
-                    with_local_disks=request.with_local_disks,
-                    bwlimit_kib=request.bandwidth_limit_kib or self.policy.bandwidth_limit_kib,
-                    migration_type="secure" if self.auth is AuthMethod.TICKET else None,
-                )
-        except PveApiError as error:
+            upid = await self._post(running)
+        except PveApiError as error:  # PVE refused: no task exists
             await self._finish(running, classify_api_error(error.status, error.text, error.errors))
             return
         except PveUnreachable as error:
-            if error.request_may_have_arrived:
-                upid = await self._find_unrecorded_task(
-                    request, job.source, running.started_at, self._statuses.get(request.key, {})
-                )
-            else:
-                upid = None
-            if not upid:
-                await self._finish(
-                    running, Failure(Reason.API_ERROR, True, Phase.API, str(error), False)
-                )
+            if not error.request_may_have_arrived:
+                failure = Failure(Reason.API_ERROR, True, Phase.API, str(error), False)
+                await self._finish(running, failure)
                 return
-        if upid:  # None: an HA request; its qmigrate child is looked for while tracking
+            upid = None
+        except Exception:
+            log.exception("%s: the migration request failed unexpectedly", request.key)
+            upid = None
+        if upid:
             await self._record_upid(running, upid)
+        else:  # an HA request, or one whose answer was lost: find its task before retrying
+            running.unconfirmed_since = running.started_at
         self.events(
             request.event_ref,
             "Normal",
             "Started",
-            f"VM {request.vmid}: {job.source} -> {request.target} ({upid or 'HA request'})",
+            f"VM {request.vmid}: {job.source} -> {request.target} ({upid or 'task pending'})",
         )
         self._wake.set()
+
+    async def _post(self, running: _Running) -> str | None:
+        """The migration request; an HA-managed guest goes through the HA manager."""
+        request, job = running.request, running.job
+        vm = self.inventory.vm(request.vmid) if self.inventory else None
+        if vm is not None and vm.ha_managed:
+            return await self.client.ha_migrate(request.vmid, request.target)
+        return await self.client.migrate(
+            job.source,
+            request.vmid,
+            request.target,
+            online=request.online and (vm is None or vm.running),
+            with_local_disks=request.with_local_disks,
+            bwlimit_kib=request.bandwidth_limit_kib or self.policy.bandwidth_limit_kib,
+            migration_type="secure" if self.auth is AuthMethod.TICKET else None,
+        )
+
+    def _requeue_unsent(self, running: _Running) -> None:
+        key = running.request.key
+        self._running.pop(key, None)
+        decision = self.engine.finish(key, self.clock(), Outcome(False, "api_error", True))
+        if decision.kind == "retry":
+            self._queued[key] = _Queued(running.request, running.job, self.clock())
 
     # ----- tracking ------------------------------------------------------------------------
 
@@ -486,32 +499,32 @@ class ClusterRuntime:
             running.request, vmstatus.started(self._statuses[key], upid, self.clock())
         )
 
-    async def _fail_if_ha_stalled(self, running: _Running) -> None:
-        """An HA request whose real migration never started is retried (or fails) as a timeout."""
-        requested = running.ha_requested_at or running.started_at
-        if self.clock() - requested > HA_CHILD_TIMEOUT:
-            message = f"HA manager did not start a migration within {HA_CHILD_TIMEOUT:.0f} s"
+    async def _fail_if_unconfirmed_too_long(self, running: _Running) -> None:
+        """A request whose `qmigrate` never appeared is retried (or fails) as a timeout."""
+        since = running.unconfirmed_since or running.started_at
+        if self.clock() - since > UNCONFIRMED_TASK_TIMEOUT:
+            message = f"no migration task appeared within {UNCONFIRMED_TASK_TIMEOUT:.0f} s"
             await self._finish(running, Failure(Reason.TIMEOUT, True, Phase.API, message, False))
 
-    async def _find_ha_children(self) -> None:
-        """HA requests answer without a UPID: the HA manager starts the real `qmigrate`."""
+    async def _find_unconfirmed_tasks(self) -> None:
+        """Identify the task of requests sent without a UPID in return."""
         for running in list(self._running.values()):
-            if running.upid or running.ha_requested_at is None:
+            if running.upid or running.unconfirmed_since is None:
                 continue
             request = running.request
             upid = await self._find_unrecorded_task(
                 request,
                 running.job.source,
-                running.ha_requested_at,
+                running.unconfirmed_since,
                 self._statuses.get(request.key, {}),
             )
             if upid:
                 await self._record_upid(running, upid)
             else:
-                await self._fail_if_ha_stalled(running)
+                await self._fail_if_unconfirmed_too_long(running)
 
     async def _track(self) -> None:
-        await self._find_ha_children()
+        await self._find_unconfirmed_tasks()
         tracked = {
             key: TrackedTask(r.request.vmid, r.upid, r.job.source)
             for key, r in self._running.items()
@@ -531,7 +544,7 @@ class ClusterRuntime:
             if handoff.child is not None:
                 await self._record_upid(running, handoff.child.upid)
             else:
-                await self._fail_if_ha_stalled(running)
+                await self._fail_if_unconfirmed_too_long(running)
         for end in result.finished:
             key = by_upid[end.task.upid]
             running = self._running.get(key)
