@@ -41,11 +41,19 @@ from proxmigrate.controllers.context import (
     placement_pins,
 )
 from proxmigrate.kube import Kube, shared_kube
-from proxmigrate.planning import DrainPlan, DrainRequest, PlanError, plan_drain
+from proxmigrate.planning import (
+    DrainPlan,
+    DrainRequest,
+    PlanError,
+    plan_drain,
+    with_pending_moves,
+)
 from proxmigrate.pve.errors import PveError
 from proxmigrate.runtime import drain_progress as progress
 
 SYNC_SECONDS = 2.0  # how often a drain re-reads its migrations and the inventory
+# Guests whose move is planned or running: they will occupy their targets' memory.
+UNDER_WAY = frozenset({DrainVMPhase.PENDING, DrainVMPhase.QUEUED, DrainVMPhase.MIGRATING})
 
 
 def _now() -> datetime.datetime:
@@ -197,8 +205,14 @@ class DrainReconciler:
         known = {int(entry["vmid"]) for entry in entries}
         if all(vm.vmid in known for vm in context.inventory.vms_on(request.node)):
             return []
+        under_way = {
+            int(entry["vmid"]): str(entry["to"])
+            for entry in entries
+            if entry.get("to") and progress.entry_phase(entry) in UNDER_WAY
+        }
+        projected = with_pending_moves(context.inventory, under_way)
         try:
-            return progress.new_arrivals(entries, plan_drain(context.inventory, request))
+            return progress.new_arrivals(entries, plan_drain(projected, request))
         except PlanError:
             return []
 

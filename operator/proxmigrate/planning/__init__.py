@@ -22,6 +22,7 @@ from proxmigrate.planning.placement import (
     PlacementRequest,
     plan_placement,
 )
+from proxmigrate.planning.projection import with_pending_moves
 from proxmigrate.planning.selection import DEFAULT_ANTI_AFFINITY_PREFIX, VMSelector
 from proxmigrate.planning.units import format_bytes
 
@@ -49,4 +50,5 @@ __all__ = [
     "plan_drain",
     "plan_placement",
     "transfer_bytes",
+    "with_pending_moves",
 ]
