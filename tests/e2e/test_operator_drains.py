@@ -207,16 +207,17 @@ def test_dry_run_blocked_plan_and_bad_input_move_nothing(
     api = control_plane.api_client()
     with start_sim(tmp_path, small_cluster()) as sim:
         connect(api, namespace, sim, operator)
-        create(api, namespace, "nodedrains", nodedrain("plan", "pve2", dryRun=True))
         create(api, namespace, "nodedrains", nodedrain("full", "pve1"))
         create(api, namespace, "nodedrains", nodedrain("unknown", "pve9"))
         create(api, namespace, "nodedrains", nodedrain("bad-target", "pve2", targets=["pve7"]))
+        blocked = wait_phase(api, namespace, "full", {"Blocked"}, operator)
+        # pve1 is cordoned by the blocked drain from here on: the dry run must avoid it.
+        create(api, namespace, "nodedrains", nodedrain("plan", "pve2", dryRun=True))
         dry = wait_for(
             lambda: (s := drain_status(api, namespace, "plan")).get("plan") and s,
             timeout=30,
             message=f"dry-run plan\n{operator.tail()}",
         )
-        blocked = wait_phase(api, namespace, "full", {"Blocked"}, operator)
         create(api, namespace, "nodedrains", nodedrain("second", "pve1"))
         duplicate = wait_phase(api, namespace, "second", {"Blocked"}, operator)
         unknown = wait_phase(api, namespace, "unknown", {"Blocked"}, operator)
