@@ -8,7 +8,6 @@ migrations, lets running ones finish (detached from the drain) and lifts the cor
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,6 @@ from proxmigrate.controllers.children import (
     child_name,
     child_phase,
     child_vmid,
-    is_deleting,
     list_children,
     migration_manifest,
 )
@@ -40,7 +38,8 @@ from proxmigrate.controllers.context import (
     list_drains,
     placement_pins,
 )
-from proxmigrate.kube import Kube, shared_kube
+from proxmigrate.controllers.reconcile import Reconciler, reconcile_forever
+from proxmigrate.kube import shared_kube
 from proxmigrate.planning import (
     DrainPlan,
     DrainRequest,
@@ -48,7 +47,6 @@ from proxmigrate.planning import (
     plan_drain,
     with_pending_moves,
 )
-from proxmigrate.pve.errors import PveError
 from proxmigrate.runtime import drain_progress as progress
 
 SYNC_SECONDS = 2.0  # how often a drain re-reads its migrations and the inventory
@@ -101,16 +99,10 @@ def _same_plan(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> boo
     return all(current.get(key) == new.get(key) for key in new if key != "generatedTime")
 
 
-class DrainReconciler:
-    """One pass over one NodeDrain; every decision is re-derived from the API server."""
+class DrainReconciler(Reconciler):
+    """One pass over one NodeDrain."""
 
-    def __init__(self, kube: Kube, body: Mapping[str, Any]) -> None:
-        self.kube = kube
-        self.body = body
-        self.namespace: str = body["metadata"]["namespace"]
-        self.name: str = body["metadata"]["name"]
-        self.generation: int | None = body["metadata"].get("generation")
-        self.status: Mapping[str, Any] = body.get("status") or {}
+    plural = NODEDRAINS
 
     async def run(self) -> None:
         now = _now()
@@ -290,16 +282,7 @@ class DrainReconciler:
 @kopf.daemon(GROUP, VERSION, NODEDRAINS, cancellation_timeout=5.0, backoff=5.0)
 async def node_drain(namespace: str, name: str, logger: Any, **_: Any) -> None:
     """Lives as long as the NodeDrain: reconcile every SYNC_SECONDS."""
-    kube = shared_kube()
-    while True:
-        try:
-            body = await kube.get(NODEDRAINS, namespace, name)
-            if body is None or is_deleting(body):
-                return
-            await DrainReconciler(kube, body).run()
-        except (ApiException, PveError) as error:
-            logger.warning("NodeDrain %s/%s: %s", namespace, name, error)
-        await asyncio.sleep(SYNC_SECONDS)
+    await reconcile_forever(DrainReconciler, namespace, name, SYNC_SECONDS, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, NODEDRAINS)

@@ -8,7 +8,6 @@ flap guard). It never writes spec, so GitOps tools see no diff.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +26,6 @@ from proxmigrate.controllers.children import (
     child_name,
     child_phase,
     child_vmid,
-    is_deleting,
     list_children,
     migration_manifest,
 )
@@ -38,7 +36,7 @@ from proxmigrate.controllers.context import (
     cordoned_nodes,
     list_drains,
 )
-from proxmigrate.kube import Kube, shared_kube
+from proxmigrate.controllers.reconcile import Reconciler, reconcile_forever
 from proxmigrate.planning import (
     FlapGuard,
     PlacementAction,
@@ -47,7 +45,6 @@ from proxmigrate.planning import (
     PlanError,
     plan_placement,
 )
-from proxmigrate.pve.errors import PveError
 from proxmigrate.runtime import placement_sync as sync
 
 SYNC_SECONDS = 3.0  # how often a placement is compared with the inventory
@@ -69,16 +66,10 @@ def _export_out_of_sync(cluster: str, key: str, drifted: bool | None) -> None:
     metrics.PLACEMENTS_OUT_OF_SYNC.labels(cluster).set(total)
 
 
-class PlacementReconciler:
+class PlacementReconciler(Reconciler):
     """One sync of one VMPlacement."""
 
-    def __init__(self, kube: Kube, body: Mapping[str, Any]) -> None:
-        self.kube = kube
-        self.body = body
-        self.namespace: str = body["metadata"]["namespace"]
-        self.name: str = body["metadata"]["name"]
-        self.generation: int | None = body["metadata"].get("generation")
-        self.status: Mapping[str, Any] = body.get("status") or {}
+    plural = VMPLACEMENTS
 
     async def run(self) -> None:
         now = _now()
@@ -217,16 +208,7 @@ class PlacementReconciler:
 @kopf.daemon(GROUP, VERSION, VMPLACEMENTS, cancellation_timeout=5.0, backoff=5.0)
 async def vm_placement(namespace: str, name: str, logger: Any, **_: Any) -> None:
     """Lives as long as the VMPlacement: sync every SYNC_SECONDS."""
-    kube = shared_kube()
-    while True:
-        try:
-            body = await kube.get(VMPLACEMENTS, namespace, name)
-            if body is None or is_deleting(body):
-                return
-            await PlacementReconciler(kube, body).run()
-        except (ApiException, PveError) as error:
-            logger.warning("VMPlacement %s/%s: %s", namespace, name, error)
-        await asyncio.sleep(SYNC_SECONDS)
+    await reconcile_forever(PlacementReconciler, namespace, name, SYNC_SECONDS, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, VMPLACEMENTS)
