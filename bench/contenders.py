@@ -139,7 +139,7 @@ def run_proxlb(scenario: Scenario, level: int, seed: int) -> RunFigures:
     outcome = summarize(truth, drained=scenario.drained, start=start, movable=movable)
     note = "timed out" if result.timed_out else f"exit {result.exit_code}"
     if result.errors:
-        note += f", {len(result.errors)} error lines"
+        note += f"; ProxLB logged {len(result.errors)} error(s), first: {result.errors[0][:160]}"
     return figures_from(
         outcome,
         bound=bound,
