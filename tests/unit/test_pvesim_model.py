@@ -259,3 +259,20 @@ def test_same_seed_same_outcome() -> None:
         return cluster.ground_truth()
 
     assert run() == run()
+
+
+def test_ha_loops_progress_at_wall_clock_epochs() -> None:
+    """Regression: at ~1.7e9 s a 1e-9 tick margin vanished and the HA loop never advanced."""
+    from dataclasses import replace as _replace
+
+    from pvesim.model import ModelParams, generate
+
+    params = _replace(ModelParams(), start_time=1_795_000_000.123)
+    cluster = generate(3, 6, seed=3, params=params)
+    ha_vms = [vm for vm in cluster.vms.values() if vm.node == "pve1"][:6]
+    for vm in ha_vms:
+        vm.ha_managed = True
+        cluster.ha.request(vm.vmid, "pve2")
+    cluster.run_until_idle(limit=3600)
+    assert cluster.now < params.start_time + 3600
+    assert all(cluster.vms[vm.vmid].node == "pve2" for vm in ha_vms)

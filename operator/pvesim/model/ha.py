@@ -53,8 +53,14 @@ class HaManager:
 
     # -- loops ------------------------------------------------------------------------------
     def _next_tick(self, phase: float, interval: float) -> float:
+        """The first loop tick strictly after now (a tick at now has run already).
+
+        Computed without an epsilon: at epoch-sized clocks (~1.7e9 s) a fixed 1e-9 margin is
+        below float resolution and a tick could be rescheduled at the same instant forever.
+        """
         now = self.cluster.now
-        return phase + math.ceil((now - phase) / interval + 1e-9) * interval
+        at = phase + (math.floor((now - phase) / interval) + 1) * interval
+        return at if at > now else at + interval
 
     def _schedule_crm(self) -> None:
         if self._crm_tick_at is not None:
