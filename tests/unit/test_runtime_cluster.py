@@ -95,7 +95,7 @@ REQUEST = MigrationRequest("ns", "move", "uid", 100, "pve2")
 
 async def settle(rt: ClusterRuntime) -> None:
     await rt.run_once()
-    await asyncio.gather(*list(rt._tasks))
+    await rt.settle()
 
 
 def test_resume_without_upid_adopts_the_task_instead_of_posting_again() -> None:

@@ -44,6 +44,9 @@ OPTIONS_MAX_AGE = 10.0  # re-read the datacenter migration setting before a batc
 UNCONFIRMED_TASK_TIMEOUT = 300.0
 REPROBE_AFTER_SHARE = 0.7  # re-read a long transfer's rate when this share of its ETA passed
 REPROBE_MIN_SECONDS = 30.0  # transfers predicted to end sooner are not probed again
+# Task lists are read every poll while a task may end soon, and at least every IDLE_POLLS
+# polls otherwise (an unexpected failure mid-transfer is noticed that late at worst).
+IDLE_POLLS = 5
 # PVE stamps tasks with its own clock; NTP keeps it near ours, this margin covers the rest.
 CLOCK_SKEW_SECONDS = 30  # how long an HA request may take to become a real qmigrate
 
@@ -342,13 +345,42 @@ class ClusterRuntime:
                     self._tasks.add(task)
                     task.add_done_callback(self._start_done)
         self._announce_endings(now)
-        if (
-            any(r.upid or r.unconfirmed_since for r in self._running.values())
-            and now - self._last_track >= self.task_poll_seconds
-        ):
+        if self._tracking_due(now):
             self._last_track = now
             await self._track()
         self._export_metrics()
+
+    async def settle(self) -> None:
+        """Wait for the starts this tick launched (library mode and tests drive ticks by hand)."""
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def next_tick(self, now: float) -> float:
+        """When the loop should look again if nothing wakes it earlier."""
+        at = now + self.task_poll_seconds
+        wakeup = self.engine.next_wakeup(now)
+        if wakeup is not None and self.transport_refusal() is None:
+            at = min(at, max(now, wakeup))
+        return at
+
+    def _tracking_due(self, now: float) -> bool:
+        """Read task lists every poll while a task may end or fail soon, else every
+        `IDLE_POLLS` polls: long transfers whose end is predicted need no watching meanwhile."""
+        watched = [r for r in self._running.values() if r.upid or r.unconfirmed_since]
+        since = now - self._last_track
+        if not watched or since < self.task_poll_seconds:
+            return False
+        return since >= IDLE_POLLS * self.task_poll_seconds or any(
+            self._needs_watching(r, now) for r in watched
+        )
+
+    def _needs_watching(self, running: _Running, now: float) -> bool:
+        if running.upid is None:  # its task is still to be identified
+            return True
+        if running.probe_at is not None and now >= running.probe_at:
+            return True
+        # before its first log read a migration may fail any moment (most drops happen at
+        # its start); after it, only near the predicted end
+        return running.ending_at is None or running.ending_at - now <= self.task_poll_seconds
 
     def _start_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -365,10 +397,7 @@ class ClusterRuntime:
             except PveError as error:
                 log.warning("cluster %s: %s", self.label, error)
             now = self.clock()
-            wakeup = self.engine.next_wakeup(now)
-            delay = self.task_poll_seconds
-            if wakeup is not None and self.transport_refusal() is None:
-                delay = min(delay, max(0.0, wakeup - now))
+            delay = self.next_tick(now) - now
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.02))
