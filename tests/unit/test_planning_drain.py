@@ -73,6 +73,17 @@ def test_everything_moves_off_the_node_and_starts_on_distinct_targets() -> None:
     assert plan.moves[0].target != plan.moves[1].target  # interleaved across targets
 
 
+def test_each_target_alternates_largest_and_smallest_guests() -> None:
+    sizes = [1, 2, 3, 4, 5, 6]
+    inv = Inventory(
+        nodes=(node("pve1", 64), node("pve2", 64)),
+        vms=tuple(vm(100 + i, size) for i, size in enumerate(sizes)),
+    )
+    plan = drain(inv)
+    memory = [move.memory_bytes // GIB for move in plan.moves]
+    assert memory == [6, 1, 5, 2, 4, 3]
+
+
 def test_bytes_to_receive_are_balanced_across_equal_targets() -> None:
     sizes = [12, 10, 8, 8, 6, 4, 4, 2, 2, 1]
     inv = Inventory(

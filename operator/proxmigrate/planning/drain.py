@@ -10,10 +10,14 @@ Heuristic (greedy, deterministic):
    Pinned guests take the first qualifying node in their preference order; the others take
    the qualifying target with the lowest load score (memory committed after the move, then
    bytes to receive against a fair share, then CPU), ties by name.
-3. Order: each target's guests largest-first, interleaved by always drawing from the
-   target with the fewest bytes scheduled so far. Parallel moves then hit distinct targets
-   (no single link or sshd carries the start of the drain) and every target finishes at
-   about the same time, so the drain approaches total bytes / aggregate bandwidth.
+3. Order: each target's guests alternate largest and smallest (largest, smallest, 2nd
+   largest, 2nd smallest, ...), interleaved by always drawing from the target with the
+   fewest bytes scheduled so far. Parallel moves then hit distinct targets (no single link
+   or sshd carries the start of the drain) and every target finishes at about the same
+   time. Pure largest-first would leave only small guests for the end, whose fixed cost
+   per migration (qm start, tunnel, cleanup: 4-7 s, reference §7) then runs with the link
+   idle; alternating lets small guests pass their fixed cost while large ones fill the link
+   (bench/RESULTS.md: 1.23x -> 1.13x of the bandwidth bound at 8 parallel).
 """
 
 from __future__ import annotations
@@ -390,12 +394,15 @@ def _missing_memory(
 def _ordered_moves(
     placed: list[tuple[VMInfo, str]], request: DrainRequest
 ) -> tuple[PlannedMove, ...]:
-    """Largest-first per target, interleaved by drawing from the least-scheduled target."""
+    """Per target largest and smallest in turn, interleaved by drawing from the
+    least-scheduled target (see the module docstring)."""
     lanes: dict[str, list[VMInfo]] = {}
     for vm, target in placed:
         lanes.setdefault(target, []).append(vm)
-    for lane in lanes.values():
-        lane.sort(key=lambda vm: (_move_cost(vm), memory_need(vm), -vm.vmid))  # pop() = largest
+    for target, lane in lanes.items():
+        lane.sort(key=lambda vm: (_move_cost(vm), memory_need(vm), -vm.vmid))
+        zigzag = [lane.pop() if index % 2 == 0 else lane.pop(0) for index in range(len(lane))]
+        lanes[target] = zigzag[::-1]  # pop() = next: largest, smallest, 2nd largest, ...
     scheduled = dict.fromkeys(lanes, 0)
     moves: list[PlannedMove] = []
     while any(lanes.values()):
