@@ -13,11 +13,11 @@ from proxmigrate.cli import build_parser
 from proxmigrate.engine import EnginePolicy
 from proxmigrate.simulate.bounds import drain_lower_bound, link_capacity
 from proxmigrate.simulate.command import run
-from proxmigrate.simulate.drain import LibraryDrain
+from proxmigrate.simulate.drain import DrainOptions, LibraryDrain
 from proxmigrate.simulate.inventory import config_from_inventory, inventory_from_model
 from proxmigrate.simulate.model import cluster_from_config
 from proxmigrate.simulate.outcome import summarize
-from proxmigrate.simulate.predict import predict
+from proxmigrate.simulate.predict import predict, unpaced
 
 GIB = 1 << 30
 
@@ -59,10 +59,30 @@ def test_library_drain_moves_every_movable_guest() -> None:
     assert {cluster.vms[vmid].node for vmid in movable} <= {"b", "c"}
     assert outcome.makespan >= drain_lower_bound(cluster_from_config(TINY, 1), ["a"], 4).seconds
     # one POST per non-HA move, one HA request for 103, task lists and log probes besides
-    assert result.api_requests["POST migrate"] == 4
-    assert result.api_requests["POST ha/resources/{sid}/migrate"] == 1
-    assert result.api_requests["GET nodes/{node}/tasks"] > 0
+    assert result.api_requests["POST /nodes/{node}/qemu/{vmid}/migrate"] == 4
+    assert result.api_requests["POST /cluster/ha/resources/{sid}/migrate"] == 1
+    assert result.api_requests["GET /nodes/{node}/tasks"] > 0
     assert result.cpu_seconds > 0
+
+
+def test_library_drain_retries_what_sshd_dropped() -> None:
+    """Unpaced, a crowd of starts overruns the target's sshd; the runtime retries each drop."""
+    cluster = cluster_from_config(crowd(40), seed=3)
+    result = LibraryDrain(cluster, ["a"], unpaced(EnginePolicy(max_parallel=32)), seed=3).run()
+    movable = {vmid: vm.mem for vmid, vm in cluster.vms.items()}
+    outcome = summarize(
+        cluster.ground_truth(), drained=["a"], start=result.started_at, movable=movable
+    )
+    assert 0 < result.retries <= outcome.ssh_drop_failures  # drops late in a move need none
+    assert result.succeeded == 40 and not result.failed and not result.cut_off
+
+
+def test_library_drain_stops_at_the_deadline() -> None:
+    cluster = cluster_from_config(TINY, seed=1)
+    options = DrainOptions(deadline_seconds=5.0)
+    result = LibraryDrain(cluster, ["a"], EnginePolicy(max_parallel=1), options, seed=1).run()
+    assert result.cut_off and result.succeeded < 5
+    assert 5.0 <= result.observed_end - result.started_at <= 5.0 + options.task_poll_seconds
 
 
 def test_lower_bound_is_the_drained_nodes_egress_or_the_stream_cap() -> None:
