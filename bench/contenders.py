@@ -13,7 +13,7 @@ from bench.scenarios import Scenario
 from proxmigrate.engine import EnginePolicy
 from proxmigrate.simulate.bounds import drain_lower_bound
 from proxmigrate.simulate.drain import DrainOptions, LibraryDrain
-from proxmigrate.simulate.model import SIM_EPOCH
+from proxmigrate.simulate.model import model_params
 from proxmigrate.simulate.outcome import summarize
 from pvesim.model import Cluster
 from pvesim.testing import PvesimProcess
@@ -126,7 +126,7 @@ def run_proxlb(scenario: Scenario, level: int, seed: int) -> RunFigures:
     args = [
         "--nodes", str(scenario.nodes), "--vms-per-node", str(scenario.vms_per_node),
         "--seed", str(scenario.layout_seed), "--time-scale", str(PROXLB_TIME_SCALE),
-        "--start-time", str(SIM_EPOCH),
+        "--start-time", str(model_params().start_time),
     ]  # fmt: skip
     with PvesimProcess(*args) as sim:
         with _children_cpu() as cpu:

@@ -13,16 +13,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import InitVar, dataclass, field
+from typing import Any, Protocol
 
 from proxmigrate import metrics
 from proxmigrate.api.cluster import MigrationPolicySpec
 from proxmigrate.api.constants import VMMIGRATIONS
 from proxmigrate.api.enums import AuthMethod, ClusterMigrationType
 from proxmigrate.engine import Job, MigrationEngine, Outcome
-from proxmigrate.inventory import Inventory
-from proxmigrate.kube import Kube
+from proxmigrate.inventory import Inventory, VMInfo
 from proxmigrate.pve.async_client import AsyncPveClient
 from proxmigrate.pve.classifier import Failure, Phase, Reason, classify, classify_api_error
 from proxmigrate.pve.errors import PveApiError, PveError, PveUnreachable
@@ -34,11 +33,13 @@ from proxmigrate.pve.tracker import (
     poll_since,
     transfer_seconds_left,
 )
+from proxmigrate.pve.upid import is_upid, parse_upid
 from proxmigrate.runtime import status as vmstatus
 
 log = logging.getLogger(__name__)
 
 OPTIONS_MAX_AGE = 10.0  # re-read the datacenter migration setting before a batch if older
+MIN_TICK_SECONDS = 0.02  # the loop never spins faster than this
 # How long a request without a known task (an HA request, a lost answer) may take to show up
 # as a `qmigrate` (the HA manager's loop is ~10 s) before it counts as a transient failure.
 UNCONFIRMED_TASK_TIMEOUT = 300.0
@@ -89,6 +90,7 @@ class _Running:
     probe_at: float | None = None  # when to read the task log for its transfer rate next
     log_lines_seen: int = 0
     ending_at: float | None = None  # predicted end of the RAM transfer
+    vm: VMInfo | None = None  # as the inventory showed it when queued (HA-managed, running)
 
 
 @dataclass
@@ -96,6 +98,16 @@ class _Queued:
     request: MigrationRequest
     job: Job
     submitted_at: float
+    vm: VMInfo | None = None
+
+
+class StatusWriter(Protocol):
+    """Where VMMigration status goes: the API server (`proxmigrate.kube.Kube`), or a log of
+    the documents in library mode."""
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None: ...
 
 
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
@@ -114,7 +126,7 @@ class ClusterRuntime:
     client: AsyncPveClient
     policy: MigrationPolicySpec
     auth: AuthMethod
-    kube: Kube
+    kube: StatusWriter
     events: EventSink = _no_events
     clock: Callable[[], float] = time.time
     task_poll_seconds: float = 2.0
@@ -129,9 +141,11 @@ class ClusterRuntime:
     _inventory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _last_track: float = 0.0
+    # an engine built elsewhere (library mode: seeded, or a policy the spec cannot express)
+    engine_override: InitVar[MigrationEngine | None] = None
 
-    def __post_init__(self) -> None:
-        self.engine = MigrationEngine(self.policy.to_engine_policy())
+    def __post_init__(self, engine_override: MigrationEngine | None) -> None:
+        self.engine = engine_override or MigrationEngine(self.policy.to_engine_policy())
 
     # ----- configuration and inventory -------------------------------------------------
 
@@ -228,7 +242,7 @@ class ClusterRuntime:
             size_bytes=vm.used_memory or vm.max_memory,
         )
         self.engine.submit(job, now)
-        self._queued[request.key] = _Queued(request, job, now)
+        self._queued[request.key] = _Queued(request, job, now, vm)
         await self._write(
             request,
             vmstatus.queued(
@@ -262,7 +276,7 @@ class ClusterRuntime:
         upid = str(recorded or found or "")
         if upid:
             self.engine.adopt_running(job, started, attempt)
-            running = self._running[request.key] = _Running(request, job, upid, started)
+            running = self._running[request.key] = _Running(request, job, upid, started, vm=vm)
             running.probe_at = self.clock()
             if found:
                 await self._record_upid(running, found)
@@ -286,15 +300,11 @@ class ClusterRuntime:
     ) -> str | None:
         """A `qmigrate` of this VM on `source`, requested at/after `requested_at`, that no
         earlier attempt recorded: the task a POST created before its answer was lost."""
-        known = {a.get("upid") for a in current.get("attempts") or [] if a.get("upid")}
         since = int(requested_at) - CLOCK_SKEW_SECONDS
-        for task in await self.client.tasks(
+        entries = await self.client.tasks(
             source, since=since, typefilter="qmigrate", vmid=request.vmid
-        ):
-            upid = str(task.get("upid", ""))
-            if upid and upid not in known and int(task.get("starttime", 0)) >= since:
-                return upid
-        return None
+        )
+        return _unrecorded_upid(entries, request.vmid, since, current)
 
     async def cancel(self, request: MigrationRequest) -> str:
         """Deleting a VMMigration: drop it from the queue or stop its PVE task."""
@@ -340,7 +350,7 @@ class ClusterRuntime:
                     metrics.MIGRATION_QUEUE_WAIT.labels(self.label).observe(
                         now - queued.submitted_at
                     )
-                    self._running[job.key] = _Running(queued.request, job, None, now)
+                    self._running[job.key] = _Running(queued.request, job, None, now, vm=queued.vm)
                     task = asyncio.create_task(self._start(self._running[job.key]))
                     self._tasks.add(task)
                     task.add_done_callback(self._start_done)
@@ -400,7 +410,7 @@ class ClusterRuntime:
             delay = self.next_tick(now) - now
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.02))
+                await asyncio.wait_for(self._wake.wait(), timeout=max(delay, MIN_TICK_SECONDS))
 
     async def replace_client(self, client: AsyncPveClient, auth: AuthMethod) -> None:
         """New endpoints or credentials: later calls use the new client; running work goes on."""
@@ -468,7 +478,7 @@ class ClusterRuntime:
     async def _post(self, running: _Running) -> str | None:
         """The migration request; an HA-managed guest goes through the HA manager."""
         request, job = running.request, running.job
-        vm = self.inventory.vm(request.vmid) if self.inventory else None
+        vm = running.vm
         if vm is not None and vm.ha_managed:
             return await self.client.ha_migrate(request.vmid, request.target)
         return await self.client.migrate(
@@ -486,7 +496,7 @@ class ClusterRuntime:
         self._running.pop(key, None)
         decision = self.engine.finish(key, self.clock(), Outcome(False, "api_error", True))
         if decision.kind == "retry":
-            self._queued[key] = _Queued(running.request, running.job, self.clock())
+            self._queued[key] = _Queued(running.request, running.job, self.clock(), running.vm)
 
     # ----- tracking ------------------------------------------------------------------------
 
@@ -535,34 +545,37 @@ class ClusterRuntime:
             message = f"no migration task appeared within {UNCONFIRMED_TASK_TIMEOUT:.0f} s"
             await self._finish(running, Failure(Reason.TIMEOUT, True, Phase.API, message, False))
 
-    async def _find_unconfirmed_tasks(self) -> None:
-        """Identify the task of requests sent without a UPID in return."""
-        for running in list(self._running.values()):
-            if running.upid or running.unconfirmed_since is None:
-                continue
-            request = running.request
-            upid = await self._find_unrecorded_task(
-                request,
-                running.job.source,
-                running.unconfirmed_since,
-                self._statuses.get(request.key, {}),
-            )
+    async def _identify_unconfirmed(
+        self, unconfirmed: list[_Running], lists: Mapping[str, list[dict[str, Any]]]
+    ) -> None:
+        """Find, in the source's task list, the task of each request sent without a UPID in
+        return (an HA request, a lost answer)."""
+        for running in unconfirmed:
+            since = int(running.unconfirmed_since or running.started_at) - CLOCK_SKEW_SECONDS
+            current = self._statuses.get(running.request.key, {})
+            entries = lists.get(running.job.source, [])
+            upid = _unrecorded_upid(entries, running.request.vmid, since, current)
             if upid:
                 await self._record_upid(running, upid)
             else:
                 await self._fail_if_unconfirmed_too_long(running)
 
     async def _track(self) -> None:
-        await self._find_unconfirmed_tasks()
+        """One task list per node that runs (or should soon run) a migration of ours."""
+        unconfirmed = [r for r in self._running.values() if not r.upid and r.unconfirmed_since]
         tracked = {
             key: TrackedTask(r.request.vmid, r.upid, r.job.source)
             for key, r in self._running.items()
             if r.upid
         }
-        since = poll_since(tracked.values())
+        starts = [int(r.unconfirmed_since or 0) - CLOCK_SKEW_SECONDS for r in unconfirmed]
+        first = poll_since(tracked.values())
+        since = min([*starts, *([first] if first is not None else [])])
+        nodes = nodes_to_poll(tracked.values()) | {r.job.source for r in unconfirmed}
         lists: dict[str, list[dict[str, Any]]] = {}
-        for node in sorted(nodes_to_poll(tracked.values())):
+        for node in sorted(nodes):
             lists[node] = await self.client.tasks(node, since=since)
+        await self._identify_unconfirmed(unconfirmed, lists)
         result = evaluate(list(tracked.values()), lists)
         by_upid = {task.upid: key for key, task in tracked.items()}
         for handoff in result.handoffs:
@@ -649,7 +662,7 @@ class ClusterRuntime:
         elif decision.kind == "retry" and failure is not None:
             metrics.MIGRATION_RETRIES.labels(self.label, failure.reason.value).inc()
             retry_at = decision.retry_at or now
-            self._queued[key] = _Queued(request, running.job, now)
+            self._queued[key] = _Queued(request, running.job, now, running.vm)
             await self._write(
                 request, vmstatus.retrying(current, now, failure, retry_at, decision.attempt)
             )
@@ -698,3 +711,17 @@ class ClusterRuntime:
         if patch.get("phase") in ("Succeeded", "Failed", "Cancelled"):
             self._statuses.pop(request.key, None)
         return answer
+
+
+def _unrecorded_upid(
+    entries: list[dict[str, Any]], vmid: int, since: int, current: Mapping[str, Any]
+) -> str | None:
+    """The earliest `qmigrate` of `vmid` started at/after `since` that no attempt recorded."""
+    known = {a.get("upid") for a in current.get("attempts") or [] if a.get("upid")}
+    found = [
+        parse_upid(str(entry["upid"]))
+        for entry in entries
+        if is_upid(entry.get("upid")) and entry["upid"] not in known
+    ]
+    ours = [u for u in found if u.type == "qmigrate" and u.vmid == vmid and u.starttime >= since]
+    return str(min(ours, key=lambda upid: upid.starttime)) if ours else None

@@ -22,26 +22,20 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, cast
 
 from proxmigrate.api.cluster import MigrationPolicySpec
 from proxmigrate.api.enums import AuthMethod
 from proxmigrate.engine import EnginePolicy, MigrationEngine
 from proxmigrate.inventory import Inventory, NodeInfo
 from proxmigrate.planning import DrainPlan, DrainRequest, PlannedMove, memory_need, plan_drain
-from proxmigrate.runtime.cluster import ClusterRuntime, MigrationRequest
+from proxmigrate.runtime.cluster import MIN_TICK_SECONDS, ClusterRuntime, MigrationRequest
 from proxmigrate.runtime.drain_progress import migration_priority
 from proxmigrate.simulate.inventory import inventory_from_model
 from proxmigrate.simulate.model_client import ModelClient
 from proxmigrate.simulate.status_log import StatusLog
 from pvesim.model import Cluster
 
-if TYPE_CHECKING:
-    from proxmigrate.kube import Kube
-
 NAMESPACE = "simulate"
-# The shortest sleep of `ClusterRuntime.run`: its loop never looks twice at the same instant.
-MIN_TICK_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -188,18 +182,17 @@ class LibraryDrain:
         The engine is given `policy` itself (seeded), not one rebuilt from a
         `MigrationPolicySpec`: what-if policies may set fields the CRD does not expose. The
         spec still supplies the transport rule, `bwlimit` and the task timeout (defaults)."""
-        runtime = ClusterRuntime(
+        return ClusterRuntime(
             NAMESPACE,
             "model",
             self.client,
             MigrationPolicySpec(),
             AuthMethod.TOKEN,
-            cast("Kube", log),
+            log,
             clock=self._now,
             task_poll_seconds=self.options.task_poll_seconds,
+            engine_override=MigrationEngine(self.policy, random.Random(self.seed)),
         )
-        runtime.engine = MigrationEngine(self.policy, random.Random(self.seed))
-        return runtime
 
     async def _ours(self, step: Awaitable[None]) -> None:
         """Run a step of the runtime, counting its CPU time as proxmigrate's."""

@@ -6,14 +6,9 @@ from typing import Any
 
 from pvesim.model import Cluster, ModelParams, from_config
 
-# pvesim's HA loops compute their next tick with a 1e-9 margin that epoch-sized clocks
-# (1.7e9 s) lose to rounding, which can schedule a tick at the same instant forever; a small
-# epoch keeps the margin meaningful. Only the task logs' dates change.
-SIM_EPOCH = 86_400.0
-
 
 def model_params(pve_version: int = 8) -> ModelParams:
-    return ModelParams(pve_version=pve_version, start_time=SIM_EPOCH)
+    return ModelParams(pve_version=pve_version)
 
 
 def cluster_from_config(config: dict[str, Any], seed: int) -> Cluster:
