@@ -128,6 +128,7 @@ class MigrationPolicySpec:
     target_ssh_max_startups: MaxStartups = field(default_factory=MaxStartups)
     handshake_pacing: HandshakePacingSpec = field(default_factory=HandshakePacingSpec)
     bandwidth_limit_kib: int | None = None  # PVE `bwlimit`, KiB/s
+    min_stream_rate_mib: int = 128  # 0: no stream-rate floor
     retry: RetrySpec = field(default_factory=RetrySpec)
     task_timeout_seconds: int = 14400
 
@@ -153,6 +154,7 @@ class MigrationPolicySpec:
             target_ssh_max_startups=max_startups,
             handshake_pacing=HandshakePacingSpec.read(reader.child("handshakePacing")),
             bandwidth_limit_kib=reader.get("bandwidthLimit", int, None),
+            min_stream_rate_mib=reader.get("minStreamRateMiBps", int, 128),
             retry=RetrySpec.read(reader.child("retry")),
             task_timeout_seconds=reader.get("taskTimeoutSeconds", int, 14400),
         )
@@ -170,6 +172,7 @@ class MigrationPolicySpec:
                 handshake_seconds=pacing.handshake_seconds,
                 start_spread_seconds=pacing.start_spread_seconds,
                 end_spread_seconds=pacing.end_spread_seconds,
+                min_stream_rate=self.min_stream_rate_mib * 2**20 or None,
                 retry=RetryPolicy(
                     max_attempts=self.retry.max_attempts,
                     backoff_base=float(self.retry.backoff_seconds),

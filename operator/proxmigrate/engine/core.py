@@ -30,6 +30,7 @@ class _Running:
     enqueued_at: float
     attempt: int
     started_at: float
+    rate: float | None = None  # latest observed RAM transfer rate, bytes/s
 
 
 class MigrationEngine:
@@ -133,6 +134,13 @@ class MigrationEngine:
         running = self._running.get(key)
         if running is not None:
             self._pacer.record_ending(running.job.target, key, now)
+
+    def observe_rate(self, key: str, bytes_per_second: float) -> None:
+        """The task log's latest transfer rate of a running migration (`migration active,
+        ... Z/s`); the sum over a source's streams tells how full its link is."""
+        running = self._running.get(key)
+        if running is not None:
+            running.rate = bytes_per_second
 
     def finish(self, key: str, now: float, outcome: Outcome) -> Decision:
         """Record how a running job's attempt ended and decide what follows.
@@ -239,7 +247,24 @@ class MigrationEngine:
         if self._running_per_target[job.target] >= self._allowances.concurrency(job.target):
             return False
         source_cap = self._policy.max_parallel_per_source
-        return source_cap is None or self._running_per_source[job.source] < source_cap
+        running = self._running_per_source[job.source]
+        if source_cap is not None and running >= source_cap:
+            return False
+        return self._stream_rate_allows(job.source, running)
+
+    def _stream_rate_allows(self, source: str, running: int) -> bool:
+        """One more stream from `source` would still leave each at `min_stream_rate`."""
+        floor = self._policy.min_stream_rate
+        if floor is None or running < self._policy.min_streams_per_source:
+            return True
+        rates = [
+            r.rate for r in self._running.values() if r.job.source == source and r.rate is not None
+        ]
+        if not rates:
+            return True
+        # streams not measured yet are assumed as fast as the average measured one
+        aggregate = sum(rates) / len(rates) * running
+        return aggregate / (running + 1) >= floor
 
     def _fits(self, job: Job, now: float) -> bool:
         """All per-job limits allow starting `job` at `now` (the cluster cap is checked apart)."""

@@ -87,6 +87,15 @@ class EnginePolicy:
     # Waiting this long raises a queued job's effective priority by one (None: strict priority).
     priority_aging_seconds: float | None = 600.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Keep each RAM stream of a source at least this fast (bytes/s; None: no such limit): a
+    # new migration may leave a source only while the transfer rates seen there, shared by
+    # one more stream, stay above it. Slower streams fall behind their guests' dirtying and
+    # re-send memory for ever (QEMU pre-copy); 128 MiB/s is about 1/8 of a secure stream's
+    # cipher cap (~1 GiB/s, reference §7), i.e. ~8 streams on 10 Gbit/s, ~21 on 25 Gbit/s.
+    min_stream_rate: float | None = 128 * 2**20
+    # Below this many migrations a source is never held back by `min_stream_rate`: slow links
+    # (1 Gbit/s) still overlap the fixed per-migration cost (qm start, tunnel, cleanup).
+    min_streams_per_source: int = 4
 
     def __post_init__(self) -> None:
         for name in ("max_parallel", "max_parallel_per_target", "max_parallel_per_source"):
@@ -101,6 +110,10 @@ class EnginePolicy:
             raise ValueError("start_spread_seconds and end_spread_seconds must be >= 0")
         if self.aimd_increase_every < 1:
             raise ValueError("aimd_increase_every must be >= 1")
+        if self.min_stream_rate is not None and self.min_stream_rate <= 0:
+            raise ValueError("min_stream_rate must be > 0 or None")
+        if self.min_streams_per_source < 1:
+            raise ValueError("min_streams_per_source must be >= 1")
         if self.priority_aging_seconds is not None and self.priority_aging_seconds <= 0:
             raise ValueError("priority_aging_seconds must be > 0 or None")
 

@@ -169,6 +169,33 @@ def is_ending(log_lines: Sequence[str], nearly: float = 0.9) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class TransferProgress:
+    """The last `migration active, transferred X of Y VM-state, Z/s` line, in bytes."""
+
+    transferred: float
+    total: float
+    rate: float  # bytes/s; 0 when the line carried no rate
+
+    @property
+    def seconds_left(self) -> float | None:
+        return max(0.0, self.total - self.transferred) / self.rate if self.rate > 0 else None
+
+
+def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
+    """The latest progress line of a task log, None before the first one."""
+    for line in reversed(log_lines):
+        progress = _PROGRESS.search(line)
+        if progress:
+            rate = float(progress[5]) * _UNITS[progress[6]] if progress[5] else 0.0
+            return TransferProgress(
+                float(progress[1]) * _UNITS[progress[2]],
+                float(progress[3]) * _UNITS[progress[4]],
+                rate,
+            )
+    return None
+
+
 def transfer_seconds_left(log_lines: Sequence[str]) -> float | None:
     """Seconds until the RAM transfer ends, at the rate of the last progress line.
 
@@ -178,12 +205,7 @@ def transfer_seconds_left(log_lines: Sequence[str]) -> float | None:
     for line in reversed(log_lines):
         if _DONE.search(line):
             return 0.0
-        progress = _PROGRESS.search(line)
-        if progress:
-            if not progress[5]:
-                return None
-            done = float(progress[1]) * _UNITS[progress[2]]
-            total = float(progress[3]) * _UNITS[progress[4]]
-            rate = float(progress[5]) * _UNITS[progress[6]]
-            return max(0.0, total - done) / rate if rate > 0 else None
+        if _PROGRESS.search(line):
+            progress = transfer_progress([line])
+            return progress.seconds_left if progress else None
     return None

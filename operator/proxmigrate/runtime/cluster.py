@@ -31,6 +31,7 @@ from proxmigrate.pve.tracker import (
     evaluate,
     nodes_to_poll,
     poll_since,
+    transfer_progress,
     transfer_seconds_left,
 )
 from proxmigrate.pve.upid import is_upid, parse_upid
@@ -521,6 +522,9 @@ class ClusterRuntime:
             node = running.upid.split(":")[1]
             lines = await self.client.task_log(node, running.upid, start=running.log_lines_seen)
             running.log_lines_seen += len(lines)
+            progress = transfer_progress(lines)
+            if progress is not None and progress.rate > 0:
+                self.engine.observe_rate(running.request.key, progress.rate)
             left = transfer_seconds_left(lines)
             if left is None:
                 running.probe_at = now + self._first_probe_delay

@@ -1,0 +1,71 @@
+"""The stream-rate floor: no more streams from a source than its link carries fast enough."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxmigrate.engine import EnginePolicy, Job, MaxStartups, MigrationEngine, Outcome
+
+MIB = 2**20
+
+
+def engine(**policy: object) -> MigrationEngine:
+    # generous sshd and no spacing, so only the rate floor decides
+    base: dict[str, object] = {
+        "max_parallel": 32,
+        "ssh_max_startups": MaxStartups.parse("1000"),
+        "handshake_safety": 1.0,
+        "start_spread_seconds": 0.0,
+        "handshake_seconds": 0.01,
+    }
+    base.update(policy)
+    return MigrationEngine(EnginePolicy(**base))  # type: ignore[arg-type]
+
+
+def submit(eng: MigrationEngine, count: int) -> None:
+    for index in range(count):
+        eng.submit(Job(f"m{index}", 100 + index, "pve1", f"pve{2 + index % 8}"), 0.0)
+
+
+def start_all(eng: MigrationEngine, now: float) -> list[Job]:
+    started: list[Job] = []
+    for step in range(200):
+        started += eng.poll(now + step * 0.05)
+    return started
+
+
+def test_a_saturated_link_holds_new_streams_back() -> None:
+    eng = engine(min_stream_rate=128 * MIB)
+    submit(eng, 20)
+    first = start_all(eng, 0.0)
+    assert len(first) == 20  # no rates known yet: only the caps apply
+    for job in first[:8]:
+        eng.finish(job.key, 20.0, Outcome(True))
+    for job in first[8:]:
+        eng.observe_rate(job.key, 1100 * MIB / 12)  # 12 streams share ~1.1 GiB/s
+    for index in range(4):
+        eng.submit(Job(f"n{index}", 200 + index, "pve1", "pve2"), 20.0)
+    assert start_all(eng, 20.0) == []  # 1.1 GiB/s over 13 streams is below 128 MiB/s
+
+
+def test_streams_at_full_speed_do_not_hold_anything_back() -> None:
+    eng = engine(min_stream_rate=128 * MIB)
+    submit(eng, 6)
+    started = start_all(eng, 0.0)
+    for job in started:
+        eng.observe_rate(job.key, 1024 * MIB)  # each at the cipher cap: the link has room
+    eng.submit(Job("more", 300, "pve1", "pve2"), 1.0)
+    assert [job.key for job in start_all(eng, 1.0)] == ["more"]
+
+
+@pytest.mark.parametrize("floor", [None, 128 * MIB])
+def test_below_the_minimum_streams_a_source_is_never_held_back(floor: float | None) -> None:
+    eng = engine(min_stream_rate=floor, min_streams_per_source=4)
+    submit(eng, 3)
+    started = start_all(eng, 0.0)
+    for job in started:
+        eng.observe_rate(job.key, 10 * MIB)  # a 1 Gbit/s link shared by three
+    eng.submit(Job("fourth", 400, "pve1", "pve2"), 1.0)
+    assert [job.key for job in start_all(eng, 1.0)] == ["fourth"]
+    eng.submit(Job("fifth", 401, "pve1", "pve3"), 2.0)
+    assert bool(start_all(eng, 2.0)) is (floor is None)
