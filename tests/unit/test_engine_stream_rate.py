@@ -35,7 +35,7 @@ def start_all(eng: MigrationEngine, now: float) -> list[Job]:
 
 
 def test_a_saturated_link_holds_new_streams_back() -> None:
-    eng = engine(min_stream_rate=128 * MIB)
+    eng = engine(min_stream_rate=128 * MIB, unmeasured_streams_per_source=20)
     submit(eng, 20)
     first = start_all(eng, 0.0)
     assert len(first) == 20  # no rates known yet: only the caps apply
@@ -69,3 +69,13 @@ def test_below_the_minimum_streams_a_source_is_never_held_back(floor: float | No
     assert [job.key for job in start_all(eng, 1.0)] == ["fourth"]
     eng.submit(Job("fifth", 401, "pve1", "pve3"), 2.0)
     assert bool(start_all(eng, 2.0)) is (floor is None)
+
+
+def test_a_burst_waits_for_the_first_rates_before_growing_past_the_unmeasured_limit() -> None:
+    eng = engine(min_stream_rate=128 * MIB, unmeasured_streams_per_source=8)
+    submit(eng, 20)
+    first = start_all(eng, 0.0)
+    assert len(first) == 8  # no rate seen yet: the link is not known to have room
+    for job in first:
+        eng.observe_rate(job.key, 1024 * MIB)  # all at the cipher cap: room for more
+    assert len(start_all(eng, 20.0)) == 8  # the next eight, unmeasured in turn

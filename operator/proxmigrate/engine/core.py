@@ -257,9 +257,10 @@ class MigrationEngine:
         floor = self._policy.min_stream_rate
         if floor is None or running < self._policy.min_streams_per_source:
             return True
-        rates = [
-            r.rate for r in self._running.values() if r.job.source == source and r.rate is not None
-        ]
+        streams = [r for r in self._running.values() if r.job.source == source]
+        rates = [r.rate for r in streams if r.rate is not None]
+        if len(streams) - len(rates) >= self._policy.unmeasured_streams_per_source:
+            return False  # grow further once the link's rates are seen
         if not rates:
             return True
         # streams not measured yet are assumed as fast as the average measured one

@@ -96,6 +96,10 @@ class EnginePolicy:
     # Below this many migrations a source is never held back by `min_stream_rate`: slow links
     # (1 Gbit/s) still overlap the fixed per-migration cost (qm start, tunnel, cleanup).
     min_streams_per_source: int = 4
+    # With the floor on, at most this many of a source's streams may run with no rate seen yet
+    # (a task's rate shows in its log ~10 s after its start): a burst of starts cannot
+    # overfill a link before its first rates arrive. 8 is the default maxParallel.
+    unmeasured_streams_per_source: int = 8
 
     def __post_init__(self) -> None:
         for name in ("max_parallel", "max_parallel_per_target", "max_parallel_per_source"):
@@ -112,8 +116,10 @@ class EnginePolicy:
             raise ValueError("aimd_increase_every must be >= 1")
         if self.min_stream_rate is not None and self.min_stream_rate <= 0:
             raise ValueError("min_stream_rate must be > 0 or None")
-        if self.min_streams_per_source < 1:
-            raise ValueError("min_streams_per_source must be >= 1")
+        if self.min_streams_per_source < 1 or self.unmeasured_streams_per_source < 1:
+            raise ValueError(
+                "min_streams_per_source and unmeasured_streams_per_source must be >= 1"
+            )
         if self.priority_aging_seconds is not None and self.priority_aging_seconds <= 0:
             raise ValueError("priority_aging_seconds must be > 0 or None")
 
