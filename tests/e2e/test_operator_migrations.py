@@ -365,3 +365,25 @@ def test_deleting_a_running_migration_stops_its_task(
             namespace, field_selector="involvedObject.name=long"
         )
         assert "Cancelled" in {event.reason for event in events.items}
+
+
+def test_root_ticket_auth_sends_secure_explicitly_even_when_the_datacenter_says_insecure(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    """Only a root@pam ticket may choose the transport per request; the operator then asks
+    for `secure` itself instead of refusing to migrate."""
+    api = control_plane.api_client()
+    config = cluster_file(tmp_path, vms=1, used_gib=1, migration="type=insecure")
+    with PvesimProcess(*sim_args(config)) as sim:
+        _secret(api, namespace, "root", {"username": "root@pam", "password": sim.password})
+        body = _cluster("lab", [f"{sim.host}:{sim.port}"], "root", **scaled_policy())
+        body["spec"]["tls"] = {"caBundle": Path(sim.ca_cert).read_text()}
+        create(api, namespace, "proxmoxclusters", body)
+        ready = wait_ready(api, namespace, operator)
+        assert (ready["status"], ready["reason"]) == ("True", "Connected"), ready
+        assert get(api, namespace, "proxmoxclusters", "lab")["status"]["authMethod"] == "ticket"
+        create(api, namespace, "vmmigrations", vmmigration("move", 100, "pve2"))
+        (done,) = wait_all_terminal(api, namespace, 1, 60, operator)
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        (run,) = sim.state()["migrations"]["100"]
+        assert run["mode"] == "secure", run
