@@ -57,7 +57,9 @@ Rules enforced together at each start
 5. Retries: transient failures are queued again after `backoff_base * 2**(attempt-1)`
    (capped at `backoff_max`, times a uniform jitter factor in [1-jitter, 1+jitter]) until
    `max_attempts` attempts were made; permanent failures fail at once.
-6. Stream-rate floor per source: with `min_stream_rate` set and at least
+6. One migration per VM at a time: two jobs for one VM (a drain's and a placement's) never
+   run together; the second waits, as PVE would refuse it (`VM is locked (migrate)`).
+7. Stream-rate floor per source: with `min_stream_rate` set and at least
    `min_streams_per_source` migrations leaving a source, one more may start only while the
    transfer rates reported with `observe_rate(key, bytes_per_second)` there, shared by one
    more stream, stay above the floor. More streams than the link carries at that rate only

@@ -244,6 +244,8 @@ class MigrationEngine:
 
     def _below_caps(self, job: Job) -> bool:
         """Per-target and per-source counts allow one more (time does not change these)."""
+        if any(running.job.vmid == job.vmid for running in self._running.values()):
+            return False  # one migration per VM at a time (PVE would refuse: VM is locked)
         if self._running_per_target[job.target] >= self._allowances.concurrency(job.target):
             return False
         source_cap = self._policy.max_parallel_per_source

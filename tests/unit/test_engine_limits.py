@@ -1,4 +1,4 @@
-"""The stream-rate floor: no more streams from a source than its link carries fast enough."""
+"""Engine rules beyond caps and pacing: the stream-rate floor, one migration per VM."""
 
 from __future__ import annotations
 
@@ -79,3 +79,12 @@ def test_a_burst_waits_for_the_first_rates_before_growing_past_the_unmeasured_li
     for job in first:
         eng.observe_rate(job.key, 1024 * MIB)  # all at the cipher cap: room for more
     assert len(start_all(eng, 20.0)) == 8  # the next eight, unmeasured in turn
+
+
+def test_two_jobs_for_one_vm_never_run_together() -> None:
+    eng = engine()
+    eng.submit(Job("drain-100", 100, "pve1", "pve2"), 0.0)
+    eng.submit(Job("placement-100", 100, "pve1", "pve3"), 0.0)
+    assert [job.key for job in start_all(eng, 0.0)] == ["drain-100"]
+    eng.finish("drain-100", 5.0, Outcome(True))
+    assert [job.key for job in start_all(eng, 5.0)] == ["placement-100"]
