@@ -50,7 +50,7 @@ REPROBE_MIN_SECONDS = 30.0  # transfers predicted to end sooner are not probed a
 # polls otherwise (an unexpected failure mid-transfer is noticed that late at worst).
 IDLE_POLLS = 5
 # PVE stamps tasks with its own clock; NTP keeps it near ours, this margin covers the rest.
-CLOCK_SKEW_SECONDS = 30  # how long an HA request may take to become a real qmigrate
+CLOCK_SKEW_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -330,9 +330,6 @@ class ClusterRuntime:
         self.events(request.event_ref, "Normal", "Cancelled", message)
         self._statuses.pop(request.key, None)
         return message
-
-    def forget(self, key: str) -> None:
-        self._statuses.pop(key, None)
 
     # ----- the loop ------------------------------------------------------------------------
 
