@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxmigrate.controlplane import KOPF_PEERING_CRDS, REPO_ROOT, ControlPlane
+from proxmigrate.devenv import OperatorProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,3 +28,15 @@ def control_plane() -> Iterator[ControlPlane]:
 @pytest.fixture(scope="session")
 def kubeconfig(control_plane: ControlPlane) -> Path:
     return control_plane.kubeconfig
+
+
+@pytest.fixture
+def operator(
+    control_plane: ControlPlane, tmp_path: Path, namespace: str
+) -> Iterator[OperatorProcess]:
+    """The operator as a process, watching only the test's `namespace` (a fixture each test
+    module defines with its own prefix)."""
+    with OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "operator.log", namespace=namespace
+    ) as process:
+        yield process

@@ -7,6 +7,7 @@ from typing import Any
 from kubernetes import client
 
 from proxmigrate.api.constants import GROUP, VERSION
+from proxmigrate.devenv import OperatorProcess, wait_for
 
 TIME_SCALE = 20.0  # pvesim runs 20 simulated seconds per real second in these tests
 
@@ -60,3 +61,20 @@ def vmmigration(name: str, vmid: int, target: str, cluster: str = "lab") -> dict
         "metadata": {"name": name},
         "spec": {"clusterRef": {"name": cluster}, "vmid": vmid, "target": target},
     }
+
+
+def wait_cluster_decided(
+    api: client.ApiClient, namespace: str, operator: OperatorProcess, name: str = "lab"
+) -> dict[str, Any]:
+    """The ProxmoxCluster's Ready condition once the operator has decided it (not Unknown)."""
+    return dict(
+        wait_for(
+            lambda: (
+                (c := condition(get(api, namespace, "proxmoxclusters", name), "Ready"))
+                and c["status"] != "Unknown"
+                and c
+            ),
+            timeout=60,
+            message=f"ProxmoxCluster {name} Ready to be decided\n{operator.tail()}",
+        )
+    )

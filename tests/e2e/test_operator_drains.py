@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,15 @@ from proxmigrate import kubectl_plugin
 from proxmigrate.controlplane import ControlPlane
 from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from pvesim.testing import PvesimProcess
-from tests.e2e.operator_env import TIME_SCALE, condition, create, get, items, scaled_policy
+from tests.e2e.operator_env import (
+    TIME_SCALE,
+    condition,
+    create,
+    get,
+    items,
+    scaled_policy,
+    wait_cluster_decided,
+)
 
 GIB = 1024**3
 RESERVE_RATIO = 0.10  # the cluster's default placement.memoryReservePercent
@@ -29,16 +36,6 @@ _namespaces = itertools.count()
 @pytest.fixture
 def namespace() -> str:
     return f"e2e-drain-{next(_namespaces)}"
-
-
-@pytest.fixture
-def operator(
-    control_plane: ControlPlane, tmp_path: Path, namespace: str
-) -> Iterator[OperatorProcess]:
-    with OperatorProcess(
-        control_plane.kubeconfig, tmp_path / "operator.log", namespace=namespace
-    ) as process:
-        yield process
 
 
 def node(name: str, memory_gib: float) -> dict[str, Any]:
@@ -72,14 +69,8 @@ def connect(
 ) -> None:
     """A ProxmoxCluster `lab` for `sim`, waited for until Ready."""
     create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy(**policy))
-    wait_for(
-        lambda: (
-            (c := condition(get(api, namespace, "proxmoxclusters", "lab"), "Ready"))
-            and c["status"] == "True"
-        ),
-        timeout=30,
-        message=f"ProxmoxCluster Ready\n{operator.tail()}",
-    )
+    ready = wait_cluster_decided(api, namespace, operator)
+    assert ready["status"] == "True", ready
 
 
 def nodedrain(name: str, node_name: str, **spec: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from tests.e2e.operator_env import (
     items,
     scaled_policy,
     vmmigration,
+    wait_cluster_decided,
 )
 
 _namespaces = itertools.count()
@@ -86,15 +87,7 @@ def sim_args(config: Path) -> list[str]:
 
 
 def wait_ready(api: client.ApiClient, namespace: str, operator: OperatorProcess) -> dict[str, Any]:
-    return wait_for(
-        lambda: (
-            (c := condition(get(api, namespace, "proxmoxclusters", "lab"), "Ready"))
-            and c["status"] != "Unknown"
-            and c
-        ),
-        timeout=60,
-        message=f"ProxmoxCluster Ready to be decided\n{operator.tail()}",
-    )
+    return wait_cluster_decided(api, namespace, operator)
 
 
 def wait_all_terminal(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,6 @@ _namespaces = itertools.count()
 @pytest.fixture
 def namespace() -> str:
     return f"e2e-place-{next(_namespaces)}"
-
-
-@pytest.fixture
-def operator(
-    control_plane: ControlPlane, tmp_path: Path, namespace: str
-) -> Iterator[OperatorProcess]:
-    with OperatorProcess(
-        control_plane.kubeconfig, tmp_path / "operator.log", namespace=namespace
-    ) as process:
-        yield process
 
 
 CLUSTER = {
