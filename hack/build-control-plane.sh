@@ -18,7 +18,7 @@ if [[ -x "$APISERVER" && -x "$ETCD" ]]; then
   exit 0
 fi
 
-command -v go >/dev/null 2>&1 || die "Go is not installed. Install Go >= 1.25 (https://go.dev/doc/install or 'apt-get install golang-go') and run again."
+command -v go >/dev/null 2>&1 || die "Go is not installed. Install Go >= 1.25 from https://go.dev/doc/install (Debian bookworm's golang-go is 1.19, too old) and run again."
 go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
 [[ "$go_minor" -ge 25 ]] || die "Go $(go env GOVERSION) is too old: Kubernetes $K8S_VERSION needs Go >= 1.25."
 go list -m -versions k8s.io/kubernetes >/dev/null 2>&1 \
