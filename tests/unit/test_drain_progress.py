@@ -129,3 +129,20 @@ def test_everything_moved_or_skipped_is_drained_and_ready() -> None:
 def test_priority_follows_plan_order_within_the_crd_bounds() -> None:
     assert progress.migration_priority(1) > progress.migration_priority(2)
     assert progress.migration_priority(5000) == -1000
+
+
+def test_moves_not_started_onto_a_newly_cordoned_node_are_planned_again_elsewhere() -> None:
+    entries = planned(guest(100, 8), guest(101, 4), guest(102, 2))
+    entries[1] = {**entries[1], "phase": "Queued"}  # already handed to the engine: kept
+    onto_b = {e["vmid"] for e in entries if e.get("to") == "b" and e["phase"] == "Pending"}
+    kept = progress.without_moves_onto(entries, {"a", "b"})
+    assert onto_b  # the plan used b for a move that has not started
+    assert not onto_b & {e["vmid"] for e in kept}
+    assert entries[1]["vmid"] in {e["vmid"] for e in kept}
+    replanned = plan_drain(
+        inventory(guest(100, 8), guest(101, 4), guest(102, 2)),
+        DrainRequest(node="a", cordoned=frozenset({"b"})),
+    )
+    again = progress.new_arrivals(kept, replanned)
+    assert {e["vmid"] for e in again} == onto_b
+    assert {e["to"] for e in again} == {"c"}

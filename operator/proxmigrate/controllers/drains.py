@@ -181,6 +181,7 @@ class DrainReconciler(Reconciler):
         }
         location = {vm.vmid: vm.node for vm in context.inventory.vms}
         entries = progress.advance(self.status.get("vms") or [], children, location)
+        entries = progress.without_moves_onto(entries, request.cordoned)
         entries += self._arrivals(entries, context, request)
         entries = await self._create_due(spec, context, entries)
         await self._write(

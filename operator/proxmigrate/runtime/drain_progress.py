@@ -9,7 +9,7 @@ restarted operator rebuilds it from the API server alone.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +106,16 @@ def plan_entries(plan: DrainPlan) -> list[Entry]:
         for vm in plan.unplaceable
     ]
     return entries
+
+
+def without_moves_onto(entries: Sequence[Mapping[str, Any]], cordoned: Set[str]) -> list[Entry]:
+    """`entries` less the planned moves not started yet whose target got cordoned (another
+    NodeDrain began on it): their guests are planned again, elsewhere, like new arrivals."""
+    return [
+        dict(entry)
+        for entry in entries
+        if not (entry_phase(entry) is DrainVMPhase.PENDING and entry.get("to") in cordoned)
+    ]
 
 
 def new_arrivals(entries: Sequence[Mapping[str, Any]], plan: DrainPlan) -> list[Entry]:
