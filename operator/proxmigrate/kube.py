@@ -49,25 +49,16 @@ class Kube:
             raise
 
     async def list(
-        self, plural: str, namespace: str | None = None, label_selector: str | None = None
+        self, plural: str, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
-        if namespace is None:
-            answer = await asyncio.to_thread(
-                self._custom.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                plural,
-                label_selector=label_selector,
-            )
-        else:
-            answer = await asyncio.to_thread(
-                self._custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                label_selector=label_selector,
-            )
+        answer = await asyncio.to_thread(
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            label_selector=label_selector,
+        )
         return list(answer.get("items", []))
 
     async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from proxmigrate.pve.tracker import (
     HaHandoff,
     TrackedTask,
     evaluate,
-    is_ending,
     nodes_to_poll,
     poll_since,
     task_exitstatus,
@@ -123,29 +122,12 @@ def test_task_exitstatus(entry: dict[str, object], expected: str | None) -> None
     assert task_exitstatus(entry) == expected
 
 
-@pytest.mark.parametrize(
-    ("lines", "ending"),
-    [
-        ([], False),
-        (["migration active, transferred 512.0 MiB of 4.0 GiB VM-state, 120.0 MiB/s"], False),
-        (["migration active, transferred 3.7 GiB of 4.0 GiB VM-state, 120.0 MiB/s"], True),
-        (
-            [
-                "migration active, transferred 3.9 GiB of 4.0 GiB VM-state, 1.0 GiB/s",
-                "migration active, transferred 100.0 MiB of 4.0 GiB VM-state, 1.0 GiB/s",
-            ],
-            False,
-        ),
-        (["migration completed, transferred 4.1 GiB VM-state"], True),
-        (["2025-03-01 10:00:08 migration status: completed"], True),
-    ],
-)
-def test_is_ending(lines: list[str], ending: bool) -> None:
-    assert is_ending(lines) is ending
-
-
 def test_transfer_seconds_left_reads_the_last_progress_line() -> None:
-    from proxmigrate.pve.tracker import transfer_seconds_left
+    from proxmigrate.pve.tracker import transfer_progress
+
+    def transfer_seconds_left(lines: list[str]) -> float | None:
+        progress = transfer_progress(lines)
+        return progress.seconds_left if progress is not None else None
 
     lines = [
         "00:00:01 migration active, transferred 512.0 MiB of 8.0 GiB VM-state, 1.0 GiB/s",

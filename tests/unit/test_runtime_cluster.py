@@ -12,6 +12,7 @@ from proxmigrate.api.timestamps import to_rfc3339
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 from proxmigrate.pve.errors import PveUnreachable
 from proxmigrate.pve.resources import MigrationSettings
+from proxmigrate.pve.tracker import first_migration_since
 from proxmigrate.runtime.cluster import ClusterRuntime, MigrationRequest
 
 GIB = 1024**3
@@ -50,6 +51,11 @@ class FakePve:
 
     async def tasks(self, node: str, **_: Any) -> list[dict[str, Any]]:
         return [row for row in self.task_rows if row["upid"].split(":")[1] == node]
+
+    async def find_migration_task(
+        self, vmid: int, source: str, since: int, exclude: Any = ()
+    ) -> str | None:
+        return first_migration_since(await self.tasks(source), vmid, since, exclude)
 
     async def task_log(self, node: str, upid: str, start: int = 0, **_: Any) -> list[str]:
         self.log_reads += 1

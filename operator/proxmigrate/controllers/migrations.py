@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from proxmigrate.api.constants import GROUP, VERSION, VMMIGRATIONS
+from proxmigrate.api.migration import VMMigrationSpec
 from proxmigrate.controllers.registry import runtime_for
 from proxmigrate.pve.errors import PveError
 from proxmigrate.runtime.cluster import MigrationRequest
@@ -15,20 +16,22 @@ TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 WAIT_FOR_CLUSTER_SECONDS = 3.0
 
 
-def request_from(body: Any) -> MigrationRequest:
-    spec, meta = body["spec"], body["metadata"]
-    return MigrationRequest(
+def request_from(body: Any) -> tuple[str, MigrationRequest]:
+    """The ProxmoxCluster's name and what the VMMigration asks for."""
+    spec, meta = VMMigrationSpec.from_spec(body["spec"]), body["metadata"]
+    request = MigrationRequest(
         namespace=meta["namespace"],
         name=meta["name"],
         uid=meta.get("uid", ""),
-        vmid=int(spec["vmid"]),
-        target=str(spec["target"]),
-        source=spec.get("source"),
-        online=bool(spec.get("online", True)),
-        with_local_disks=bool(spec.get("withLocalDisks", False)),
-        bandwidth_limit_kib=spec.get("bandwidthLimit"),
-        priority=int(spec.get("priority", 0)),
+        vmid=spec.vmid,
+        target=spec.target,
+        source=spec.source,
+        online=spec.online,
+        with_local_disks=spec.with_local_disks,
+        bandwidth_limit_kib=spec.bandwidth_limit_kib,
+        priority=spec.priority,
     )
+    return spec.cluster_name, request
 
 
 @kopf.on.resume(GROUP, VERSION, VMMIGRATIONS)
@@ -37,8 +40,7 @@ async def accept_migration(body: Any, status: Any, patch: kopf.Patch, **_: Any) 
     """Queue a new VMMigration, or resume one that was running before a restart."""
     if status.get("phase") in TERMINAL_PHASES:
         return
-    request = request_from(body)
-    cluster = body["spec"]["clusterRef"]["name"]
+    cluster, request = request_from(body)
     runtime = runtime_for(request.namespace, cluster)
     if runtime is None:
         if status.get("phase") is None:
@@ -58,8 +60,8 @@ async def cancel_migration(body: Any, status: Any, logger: Any, **_: Any) -> Non
     """Deleting a queued VMMigration drops it; deleting a running one stops its PVE task."""
     if status.get("phase") in TERMINAL_PHASES:
         return
-    request = request_from(body)
-    runtime = runtime_for(request.namespace, body["spec"]["clusterRef"]["name"])
+    cluster, request = request_from(body)
+    runtime = runtime_for(request.namespace, cluster)
     if runtime is None:
         return
     logger.info(await runtime.cancel(request))

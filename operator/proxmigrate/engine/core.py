@@ -43,6 +43,7 @@ class MigrationEngine:
         self._running: dict[str, _Running] = {}
         self._running_per_target: Counter[str] = Counter()
         self._running_per_source: Counter[str] = Counter()
+        self._running_vmids: Counter[int] = Counter()
         self._next_seq = 0
         self._pacer = HandshakePacer(policy.start_window_seconds, policy.end_window_seconds)
         self._allowances = AdaptiveAllowances(
@@ -154,6 +155,7 @@ class MigrationEngine:
         target = running.job.target
         self._running_per_target[target] -= 1
         self._running_per_source[running.job.source] -= 1
+        self._running_vmids[running.job.vmid] -= 1
         self._pacer.release(target, key)
         if outcome.reason == SSH_DROPPED:
             self._allowances.on_drop(target, running.started_at, now)
@@ -229,6 +231,7 @@ class MigrationEngine:
         self._running[job.key] = running
         self._running_per_target[job.target] += 1
         self._running_per_source[job.source] += 1
+        self._running_vmids[job.vmid] += 1
         self._pacer.record_start(job.target, job.key, running.started_at)
 
     def _eligible_in_order(self, now: float) -> list[_Queued]:
@@ -244,7 +247,7 @@ class MigrationEngine:
 
     def _below_caps(self, job: Job) -> bool:
         """Per-target and per-source counts allow one more (time does not change these)."""
-        if any(running.job.vmid == job.vmid for running in self._running.values()):
+        if self._running_vmids[job.vmid]:
             return False  # one migration per VM at a time (PVE would refuse: VM is locked)
         if self._running_per_target[job.target] >= self._allowances.concurrency(job.target):
             return False

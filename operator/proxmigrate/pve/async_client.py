@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -113,5 +113,7 @@ class AsyncPveClient:
     async def unlock_vm(self, node: str, vmid: int) -> None:
         await self._run(self.client.unlock_vm, node, vmid)
 
-    async def find_migration_task(self, vmid: int, source: str, since: int) -> str | None:
-        return await self._run(self.client.find_migration_task, vmid, source, since)
+    async def find_migration_task(
+        self, vmid: int, source: str, since: int, exclude: Collection[str] = ()
+    ) -> str | None:
+        return await self._run(self.client.find_migration_task, vmid, source, since, exclude)

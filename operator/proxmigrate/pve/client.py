@@ -6,7 +6,7 @@ Synchronous on purpose (proxmoxer is); `AsyncPveClient` runs these in a thread p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from proxmigrate.inventory import Inventory
@@ -18,8 +18,9 @@ from proxmigrate.pve.resources import (
     parse_migration_settings,
     parse_precondition,
 )
+from proxmigrate.pve.tracker import first_migration_since
 from proxmigrate.pve.transport import Auth, PveTransport, RetryPolicy, is_root_ticket
-from proxmigrate.pve.upid import is_upid, parse_upid
+from proxmigrate.pve.upid import is_upid
 
 TASK_LOG_PAGE = 500  # lines per `GET .../log` request
 TASK_LIST_LIMIT = 1000  # PVE lists 50 tasks unless told; a busy target has more
@@ -164,26 +165,16 @@ class PveClient:
         path = f"nodes/{node}/qemu/{vmid}/config"
         self.transport.request("PUT", path, {"delete": "lock", "skiplock": 1}, idempotent=True)
 
-    def find_migration_task(self, vmid: int, source: str, since: int) -> str | None:
-        """The first `qmigrate` of `vmid` on `source` started at or after `since` (epoch s).
+    def find_migration_task(
+        self, vmid: int, source: str, since: int, exclude: Collection[str] = ()
+    ) -> str | None:
+        """The first `qmigrate` of `vmid` on `source` started at or after `since` (epoch s),
+        other than the UPIDs in `exclude`.
 
-        Used after a restart (was the POST sent?) and after an HA request (its real child).
+        Used after a restart (was the POST sent?) and after an answer was lost.
         """
-        candidates = [
-            task
-            for task in self.tasks(source, since=since, typefilter="qmigrate", vmid=vmid)
-            if _is_migration_of(task, vmid) and int(task.get("starttime", 0)) >= since
-        ]
-        candidates.sort(key=lambda task: int(task.get("starttime", 0)))
-        return str(candidates[0]["upid"]) if candidates else None
-
-
-def _is_migration_of(task: Mapping[str, Any], vmid: int) -> bool:
-    upid = task.get("upid")
-    if not is_upid(upid):
-        return False
-    parsed = parse_upid(str(upid))
-    return parsed.type == "qmigrate" and parsed.id == str(vmid)
+        entries = self.tasks(source, since=since, typefilter="qmigrate", vmid=vmid)
+        return first_migration_since(entries, vmid, since, exclude)
 
 
 def _expect_upid(answer: Any) -> str:

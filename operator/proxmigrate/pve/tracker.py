@@ -7,7 +7,7 @@ The caller fetches `PveClient.tasks(node, since=poll_since(...))` for every node
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,23 @@ class PollResult:
     def failed(self) -> tuple[TaskEnd, ...]:
         """The only tasks whose log is worth fetching (for the classifier)."""
         return tuple(end for end in self.finished if not end.succeeded)
+
+
+def first_migration_since(
+    entries: Iterable[Mapping[str, Any]],
+    vmid: int,
+    since: int,
+    exclude: Collection[str] = (),
+) -> str | None:
+    """The earliest `qmigrate` of `vmid` in a task list started at/after `since` (epoch s),
+    leaving out the UPIDs in `exclude` (those earlier attempts already recorded)."""
+    found = [
+        parse_upid(str(entry["upid"]))
+        for entry in entries
+        if is_upid(entry.get("upid")) and entry["upid"] not in exclude
+    ]
+    ours = [u for u in found if u.type == "qmigrate" and u.vmid == vmid and u.starttime >= since]
+    return str(min(ours, key=lambda upid: upid.starttime)) if ours else None
 
 
 def nodes_to_poll(tracked: Iterable[TrackedTask]) -> set[str]:
@@ -152,39 +169,30 @@ _DONE = re.compile(r"migration status: completed|migration completed|average mig
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 
-def is_ending(log_lines: Sequence[str], nearly: float = 0.9) -> bool:
-    """True when RAM transfer is done or has moved `nearly` the VM's memory once.
-
-    Then the end-phase SSH connections (`rm -f`, `qm unlock`) to the target are seconds
-    away, and the engine can count them as coming handshakes.
-    """
-    for line in reversed(log_lines):
-        if _DONE.search(line):
-            return True
-        progress = _PROGRESS.search(line)
-        if progress:
-            done = float(progress[1]) * _UNITS[progress[2]]
-            total = float(progress[3]) * _UNITS[progress[4]]
-            return total > 0 and done >= nearly * total
-    return False
-
-
 @dataclass(frozen=True)
 class TransferProgress:
-    """The last `migration active, transferred X of Y VM-state, Z/s` line, in bytes."""
+    """Where a task's RAM transfer stands, from its last progress line (`migration active,
+    transferred X of Y VM-state, Z/s`, in bytes) or its completion line."""
 
     transferred: float
     total: float
     rate: float  # bytes/s; 0 when the line carried no rate
+    completed: bool = False
 
     @property
     def seconds_left(self) -> float | None:
+        """Until the transfer ends at the current rate (a guest that keeps dirtying memory
+        takes longer: re-check before relying on it); None without a rate."""
+        if self.completed:
+            return 0.0
         return max(0.0, self.total - self.transferred) / self.rate if self.rate > 0 else None
 
 
 def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
-    """The latest progress line of a task log, None before the first one."""
+    """The latest progress of a task log, None before its first progress line."""
     for line in reversed(log_lines):
+        if _DONE.search(line):
+            return TransferProgress(0.0, 0.0, 0.0, completed=True)
         progress = _PROGRESS.search(line)
         if progress:
             rate = float(progress[5]) * _UNITS[progress[6]] if progress[5] else 0.0
@@ -193,19 +201,4 @@ def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
                 float(progress[3]) * _UNITS[progress[4]],
                 rate,
             )
-    return None
-
-
-def transfer_seconds_left(log_lines: Sequence[str]) -> float | None:
-    """Seconds until the RAM transfer ends, at the rate of the last progress line.
-
-    0 once the transfer completed; None before the first progress line (or without a rate).
-    A guest that keeps dirtying memory takes longer: callers re-check before relying on it.
-    """
-    for line in reversed(log_lines):
-        if _DONE.search(line):
-            return 0.0
-        if _PROGRESS.search(line):
-            progress = transfer_progress([line])
-            return progress.seconds_left if progress else None
     return None

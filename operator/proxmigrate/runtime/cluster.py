@@ -29,12 +29,11 @@ from proxmigrate.pve.resources import MigrationSettings
 from proxmigrate.pve.tracker import (
     TrackedTask,
     evaluate,
+    first_migration_since,
     nodes_to_poll,
     poll_since,
     transfer_progress,
-    transfer_seconds_left,
 )
-from proxmigrate.pve.upid import is_upid, parse_upid
 from proxmigrate.runtime import status as vmstatus
 
 log = logging.getLogger(__name__)
@@ -186,12 +185,9 @@ class ClusterRuntime:
 
     # ----- accepting VMMigrations --------------------------------------------------------
 
-    def knows(self, key: str) -> bool:
-        return key in self._queued or key in self._running
-
     async def accept(self, request: MigrationRequest, current: Mapping[str, Any]) -> None:
         """Take a VMMigration that is new, queued, or was running before a restart."""
-        if self.knows(request.key):
+        if request.key in self._queued or request.key in self._running:
             return
         self._statuses[request.key] = dict(current)
         phase = current.get("phase")
@@ -302,10 +298,9 @@ class ClusterRuntime:
         """A `qmigrate` of this VM on `source`, requested at/after `requested_at`, that no
         earlier attempt recorded: the task a POST created before its answer was lost."""
         since = int(requested_at) - CLOCK_SKEW_SECONDS
-        entries = await self.client.tasks(
-            source, since=since, typefilter="qmigrate", vmid=request.vmid
+        return await self.client.find_migration_task(
+            request.vmid, source, since, _recorded_upids(current)
         )
-        return _unrecorded_upid(entries, request.vmid, since, current)
 
     async def cancel(self, request: MigrationRequest) -> str:
         """Deleting a VMMigration: drop it from the queue or stop its PVE task."""
@@ -522,7 +517,7 @@ class ClusterRuntime:
             progress = transfer_progress(lines)
             if progress is not None and progress.rate > 0:
                 self.engine.observe_rate(running.request.key, progress.rate)
-            left = transfer_seconds_left(lines)
+            left = progress.seconds_left if progress is not None else None
             if left is None:
                 running.probe_at = now + self._first_probe_delay
                 continue
@@ -555,7 +550,9 @@ class ClusterRuntime:
             since = int(running.unconfirmed_since or running.started_at) - CLOCK_SKEW_SECONDS
             current = self._statuses.get(running.request.key, {})
             entries = lists.get(running.job.source, [])
-            upid = _unrecorded_upid(entries, running.request.vmid, since, current)
+            upid = first_migration_since(
+                entries, running.request.vmid, since, _recorded_upids(current)
+            )
             if upid:
                 await self._record_upid(running, upid)
             else:
@@ -714,15 +711,6 @@ class ClusterRuntime:
         return answer
 
 
-def _unrecorded_upid(
-    entries: list[dict[str, Any]], vmid: int, since: int, current: Mapping[str, Any]
-) -> str | None:
-    """The earliest `qmigrate` of `vmid` started at/after `since` that no attempt recorded."""
-    known = {a.get("upid") for a in current.get("attempts") or [] if a.get("upid")}
-    found = [
-        parse_upid(str(entry["upid"]))
-        for entry in entries
-        if is_upid(entry.get("upid")) and entry["upid"] not in known
-    ]
-    ours = [u for u in found if u.type == "qmigrate" and u.vmid == vmid and u.starttime >= since]
-    return str(min(ours, key=lambda upid: upid.starttime)) if ours else None
+def _recorded_upids(current: Mapping[str, Any]) -> set[str]:
+    """UPIDs earlier attempts of a VMMigration recorded in its status."""
+    return {str(a["upid"]) for a in current.get("attempts") or [] if a.get("upid")}

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from proxmigrate.api.conditions import set_condition
-from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.api.timestamps import parse_rfc3339, to_rfc3339
 from proxmigrate.pve.classifier import Failure
 
 Status = dict[str, Any]
@@ -105,7 +105,7 @@ def _duration(current: Mapping[str, Any], now: float) -> float | None:
     start = current.get("startTime")
     if not start:
         return None
-    begun = datetime.datetime.fromisoformat(str(start).replace("Z", "+00:00")).timestamp()
+    begun = parse_rfc3339(str(start)).timestamp()
     return round(max(0.0, now - begun), 3)
 
 
@@ -194,5 +194,5 @@ def attempt_start_epoch(attempts: Sequence[Mapping[str, Any]]) -> float | None:
     """When the last attempt was requested (epoch seconds), from its RFC 3339 start time."""
     if not attempts:
         return None
-    text = str(attempts[-1].get("startTime", "")).replace("Z", "+00:00")
-    return datetime.datetime.fromisoformat(text).timestamp() if text else None
+    text = attempts[-1].get("startTime")
+    return parse_rfc3339(str(text)).timestamp() if text else None
