@@ -6,7 +6,6 @@ import base64
 import itertools
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,6 @@ TERMINAL = ("Succeeded", "Failed", "Cancelled")
 @pytest.fixture
 def namespace() -> str:
     return f"e2e-mig-{next(_namespaces)}"
-
-
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with OperatorProcess(control_plane.kubeconfig, log, namespace="e2e-mig-*") as process:
-        yield process
 
 
 def cluster_file(
@@ -171,7 +161,7 @@ def test_sigkill_restart_resumes_without_duplicates(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     api = control_plane.api_client()
-    namespace = "e2e-restart"  # outside the shared operator's namespaces
+    namespace = "e2e-restart"
     log = tmp_path / "operator.log"
     with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=12, used_gib=12))) as sim:
         first = OperatorProcess(control_plane.kubeconfig, log, namespace=namespace).start()
