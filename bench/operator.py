@@ -22,7 +22,12 @@ from kubernetes import client
 
 from proxmigrate.api.constants import GROUP, VERSION
 from proxmigrate.controlplane import REPO_ROOT, ControlPlane
-from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
+from proxmigrate.devenv import (
+    OperatorProcess,
+    create_cluster_for_pvesim,
+    ensure_namespace,
+    wait_for,
+)
 from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.transport import TokenAuth
 from pvesim.testing import PvesimProcess
@@ -110,6 +115,7 @@ def inventory_cost(plane: ControlPlane, workdir: Path, vms: int) -> dict[str, fl
     api = plane.api_client()
     namespace = f"bench-inventory-{vms}"
     log = workdir / f"operator-{vms}.log"
+    ensure_namespace(api, namespace)
     with (
         PvesimProcess("--nodes", "50", "--vms-per-node", str(per_node), "--time-scale", "1") as sim,
         OperatorProcess(plane.kubeconfig, log, namespace=namespace) as operator,

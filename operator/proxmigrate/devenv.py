@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from proxmigrate.api.constants import GROUP, PROXMOXCLUSTERS, VERSION
@@ -26,9 +26,9 @@ from proxmigrate.controlplane import REPO_ROOT, free_port
 class OperatorProcess:
     """`python -m proxmigrate run` against a kubeconfig; logs to `log_path`.
 
-    Like a deployment, it starts in a namespace that exists: kopf lists namespaces, then
-    watches from a second listing whose items it ignores, so a namespace created between
-    the two would never be watched.
+    Create its namespace first, as a deployment would: kopf lists namespaces, then watches
+    from a second listing whose items it ignores, so a namespace created between the two
+    would never be watched.
     """
 
     def __init__(
@@ -56,9 +56,6 @@ class OperatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> OperatorProcess:
-        if self.namespace:
-            with config.new_client_from_config(str(self.kubeconfig)) as api:
-                ensure_namespace(api, self.namespace)
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), **self.extra_env)
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(REPO_ROOT / "operator"), env.get("PYTHONPATH")])

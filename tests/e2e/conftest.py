@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxmigrate.controlplane import KOPF_PEERING_CRDS, REPO_ROOT, ControlPlane
-from proxmigrate.devenv import OperatorProcess
+from proxmigrate.devenv import OperatorProcess, ensure_namespace
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,6 +36,7 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """The operator as a process, watching only the test's `namespace` (a fixture each test
     module defines with its own prefix)."""
+    ensure_namespace(control_plane.api_client(), namespace)
     with OperatorProcess(
         control_plane.kubeconfig, tmp_path / "operator.log", namespace=namespace
     ) as process:

@@ -163,6 +163,7 @@ def test_sigkill_restart_resumes_without_duplicates(
     api = control_plane.api_client()
     namespace = "e2e-restart"
     log = tmp_path / "operator.log"
+    ensure_namespace(api, namespace)
     with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=12, used_gib=12))) as sim:
         first = OperatorProcess(control_plane.kubeconfig, log, namespace=namespace).start()
         try:
