@@ -71,6 +71,30 @@ def test_below_the_minimum_streams_a_source_is_never_held_back(floor: float | No
     assert bool(start_all(eng, 2.0)) is (floor is None)
 
 
+def test_rates_seen_when_fewer_streams_ran_are_not_scaled_by_todays_count() -> None:
+    eng = engine(min_stream_rate=128 * MIB, unmeasured_streams_per_source=20)
+    submit(eng, 2)
+    pair = start_all(eng, 0.0)
+    for job in pair:
+        eng.observe_rate(job.key, 560 * MIB)  # two streams fill a ~1.1 GiB/s link
+    eng.submit(Job("third", 300, "pve1", "pve2"), 1.0)
+    assert len(start_all(eng, 1.0)) == 1  # below min_streams_per_source
+    for index in range(10):
+        eng.submit(Job(f"n{index}", 400 + index, "pve1", "pve3"), 2.0)
+    # 1.1 GiB/s over 9 streams is 124 MiB/s each: the ninth waits (560 x 11 would not)
+    assert len(start_all(eng, 2.0)) == 5
+
+
+def test_the_least_told_outflow_decides() -> None:
+    eng = engine(min_stream_rate=128 * MIB)
+    submit(eng, 4)
+    started = start_all(eng, 0.0)
+    eng.observe_rate(started[0].key, 1024 * MIB)  # 4 GiB/s if all four were sending
+    eng.observe_rate(started[1].key, 150 * MIB)  # 600 MiB/s: the others were not sending yet
+    eng.submit(Job("fifth", 500, "pve1", "pve2"), 1.0)
+    assert start_all(eng, 1.0) == []  # 600 MiB/s over 5 streams is below 128 MiB/s
+
+
 def test_a_burst_waits_for_the_first_rates_before_growing_past_the_unmeasured_limit() -> None:
     eng = engine(min_stream_rate=128 * MIB, unmeasured_streams_per_source=8)
     submit(eng, 20)

@@ -61,10 +61,12 @@ Rules enforced together at each start
    run together; the second waits, as PVE would refuse it (`VM is locked (migrate)`).
 7. Stream-rate floor per source: with `min_stream_rate` set and at least
    `min_streams_per_source` migrations leaving a source, one more may start only while the
-   transfer rates reported with `observe_rate(key, bytes_per_second)` there, shared by one
-   more stream, stay above the floor. More streams than the link carries at that rate only
-   re-send dirtied memory (bench/RESULTS.md: at 64 parallel on 10 Gbit/s the drain took
-   4.3x the bandwidth bound without it, 1.4x with it).
+   source's outflow, shared by one more stream, stays above the floor. Each rate reported
+   with `observe_rate(key, bytes_per_second)` times the streams then leaving the source tells
+   the outflow; the least told counts (streams in a start or end phase send nothing, so the
+   others overstate it). More streams than the link carries at that rate only re-send
+   dirtied memory (bench/RESULTS.md: at 64 parallel on 10 Gbit/s the drain took 4.3x the
+   bandwidth bound without it).
 """
 
 from proxmigrate.engine.core import MigrationEngine

@@ -30,7 +30,9 @@ class _Running:
     enqueued_at: float
     attempt: int
     started_at: float
-    rate: float | None = None  # latest observed RAM transfer rate, bytes/s
+    # the source's outflow as told by this stream's latest rate: that rate times the streams
+    # then leaving the source, which share its link (bytes/s)
+    source_rate: float | None = None
 
 
 class MigrationEngine:
@@ -138,10 +140,10 @@ class MigrationEngine:
 
     def observe_rate(self, key: str, bytes_per_second: float) -> None:
         """The task log's latest transfer rate of a running migration (`migration active,
-        ... Z/s`); the sum over a source's streams tells how full its link is."""
+        ... Z/s`); times the streams leaving its source now, it tells that link's outflow."""
         running = self._running.get(key)
         if running is not None:
-            running.rate = bytes_per_second
+            running.source_rate = bytes_per_second * self._running_per_source[running.job.source]
 
     def finish(self, key: str, now: float, outcome: Outcome) -> Decision:
         """Record how a running job's attempt ended and decide what follows.
@@ -258,19 +260,23 @@ class MigrationEngine:
         return self._stream_rate_allows(job.source, running)
 
     def _stream_rate_allows(self, source: str, running: int) -> bool:
-        """One more stream from `source` would still leave each at `min_stream_rate`."""
+        """One more stream from `source` would still leave each at `min_stream_rate`.
+
+        The source's outflow is taken as the least of its streams' `source_rate`s: streams
+        in their start or end phase send no memory, so a rate times the streams then
+        running overstates the link, and the least overstates it least. Rates observed
+        when fewer streams ran are scaled by that count, not by today's.
+        """
         floor = self._policy.min_stream_rate
         if floor is None or running < self._policy.min_streams_per_source:
             return True
         streams = [r for r in self._running.values() if r.job.source == source]
-        rates = [r.rate for r in streams if r.rate is not None]
-        if len(streams) - len(rates) >= self._policy.unmeasured_streams_per_source:
+        outflows = [r.source_rate for r in streams if r.source_rate is not None]
+        if len(streams) - len(outflows) >= self._policy.unmeasured_streams_per_source:
             return False  # grow further once the link's rates are seen
-        if not rates:
+        if not outflows:
             return True
-        # streams not measured yet are assumed as fast as the average measured one
-        aggregate = sum(rates) / len(rates) * running
-        return aggregate / (running + 1) >= floor
+        return min(outflows) / (running + 1) >= floor
 
     def _fits(self, job: Job, now: float) -> bool:
         """All per-job limits allow starting `job` at `now` (the cluster cap is checked apart)."""
