@@ -105,6 +105,17 @@ def wait_phase(
     )
 
 
+def started_onto(state: dict[str, Any], target: str, since: float) -> list[int]:
+    """VMs whose migration onto `target` started after simulated time `since` (pvesim's
+    ground truth)."""
+    return [
+        record["vmid"]
+        for runs in state["migrations"].values()
+        for record in runs
+        if record["target"] == target and record["start"] > since
+    ]
+
+
 def big_cluster() -> dict[str, Any]:
     """pve1 with 40 guests (80 GiB); three targets of 48 GiB, so the plan must spread them.
 
@@ -293,3 +304,45 @@ def test_deleting_a_drain_stops_new_migrations(
         for c in children
         if c["status"]["phase"] == "Running"
     )
+
+
+def test_queued_moves_onto_a_node_that_starts_draining_go_elsewhere(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    """Drain pve1 onto pve2 and pve3 one VM at a time; once pve2's own drain begins, the
+    moves still queued for pve2 are withdrawn and planned onto pve3."""
+    api = control_plane.api_client()
+    config = {
+        "datacenter": {"bwlimit": "migration=51200"},  # 50 MiB/s: ~2 s real per move
+        "nodes": [node("pve1", 128), node("pve2", 128), node("pve3", 128), node("pve4", 16)],
+        "vms": [vm(100 + i, "pve1", 4) for i in range(8)] + [vm(200, "pve2", 4)],
+    }
+    with start_sim(tmp_path, config) as sim:
+        connect(api, namespace, sim, operator, maxParallel=1)
+        create(api, namespace, "nodedrains", nodedrain("pve1", "pve1", targets=["pve2", "pve3"]))
+
+        def queued_onto_pve2() -> list[int]:
+            entries = drain_status(api, namespace, "pve1").get("vms") or []
+            return [e["vmid"] for e in entries if e["phase"] == "Queued" and e["to"] == "pve2"]
+
+        queued = wait_for(
+            lambda: len(queued_onto_pve2()) >= 3 and queued_onto_pve2(),
+            timeout=30,
+            message=f"moves queued onto pve2\n{operator.tail()}",
+        )
+        create(api, namespace, "nodedrains", nodedrain("pve2", "pve2", targets=["pve3", "pve4"]))
+        cordoned_at = sim.state()["now"]
+        first = wait_phase(api, namespace, "pve1", {"Drained", "Failed"}, operator, timeout=120)
+        second = wait_phase(api, namespace, "pve2", {"Drained", "Failed"}, operator, timeout=120)
+        state = sim.state()
+
+    assert first["phase"] == "Drained", first.get("conditions")
+    assert (first["migrated"], first["failed"]) == (8, 0), first["vms"]
+    assert second["phase"] == "Drained", second.get("conditions")
+    late_onto_pve2 = started_onto(state, "pve2", cordoned_at)
+    # one VM at a time, so at most one queued move may start before pve1's next pass
+    assert len(late_onto_pve2) <= 1 < len(queued), (late_onto_pve2, queued)
+    placement = state["placement"]
+    assert all(placement[str(100 + i)] in ("pve3", "pve4") for i in range(8)), placement
+    assert placement["200"] in ("pve3", "pve4")
+    assert sum(info["drops"] for info in state["ssh"].values()) == 0

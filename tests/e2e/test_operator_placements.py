@@ -13,7 +13,15 @@ from kubernetes import client
 from proxmigrate.controlplane import ControlPlane
 from proxmigrate.devenv import OperatorProcess, wait_for
 from tests.e2e.operator_env import condition, create, get, items
-from tests.e2e.test_operator_drains import connect, node, nodedrain, start_sim, vm
+from tests.e2e.test_operator_drains import (
+    connect,
+    node,
+    nodedrain,
+    start_sim,
+    started_onto,
+    vm,
+    wait_phase,
+)
 
 _namespaces = itertools.count()
 
@@ -146,14 +154,7 @@ def test_placement_onto_a_drained_node_waits_then_resumes_and_bad_input_moves_no
     with start_sim(tmp_path, CLUSTER) as sim:
         connect(api, namespace, sim, operator)
         create(api, namespace, "nodedrains", nodedrain("pve3", "pve3"))
-        wait_for(
-            lambda: (
-                get(api, namespace, "nodedrains", "pve3").get("status", {}).get("phase")
-                == "Drained"
-            ),
-            timeout=40,
-            message=f"pve3 drained\n{operator.tail()}",
-        )
+        wait_phase(api, namespace, "pve3", {"Drained"}, operator)
         create(api, namespace, "vmplacements", placement("back", vmid=102, node="pve3"))
         create(
             api,
@@ -192,3 +193,62 @@ def test_placement_onto_a_drained_node_waits_then_resumes_and_bad_input_moves_no
     assert "name 'twin' matches 2 VMs" in twin_message and "select by vmid" in twin_message
     assert condition(twins, "Ready")["reason"] == "InvalidSelection"
     assert bad_children == []
+
+
+def test_queued_moves_onto_a_node_that_starts_draining_are_withdrawn_until_it_ends(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    api = control_plane.api_client()
+    config = {
+        "datacenter": {"bwlimit": "migration=51200"},  # 50 MiB/s: ~2 s real per move
+        "nodes": [node("pve1", 64), node("pve2", 64), node("pve3", 64)],
+        "vms": [vm(100 + i, "pve1", 4, tags=["web"]) for i in range(6)],
+    }
+    with start_sim(tmp_path, config) as sim:
+        connect(api, namespace, sim, operator, maxParallel=1)
+        create(
+            api,
+            namespace,
+            "vmplacements",
+            placement("web", selector={"tags": ["web"]}, node="pve2"),
+        )
+
+        def queued() -> list[str]:
+            return [
+                c["metadata"]["name"]
+                for c in children_of(api, namespace, "web")
+                if (c.get("status") or {}).get("phase") == "Queued"
+            ]
+
+        waiting = wait_for(
+            lambda: len(queued()) >= 3 and queued(),
+            timeout=30,
+            message=f"moves queued onto pve2\n{operator.tail()}",
+        )
+        create(api, namespace, "nodedrains", nodedrain("pve2", "pve2"))
+        cordoned_at = sim.state()["now"]
+        wait_condition(api, namespace, "web", "Blocked", "True", operator)
+        wait_phase(api, namespace, "pve2", {"Drained"}, operator)
+        wait_for(
+            lambda: (
+                not [
+                    c
+                    for c in children_of(api, namespace, "web")
+                    if (c.get("status") or {}).get("phase")
+                    not in ("Succeeded", "Failed", "Cancelled")
+                ]
+            ),
+            timeout=60,
+            message=f"the placement's moves settled\n{operator.tail()}",
+        )
+        during = sim.state()
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            "proxmigrate.dev", "v1alpha1", namespace, "nodedrains", "pve2"
+        )
+        wait_condition(api, namespace, "web", "InSync", "True", operator, timeout=60)
+        after = sim.state()
+
+    late_onto_pve2 = started_onto(during, "pve2", cordoned_at)
+    # one VM at a time, so at most one queued move may start before the placement's next sync
+    assert len(late_onto_pve2) <= 1 < len(waiting), (late_onto_pve2, waiting)
+    assert all(after["placement"][str(100 + i)] == "pve2" for i in range(6)), after["placement"]

@@ -6,6 +6,7 @@ import datetime
 from typing import Any
 
 from proxmigrate.api.conditions import find_condition
+from proxmigrate.controllers.children import waiting_onto
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 from proxmigrate.planning import DrainRequest, plan_drain
 from proxmigrate.runtime import drain_progress as progress
@@ -23,8 +24,11 @@ def guest(vmid: int, memory_gib: int, node: str = "a", **extra: Any) -> VMInfo:
     return VMInfo(vmid, f"vm{vmid}", node, True, memory_gib * GIB, memory_gib * GIB // 2, **extra)
 
 
-def child(vmid: int, phase: str | None, **status: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"metadata": {"name": f"d-{vmid}"}, "spec": {"vmid": vmid}}
+def child(vmid: int, phase: str | None, target: str = "b", **status: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metadata": {"name": f"d-{vmid}"},
+        "spec": {"vmid": vmid, "target": target},
+    }
     body["status"] = {"phase": phase, **status} if phase else {}
     return body
 
@@ -146,3 +150,32 @@ def test_moves_not_started_onto_a_newly_cordoned_node_are_planned_again_elsewher
     again = progress.new_arrivals(kept, replanned)
     assert {e["vmid"] for e in again} == onto_b
     assert {e["to"] for e in again} == {"c"}
+
+
+def test_queued_moves_onto_a_newly_cordoned_node_are_withdrawn_and_planned_again() -> None:
+    entries = planned(guest(100, 8), guest(101, 4), guest(102, 2))
+    children = {
+        100: child(100, "Queued", target="b"),
+        101: child(101, "Running", target="b"),  # started: it goes where it goes
+        102: child(102, None, target="c"),  # not onto the cordoned node
+    }
+    waiting = waiting_onto(children.values(), {"a", "b"})
+    assert [c["metadata"]["name"] for c in waiting] == ["d-100"]
+    assert waiting_onto([child(100, None, target="b")], {"b"})  # not seen by the runtime yet
+    advanced = progress.advance(entries, children, {100: "a", 101: "a", 102: "a"})
+    kept = progress.without_moves_onto(advanced, {"a", "b"}, {100})
+    assert [e["vmid"] for e in kept] == [e["vmid"] for e in advanced if e["vmid"] != 100]
+    replanned = plan_drain(
+        inventory(guest(100, 8), guest(101, 4), guest(102, 2)),
+        DrainRequest(node="a", cordoned=frozenset({"b"})),
+    )
+    again = progress.new_arrivals(kept, replanned)
+    assert [(e["vmid"], e["to"], e["phase"]) for e in again] == [(100, "c", "Pending")]
+
+
+def test_an_entry_follows_where_its_vmmigration_goes() -> None:
+    entries = planned(guest(100, 8))
+    planned_to = entries[0]["to"]
+    elsewhere = "c" if planned_to == "b" else "b"
+    (entry,) = progress.advance(entries, {100: child(100, "Queued", target=elsewhere)}, {100: "a"})
+    assert entry["to"] == elsewhere

@@ -228,3 +228,28 @@ def test_lost_answer_to_the_post_is_found_as_a_task_not_sent_again() -> None:
         assert kube.patches[-1]["phase"] == "Succeeded"
 
     asyncio.run(scenario())
+
+
+def test_a_withdrawn_migration_never_starts_and_only_a_queued_one_is_withdrawn() -> None:
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = FakePve()
+        rt, kube = runtime(pve, clock)
+        await rt.accept(REQUEST, {})
+        writes = len(kube.patches)
+        assert rt.withdraw(REQUEST.key)
+        assert rt.withdraw(REQUEST.key)  # still withdrawn until its VMMigration is deleted
+        await rt.accept(REQUEST, {"phase": "Queued"})  # e.g. kopf re-delivering it
+        await settle(rt)
+        assert pve.posts == []
+        assert len(kube.patches) == writes  # the owner deletes the VMMigration, no status
+        assert await rt.cancel(REQUEST) == "cancelled before it started"
+        assert not rt.withdraw(REQUEST.key)
+
+        started = MigrationRequest("ns", "started", "uid2", 100, "pve2")
+        await rt.accept(started, {})
+        await settle(rt)
+        assert len(pve.posts) == 1
+        assert not rt.withdraw(started.key)  # running: it goes where it goes
+
+    asyncio.run(scenario())

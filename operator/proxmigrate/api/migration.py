@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from proxmigrate.api.enums import MigrationPhase
 from proxmigrate.api.fields import SpecError, SpecReader
 from proxmigrate.api.refs import cluster_name
 
@@ -37,3 +38,9 @@ class VMMigrationSpec:
         if spec.source == spec.target:
             raise SpecError(f"{path}.source and {path}.target must differ")
         return spec
+
+
+def migration_phase(migration: Mapping[str, Any]) -> MigrationPhase:
+    """A VMMigration's phase; one the controller has not seen yet counts as Pending."""
+    phase = (migration.get("status") or {}).get("phase")
+    return MigrationPhase(phase) if phase else MigrationPhase.PENDING

@@ -7,11 +7,13 @@ by them, labelled with their name) and read the phase those objects reach.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
 from proxmigrate.api.constants import API_VERSION, VM_MIGRATION, VMMIGRATIONS
 from proxmigrate.api.enums import MigrationPhase
+from proxmigrate.api.migration import migration_phase
+from proxmigrate.controllers.registry import runtime_for
 from proxmigrate.kube import Kube
 
 DRAIN_LABEL = "proxmigrate.dev/drain"
@@ -99,10 +101,30 @@ async def list_children(
     )
 
 
-def child_phase(child: Mapping[str, Any]) -> MigrationPhase:
-    """A VMMigration's phase; one the controller has not seen yet counts as Pending."""
-    phase = (child.get("status") or {}).get("phase")
-    return MigrationPhase(phase) if phase else MigrationPhase.PENDING
+def waiting_onto(children: Iterable[Mapping[str, Any]], nodes: Set[str]) -> list[Mapping[str, Any]]:
+    """The VMMigrations among `children` not started yet whose target is one of `nodes`."""
+    waiting = (MigrationPhase.PENDING, MigrationPhase.QUEUED)
+    return [
+        child
+        for child in children
+        if child["spec"]["target"] in nodes and migration_phase(child) in waiting
+    ]
+
+
+def withdraw_onto(
+    children: Iterable[Mapping[str, Any]], nodes: Set[str], namespace: str, cluster: str
+) -> list[Mapping[str, Any]]:
+    """Those of `children` queued onto `nodes` (cordoned since their owner made them) that
+    the cluster's runtime took back before they started; the owner deletes them once its
+    status no longer counts on them."""
+    runtime = runtime_for(namespace, cluster)
+    if runtime is None:
+        return []
+    return [
+        child
+        for child in waiting_onto(children, nodes)
+        if runtime.withdraw(f"{namespace}/{child['metadata']['name']}")
+    ]
 
 
 def child_vmid(child: Mapping[str, Any]) -> int:

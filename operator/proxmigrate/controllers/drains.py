@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,13 +22,15 @@ from proxmigrate.api.constants import GROUP, NODEDRAINS, VERSION, VMMIGRATIONS, 
 from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy, MigrationPhase
 from proxmigrate.api.fields import SpecError
+from proxmigrate.api.migration import migration_phase
 from proxmigrate.controllers.children import (
     DRAIN_LABEL,
     child_name,
-    child_phase,
     child_vmid,
+    is_deleting,
     list_children,
     migration_manifest,
+    withdraw_onto,
 )
 from proxmigrate.controllers.context import (
     ClusterContext,
@@ -49,6 +52,7 @@ from proxmigrate.planning import (
 )
 from proxmigrate.runtime import drain_progress as progress
 
+log = logging.getLogger(__name__)
 SYNC_SECONDS = 2.0  # how often a drain re-reads its migrations and the inventory
 # Guests whose move is planned or running: they will occupy their targets' memory.
 UNDER_WAY = frozenset({DrainVMPhase.PENDING, DrainVMPhase.QUEUED, DrainVMPhase.MIGRATING})
@@ -178,15 +182,31 @@ class DrainReconciler(Reconciler):
         children = {
             child_vmid(child): child
             for child in await list_children(self.kube, self.namespace, DRAIN_LABEL, self.name)
+            if not is_deleting(child)
         }
         location = {vm.vmid: vm.node for vm in context.inventory.vms}
         entries = progress.advance(self.status.get("vms") or [], children, location)
-        entries = progress.without_moves_onto(entries, request.cordoned)
+        withdrawn = withdraw_onto(
+            children.values(), request.cordoned, self.namespace, spec.cluster_name
+        )
+        if withdrawn:
+            log.info(
+                "NodeDrain %s/%s: moves queued onto a node now being drained are planned "
+                "again: VMs %s",
+                self.namespace,
+                self.name,
+                ", ".join(str(child_vmid(child)) for child in withdrawn),
+            )
+        entries = progress.without_moves_onto(
+            entries, request.cordoned, {child_vmid(child) for child in withdrawn}
+        )
         entries += self._arrivals(entries, context, request)
         entries = await self._create_due(spec, context, entries)
         await self._write(
             progress.progress_status(entries, self.status, self.generation, now), context, spec
         )
+        for child in withdrawn:
+            await self.kube.delete(VMMIGRATIONS, self.namespace, child["metadata"]["name"])
 
     def _arrivals(
         self,
@@ -249,6 +269,13 @@ class DrainReconciler(Reconciler):
         except ApiException as error:
             if error.status != 409:
                 raise
+            existing = await self.kube.get(VMMIGRATIONS, self.namespace, name)
+            if (
+                existing is None
+                or is_deleting(existing)
+                or existing["spec"]["target"] != entry["to"]
+            ):
+                return {}  # a withdrawn one of that name is still there: next pass
         return {"phase": DrainVMPhase.QUEUED.value, "migration": name}
 
     async def _wait(
@@ -294,7 +321,7 @@ async def release_drain(
     kube = shared_kube()
     cancelled = detached = 0
     for child in await list_children(kube, namespace, DRAIN_LABEL, name):
-        phase = child_phase(child)
+        phase = migration_phase(child)
         child_name_ = child["metadata"]["name"]
         if phase.is_final:
             continue

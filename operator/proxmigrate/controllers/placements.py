@@ -3,7 +3,8 @@
 A kopf daemon per VMPlacement compares the placement with the inventory every few seconds
 (`plan_placement`); with policy enforce it creates one VMMigration per drifted guest (never
 two at a time for one guest, never onto a node cordoned by a NodeDrain, never beyond the
-flap guard). It never writes spec, so GitOps tools see no diff.
+flap guard; one still queued when its target gets cordoned is withdrawn and waits). It
+never writes spec, so GitOps tools see no diff.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from proxmigrate import metrics
 from proxmigrate.api.constants import GROUP, VERSION, VMMIGRATIONS, VMPLACEMENTS
 from proxmigrate.api.enums import PlacementPolicy
 from proxmigrate.api.fields import SpecError
+from proxmigrate.api.migration import migration_phase
 from proxmigrate.api.placement import VMPlacementSpec
 from proxmigrate.api.timestamps import to_rfc3339
 from proxmigrate.controllers.children import (
     PLACEMENT_LABEL,
     child_name,
-    child_phase,
     child_vmid,
     list_children,
     migration_manifest,
+    withdraw_onto,
 )
 from proxmigrate.controllers.context import (
     ClusterContext,
@@ -93,19 +95,25 @@ class PlacementReconciler(Reconciler):
             _export_out_of_sync(context.label, f"{self.namespace}/{self.name}", None)
             return
         children = await list_children(self.kube, self.namespace, PLACEMENT_LABEL, self.name)
+        withdrawn = withdraw_onto(
+            children, cordoned_nodes(drains, spec.cluster_name), self.namespace, spec.cluster_name
+        )
+        children = [child for child in children if child not in withdrawn]
         outcome = await self._enforce(spec, decisions, children, now)
         status = sync.sync_status(
             decisions,
             spec.policy,
             outcome,
             self.status,
-            {child["metadata"]["name"]: child_phase(child).value for child in children},
+            {child["metadata"]["name"]: migration_phase(child).value for child in children},
             spec.flap_guard.window_seconds,
             self.generation,
             now,
         )
         _export_out_of_sync(context.label, f"{self.namespace}/{self.name}", not status["inSync"])
         await self.kube.patch_status(VMPLACEMENTS, self.namespace, self.name, status)
+        for child in withdrawn:
+            await self.kube.delete(VMMIGRATIONS, self.namespace, child["metadata"]["name"])
         await self._prune(children)
 
     def _request(
@@ -136,7 +144,7 @@ class PlacementReconciler(Reconciler):
         in_flight = {
             child_vmid(child): child["metadata"]["name"]
             for child in children
-            if not child_phase(child).is_final
+            if not migration_phase(child).is_final
         }
         if spec.policy is not PlacementPolicy.ENFORCE:
             return sync.SyncOutcome(in_flight=in_flight)
@@ -190,7 +198,7 @@ class PlacementReconciler(Reconciler):
     async def _prune(self, children: Sequence[Mapping[str, Any]]) -> None:
         """Delete finished VMMigrations beyond the newest FINISHED_CHILDREN_KEPT."""
         finished = sorted(
-            (child for child in children if child_phase(child).is_final),
+            (child for child in children if migration_phase(child).is_final),
             key=lambda child: child["metadata"].get("creationTimestamp", ""),
         )
         for child in finished[:-FINISHED_CHILDREN_KEPT]:

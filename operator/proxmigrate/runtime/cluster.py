@@ -137,6 +137,7 @@ class ClusterRuntime:
     _queued: dict[str, _Queued] = field(default_factory=dict)
     _running: dict[str, _Running] = field(default_factory=dict)
     _statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _withdrawn: set[str] = field(default_factory=set)  # taken back, VMMigration not deleted yet
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _inventory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -187,7 +188,7 @@ class ClusterRuntime:
 
     async def accept(self, request: MigrationRequest, current: Mapping[str, Any]) -> None:
         """Take a VMMigration that is new, queued, or was running before a restart."""
-        if request.key in self._queued or request.key in self._running:
+        if any(request.key in known for known in (self._queued, self._running, self._withdrawn)):
             return
         self._statuses[request.key] = dict(current)
         phase = current.get("phase")
@@ -302,13 +303,23 @@ class ClusterRuntime:
             request.vmid, source, since, _recorded_upids(current)
         )
 
+    def withdraw(self, key: str) -> bool:
+        """Take back a queued migration before it starts, writing nothing: its owner deletes
+        the VMMigration and plans the guest again. True also for one withdrawn earlier and
+        not deleted yet; False if it is not queued here, e.g. already started. Synchronous,
+        so no start can slip in between check and removal."""
+        if key in self._queued:
+            self.engine.cancel(key)
+            del self._queued[key]
+            self._withdrawn.add(key)
+        return key in self._withdrawn
+
     async def cancel(self, request: MigrationRequest) -> str:
         """Deleting a VMMigration: drop it from the queue or stop its PVE task."""
         now = self.clock()
         current = self._statuses.get(request.key, {})
-        if request.key in self._queued:
-            self.engine.cancel(request.key)
-            del self._queued[request.key]
+        if self.withdraw(request.key):
+            self._withdrawn.discard(request.key)
             message = "cancelled before it started"
         elif request.key in self._running:
             running = self._running.pop(request.key)

@@ -15,6 +15,7 @@ from typing import Any
 
 from proxmigrate.api.conditions import ConditionType, set_condition
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase, MigrationPhase
+from proxmigrate.api.migration import migration_phase
 from proxmigrate.api.timestamps import format_duration, parse_rfc3339, to_rfc3339
 from proxmigrate.planning import DrainPlan, estimate_remaining_seconds
 
@@ -108,13 +109,17 @@ def plan_entries(plan: DrainPlan) -> list[Entry]:
     return entries
 
 
-def without_moves_onto(entries: Sequence[Mapping[str, Any]], cordoned: Set[str]) -> list[Entry]:
-    """`entries` less the planned moves not started yet whose target got cordoned (another
-    NodeDrain began on it): their guests are planned again, elsewhere, like new arrivals."""
+def without_moves_onto(
+    entries: Sequence[Mapping[str, Any]], cordoned: Set[str], withdrawn: Set[int] = frozenset()
+) -> list[Entry]:
+    """`entries` less the planned moves not handed over yet whose target got cordoned, and
+    less the guests whose VMMigration was `withdrawn`: both are planned again, elsewhere,
+    like new arrivals."""
     return [
         dict(entry)
         for entry in entries
-        if not (entry_phase(entry) is DrainVMPhase.PENDING and entry.get("to") in cordoned)
+        if int(entry["vmid"]) not in withdrawn
+        and not (entry_phase(entry) is DrainVMPhase.PENDING and entry.get("to") in cordoned)
     ]
 
 
@@ -148,9 +153,10 @@ def advance(
             pass
         elif child is not None:
             status = child.get("status") or {}
-            child_phase = MigrationPhase(status.get("phase") or MigrationPhase.PENDING.value)
+            child_phase = migration_phase(child)
             entry["phase"] = _VM_PHASE_OF_MIGRATION[child_phase].value
             entry["migration"] = child["metadata"]["name"]
+            entry["to"] = child["spec"]["target"]
             if child_phase in (MigrationPhase.FAILED, MigrationPhase.CANCELLED):
                 entry["reason"] = str(status.get("message") or status.get("reason") or child_phase)
         elif vmid not in location:
