@@ -7,6 +7,7 @@ by them, labelled with their name) and read the phase those objects reach.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
@@ -16,6 +17,7 @@ from proxmigrate.api.migration import migration_phase
 from proxmigrate.controllers.registry import runtime_for
 from proxmigrate.kube import Kube
 
+log = logging.getLogger(__name__)
 DRAIN_LABEL = "proxmigrate.dev/drain"
 PLACEMENT_LABEL = "proxmigrate.dev/placement"
 LABEL_VALUE_MAX = 63  # Kubernetes label values
@@ -120,11 +122,17 @@ def withdraw_onto(
     runtime = runtime_for(namespace, cluster)
     if runtime is None:
         return []
-    return [
+    withdrawn = [
         child
         for child in waiting_onto(children, nodes)
         if runtime.withdraw(f"{namespace}/{child['metadata']['name']}")
     ]
+    if withdrawn:
+        log.info(
+            "withdrawn before they started, their target being drained now: %s",
+            ", ".join(f"{namespace}/{child['metadata']['name']}" for child in withdrawn),
+        )
+    return withdrawn
 
 
 def child_vmid(child: Mapping[str, Any]) -> int:

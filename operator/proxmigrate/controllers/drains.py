@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,7 +51,6 @@ from proxmigrate.planning import (
 )
 from proxmigrate.runtime import drain_progress as progress
 
-log = logging.getLogger(__name__)
 SYNC_SECONDS = 2.0  # how often a drain re-reads its migrations and the inventory
 # Guests whose move is planned or running: they will occupy their targets' memory.
 UNDER_WAY = frozenset({DrainVMPhase.PENDING, DrainVMPhase.QUEUED, DrainVMPhase.MIGRATING})
@@ -189,14 +187,6 @@ class DrainReconciler(Reconciler):
         withdrawn = withdraw_onto(
             children.values(), request.cordoned, self.namespace, spec.cluster_name
         )
-        if withdrawn:
-            log.info(
-                "NodeDrain %s/%s: moves queued onto a node now being drained are planned "
-                "again: VMs %s",
-                self.namespace,
-                self.name,
-                ", ".join(str(child_vmid(child)) for child in withdrawn),
-            )
         entries = progress.without_moves_onto(
             entries, request.cordoned, {child_vmid(child) for child in withdrawn}
         )

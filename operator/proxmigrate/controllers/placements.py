@@ -98,7 +98,8 @@ class PlacementReconciler(Reconciler):
         withdrawn = withdraw_onto(
             children, cordoned_nodes(drains, spec.cluster_name), self.namespace, spec.cluster_name
         )
-        children = [child for child in children if child not in withdrawn]
+        gone = {child["metadata"]["name"] for child in withdrawn}
+        children = [child for child in children if child["metadata"]["name"] not in gone]
         outcome = await self._enforce(spec, decisions, children, now)
         status = sync.sync_status(
             decisions,
