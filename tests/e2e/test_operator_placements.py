@@ -200,7 +200,7 @@ def test_queued_moves_onto_a_node_that_starts_draining_are_withdrawn_until_it_en
 ) -> None:
     api = control_plane.api_client()
     config = {
-        "datacenter": {"bwlimit": "migration=51200"},  # 50 MiB/s: ~2 s real per move
+        "datacenter": {"bwlimit": "migration=25600"},  # 25 MiB/s: ~4 s real per move
         "nodes": [node("pve1", 64), node("pve2", 64), node("pve3", 64)],
         "vms": [vm(100 + i, "pve1", 4, tags=["web"]) for i in range(6)],
     }
