@@ -86,8 +86,9 @@ class PlacementReconciler(Reconciler):
             await self._invalid(error.reason, str(error), now, degraded=False)
             return
         drains = await list_drains(self.kube, self.namespace)
+        request = self._request(spec, context, drains)
         try:
-            decisions = plan_placement(context.inventory, self._request(spec, context, drains))
+            decisions = plan_placement(context.inventory, request)
         except PlanError as error:
             await self._invalid(
                 "InvalidSelection", f"{error}; nothing is moved", now, degraded=True
@@ -95,9 +96,7 @@ class PlacementReconciler(Reconciler):
             _export_out_of_sync(context.label, f"{self.namespace}/{self.name}", None)
             return
         children = await list_children(self.kube, self.namespace, PLACEMENT_LABEL, self.name)
-        withdrawn = withdraw_onto(
-            children, cordoned_nodes(drains, spec.cluster_name), self.namespace, spec.cluster_name
-        )
+        withdrawn = withdraw_onto(children, request.cordoned, self.namespace, spec.cluster_name)
         gone = {child["metadata"]["name"] for child in withdrawn}
         children = [child for child in children if child["metadata"]["name"] not in gone]
         outcome = await self._enforce(spec, decisions, children, now)
