@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proxmigrate.simulate.model import model_params
+from proxmigrate.simulate.outcome import movable_guests
 from pvesim.model import Cluster, generate
 
 
@@ -33,13 +34,8 @@ class Scenario:
         return cluster
 
     def movable(self, cluster: Cluster) -> dict[int, int]:
-        """Guests that should leave (vmid -> memory in use): all but those with local devices,
-        which PVE refuses to move."""
-        return {
-            vm.vmid: vm.mem
-            for vm in cluster.vms.values()
-            if vm.node in self.drained and not vm.local_devices
-        }
+        """Guests that should leave (vmid -> memory in use)."""
+        return movable_guests(cluster, self.drained)
 
 
 ONE_NODE = Scenario(

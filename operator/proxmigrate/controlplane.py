@@ -54,6 +54,14 @@ def binaries() -> tuple[Path, Path]:
     return apiserver, etcd
 
 
+def tail_file(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -278,7 +286,7 @@ class ControlPlane:
                     self.stop()
                     raise ControlPlaneError(
                         f"{name} exited with {process.returncode}: "
-                        f"{self._tail(self.workdir / f'{name}.log')}"
+                        f"{tail_file(self.workdir / f'{name}.log', 15)}"
                     )
             try:
                 with urllib.request.urlopen(f"{self.url}/readyz", context=context, timeout=5) as r:
@@ -289,13 +297,6 @@ class ControlPlane:
             time.sleep(0.25)
         self.stop()
         raise ControlPlaneError(f"kube-apiserver not ready after {timeout:.0f} s: {last_error}")
-
-    @staticmethod
-    def _tail(path: Path, lines: int = 15) -> str:
-        try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
     def stop(self) -> None:
         """Stop every process this control plane started, newest first."""

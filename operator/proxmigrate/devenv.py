@@ -19,8 +19,14 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from proxmigrate.api.constants import GROUP, PROXMOXCLUSTERS, VERSION
-from proxmigrate.controlplane import REPO_ROOT, free_port
+from proxmigrate.api.constants import (
+    API_VERSION,
+    GROUP,
+    PROXMOX_CLUSTER,
+    PROXMOXCLUSTERS,
+    VERSION,
+)
+from proxmigrate.controlplane import REPO_ROOT, free_port, tail_file
 
 
 class OperatorProcess:
@@ -119,10 +125,7 @@ class OperatorProcess:
         self.process = None
 
     def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return tail_file(self.log_path, lines)
 
     def __enter__(self) -> OperatorProcess:
         return self.start()
@@ -162,8 +165,8 @@ def create_cluster_for_pvesim(
         if error.status != 409:
             raise
     body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ProxmoxCluster",
+        "apiVersion": API_VERSION,
+        "kind": PROXMOX_CLUSTER.kind,
         "metadata": {"name": name},
         "spec": {
             "endpoints": [f"{sim.host}:{sim.port}"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -38,15 +39,19 @@ class Kube:
         secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
         return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
 
-    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _unless_missing(self, call: Callable[..., Any], *args: Any) -> Any:
+        """`call(GROUP, VERSION, *args)` off the event loop; None when the object is gone (404)."""
         try:
-            return await asyncio.to_thread(
-                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
-            )
+            return await asyncio.to_thread(call, GROUP, VERSION, *args)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._unless_missing(
+            self._custom.get_namespaced_custom_object, namespace, plural, name
+        )
 
     async def list(
         self, plural: str, namespace: str, label_selector: str | None = None
@@ -68,58 +73,30 @@ class Kube:
 
     async def delete(self, plural: str, namespace: str, name: str) -> bool:
         """Delete an object; False when it was already gone."""
-        try:
-            await asyncio.to_thread(
-                self._custom.delete_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
+        answer = await self._unless_missing(
+            self._custom.delete_namespaced_custom_object, namespace, plural, name
+        )
+        return answer is not None
 
     async def patch(
         self, plural: str, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Merge-patch an object's metadata or spec; None when it no longer exists."""
-        try:
-            return await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                body,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await self._unless_missing(
+            self._custom.patch_namespaced_custom_object, namespace, plural, name, body
+        )
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Merge-patch `status` through the status subresource; None when the object is gone."""
-        try:
-            return await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                {"status": status},
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await self._unless_missing(
+            self._custom.patch_namespaced_custom_object_status,
+            namespace,
+            plural,
+            name,
+            {"status": status},
+        )
 
 
 _shared: Kube | None = None

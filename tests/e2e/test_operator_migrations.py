@@ -76,10 +76,6 @@ def sim_args(config: Path) -> list[str]:
     return ["--config", str(config), "--seed", "7", "--time-scale", str(TIME_SCALE)]
 
 
-def wait_ready(api: client.ApiClient, namespace: str, operator: OperatorProcess) -> dict[str, Any]:
-    return wait_cluster_decided(api, namespace, operator)
-
-
 def wait_all_terminal(
     api: client.ApiClient, namespace: str, count: int, timeout: float, operator: OperatorProcess
 ) -> list[dict[str, Any]]:
@@ -107,7 +103,7 @@ def test_single_migration_succeeds(
     api = control_plane.api_client()
     with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=2, used_gib=1))) as sim:
         create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy())
-        ready = wait_ready(api, namespace, operator)
+        ready = wait_cluster_decided(api, namespace, operator)
         assert (ready["status"], ready["reason"]) == ("True", "Connected"), ready
         cluster = get(api, namespace, "proxmoxclusters", "lab")["status"]
         assert (cluster["nodesOnline"], cluster["vmCount"]) == ("3/3", 2)
@@ -133,7 +129,7 @@ def test_forty_migrations_to_one_target_paced_without_ssh_drops(
     policy = scaled_policy(maxParallel=32, minStreamRateMiBps=0)
     with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=40, used_gib=4))) as sim:
         create_cluster_for_pvesim(api, namespace, "lab", sim, policy)
-        wait_ready(api, namespace, operator)
+        wait_cluster_decided(api, namespace, operator)
         for index in range(40):
             create(api, namespace, "vmmigrations", vmmigration(f"m{index}", 100 + index, "pve2"))
         ended = wait_all_terminal(api, namespace, 40, 180, operator)
@@ -172,7 +168,7 @@ def test_sigkill_restart_resumes_without_duplicates(
         first = OperatorProcess(control_plane.kubeconfig, log, namespace=namespace).start()
         try:
             create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy(maxParallel=6))
-            wait_ready(api, namespace, first)
+            wait_cluster_decided(api, namespace, first)
             for index in range(12):
                 create(
                     api, namespace, "vmmigrations", vmmigration(f"m{index}", 100 + index, "pve2")
@@ -277,7 +273,7 @@ def test_datacenter_insecure_migration_is_refused_with_token(
     config = cluster_file(tmp_path, vms=1, used_gib=1, migration="type=insecure")
     with PvesimProcess(*sim_args(config)) as sim:
         create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy())
-        ready = wait_ready(api, namespace, operator)
+        ready = wait_cluster_decided(api, namespace, operator)
         assert (ready["status"], ready["reason"]) == ("False", "ClusterMigrationInsecure")
         create(api, namespace, "vmmigrations", vmmigration("held", 100, "pve2"))
         time.sleep(3)
@@ -290,7 +286,7 @@ def test_migration_of_unknown_vm_or_node_fails_clearly(
     api = control_plane.api_client()
     with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=1, used_gib=1))) as sim:
         create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy())
-        wait_ready(api, namespace, operator)
+        wait_cluster_decided(api, namespace, operator)
         create(api, namespace, "vmmigrations", vmmigration("novm", 4242, "pve2"))
         create(api, namespace, "vmmigrations", vmmigration("nonode", 100, "pve9"))
         ended = {
@@ -311,7 +307,7 @@ def test_ha_managed_vm_moves_through_the_ha_manager(
     api = control_plane.api_client()
     with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=1, used_gib=1, ha=True))) as sim:
         create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy())
-        wait_ready(api, namespace, operator)
+        wait_cluster_decided(api, namespace, operator)
         create(api, namespace, "vmmigrations", vmmigration("ha", 100, "pve2"))
         (done,) = wait_all_terminal(api, namespace, 1, 90, operator)
         assert done["status"]["phase"] == "Succeeded", done["status"]
@@ -327,7 +323,7 @@ def test_deleting_a_running_migration_stops_its_task(
     custom = client.CustomObjectsApi(api)
     with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=1, used_gib=200))) as sim:
         create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy())
-        wait_ready(api, namespace, operator)
+        wait_cluster_decided(api, namespace, operator)
         create(api, namespace, "vmmigrations", vmmigration("long", 100, "pve2"))
         wait_for(
             lambda: get(api, namespace, "vmmigrations", "long").get("status", {}).get("upid"),
@@ -367,7 +363,7 @@ def test_root_ticket_auth_sends_secure_explicitly_even_when_the_datacenter_says_
         body = _cluster("lab", [f"{sim.host}:{sim.port}"], "root", **scaled_policy())
         body["spec"]["tls"] = {"caBundle": Path(sim.ca_cert).read_text()}
         create(api, namespace, "proxmoxclusters", body)
-        ready = wait_ready(api, namespace, operator)
+        ready = wait_cluster_decided(api, namespace, operator)
         assert (ready["status"], ready["reason"]) == ("True", "Connected"), ready
         assert get(api, namespace, "proxmoxclusters", "lab")["status"]["authMethod"] == "ticket"
         create(api, namespace, "vmmigrations", vmmigration("move", 100, "pve2"))

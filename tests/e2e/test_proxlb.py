@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
-from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
 from pvesim.contenders.proxlb_runner import ProxlbResult, run_proxlb
 from pvesim.testing import PvesimProcess
+from tests.e2e.test_pvesim_server import token_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -103,14 +103,7 @@ def test_parallel_jobs_bound_the_inflight_migrations(
 def test_pvesim_answers_what_proxlb_reads_as_pve_does(
     sim: PvesimProcess, drained: tuple[ProxlbResult, dict[str, Any]]
 ) -> None:
-    api = ProxmoxAPI(
-        sim.host,
-        port=sim.port,
-        user=sim.token_user,
-        token_name=sim.token_name,
-        token_value=sim.token_secret,
-        verify_ssl=sim.ca_cert,
-    )
+    api = token_api(sim)
     perms = api.access.permissions.get()
     assert {"/", "/vms", "/storage", "/nodes"} <= set(perms)
     assert perms["/"]["VM.Migrate"] == 1 and perms["/"]["Sys.Audit"] == 1

@@ -22,7 +22,8 @@ def sim() -> Iterator[PvesimProcess]:
         yield s
 
 
-def _token_api(sim: PvesimProcess) -> ProxmoxAPI:
+def token_api(sim: PvesimProcess) -> ProxmoxAPI:
+    """proxmoxer on `sim` with its API token (shared with the ProxLB tests)."""
     return ProxmoxAPI(
         sim.host,
         port=sim.port,
@@ -61,7 +62,7 @@ def _wait(api: ProxmoxAPI, node: str, upid: str, timeout: float = 30.0) -> dict[
 
 
 def test_auth_both_ways_and_inventory(sim: PvesimProcess) -> None:
-    for api in (_token_api(sim), _ticket_api(sim)):
+    for api in (token_api(sim), _ticket_api(sim)):
         assert api.version.get()["release"] == "8.4"
         nodes = api.nodes.get()
         assert sorted(n["node"] for n in nodes) == ["pve1", "pve2", "pve3"]
@@ -82,7 +83,7 @@ def test_auth_both_ways_and_inventory(sim: PvesimProcess) -> None:
 
 
 def test_live_migration_ends_task_ok_with_pve_log_order(sim: PvesimProcess) -> None:
-    api = _token_api(sim)
+    api = token_api(sim)
     vmid = _movable_vm(api, "pve1")
     upid = api.nodes("pve1").qemu(vmid).migrate.post(target="pve2", online=1)
     assert upid.startswith("UPID:pve1:") and ":qmigrate:" in upid
@@ -114,7 +115,7 @@ def test_live_migration_ends_task_ok_with_pve_log_order(sim: PvesimProcess) -> N
 
 
 def test_parameter_errors_and_root_only_rule(sim: PvesimProcess) -> None:
-    api = _token_api(sim)
+    api = token_api(sim)
     vmid = _movable_vm(api, "pve3")
     with pytest.raises(ResourceException) as unknown:
         api.nodes("pve3").qemu(vmid).migrate.post(target="pve1", online=1, bogus=1)
@@ -135,7 +136,7 @@ def test_parameter_errors_and_root_only_rule(sim: PvesimProcess) -> None:
 
 
 def test_faults_node_offline_and_drift(sim: PvesimProcess) -> None:
-    api = _token_api(sim)
+    api = token_api(sim)
     sim.fault(node_offline="pve3")
     with pytest.raises(ResourceException) as offline:
         api.nodes("pve3").qemu.get()

@@ -325,7 +325,7 @@ class TestVMPlacementSpec:
             api.VMPlacementSpec.from_spec({"clusterRef": {"name": "lab"}, **spec})
 
     def test_flap_guard_counts_only_the_window(self) -> None:
-        guard = api.FlapGuardSpec(max_migrations=2, window_seconds=100)
+        guard = api.FlapGuardSpec(max_migrations=2, window_seconds=100).guard()
         assert guard.allows([], now=1000)
         assert guard.allows([850, 950], now=1000)  # 850 is outside the window
         assert not guard.allows([920, 950], now=1000)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 GROUP = "proxmigrate.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
-CATEGORY = "proxmigrate"
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ class MigrationPhase(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in _FINAL_MIGRATION_PHASES
+        return self in FINAL_MIGRATION_PHASES
 
 
-_FINAL_MIGRATION_PHASES = frozenset(
+FINAL_MIGRATION_PHASES = frozenset(
     {MigrationPhase.SUCCEEDED, MigrationPhase.FAILED, MigrationPhase.CANCELLED}
 )
 

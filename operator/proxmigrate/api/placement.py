@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from proxmigrate.api.enums import PlacementPolicy
 from proxmigrate.api.fields import SpecError, SpecReader
 from proxmigrate.api.refs import cluster_name
+from proxmigrate.planning.flap import FlapGuard
 from proxmigrate.planning.selection import VMSelector
 
 
@@ -24,11 +25,8 @@ class FlapGuardSpec:
             window_seconds=reader.get("windowSeconds", int, 3600),
         )
 
-    def allows(self, migration_times: Iterable[float], now: float) -> bool:
-        """Whether one more migration of a guest fits the window, given its earlier ones
-        (epoch seconds, e.g. from status.recentMigrations)."""
-        recent = [moment for moment in migration_times if now - moment < self.window_seconds]
-        return len(recent) < self.max_migrations
+    def guard(self) -> FlapGuard:
+        return FlapGuard(self.max_migrations, self.window_seconds)
 
 
 @dataclass(frozen=True)

@@ -64,19 +64,15 @@ def migration_manifest(
     source: str | None,
     online: bool,
     with_local_disks: bool,
+    name: str,
     priority: int = 0,
-    name: str | None = None,
-    generate_name: str | None = None,
 ) -> dict[str, Any]:
     """A VMMigration owned by `owner` and labelled `label_key=<owner name>`."""
     metadata: dict[str, Any] = {
+        "name": name,
         "labels": {label_key: label_value(owner["metadata"]["name"])},
         "ownerReferences": [owner_reference(owner)],
     }
-    if name is not None:
-        metadata["name"] = name
-    else:
-        metadata["generateName"] = generate_name
     spec: dict[str, Any] = {
         "clusterRef": {"name": cluster},
         "vmid": vmid,

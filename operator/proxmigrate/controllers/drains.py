@@ -9,6 +9,7 @@ migrations, lets running ones finish (detached from the drain) and lifts the cor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -74,12 +75,10 @@ def owning_drain(
 
 
 def drain_request(
-    spec: NodeDrainSpec,
-    context: ClusterContext,
-    drains: Sequence[Mapping[str, Any]],
-    placements: Sequence[Mapping[str, Any]],
+    spec: NodeDrainSpec, context: ClusterContext, drains: Sequence[Mapping[str, Any]]
 ) -> DrainRequest:
-    """The planner's request: cordons of every NodeDrain, pins of every VMPlacement."""
+    """The planner's request with the cordons of every NodeDrain; pins come with
+    `DrainReconciler._pinned`, read only when something is to be planned."""
     placement = context.spec.placement
     return DrainRequest(
         node=spec.node_name,
@@ -91,7 +90,6 @@ def drain_request(
         local_disks=spec.local_disks.value,
         reserve=spec.memory_reserve(placement),
         anti_affinity_prefix=placement.anti_affinity_tag_prefix,
-        pins=placement_pins(placements, context.inventory, spec.cluster_name),
     )
 
 
@@ -127,13 +125,12 @@ class DrainReconciler(Reconciler):
         except ClusterNotReady as error:
             await self._wait(DrainPhase.PENDING, error.reason, str(error), now, degraded=False)
             return
-        placements = await self.kube.list(VMPLACEMENTS, self.namespace)
-        request = drain_request(spec, context, drains, placements)
+        request = drain_request(spec, context, drains)
         if self.status.get("startTime"):
             await self._execute(spec, context, request, now)
             return
         try:
-            plan = plan_drain(context.inventory, request)
+            plan = plan_drain(context.inventory, await self._pinned(request, context))
         except PlanError as error:
             await self._wait(DrainPhase.BLOCKED, "InvalidNode", str(error), now, degraded=True)
             return
@@ -190,7 +187,7 @@ class DrainReconciler(Reconciler):
         entries = progress.without_moves_onto(
             entries, request.cordoned, {child_vmid(child) for child in withdrawn}
         )
-        entries += self._arrivals(entries, context, request)
+        entries += await self._arrivals(entries, context, request)
         entries = await self._create_due(spec, context, entries)
         await self._write(
             progress.progress_status(entries, self.status, self.generation, now), context, spec
@@ -198,7 +195,13 @@ class DrainReconciler(Reconciler):
         for child in withdrawn:
             await self.kube.delete(VMMIGRATIONS, self.namespace, child["metadata"]["name"])
 
-    def _arrivals(
+    async def _pinned(self, request: DrainRequest, context: ClusterContext) -> DrainRequest:
+        """`request` with the nodes every VMPlacement allows its guests."""
+        placements = await self.kube.list(VMPLACEMENTS, self.namespace)
+        pins = placement_pins(placements, context.inventory, context.runtime.name)
+        return dataclasses.replace(request, pins=pins)
+
+    async def _arrivals(
         self,
         entries: Sequence[Mapping[str, Any]],
         context: ClusterContext,
@@ -215,7 +218,8 @@ class DrainReconciler(Reconciler):
         }
         projected = with_pending_moves(context.inventory, under_way)
         try:
-            return progress.new_arrivals(entries, plan_drain(projected, request))
+            plan = plan_drain(projected, await self._pinned(request, context))
+            return progress.new_arrivals(entries, plan)
         except PlanError:
             return []
 

@@ -7,12 +7,12 @@ from typing import Any
 import kopf
 
 from proxmigrate.api.constants import GROUP, VERSION, VMMIGRATIONS
+from proxmigrate.api.enums import FINAL_MIGRATION_PHASES, MigrationPhase
 from proxmigrate.api.migration import VMMigrationSpec
 from proxmigrate.controllers.registry import runtime_for
 from proxmigrate.pve.errors import PveError
 from proxmigrate.runtime.cluster import MigrationRequest
 
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 WAIT_FOR_CLUSTER_SECONDS = 3.0
 
 
@@ -38,13 +38,13 @@ def request_from(body: Any) -> tuple[str, MigrationRequest]:
 @kopf.on.create(GROUP, VERSION, VMMIGRATIONS)
 async def accept_migration(body: Any, status: Any, patch: kopf.Patch, **_: Any) -> None:
     """Queue a new VMMigration, or resume one that was running before a restart."""
-    if status.get("phase") in TERMINAL_PHASES:
+    if status.get("phase") in FINAL_MIGRATION_PHASES:
         return
     cluster, request = request_from(body)
     runtime = runtime_for(request.namespace, cluster)
     if runtime is None:
         if status.get("phase") is None:
-            patch.status["phase"] = "Pending"
+            patch.status["phase"] = MigrationPhase.PENDING.value
             patch.status["message"] = f"waiting for ProxmoxCluster {cluster} to connect"
         raise kopf.TemporaryError(
             f"ProxmoxCluster {cluster} is not connected yet", delay=WAIT_FOR_CLUSTER_SECONDS
@@ -58,7 +58,7 @@ async def accept_migration(body: Any, status: Any, patch: kopf.Patch, **_: Any) 
 @kopf.on.delete(GROUP, VERSION, VMMIGRATIONS)
 async def cancel_migration(body: Any, status: Any, logger: Any, **_: Any) -> None:
     """Deleting a queued VMMigration drops it; deleting a running one stops its PVE task."""
-    if status.get("phase") in TERMINAL_PHASES:
+    if status.get("phase") in FINAL_MIGRATION_PHASES:
         return
     cluster, request = request_from(body)
     runtime = runtime_for(request.namespace, cluster)

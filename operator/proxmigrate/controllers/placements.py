@@ -40,7 +40,6 @@ from proxmigrate.controllers.context import (
 )
 from proxmigrate.controllers.reconcile import Reconciler, reconcile_forever
 from proxmigrate.planning import (
-    FlapGuard,
     PlacementAction,
     PlacementDecision,
     PlacementRequest,
@@ -148,7 +147,7 @@ class PlacementReconciler(Reconciler):
         }
         if spec.policy is not PlacementPolicy.ENFORCE:
             return sync.SyncOutcome(in_flight=in_flight)
-        guard = FlapGuard(spec.flap_guard.max_migrations, spec.flap_guard.window_seconds)
+        guard = spec.flap_guard.guard()
         recent = sync.recent_migrations(self.status, spec.flap_guard.window_seconds, now)
         created: list[dict[str, Any]] = []
         flapped: list[int] = []

@@ -17,7 +17,7 @@ from proxmigrate.api.conditions import ConditionType, set_condition
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase, MigrationPhase
 from proxmigrate.api.migration import migration_phase
 from proxmigrate.api.timestamps import format_duration, parse_rfc3339, to_rfc3339
-from proxmigrate.planning import DrainPlan, estimate_remaining_seconds
+from proxmigrate.planning import DrainPlan, PlannedMove, estimate_remaining_seconds
 
 Entry = dict[str, Any]
 
@@ -47,21 +47,23 @@ def entry_phase(entry: Mapping[str, Any]) -> DrainVMPhase:
     return DrainVMPhase(entry["phase"])
 
 
+def _move_document(move: PlannedMove) -> Entry:
+    """One planned move as status shows it (order from 1)."""
+    return {
+        "vmid": move.vmid,
+        "name": move.name,
+        "memoryBytes": move.memory_bytes,
+        "from": move.source,
+        "to": move.target,
+        "order": move.order + 1,
+    }
+
+
 def plan_document(plan: DrainPlan, now: datetime.datetime) -> dict[str, Any]:
     """`status.plan`: moves in order (1 first), unplaceable guests with reasons."""
     return {
         "generatedTime": to_rfc3339(now),
-        "entries": [
-            {
-                "vmid": move.vmid,
-                "name": move.name,
-                "memoryBytes": move.memory_bytes,
-                "from": move.source,
-                "to": move.target,
-                "order": move.order + 1,
-            }
-            for move in plan.moves
-        ],
+        "entries": [_move_document(move) for move in plan.moves],
         "unplaceable": [
             {"vmid": vm.vmid, "name": vm.name, "memoryBytes": vm.memory_bytes, "reason": vm.reason}
             for vm in plan.unplaceable
@@ -74,16 +76,7 @@ def plan_entries(plan: DrainPlan) -> list[Entry]:
     """`status.vms` for a plan: moves Pending in order, then skipped and unplaceable guests
     (Skipped with their reason; a drain only starts with unplaceable ones under allowPartial)."""
     entries: list[Entry] = [
-        {
-            "vmid": move.vmid,
-            "name": move.name,
-            "memoryBytes": move.memory_bytes,
-            "from": move.source,
-            "to": move.target,
-            "order": move.order + 1,
-            "phase": DrainVMPhase.PENDING.value,
-        }
-        for move in plan.moves
+        {**_move_document(move), "phase": DrainVMPhase.PENDING.value} for move in plan.moves
     ]
     entries += [
         {
@@ -230,13 +223,15 @@ def count(entries: Sequence[Mapping[str, Any]]) -> DrainCounts:
     )
 
 
-def remaining_seconds(entries: Sequence[Mapping[str, Any]], elapsed_seconds: float) -> float | None:
+def remaining_seconds(
+    entries: Sequence[Mapping[str, Any]], counts: DrainCounts, elapsed_seconds: float
+) -> float | None:
     """Time left from the throughput seen so far; None before the first guest has moved.
 
     Memory is the size measure (what the drain records per guest); the observed aggregate
-    rate is shared evenly by the moves running now to estimate one link's rate.
+    rate is shared evenly by the moves running now to estimate one link's rate. `counts` are
+    `count(entries)`.
     """
-    counts = count(entries)
     if counts.memory_migrated <= 0 or elapsed_seconds <= 0:
         return None
     remaining_by_target: dict[str, int] = {}
@@ -281,7 +276,7 @@ def progress_status(
     }
     if phase is DrainPhase.DRAINING:
         elapsed = (now - parse_rfc3339(started)).total_seconds()
-        seconds = remaining_seconds(entries, elapsed)
+        seconds = remaining_seconds(entries, counts, elapsed)
         if seconds is not None:
             status["estimatedSecondsRemaining"] = round(seconds)
             status["eta"] = format_duration(seconds)

@@ -21,13 +21,18 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from proxmigrate.api.cluster import MigrationPolicySpec
 from proxmigrate.api.enums import AuthMethod
 from proxmigrate.engine import EnginePolicy, MigrationEngine
-from proxmigrate.inventory import Inventory, NodeInfo
-from proxmigrate.planning import DrainPlan, DrainRequest, PlannedMove, memory_need, plan_drain
+from proxmigrate.planning import (
+    DrainPlan,
+    DrainRequest,
+    PlannedMove,
+    plan_drain,
+    with_pending_moves,
+)
 from proxmigrate.runtime.cluster import MIN_TICK_SECONDS, ClusterRuntime, MigrationRequest
 from proxmigrate.runtime.drain_progress import migration_priority
 from proxmigrate.simulate.inventory import inventory_from_model
@@ -124,7 +129,9 @@ class LibraryDrain:
                 )
                 plan = plan_drain(inventory, request)
                 plans.append(plan)
-                inventory = _after(inventory, plan)
+                inventory = with_pending_moves(
+                    inventory, {move.vmid: move.target for move in plan.moves}
+                )
         return tuple(plans)
 
     def run(self, progress: Callable[[Progress], None] | None = None) -> DrainResult:
@@ -223,22 +230,3 @@ def _interleaved(plans: Iterable[DrainPlan]) -> list[tuple[str, PlannedMove]]:
     for index in range(max((len(lane) for lane in lanes), default=0)):
         merged.extend(lane[index] for lane in lanes if index < len(lane))
     return merged
-
-
-def _after(inventory: Inventory, plan: DrainPlan) -> Inventory:
-    """The inventory as it will be once `plan` ran: guests on their targets, memory booked."""
-    targets = {move.vmid: move.target for move in plan.moves}
-    vms = tuple(
-        replace(vm, node=targets[vm.vmid]) if vm.vmid in targets else vm for vm in inventory.vms
-    )
-    added: Counter[str] = Counter()
-    for move in plan.moves:
-        vm = inventory.vm(move.vmid)
-        if vm is not None:
-            added[move.target] += memory_need(vm)
-    nodes = tuple(_with_memory(node, added[node.name]) for node in inventory.nodes)
-    return Inventory(nodes=nodes, vms=vms, taken_at=inventory.taken_at)
-
-
-def _with_memory(node: NodeInfo, added: int) -> NodeInfo:
-    return replace(node, used_memory=node.used_memory + added) if added else node

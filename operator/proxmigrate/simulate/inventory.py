@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from proxmigrate.inventory import Inventory
+from proxmigrate.planning import transfer_bytes
 from proxmigrate.pve.resources import parse_inventory
 from pvesim.model import Cluster
 from pvesim.views import cluster_resources
@@ -62,7 +63,7 @@ def config_from_inventory(
     ]
     vms = []
     for vm in inventory.vms:
-        used = (vm.used_memory or vm.max_memory) if vm.running else 0
+        used = transfer_bytes(vm)
         disks = [{"key": "scsi0", "storage": "ceph", "size_gib": 32}]
         disks += [
             {"key": f"scsi{index}", "storage": "local-lvm"}

@@ -8,6 +8,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pvesim.model import Cluster
+
 SPURIOUS_REASONS = ("ssh_drop:", "port_exhausted")
 """Failures caused by load, not by the VM: sshd drops (any step) and insecure port exhaustion."""
 
@@ -40,6 +42,16 @@ class DrainOutcome:
     @property
     def ssh_drop_failures(self) -> int:
         return sum(n for reason, n in self.failures.items() if reason.startswith("ssh_drop:"))
+
+
+def movable_guests(cluster: Cluster, drained: Collection[str]) -> dict[int, int]:
+    """Guests that should leave the `drained` nodes (vmid -> memory in use): all but those
+    with local devices, which PVE refuses to move."""
+    return {
+        vm.vmid: vm.mem
+        for vm in cluster.vms.values()
+        if vm.node in drained and not vm.local_devices
+    }
 
 
 def summarize(

@@ -12,7 +12,7 @@ from proxmigrate.planning import DrainPlan, UnplaceableVM
 from proxmigrate.simulate.bounds import LowerBound, drain_lower_bound
 from proxmigrate.simulate.drain import DrainOptions, LibraryDrain, Progress
 from proxmigrate.simulate.model import cluster_from_config
-from proxmigrate.simulate.outcome import TargetLoad, summarize
+from proxmigrate.simulate.outcome import TargetLoad, movable_guests, summarize
 
 ProgressSink = Callable[[str, Progress], None]  # (label, progress)
 
@@ -97,11 +97,7 @@ def _run(
     progress: ProgressSink | None,
 ) -> tuple[RunSummary, tuple[TargetLoad, ...], tuple[DrainPlan, ...]]:
     cluster = cluster_from_config(config, seed)
-    movable = {
-        vm.vmid: vm.mem
-        for vm in cluster.vms.values()
-        if vm.node in drained and not vm.local_devices
-    }
+    movable = movable_guests(cluster, drained)
     drain = LibraryDrain(cluster, drained, policy, DrainOptions(), seed=seed)
     result = drain.run(None if progress is None else lambda p: progress(label, p))
     outcome = summarize(

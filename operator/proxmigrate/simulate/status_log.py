@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from proxmigrate.api.enums import FINAL_MIGRATION_PHASES
 from proxmigrate.runtime import status as vmstatus
-
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 
 class StatusLog:
@@ -38,4 +37,4 @@ class StatusLog:
         return sum(1 for status in self.statuses.values() if status.get("phase") == phase)
 
     def all_final(self, names: list[str]) -> bool:
-        return all(self.phase(name) in TERMINAL_PHASES for name in names)
+        return all(self.phase(name) in FINAL_MIGRATION_PHASES for name in names)
