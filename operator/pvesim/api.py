@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pvesim import views
-from pvesim.model import ApiError, Cluster
+from pvesim.model import ROOT, ApiError, Cluster
 
 Params = dict[str, str]
 # name -> (type, required); the type is integer | boolean | number | string
@@ -88,21 +88,15 @@ class Router:
         return register
 
     def dispatch(self, cluster: Cluster, method: str, path: str, user: str, raw: Params) -> Any:
-        allowed = False
         for route in self.routes:
             match = route.pattern.match(path)
-            if not match:
-                continue
-            allowed = True
-            if route.method != method:
+            if not match or route.method != method:
                 continue
             node = match.groupdict().get("node")
             if node is not None:
                 _require_node_reachable(cluster, node)
             params = _check_params(route.schema, raw)
             return route.handler(Request(cluster, user, params), **match.groupdict())
-        if allowed:
-            raise ApiError(501, f"Method '{method} /{path}' not implemented")
         raise ApiError(501, f"Method '{method} /{path}' not implemented")
 
 
@@ -353,7 +347,7 @@ def vm_config(req: Request, node: str, vmid: str) -> Any:
 )
 def vm_config_update(req: Request, node: str, vmid: str) -> Any:
     vm = req.cluster.vm_on(node, _vmid(vmid))
-    if "skiplock" in req.params and req.user != "root@pam":
+    if "skiplock" in req.params and req.user != ROOT:
         raise ApiError.param({"skiplock": "Only root may use this option."})
     deleted = {d.strip() for d in str(req.params.get("delete", "")).split(",") if d.strip()}
     if "lock" in deleted:
@@ -453,10 +447,9 @@ def node_tasks(req: Request, node: str) -> Any:
     p = req.params
     source = p.get("source", "archive")
     rows = []
-    for task in sorted(req.cluster.tasks.values(), key=lambda t: (-t.starttime, str(t.upid))):
+    on_node = (t for t in req.cluster.tasks.values() if t.upid.node == node)
+    for task in sorted(on_node, key=lambda t: (-t.starttime, str(t.upid))):
         u = task.upid
-        if u.node != node:
-            continue
         if (source == "active" and not task.running) or (source == "archive" and task.running):
             continue
         if "typefilter" in p and u.type != p["typefilter"]:

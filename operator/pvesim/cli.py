@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from pvesim.auth import TOKEN_ID
 from pvesim.certs import write_self_signed
 from pvesim.model import Cluster, ModelParams, from_config, generate
 from pvesim.server import Listener, Simulator
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(cluster, args.time_scale, args.seed)
     for index in range(args.endpoints):
         port = args.port + index if args.port else 0
-        listener = Listener(sim, index, args.host, port, certs)
+        listener = Listener(sim, args.host, port, certs)
         listener.up()
         sim.listeners.append(listener)
     sim.start()
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "url": sim.listeners[0].url,
         "urls": [ep.url for ep in sim.listeners],
-        "token_id": "root@pam!pvesim",
+        "token_id": TOKEN_ID,
         "token_secret": sim.credentials.token_secret,
         "password": sim.credentials.password,
         "ca_cert": str(certs.ca_cert),

@@ -15,7 +15,7 @@ from pvesim.api import TotalList, router
 from pvesim.auth import TOKEN_ID, Credentials
 from pvesim.certs import CertFiles
 from pvesim.clock import ScaledClock
-from pvesim.model import ApiError, Cluster
+from pvesim.model import ROOT, ApiError, Cluster
 from pvesim.simapi import sim_route
 
 TICK = 0.05  # real seconds between background advances
@@ -70,8 +70,8 @@ class Simulator:
 class Listener:
     """One API endpoint (a PVE node's pveproxy); can be taken down and brought back."""
 
-    def __init__(self, sim: Simulator, index: int, host: str, port: int, certs: CertFiles) -> None:
-        self.sim, self.index, self.host, self.port, self.certs = sim, index, host, port, certs
+    def __init__(self, sim: Simulator, host: str, port: int, certs: CertFiles) -> None:
+        self.sim, self.host, self.port, self.certs = sim, host, port, certs
         self.httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -169,8 +169,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             time.sleep(faults.latency)
         with sim.lock:
             sim.sync()
-            sim.cluster.api_requests[f"{method} /{_pattern(api_path)}"] += 1
-            headers: dict[str, str] = {}
+            sim.cluster.api_requests[f"{method} /{route_pattern(api_path)}"] += 1
             try:
                 if faults.error_rate and sim.fault_rng.random() < faults.error_rate:
                     raise ApiError(faults.error_status, "simulated server error")
@@ -188,7 +187,7 @@ class ApiHandler(BaseHTTPRequestHandler):
                 body = {"data": None, "message": exc.message + "\n"}
                 if exc.errors:
                     body["errors"] = exc.errors
-        self._send(status, body, reason, headers)
+        self._send(status, body, reason)
 
     def _login(self, params: dict[str, str]) -> dict[str, Any]:
         sim = self.sim
@@ -198,7 +197,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             user = f"{user}@{params['realm']}"
         password = params.get("password", "")
         now = sim.cluster.now
-        valid = user == "root@pam" and password == creds.password
+        valid = user == ROOT and password == creds.password
         if not valid and password.startswith("PVE:"):
             try:
                 valid = (
@@ -233,17 +232,13 @@ class ApiHandler(BaseHTTPRequestHandler):
             creds.check_csrf(self.headers.get("CSRFPreventionToken"), user)
         return user
 
-    def _send(
-        self, status: int, body: Any, reason: str, headers: dict[str, str] | None = None
-    ) -> None:
+    def _send(self, status: int, body: Any, reason: str) -> None:
         payload = json.dumps(body).encode()
         reason = reason.replace("\n", " ").strip().encode("latin-1", "replace").decode("latin-1")
         self.send_response(status, reason)
         self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "max-age=0")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -262,7 +257,7 @@ def _cookie(header: str, name: str) -> str | None:
     return None
 
 
-def _pattern(api_path: str) -> str:
+def route_pattern(api_path: str) -> str:
     """Group request counts by route: ids and UPIDs become placeholders."""
     parts = api_path.split("/")
     out = []

@@ -26,21 +26,19 @@ def resident_memory(vm: VM) -> int:
     return vm.mem if vm.running else 0
 
 
-def node_used_memory(cluster: Cluster, node: Node) -> int:
-    vms = cluster.vms.values()
-    return HOST_OVERHEAD + sum(resident_memory(v) for v in vms if v.node == node.name)
+def node_totals(node: Node, resident: int, load: float) -> tuple[int, float]:
+    """Memory used and CPU share of a node from its guests' resident memory and CPU load."""
+    return HOST_OVERHEAD + resident, round(min(1.0, load / node.cpus), 4)
 
 
-def node_cpu(cluster: Cluster, node: Node) -> float:
-    used = sum(
-        v.cpu_load * v.cpus for v in cluster.vms.values() if v.node == node.name and v.running
-    )
-    return round(min(1.0, used / node.cpus), 4)
+def node_usage(cluster: Cluster, node: Node) -> tuple[int, float]:
+    """`node_totals` of one node, summed over its guests."""
+    guests = [v for v in cluster.vms.values() if v.node == node.name]
+    resident = sum(resident_memory(v) for v in guests)
+    return node_totals(node, resident, sum(v.cpu_load * v.cpus for v in guests if v.running))
 
 
-def node_entry(
-    cluster: Cluster, node: Node, used: int | None = None, cpu: float | None = None
-) -> dict[str, Any]:
+def node_entry(cluster: Cluster, node: Node, used: int, cpu: float) -> dict[str, Any]:
     """One row of `/nodes` and `/cluster/resources` (type node)."""
     entry: dict[str, Any] = {
         "id": f"node/{node.name}",
@@ -52,9 +50,9 @@ def node_entry(
     if node.online:
         entry |= {
             "maxmem": node.maxmem,
-            "mem": used if used is not None else node_used_memory(cluster, node),
+            "mem": used,
             "maxcpu": node.cpus,
-            "cpu": cpu if cpu is not None else node_cpu(cluster, node),
+            "cpu": cpu,
             "uptime": uptime(cluster),
             "maxdisk": 100 * GiB,
             "disk": 12 * GiB,
@@ -109,8 +107,8 @@ def cluster_resources(cluster: Cluster, kind: str | None) -> list[dict[str, Any]
             load[vm.node] = load.get(vm.node, 0.0) + vm.cpu_load * vm.cpus
     if kind in (None, "node"):
         for node in cluster.nodes.values():
-            cpu = round(min(1.0, load.get(node.name, 0.0) / node.cpus), 4)
-            rows.append(node_entry(cluster, node, HOST_OVERHEAD + mem.get(node.name, 0), cpu))
+            used, cpu = node_totals(node, mem.get(node.name, 0), load.get(node.name, 0.0))
+            rows.append(node_entry(cluster, node, used, cpu))
     if kind in (None, "vm"):
         rows.extend(vm_entry(cluster, vm, resources=True) for vm in cluster.vms.values())
     if kind in (None, "storage"):
@@ -156,13 +154,13 @@ def pools(cluster: Cluster) -> list[str]:
 
 
 def node_status(cluster: Cluster, node: Node) -> dict[str, Any]:
-    used = node_used_memory(cluster, node)
+    used, cpu = node_usage(cluster, node)
     full, _, _ = PVE_VERSIONS[cluster.params.pve_version]
     return {
         "memory": {"total": node.maxmem, "used": used, "free": node.maxmem - used},
         "swap": {"total": 8 * GiB, "used": 0, "free": 8 * GiB},
         "rootfs": {"total": 100 * GiB, "used": 12 * GiB, "free": 88 * GiB, "avail": 88 * GiB},
-        "cpu": node_cpu(cluster, node),
+        "cpu": cpu,
         "wait": 0.0,
         "cpuinfo": {
             "cpus": node.cpus,
@@ -247,13 +245,14 @@ def rrd_rows(cluster: Cluster, timeframe: str, sample: dict[str, float]) -> list
 
 def node_rrd_sample(cluster: Cluster, node: Node) -> dict[str, float]:
     """The fields of PVE's `pve2-node` RRD."""
+    used, cpu = node_usage(cluster, node)
     return {
-        "cpu": node_cpu(cluster, node),
+        "cpu": cpu,
         "maxcpu": node.cpus,
         "iowait": 0.0,
         "loadavg": 1.0,
         "memtotal": node.maxmem,
-        "memused": node_used_memory(cluster, node),
+        "memused": used,
         "swaptotal": 8 * GiB,
         "swapused": 0,
         "roottotal": 100 * GiB,

@@ -22,7 +22,7 @@ from proxmigrate.pve.errors import PveApiError
 from proxmigrate.pve.transport import PveTransport, TokenAuth
 from pvesim.api import router
 from pvesim.model import ApiError, Cluster
-from pvesim.server import _pattern as route_of
+from pvesim.server import route_pattern
 
 TOKEN_ID = "root@pam!proxmigrate"  # an API token, as the operator uses: never root@pam itself
 _ENDPOINT = "pvesim.invalid"  # never connected to: requests go to the model
@@ -48,7 +48,7 @@ class ModelTransport(PveTransport):
         idempotent: bool | None = None,
     ) -> Any:
         path = path.strip("/")
-        self.requests[f"{method} /{route_of(path)}"] += 1
+        self.requests[f"{method} /{route_pattern(path)}"] += 1
         began = time.process_time()
         try:
             data = router.dispatch(self.model, method, path, TOKEN_ID, _as_form(params))

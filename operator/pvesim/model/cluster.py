@@ -90,10 +90,10 @@ class Cluster:
         self._queue.push(self.now + max(0.0, delay), callback, *args)
 
     # -- processes --------------------------------------------------------------------------
-    def spawn(self, worker: Worker) -> Process:
-        process = Process(worker, self._dispatch)
-        process.start()
-        return process
+    def spawn(self, task: Task, worker: Worker) -> None:
+        """Run `worker` as `task`'s process (set before it starts), up to its first wait."""
+        task.process = Process(worker, self._dispatch)
+        task.process.start()
 
     def _dispatch(self, process: Process, command: Command, token: int) -> None:
         if isinstance(command, Sleep):
@@ -230,7 +230,6 @@ class Cluster:
         migration_network: str | None = None,
         bwlimit: int | None = None,
         with_local_disks: bool = False,
-        by_ha: bool = False,
     ) -> str:
         """`POST /nodes/{node}/qemu/{vmid}/migrate`; returns the UPID or raises ApiError."""
         root_only = {
@@ -253,38 +252,58 @@ class Cluster:
         self.node(target)
         if vm.running and not online:
             raise ApiError(500, "can't migrate running VM without --online")
-        if vm.ha_managed and not by_ha:
+        if vm.ha_managed:
             return self.ha.request_via_task(vm, target, user)
         if vm.lock and not force:
             raise ApiError(500, f"VM is locked ({vm.lock})")
-        secure = (migration_type or self.datacenter.migration_type) == "secure"
-        limits = [x for x in (bwlimit, self.datacenter.bwlimit_migration_kib) if x]
-        request = MigrationRequest(
-            vmid=vmid,
-            source=node,
+        request = self.migration_request(
+            vm,
+            target,
+            migration_type=migration_type,
+            migration_network=migration_network,
+            bwlimit=bwlimit,
+            with_local_disks=with_local_disks,
+        )
+        return str(self.start_migration(request, user).upid)
+
+    def migration_request(
+        self,
+        vm: VM,
+        target: str,
+        *,
+        migration_type: str | None = None,
+        migration_network: str | None = None,
+        bwlimit: int | None = None,
+        with_local_disks: bool = False,
+        by_ha: bool = False,
+    ) -> MigrationRequest:
+        """Moving `vm` to `target`; options not given fall back to datacenter.cfg (§5)."""
+        dc = self.datacenter
+        limits = [x for x in (bwlimit, dc.bwlimit_migration_kib) if x]
+        return MigrationRequest(
+            vmid=vm.vmid,
+            source=vm.node,
             target=target,
             online=vm.running,
-            secure=secure,
-            network=migration_network or self.datacenter.migration_network,
+            secure=(migration_type or dc.migration_type) == "secure",
+            network=migration_network or dc.migration_network,
             bwlimit_kib=min(limits) if limits else None,
             with_local_disks=with_local_disks,
             by_ha=by_ha,
         )
-        return str(self.start_migration(request, ROOT if by_ha else user).upid)
 
     def start_migration(self, request: MigrationRequest, user: str) -> Task:
         vm = self.vms[request.vmid]
         task = self.new_task(request.source, "qmigrate", str(vm.vmid), user)
         if vm.migrating:
-            task.process = self.spawn(self._lock_timeout(task, vm.vmid))
+            self.spawn(task, self._lock_timeout(task, vm.vmid))
             return task
         vm.migrating = True
         run = MigrationRun(self, task, vm, request)
         self.migrations.setdefault(vm.vmid, []).append(run.record)
         self._running_migrations.add(run)
         self.peak_inflight = max(self.peak_inflight, len(self._running_migrations))
-        task.process = Process(run.run(), self._dispatch)
-        task.process.start()
+        self.spawn(task, run.run())
         return task
 
     def _lock_timeout(self, task: Task, vmid: int) -> Worker:
@@ -353,7 +372,7 @@ class Cluster:
             )
         task = self.new_task(node, "migrateall", "", user)
         worker = migrateall_worker(self, task, node, target, workers, vms, with_local_disks, user)
-        task.process = self.spawn(worker)
+        self.spawn(task, worker)
         return str(task.upid)
 
     # -- faults -----------------------------------------------------------------------------

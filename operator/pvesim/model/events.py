@@ -26,6 +26,3 @@ class EventQueue:
     def pop(self) -> tuple[float, Callback, tuple[Any, ...]]:
         at, _, callback, args = heapq.heappop(self._heap)
         return at, callback, args
-
-    def __len__(self) -> int:
-        return len(self._heap)

@@ -6,8 +6,8 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from pvesim.model.cluster import ROOT
 from pvesim.model.errors import ApiError
-from pvesim.model.migration import MigrationRequest
 from pvesim.model.process import Sleep, Worker
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class HaManager:
 
     def request_via_task(self, vm: VM, target: str, user: str) -> str:
         task = self.cluster.new_task(vm.node, "hamigrate", str(vm.vmid), user)
-        task.process = self.cluster.spawn(self._hamigrate(task, vm, target))
+        self.cluster.spawn(task, self._hamigrate(task, vm, target))
         return str(task.upid)
 
     def _hamigrate(self, task: Task, vm: VM, target: str) -> Worker:
@@ -95,13 +95,9 @@ class HaManager:
         while queue and self.lrm_running[node] < limit:
             vmid, target = queue.popleft()
             vm = self.cluster.vms[vmid]
-            request = MigrationRequest(vmid, vm.node, target, online=vm.running, by_ha=True)
-            dc = self.cluster.datacenter
-            request.secure = dc.migration_type == "secure"
-            request.network = dc.migration_network
-            request.bwlimit_kib = dc.bwlimit_migration_kib
+            request = self.cluster.migration_request(vm, target, by_ha=True)
             self.lrm_running[node] += 1
-            self.cluster.start_migration(request, "root@pam")
+            self.cluster.start_migration(request, ROOT)
         if queue:
             self._schedule_lrm(node)
 
