@@ -12,7 +12,7 @@ priority_aging_seconds=600.0, retry=RetryPolicy(max_attempts=5, backoff_base=5.0
 backoff_max=300.0, jitter=0.2))`; `MaxStartups.parse("10:30:100")`.
 
 `MigrationEngine(policy, rng=None)`:
-- `submit(job, now)`: queue a `Job(key, vmid, source, target, priority=0, size_bytes=0)`;
+- `submit(job, now)`: queue a `Job(key, vmid, source, target, priority=0)`;
   idempotent by key (a queued key takes the new fields, e.g. priority, and keeps its place).
 - `cancel(key) -> bool`: drop a queued job (True if it was queued); running ones are untouched.
 - `adopt_running(job, started_at, attempt=1)`: after an operator restart, a migration found

@@ -105,6 +105,8 @@ class MigrationEngine:
     def poll(self, now: float) -> list[Job]:
         """Jobs to start now, best first; the engine counts them running from `now` on."""
         started: list[Job] = []
+        if len(self._running) >= self._policy.max_parallel:
+            return started
         for queued in self._eligible_in_order(now):
             if len(self._running) >= self._policy.max_parallel:
                 break

@@ -19,7 +19,6 @@ class Job:
     source: str
     target: str
     priority: int = 0  # higher starts first
-    size_bytes: int = 0  # informational (memory to copy); the engine does not schedule by size
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from proxmigrate.inventory import Inventory
 from proxmigrate.pve.client import PveClient
-from proxmigrate.pve.resources import MigrationPrecondition, MigrationSettings
+from proxmigrate.pve.resources import MigrationSettings
 
 _T = TypeVar("_T")
 
@@ -50,9 +50,6 @@ class AsyncPveClient:
     async def inventory(self) -> Inventory:
         return await self._run(self.client.inventory)
 
-    async def ha_resources(self) -> list[dict[str, Any]]:
-        return await self._run(self.client.ha_resources)
-
     async def migrate(
         self,
         node: str,
@@ -78,9 +75,6 @@ class AsyncPveClient:
     async def ha_migrate(self, vmid: int, target: str) -> str | None:
         return await self._run(self.client.ha_migrate, vmid, target)
 
-    async def precondition(self, node: str, vmid: int, target: str) -> MigrationPrecondition:
-        return await self._run(self.client.precondition, node, vmid, target)
-
     async def tasks(
         self,
         node: str,
@@ -93,12 +87,6 @@ class AsyncPveClient:
             self.client.tasks, node, since=since, typefilter=typefilter, vmid=vmid
         )
 
-    async def cluster_tasks(self) -> list[dict[str, Any]]:
-        return await self._run(self.client.cluster_tasks)
-
-    async def task_status(self, node: str, upid: str) -> dict[str, Any]:
-        return await self._run(self.client.task_status, node, upid)
-
     async def task_log(
         self, node: str, upid: str, start: int = 0, limit: int | None = None
     ) -> list[str]:
@@ -106,9 +94,6 @@ class AsyncPveClient:
 
     async def stop_task(self, node: str, upid: str) -> None:
         await self._run(self.client.stop_task, node, upid)
-
-    async def vm_config(self, node: str, vmid: int) -> dict[str, Any]:
-        return await self._run(self.client.vm_config, node, vmid)
 
     async def unlock_vm(self, node: str, vmid: int) -> None:
         await self._run(self.client.unlock_vm, node, vmid)

@@ -131,13 +131,6 @@ class PveClient:
         params["limit"] = limit
         return list(self._get(f"nodes/{node}/tasks", **params) or [])
 
-    def cluster_tasks(self) -> list[dict[str, Any]]:
-        """Recent tasks of every node in one request (PVE keeps a bounded list)."""
-        return list(self._get("cluster/tasks") or [])
-
-    def task_status(self, node: str, upid: str) -> dict[str, Any]:
-        return dict(self._get(f"nodes/{node}/tasks/{upid}/status") or {})
-
     def task_log(self, node: str, upid: str, start: int = 0, limit: int | None = None) -> list[str]:
         """Log lines from line `start`; all of them (one request per page) unless `limit`."""
         path = f"nodes/{node}/tasks/{upid}/log"
@@ -152,9 +145,6 @@ class PveClient:
 
     def stop_task(self, node: str, upid: str) -> None:
         self.transport.request("DELETE", f"nodes/{node}/tasks/{upid}", idempotent=True)
-
-    def vm_config(self, node: str, vmid: int) -> dict[str, Any]:
-        return dict(self._get(f"nodes/{node}/qemu/{vmid}/config") or {})
 
     def unlock_vm(self, node: str, vmid: int) -> None:
         """Clear a stale config lock (what `qm unlock` does).

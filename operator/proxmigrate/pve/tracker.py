@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from proxmigrate.pve.classifier import is_success
@@ -25,7 +26,7 @@ class TrackedTask:
     upid: str
     source: str | None = None
 
-    @property
+    @cached_property
     def parsed(self) -> Upid:
         return parse_upid(self.upid)
 
@@ -57,7 +58,7 @@ class HaHandoff:
 class PollResult:
     finished: tuple[TaskEnd, ...]
     running: tuple[TrackedTask, ...]
-    unseen: tuple[TrackedTask, ...]  # node polled, task absent: ask `task_status` directly
+    unseen: tuple[TrackedTask, ...]  # node polled, task absent: ask its status directly
     handoffs: tuple[HaHandoff, ...]
 
     @property
@@ -141,23 +142,10 @@ def task_exitstatus(entry: Mapping[str, Any]) -> str | None:
 
 
 def _ha_child(request: TrackedTask, entries: Iterable[Mapping[str, Any]]) -> TrackedTask | None:
-    started = request.parsed.starttime
-    children = []
-    for entry in entries:
-        upid = entry.get("upid")
-        if not is_upid(upid):
-            continue
-        parsed = parse_upid(str(upid))
-        if (
-            parsed.type == "qmigrate"
-            and parsed.vmid == request.vmid
-            and parsed.starttime >= started
-        ):
-            children.append(parsed)
-    if not children:
+    upid = first_migration_since(entries, request.vmid, request.parsed.starttime)
+    if upid is None:
         return None
-    first = min(children, key=lambda parsed: parsed.starttime)
-    return TrackedTask(request.vmid, str(first), request.source or first.node)
+    return TrackedTask(request.vmid, upid, request.source or parse_upid(upid).node)
 
 
 # `migration active, transferred 1.1 GiB of 8.0 GiB VM-state, 117.4 MiB/s` (QemuMigrate.pm)

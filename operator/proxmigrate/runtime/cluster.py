@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from proxmigrate import metrics
 from proxmigrate.api.cluster import MigrationPolicySpec
-from proxmigrate.api.constants import VMMIGRATIONS
+from proxmigrate.api.constants import API_VERSION, VM_MIGRATION, VMMIGRATIONS
 from proxmigrate.api.enums import AuthMethod, ClusterMigrationType
 from proxmigrate.engine import Job, MigrationEngine, Outcome
 from proxmigrate.inventory import Inventory, VMInfo
@@ -34,6 +34,7 @@ from proxmigrate.pve.tracker import (
     poll_since,
     transfer_progress,
 )
+from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime import status as vmstatus
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,8 @@ class MigrationRequest:
     @property
     def event_ref(self) -> dict[str, Any]:
         return {
-            "apiVersion": "proxmigrate.dev/v1alpha1",
-            "kind": "VMMigration",
+            "apiVersion": API_VERSION,
+            "kind": VM_MIGRATION.kind,
             "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
         }
 
@@ -86,7 +87,7 @@ class _Running:
     job: Job
     upid: str | None
     started_at: float
-    unconfirmed_since: float | None = None  # request sent, its task not identified yet
+    awaiting_task: bool = False  # request sent at started_at, its task not identified yet
     probe_at: float | None = None  # when to read the task log for its transfer rate next
     log_lines_seen: int = 0
     ending_at: float | None = None  # predicted end of the RAM transfer
@@ -237,7 +238,6 @@ class ClusterRuntime:
             source=vm.node,
             target=request.target,
             priority=request.priority,
-            size_bytes=vm.used_memory or vm.max_memory,
         )
         self.engine.submit(job, now)
         self._queued[request.key] = _Queued(request, job, now, vm)
@@ -260,14 +260,7 @@ class ClusterRuntime:
         started = vmstatus.attempt_start_epoch(current.get("attempts") or []) or self.clock()
         inventory = await self.refresh_inventory(max_age=5.0)
         vm = inventory.vm(request.vmid)
-        job = Job(
-            request.key,
-            request.vmid,
-            source,
-            request.target,
-            request.priority,
-            (vm.used_memory or vm.max_memory) if vm else 0,
-        )
+        job = Job(request.key, request.vmid, source, request.target, request.priority)
         found = None
         if not recorded and source:
             found = await self._find_unrecorded_task(request, source, started, current)
@@ -323,19 +316,23 @@ class ClusterRuntime:
             message = "cancelled before it started"
         elif request.key in self._running:
             running = self._running.pop(request.key)
-            if running.upid:
-                try:
-                    await self.client.stop_task(running.upid.split(":")[1], running.upid)
-                except PveError as error:
-                    log.warning("stopping %s failed: %s", running.upid, error)
+            await self._stop_task(running, "stopping")
             self.engine.finish(request.key, now, Outcome(False, "cancelled", False))
             message = f"cancelled; PVE task {running.upid or '(none)'} asked to stop"
         else:
             return "nothing to cancel"
         await self._write(request, vmstatus.cancelled(current, now, message))
         self.events(request.event_ref, "Normal", "Cancelled", message)
-        self._statuses.pop(request.key, None)
         return message
+
+    async def _stop_task(self, running: _Running, what: str) -> None:
+        """Ask PVE to stop a running migration's task (if it has one); failures only warn."""
+        if not running.upid:
+            return
+        try:
+            await self.client.stop_task(parse_upid(running.upid).node, running.upid)
+        except PveError as error:
+            log.warning("%s %s failed: %s", what, running.upid, error)
 
     # ----- the loop ------------------------------------------------------------------------
 
@@ -379,7 +376,7 @@ class ClusterRuntime:
     def _tracking_due(self, now: float) -> bool:
         """Read task lists every poll while a task may end or fail soon, else every
         `IDLE_POLLS` polls: long transfers whose end is predicted need no watching meanwhile."""
-        watched = [r for r in self._running.values() if r.upid or r.unconfirmed_since]
+        watched = [r for r in self._running.values() if r.upid or r.awaiting_task]
         since = now - self._last_track
         if not watched or since < self.task_poll_seconds:
             return False
@@ -470,7 +467,7 @@ class ClusterRuntime:
         if upid:
             await self._record_upid(running, upid)
         else:  # an HA request, or one whose answer was lost: find its task before retrying
-            running.unconfirmed_since = running.started_at
+            running.awaiting_task = True
         self.events(
             request.event_ref,
             "Normal",
@@ -522,7 +519,7 @@ class ClusterRuntime:
         for running in list(self._running.values()):
             if not running.upid or running.probe_at is None or now < running.probe_at:
                 continue
-            node = running.upid.split(":")[1]
+            node = parse_upid(running.upid).node
             lines = await self.client.task_log(node, running.upid, start=running.log_lines_seen)
             running.log_lines_seen += len(lines)
             progress = transfer_progress(lines)
@@ -547,8 +544,7 @@ class ClusterRuntime:
 
     async def _fail_if_unconfirmed_too_long(self, running: _Running) -> None:
         """A request whose `qmigrate` never appeared is retried (or fails) as a timeout."""
-        since = running.unconfirmed_since or running.started_at
-        if self.clock() - since > UNCONFIRMED_TASK_TIMEOUT:
+        if self.clock() - running.started_at > UNCONFIRMED_TASK_TIMEOUT:
             message = f"no migration task appeared within {UNCONFIRMED_TASK_TIMEOUT:.0f} s"
             await self._finish(running, Failure(Reason.TIMEOUT, True, Phase.API, message, False))
 
@@ -558,7 +554,7 @@ class ClusterRuntime:
         """Find, in the source's task list, the task of each request sent without a UPID in
         return (an HA request, a lost answer)."""
         for running in unconfirmed:
-            since = int(running.unconfirmed_since or running.started_at) - CLOCK_SKEW_SECONDS
+            since = int(running.started_at) - CLOCK_SKEW_SECONDS
             current = self._statuses.get(running.request.key, {})
             entries = lists.get(running.job.source, [])
             upid = first_migration_since(
@@ -571,13 +567,13 @@ class ClusterRuntime:
 
     async def _track(self) -> None:
         """One task list per node that runs (or should soon run) a migration of ours."""
-        unconfirmed = [r for r in self._running.values() if not r.upid and r.unconfirmed_since]
+        unconfirmed = [r for r in self._running.values() if not r.upid and r.awaiting_task]
         tracked = {
             key: TrackedTask(r.request.vmid, r.upid, r.job.source)
             for key, r in self._running.items()
             if r.upid
         }
-        starts = [int(r.unconfirmed_since or 0) - CLOCK_SKEW_SECONDS for r in unconfirmed]
+        starts = [int(r.started_at) - CLOCK_SKEW_SECONDS for r in unconfirmed]
         first = poll_since(tracked.values())
         since = min([*starts, *([first] if first is not None else [])])
         nodes = nodes_to_poll(tracked.values()) | {r.job.source for r in unconfirmed}
@@ -614,10 +610,7 @@ class ClusterRuntime:
         now = self.clock()
         for running in list(self._running.values()):
             if running.upid and now - running.started_at > self.policy.task_timeout_seconds:
-                try:
-                    await self.client.stop_task(running.upid.split(":")[1], running.upid)
-                except PveError as error:
-                    log.warning("stopping timed-out %s failed: %s", running.upid, error)
+                await self._stop_task(running, "stopping timed-out")
                 await self._finish(
                     running,
                     Failure(
