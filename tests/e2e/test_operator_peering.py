@@ -14,8 +14,8 @@ from proxmigrate.devenv import (
     wait_for,
 )
 from pvesim.testing import PvesimProcess
-from tests.e2e.operator_env import create, items, scaled_policy, vmmigration
-from tests.e2e.test_operator_migrations import cluster_file, sim_args, wait_all_terminal, wait_ready
+from tests.e2e.operator_env import create, items, scaled_policy, vmmigration, wait_cluster_decided
+from tests.e2e.test_operator_migrations import cluster_file, sim_args, wait_all_terminal
 
 NAMESPACE = "e2e-peering"
 PEERING = "proxmigrate"
@@ -54,7 +54,7 @@ def test_standby_takes_over_after_the_active_replica_is_killed(
                 message=f"the standby to pause\n{standby.tail()}",
             )
             create_cluster_for_pvesim(api, NAMESPACE, "lab", sim, scaled_policy(maxParallel=4))
-            wait_ready(api, NAMESPACE, active)
+            wait_cluster_decided(api, NAMESPACE, active)
             for index in range(8):
                 create(
                     api, NAMESPACE, "vmmigrations", vmmigration(f"m{index}", 100 + index, "pve2")
