@@ -2,9 +2,10 @@
 
 PVE opens each SSH connection of a migration only after the previous one returned, so one
 migration holds at most one unauthenticated connection (one MaxStartups slot) at a time
-(reference §2). While a migration is inside a handshake phase it is therefore counted as one
-pending handshake; outside them (RAM transfer over the authenticated tunnel) as none. The sum is
-an upper bound of what sshd sees from us, whatever the exact handshake times inside a phase.
+(docs/reference/proxmox.md#ssh-connections-of-one-migration). While a migration is inside
+a handshake phase it is therefore counted as one pending handshake; outside them (RAM
+transfer over the authenticated tunnel) as none. The sum is an upper bound of what sshd sees
+from us, whatever the exact handshake times inside a phase.
 """
 
 from __future__ import annotations

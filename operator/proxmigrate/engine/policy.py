@@ -15,7 +15,7 @@ class MaxStartups:
 
     sshd drops nothing while fewer than `start` connections are unauthenticated, then drops
     with probability `rate`% rising to 100% at `full` (OpenSSH `sshd.c::should_drop_connection`;
-    default `10:30:100` from `servconf.c`, see /work/shared/reference/pve-migration.md §6).
+    default `10:30:100` from `servconf.c`; docs/reference/proxmox.md#sshd-maxstartups).
     """
 
     start: int = 10
@@ -75,13 +75,15 @@ class EnginePolicy:
     # Share of MaxStartups `start` our migrations may hold at most; the rest is left to
     # everything else that logs into the target (admins, replication, other tools).
     handshake_safety: float = 0.5
-    # connect-to-authenticated time of one SSH login; 0.24 s median measured (reference §7)
+    # connect-to-authenticated time of one SSH login; 0.24 s median measured
+    # (docs/reference/proxmox.md#figures-and-measurements)
     handshake_seconds: float = 0.25
     # From a migration's start until its last start-phase handshake (/bin/true, qm start,
-    # mtunnel) has begun: `qm start` takes 1-4 s, tunnel setup about 1 s (reference §7).
+    # mtunnel) has begun: `qm start` takes 1-4 s, tunnel setup about 1 s (published task logs,
+    # docs/reference/proxmox.md#figures-and-measurements).
     start_spread_seconds: float = 5.0
     # From "transfer finishing" until its last end-phase handshake (rm -f, qm unlock) has
-    # begun: the end phase takes about 2 s (reference §7).
+    # begun: the end phase takes about 2 s (docs/reference/proxmox.md#figures-and-measurements).
     end_spread_seconds: float = 2.0
     aimd_increase_every: int = 5  # successes on a target that raise its allowance by one
     # Waiting this long raises a queued job's effective priority by one (None: strict priority).
@@ -91,7 +93,8 @@ class EnginePolicy:
     # new migration may leave a source only while the transfer rates seen there, shared by
     # one more stream, stay above it. Slower streams fall behind their guests' dirtying and
     # re-send memory for ever (QEMU pre-copy); 128 MiB/s is about 1/8 of a secure stream's
-    # cipher cap (~1 GiB/s, reference §7), i.e. ~8 streams on 10 Gbit/s, ~21 on 25 Gbit/s.
+    # cipher cap (~1 GiB/s, docs/reference/proxmox.md#figures-and-measurements), i.e. ~8
+    # streams on 10 Gbit/s, ~21 on 25 Gbit/s.
     min_stream_rate: float | None = 128 * 2**20
     # Below this many migrations a source is never held back by `min_stream_rate`: slow links
     # (1 Gbit/s) still overlap the fixed per-migration cost (qm start, tunnel, cleanup).

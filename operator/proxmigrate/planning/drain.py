@@ -15,9 +15,10 @@ Heuristic (greedy, deterministic):
    fewest bytes scheduled so far. Parallel moves then hit distinct targets (no single link
    or sshd carries the start of the drain) and every target finishes at about the same
    time. Pure largest-first would leave only small guests for the end, whose fixed cost
-   per migration (qm start, tunnel, cleanup: 4-7 s, reference §7) then runs with the link
-   idle; alternating lets small guests pass their fixed cost while large ones fill the link
-   (bench/RESULTS.md: 1.23x -> 1.13x of the bandwidth bound at 8 parallel).
+   per migration (qm start, tunnel, cleanup: 4-7 s, docs/reference/proxmox.md
+   #figures-and-measurements) then runs with the link idle; alternating lets small guests
+   pass their fixed cost while large ones fill the link (bench/RESULTS.md: 1.23x -> 1.13x of
+   the bandwidth bound at 8 parallel).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ TRANSFER_WEIGHT = 0.5
 CPU_WEIGHT = 0.25
 
 # A move costs fixed time besides its bytes: target `qm start` 1-4 s, tunnel about 1 s, end
-# phase about 2 s (published PVE logs, /work/shared/reference/pve-migration.md section 7), so
+# phase about 2 s (published PVE logs, docs/reference/proxmox.md#figures-and-measurements), so
 # 4-7 s, which is 0.5-0.8 GiB at the 110-140 MiB/s of a secure stream on 1 GbE. Counting
 # every move as at least this much keeps stopped guests (no bytes) from piling on one target.
 MIN_MOVE_COST_BYTES = 512 * MIB

@@ -1,9 +1,10 @@
 """Why a migration failed, read from its task's exit status and log (pure, no I/O).
 
 The wording matched here is PVE's own (qemu-server `QemuMigrate.pm`, pve-guest-common
-`AbstractMigrate.pm`, OpenSSH client stderr), collected in shared/reference/pve-migration.md
-sections 1-3. The verdict drives retries: only transient reasons are retried, and
-`vm_moved` tells the operator to check where the VM runs before doing anything else.
+`AbstractMigrate.pm`, OpenSSH client stderr), collected with their subs in
+docs/reference/proxmox.md (#task-log-wording, #api-refusals-before-a-task-exists). The
+verdict drives retries: only transient reasons are retried, and `vm_moved` tells the
+operator to check where the VM runs before doing anything else.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ class MigrationSettings:
     """The datacenter-wide migration options (datacenter.cfg `migration` and `bwlimit`).
 
     With token auth these decide the transport of every migration, so the operator checks
-    them before each batch (shared/reference/pve-migration.md section 1).
+    them before each batch (qemu-server `API2/Qemu.pm` `migrate_vm`: `migration_type` is
+    root@pam-only; docs/reference/proxmox.md#api-refusals-before-a-task-exists).
     """
 
     type: str = "secure"  # PVE's default when `migration` is unset

@@ -1,6 +1,7 @@
 """PVE task ids (UPIDs): parse and format.
 
-Format (pve-common `src/PVE/UPID.pm`, see shared/reference/pve-migration.md section 3):
+Format (pve-common `src/PVE/UPID.pm`, `encode`/`decode`; docs/reference/proxmox.md
+#task-lists-task-status-and-upids):
 `UPID:<node>:<pid 8 hex>:<pstart 8-9 hex>:<starttime 8 hex>:<type>:<id>:<user>:`.
 """
 
