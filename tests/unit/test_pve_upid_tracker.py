@@ -21,6 +21,31 @@ def upid(node: str, kind: str, vmid: int, start: int, pid: int = 0x1000) -> str:
     return format_upid(Upid(node, pid, 0x12F4C8, start, kind, str(vmid), "root@pam"))
 
 
+def row(text: str, status: str = "RUNNING", endtime: int | None = None) -> dict[str, object]:
+    """A `GET /nodes/{node}/tasks` row as pve-manager `PVE/API2/Tasks.pm` `node_tasks` builds
+    it: the UPID's fields (pve-common `PVE/UPID.pm` `decode`); a task of the active list
+    without an end gets `saved` (pve-common `PVE/INotify.pm` `read_active_workers`) and
+    `status: "RUNNING"`; an ended one (index line `UPID endtime status`) `endtime` and its
+    exit status."""
+    parsed = parse_upid(text)
+    entry: dict[str, object] = {
+        "upid": text,
+        "node": parsed.node,
+        "pid": parsed.pid,
+        "pstart": parsed.pstart,
+        "starttime": parsed.starttime,
+        "type": parsed.type,
+        "id": parsed.id,
+        "user": parsed.user,
+        "status": status,
+    }
+    if endtime is None:
+        entry["saved"] = "0"
+    else:
+        entry["endtime"] = endtime
+    return entry
+
+
 def test_parse_upid_fields() -> None:
     parsed = parse_upid(QMIGRATE)
     assert parsed == Upid(
@@ -61,10 +86,10 @@ def test_evaluate_sorts_one_batch() -> None:
     not_polled = TrackedTask(105, upid("pve3", "qmigrate", 105, 1004))
     lists = {
         "pve1": [
-            {"upid": ok.upid, "status": "OK", "endtime": 1100},
-            {"upid": failed.upid, "status": "migration problems", "endtime": 1050},
+            row(ok.upid, "OK", endtime=1100),
+            row(failed.upid, "migration problems", endtime=1050),
         ],
-        "pve2": [{"upid": active.upid}],
+        "pve2": [row(active.upid)],
     }
     result = evaluate([ok, failed, active, missing, not_polled], lists)
     assert [(end.task.vmid, end.succeeded, end.endtime) for end in result.finished] == [
@@ -84,12 +109,13 @@ def test_ha_request_hands_off_to_its_qmigrate_child() -> None:
     other_vm = upid("pve1", "qmigrate", 121, 2005)
     assert nodes_to_poll([request]) == {"pve3", "pve1"}
 
-    waiting = evaluate([request], {"pve3": [{"upid": request.upid, "status": "OK"}], "pve1": []})
+    ended = row(request.upid, "OK", endtime=2001)
+    waiting = evaluate([request], {"pve3": [ended], "pve1": []})
     assert waiting.handoffs == (HaHandoff(request, None),)
 
     lists = {
-        "pve3": [{"upid": request.upid, "status": "OK"}],
-        "pve1": [{"upid": earlier, "status": "OK"}, {"upid": other_vm}, {"upid": child}],
+        "pve3": [ended],
+        "pve1": [row(child), row(other_vm), row(earlier, "OK", endtime=1600)],
     }
     result = evaluate([request], lists)
     assert result.handoffs == (HaHandoff(request, TrackedTask(120, child, "pve1")),)
@@ -98,7 +124,7 @@ def test_ha_request_hands_off_to_its_qmigrate_child() -> None:
 
 def test_failed_ha_request_is_a_normal_failure() -> None:
     request = TrackedTask(120, upid("pve3", "hamigrate", 120, 2000), source="pve1")
-    result = evaluate([request], {"pve3": [{"upid": request.upid, "status": "no such node"}]})
+    result = evaluate([request], {"pve3": [row(request.upid, "no such node", endtime=2001)]})
     assert [end.exitstatus for end in result.failed] == ["no such node"]
 
 
@@ -111,15 +137,38 @@ def test_poll_since_covers_the_oldest_task() -> None:
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ({"status": "running"}, None),
-        ({}, None),
-        ({"status": "stopped", "exitstatus": "WARNINGS: 1"}, "WARNINGS: 1"),
-        ({"status": "migration aborted", "endtime": 5}, "migration aborted"),
-        ({"status": "stopped"}, "unknown"),
+        # task list rows (pve-manager `PVE/API2/Tasks.pm` `node_tasks`)
+        (row(QMIGRATE), None),
+        (row(QMIGRATE, "OK", endtime=0x67C2E0F0), "OK"),
+        (row(QMIGRATE, "WARNINGS: 1", endtime=0x67C2E0F0), "WARNINGS: 1"),
+        (row(QMIGRATE, "migration aborted", endtime=0x67C2E0F0), "migration aborted"),
+        # an index line without a status: PVE itself counts it `unknown`
+        ({**row(QMIGRATE, endtime=0x67C2E0F0), "status": None}, "unknown"),
+        # task status answers (`read_task_status`: `running` or `stopped` + `exitstatus`)
+        ({"upid": QMIGRATE, "status": "running"}, None),
+        ({"upid": QMIGRATE, "status": "stopped", "exitstatus": "OK"}, "OK"),
+        ({"upid": QMIGRATE, "status": "stopped", "exitstatus": "migration problems"},
+         "migration problems"),
+        ({"upid": QMIGRATE, "status": "stopped"}, "unknown"),
+        # no PVE shape: not a failure, still running
+        ({"upid": QMIGRATE}, None),
+        ({"upid": QMIGRATE, "status": "migration aborted"}, None),
     ],
-)
+)  # fmt: skip
 def test_task_exitstatus(entry: dict[str, object], expected: str | None) -> None:
     assert task_exitstatus(entry) == expected
+
+
+def test_running_rows_are_running_not_failed() -> None:
+    active = TrackedTask(120, QMIGRATE)
+    result = evaluate([active], {"pve1": [row(QMIGRATE)]})
+    assert result.running == (active,)
+    assert result.finished == ()
+
+
+def test_an_unknown_entry_shape_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    assert task_exitstatus({"upid": QMIGRATE, "status": "queued"}) is None
+    assert "unrecognised task entry" in caplog.text
 
 
 def test_transfer_seconds_left_reads_the_last_progress_line() -> None:

@@ -46,7 +46,8 @@ class FakePve:
     async def migrate(self, node: str, vmid: int, target: str, **_: Any) -> str:
         self.posts.append((node, vmid, target))
         upid = f"UPID:pve1:0000100{len(self.posts)}:00002000:6B000000:qmigrate:100:root@pam!t:"
-        self.task_rows.append({"upid": upid, "starttime": 0x6B000000})
+        # an active task's row (pve-manager `PVE/API2/Tasks.pm` `node_tasks`)
+        self.task_rows.append({"upid": upid, "starttime": 0x6B000000, "status": "RUNNING"})
         return upid
 
     async def tasks(self, node: str, **_: Any) -> list[dict[str, Any]]:
@@ -108,7 +109,7 @@ def test_resume_without_upid_adopts_the_task_instead_of_posting_again() -> None:
     async def scenario() -> None:
         clock = [0x6B000000 + 5.0]
         pve = FakePve()
-        pve.task_rows.append({"upid": UPID, "starttime": 0x6B000000})
+        pve.task_rows.append({"upid": UPID, "starttime": 0x6B000000, "status": "RUNNING"})
         rt, kube = runtime(pve, clock)
         requested = datetime.datetime.fromtimestamp(0x6B000000 - 2, datetime.UTC)
         intent = {
@@ -251,5 +252,31 @@ def test_a_withdrawn_migration_never_starts_and_only_a_queued_one_is_withdrawn()
         await settle(rt)
         assert len(pve.posts) == 1
         assert not rt.withdraw(started.key)  # running: it goes where it goes
+
+    asyncio.run(scenario())
+
+
+def test_a_task_listed_as_running_stays_running_until_it_ends() -> None:
+    """PVE lists an active task with `status: "RUNNING"` (pve-manager `PVE/API2/Tasks.pm`,
+    `node_tasks`, the `source eq 'active'` branch): no exit status, so no failure."""
+
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = FakePve()
+        rt, kube = runtime(pve, clock)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        upid = pve.task_rows[0]["upid"]
+        for _ in range(3):
+            clock[0] += 1
+            await settle(rt)
+        assert [p["phase"] for p in kube.patches if "phase" in p] == ["Queued", "Running"]
+        assert rt._running[REQUEST.key].upid == upid
+        assert pve.log_reads == 0  # no failure to classify
+        pve.finish(upid, "OK")
+        clock[0] += 1
+        await settle(rt)
+        assert kube.patches[-1]["phase"] == "Succeeded"
+        assert len(pve.posts) == 1
 
     asyncio.run(scenario())

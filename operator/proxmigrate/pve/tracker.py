@@ -6,6 +6,7 @@ The caller fetches `PveClient.tasks(node, since=poll_since(...))` for every node
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,10 @@ from proxmigrate.pve.classifier import is_success
 from proxmigrate.pve.upid import Upid, is_upid, parse_upid
 
 TaskList = Sequence[Mapping[str, Any]]
+# What PVE's own task list reports for an ended task without an exit status
+# (pve-common `PVE/UPID.pm` `normalize_status_type`): a failure the classifier cannot name.
+_NO_EXIT_STATUS = "unknown"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,19 +131,31 @@ def evaluate(tracked: Sequence[TrackedTask], task_lists: Mapping[str, TaskList])
 
 
 def task_exitstatus(entry: Mapping[str, Any]) -> str | None:
-    """The end status of a task list or status entry, None while it runs.
+    """The end status of a task list row or a task status answer; None while it runs.
 
-    Task lists put the end status in `status`; `GET .../status` says `stopped` there and
-    puts it in `exitstatus`.
+    pve-manager `PVE/API2/Tasks.pm` has two shapes (PVE 8 and 9 alike):
+    - `node_tasks` (`GET /nodes/{node}/tasks`) rows: a task still in the active list without
+      an end gets `status: "RUNNING"` (the `source eq 'active'` branch; pve-common
+      `PVE/INotify.pm` `read_active_workers` sets `endtime` and `status` only once a task
+      ended); an ended task has `endtime` and its exit status in `status` (`OK`,
+      `WARNINGS: n`, or the error), which PVE counts as `unknown` when absent (pve-common
+      `PVE/UPID.pm` `normalize_status_type`).
+    - `read_task_status` (`GET .../tasks/{upid}/status`): `status` is `running` or
+      `stopped`, the exit status is in `exitstatus`.
+    Any other shape is read as still running and logged: calling it failed would start a
+    second migration while PVE may still be moving the VM; the tracker keeps asking, and
+    `taskTimeoutSeconds` bounds the wait.
     """
-    if entry.get("exitstatus"):
-        return str(entry["exitstatus"])
     status = entry.get("status")
+    if entry.get("endtime"):
+        return str(status or _NO_EXIT_STATUS)
     if status == "stopped":
-        return "unknown"  # stopped, yet PVE kept no exit status (e.g. the worker was killed)
-    if status in (None, "", "running"):
-        return None
-    return str(status)
+        return str(entry.get("exitstatus") or _NO_EXIT_STATUS)
+    if status not in ("RUNNING", "running"):
+        log.warning(
+            "task %s: unrecognised task entry %r, taken as running", entry.get("upid"), dict(entry)
+        )
+    return None
 
 
 def _ha_child(request: TrackedTask, entries: Iterable[Mapping[str, Any]]) -> TrackedTask | None:
