@@ -221,7 +221,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             token_id, _, secret = header[len("PVEAPIToken=") :].partition("=")
             if token_id != TOKEN_ID or secret.strip() != creds.token_secret:
                 raise ApiError(401, "invalid token value!")
-            return token_id  # the token id is the user (§1): never root@pam
+            return token_id  # the token id is the user (AccessControl verify_token): never root@pam
         cookie = _cookie(self.headers.get("Cookie") or "", "PVEAuthCookie")
         if not cookie:
             raise ApiError(401, "No ticket")

@@ -1,4 +1,4 @@
-"""`migrateall` exactly as pve-manager's Nodes.pm runs it (§5)."""
+"""`migrateall` exactly as pve-manager's Nodes.pm runs it (docs/reference/proxmox.md#migrateall)."""
 
 from __future__ import annotations
 

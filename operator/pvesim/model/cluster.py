@@ -25,7 +25,7 @@ from pvesim.model.upid import Upid
 
 ROOT = "root@pam"
 
-# Client wording of an sshd drop, about 2:1 closed vs reset (§3).
+# Client wording of an sshd drop (docs/reference/proxmox.md#task-log-wording); 2:1 closed vs reset.
 _DROP_CLOSED = (
     "kex_exchange_identification: Connection closed by remote host",
     "Connection closed by {ip} port 22",
@@ -155,7 +155,7 @@ class Cluster:
     def stream_sent(self, stream: Stream) -> float:
         return stream.sent_at(self.now)
 
-    # -- insecure ports (§4) ----------------------------------------------------------------
+    # -- insecure ports (docs/reference/proxmox.md#insecure-migration-ports) ----------------
     def allocate_port(self, node_name: str) -> int | None:
         node = self.nodes[node_name]
         net = self.params.network
@@ -180,7 +180,7 @@ class Cluster:
         return task
 
     def start_side_task(self, node_name: str, task_type: str, ident: str) -> Task:
-        """A task another node's worker starts, e.g. the `qmstart` on the target (§3)."""
+        """A task another node's worker starts, e.g. the `qmstart` on the target."""
         return self.new_task(node_name, task_type, ident, ROOT)
 
     def task(self, upid: str) -> Task:
@@ -216,7 +216,7 @@ class Cluster:
         online = sum(1 for n in self.nodes.values() if n.online)
         return online * 2 > len(self.nodes)
 
-    # -- migration API (§1) -----------------------------------------------------------------
+    # -- migration API (docs/reference/proxmox.md#api-refusals-before-a-task-exists) -------
     def migrate(
         self,
         node: str,
@@ -277,7 +277,7 @@ class Cluster:
         with_local_disks: bool = False,
         by_ha: bool = False,
     ) -> MigrationRequest:
-        """Moving `vm` to `target`; options not given fall back to datacenter.cfg (§5)."""
+        """Moving `vm` to `target`; options not given fall back to datacenter.cfg."""
         dc = self.datacenter
         limits = [x for x in (bwlimit, dc.bwlimit_migration_kib) if x]
         return MigrationRequest(
@@ -356,7 +356,7 @@ class Cluster:
         vms: list[int] | None = None,
         with_local_disks: bool | None = None,
     ) -> str:
-        """`POST /nodes/{node}/migrateall` (§5)."""
+        """`POST /nodes/{node}/migrateall` (docs/reference/proxmox.md#migrateall)."""
         from pvesim.model.bulk import migrateall_worker
 
         if target == node:

@@ -1,4 +1,4 @@
-"""datacenter.cfg options that change migrations (§5)."""
+"""datacenter.cfg options that change migrations (docs/reference/proxmox.md#datacenter-options)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 @dataclass
 class Datacenter:
-    migration_type: str = "secure"  # absent `migration` option means secure (§1)
+    migration_type: str = "secure"  # absent `migration` option means secure
     migration_network: str | None = None
-    bwlimit_migration_kib: int | None = None  # `bwlimit: migration=<KiB/s>` (§5)
-    max_workers: int | None = None  # default for migrateall's maxworkers (§5)
+    bwlimit_migration_kib: int | None = None  # `bwlimit: migration=<KiB/s>`
+    max_workers: int | None = None  # default for migrateall's maxworkers
 
     def options(self) -> dict[str, object]:
         """`GET /cluster/options` as PVE renders these properties."""

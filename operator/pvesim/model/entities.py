@@ -31,7 +31,7 @@ class Node:
     nic_gbit: float
     online: bool = True
     storages: tuple[str, ...] = ("local", "local-lvm", "ceph")
-    port_reserved_until: dict[int, float] = field(default_factory=dict)  # §4 reservation file
+    port_reserved_until: dict[int, float] = field(default_factory=dict)  # pve-reserved-ports
     ports_listening: set[int] = field(default_factory=set)
     next_pid: int = 0x1000
     pstart: int = 0x4000
@@ -66,7 +66,7 @@ class VM:
     pool: str | None = None
     ha_managed: bool = False
     lock: str | None = None
-    migrating: bool = False  # holds the per-VM migration file lock (§1)
+    migrating: bool = False  # holds the per-VM migration file lock (guest_migration_lock)
     cpu_load: float = 0.0  # share of its CPUs in use
 
     @property

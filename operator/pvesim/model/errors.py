@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    """A refused API call; no task is created (§1)."""
+    """A refused API call; no task is created.
+
+    docs/reference/proxmox.md#api-refusals-before-a-task-exists
+    """
 
     def __init__(self, status: int, message: str, errors: dict[str, str] | None = None) -> None:
         super().__init__(message)

@@ -1,4 +1,8 @@
-"""One `qmigrate` worker: PVE's phases, SSH connections and log lines (§2, §3)."""
+"""One `qmigrate` worker: PVE's phases, SSH connections and log lines.
+
+Sources: docs/reference/proxmox.md #ssh-connections-of-one-migration, #ram-transfer,
+#task-log-wording.
+"""
 
 from __future__ import annotations
 
@@ -233,7 +237,7 @@ class MigrationRun:
         yield from self.transfer_memory(downtime_ms)
 
     def transfer_memory(self, downtime_ms: float) -> Worker:
-        """Pre-copy until the rest fits the downtime limit, then stop-and-copy (§2)."""
+        """Pre-copy until the rest fits the downtime limit, then stop-and-copy (#ram-transfer)."""
         cluster, vm = self.cluster, self.vm
         assert self.stream is not None
         stream = self.stream
@@ -268,7 +272,7 @@ class MigrationRun:
                 progress += f", VM dirties lots of memory: {render_bytes(dirty)}/s"
             self.log(progress)
             if last_rem is not None and remaining >= last_rem:
-                stalled_polls += 1  # "remaining memory stops shrinking" (§2)
+                stalled_polls += 1  # "remaining memory stops shrinking" (#ram-transfer)
             last_rem = remaining
             if stalled_polls > 5:
                 stalled_polls = 0
@@ -304,7 +308,7 @@ class MigrationRun:
         self.log(f"ERROR: migration finished with problems (duration {self.elapsed()})")
 
     def phase3(self, live: bool) -> Worker:
-        """Config moves to the target; later SSH failures leave the VM moved (§2)."""
+        """Config moves to the target; later SSH failures leave the VM moved."""
         cluster, req, vm = self.cluster, self.req, self.vm
         if self.task.process is not None:
             self.task.process.shielded = True  # past the config move there is no way back

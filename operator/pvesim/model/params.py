@@ -1,4 +1,4 @@
-"""Model parameters, each default with its source (§N = /work/shared/reference/pve-migration.md)."""
+"""Model parameters, each default with its source (`#x`: section x of docs/reference/proxmox.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ MiB = 1 << 20
 class MaxStartups:
     """sshd `MaxStartups start:rate:full`."""
 
-    start: int = 10  # OpenSSH servconf.c default 10:30:100 (§6); PVE/Debian leave it unset
+    start: int = 10  # OpenSSH servconf.c default 10:30:100, PVE keeps it (#sshd-maxstartups)
     rate: int = 30
     full: int = 100
 
@@ -33,12 +33,12 @@ class SshdParams:
     """One node's sshd as seen by migration connections."""
 
     max_startups: MaxStartups = field(default_factory=MaxStartups)
-    login_grace_time: float = 120.0  # sshd default LoginGraceTime 120 s (§6)
-    per_source_penalties: bool = False  # on by default from OpenSSH 9.8, i.e. PVE 9 (§6)
-    penalty_refuse_threshold: float = 15.0  # penalties above 15 s refuse the source (§6)
-    penalty_max: float = 600.0  # refusals last up to 600 s (§6)
-    handshake_median: float = 0.24  # connect-to-authenticated median 0.24 s (§7, measured)
-    handshake_sigma: float = 0.35  # lognormal spread: assumption (§7 gives only the median)
+    login_grace_time: float = 120.0  # sshd default LoginGraceTime 120 s (#sshd-maxstartups)
+    per_source_penalties: bool = False  # on from OpenSSH 9.8, i.e. PVE 9 (#persourcepenalties)
+    penalty_refuse_threshold: float = 15.0  # above 15 s refuse the source (#persourcepenalties)
+    penalty_max: float = 600.0  # refusals last up to 600 s (#persourcepenalties)
+    handshake_median: float = 0.24  # connect-to-authenticated, measured (#figures-and-measurements)
+    handshake_sigma: float = 0.35  # lognormal spread: assumption (only the median is measured)
 
 
 @dataclass(frozen=True)
@@ -47,21 +47,22 @@ class TimingParams:
 
     api_worker_start: float = 0.15  # fork_worker + config load before `prepare`: assumption
     bin_true: float = 0.02  # `/bin/true` after authentication: assumption (trivial command)
-    qm_start_min: float = 1.0  # `qm start` on the target 1-4 s (§7, published logs)
+    qm_start_min: float = 1.0  # `qm start` on the target 1-4 s (#figures-and-measurements)
     qm_start_max: float = 4.0
-    tunnel_setup: float = 1.0  # tunnel setup about 1 s (§7)
-    end_phase: float = 2.0  # end phase about 2 s (§7)
+    tunnel_setup: float = 1.0  # tunnel setup about 1 s (#figures-and-measurements)
+    end_phase: float = 2.0  # end phase about 2 s (#figures-and-measurements)
     short_command: float = 0.05  # `rm -f`, `qm unlock` after authentication: assumption
-    poll_interval: float = 1.0  # PVE polls query-migrate every 1 s (§2, QemuMigrate.pm::phase2)
-    downtime_limit: float = 0.1  # migrate_downtime default 0.1 s (§2)
-    downtime_overhead: float = 0.03  # fixed switch-over cost: assumption, keeps 40-150 ms (§7)
-    port_reservation: float = 5.0  # /var/tmp/pve-reserved-ports entries expire after 5 s (§4)
-    migration_lock_timeout: float = 10.0  # per-VM migration lock timeout 10 s (§1)
-    hamigrate_duration: float = 0.5  # hamigrate ends "within seconds" (§5): assumption
-    ha_crm_interval: float = 10.0  # CRM loop 10 s (§5)
+    poll_interval: float = 1.0  # query-migrate every 1 s (QemuMigrate.pm phase2, #ram-transfer)
+    downtime_limit: float = 0.1  # migrate_downtime default 0.1 s (#ram-transfer)
+    downtime_overhead: float = 0.03  # switch-over cost: assumption, keeps 40-150 ms downtime
+    port_reservation: float = 5.0  # pve-reserved-ports expire in 5 s (#insecure-migration-ports)
+    # guest_migration_lock timeout (#api-refusals-before-a-task-exists)
+    migration_lock_timeout: float = 10.0
+    hamigrate_duration: float = 0.5  # hamigrate ends before the move (#ha-migrations): assumption
+    ha_crm_interval: float = 10.0  # CRM rounds of 10 s (#ha-migrations)
     ha_lrm_interval: float = 10.0  # LRM loop: assumption, same cadence as the CRM
     ha_lrm_max_workers: int = 4  # LRM max_workers default 4 (§5)
-    migrateall_poll: float = 1.0  # migrateall checks worker PIDs every 1 s (§5)
+    migrateall_poll: float = 1.0  # migrateall checks worker PIDs every 1 s (#migrateall)
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,10 @@ class NetworkParams:
     # TCP payload per Ethernet frame: 1448 / 1538 bytes (MTU 1500, TCP timestamps) = 94 %.
     link_efficiency: float = 0.94
     # One SSH channel is one ssh/sshd pair, so one core's cipher speed caps a secure stream:
-    # 1.0-1.1 GiB/s peaks on 10 GbE in published PVE 9 logs (§7).
+    # 1.0-1.1 GiB/s peaks on 10 GbE in published PVE 9 logs (#figures-and-measurements).
     secure_stream_cap: float = 1.0 * GiB
-    qemu_default_max_bandwidth: float = 16.0 * GiB  # QEMU max-bandwidth without bwlimit (§2)
-    insecure_port_first: int = 60000  # next_unused_port range 60000-60049, end excluded (§4)
+    qemu_default_max_bandwidth: float = 16.0 * GiB  # max-bandwidth without limit (#ram-transfer)
+    insecure_port_first: int = 60000  # 60000-60049, end excluded (#insecure-migration-ports)
     insecure_port_end: int = 60050
 
 

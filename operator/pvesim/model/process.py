@@ -19,7 +19,10 @@ class Sleep:
 
 @dataclass(frozen=True)
 class SshCall:
-    """One new SSH connection source -> target running `command` (§2: no connection reuse)."""
+    """One new SSH connection source -> target running `command` (no reuse).
+
+    docs/reference/proxmox.md#ssh-connections-of-one-migration
+    """
 
     source: str
     target: str

@@ -1,4 +1,7 @@
-"""OpenSSH's pre-authentication throttling (`sshd.c::should_drop_connection`, §6)."""
+"""OpenSSH's pre-authentication throttling (`sshd.c::should_drop_connection`).
+
+Sources: docs/reference/proxmox.md#sshd-maxstartups and #persourcepenalties.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pvesim.model.params import MaxStartups, SshdParams
 
 
 def drop_probability(pending: int, limits: MaxStartups) -> float:
-    """Chance that sshd drops a new connection while `pending` are unauthenticated (§6)."""
+    """Chance that sshd drops a new connection while `pending` are unauthenticated."""
     if pending < limits.start:
         return 0.0
     if pending >= limits.full:
@@ -48,7 +51,7 @@ class Sshd:
             self.drops += 1
             return False
         if should_drop(self.pending, self.params.max_startups, rng):
-            self.drops += 1  # a dropped connection forks no child and adds no penalty (§6)
+            self.drops += 1  # a dropped connection forks no child and adds no penalty
             return False
         self.pending += 1
         self.peak_pending = max(self.peak_pending, self.pending)

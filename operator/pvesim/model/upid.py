@@ -1,4 +1,5 @@
-"""PVE task ids (`pve-common:UPID.pm`, §3)."""
+"""PVE task ids (pve-common `src/PVE/UPID.pm`, docs/reference/proxmox.md
+#task-lists-task-status-and-upids)."""
 
 from __future__ import annotations
 
