@@ -3,8 +3,9 @@
 Each started migration opens three connections to its target over the start spread
 (`/bin/true` at once, `qm start` within a second, `mtunnel` after `qm start` returned) and two
 over the end phase (`rm -f`, `qm unlock`), one after the other, each pending (unauthenticated)
-for `handshake_seconds` (reference pve-migration.md §2, §7). The target's sshd must never see
-`start` (10 by default) pending logins at once, or it starts dropping them (§6).
+for `handshake_seconds` (docs/reference/proxmox.md#ssh-connections-of-one-migration,
+#figures-and-measurements). The target's sshd must never see `start` (10 by default) pending
+logins at once, or it starts dropping them (#sshd-maxstartups).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from proxmigrate.engine import EnginePolicy, Job, MigrationEngine, Outcome
 
-SSHD_START = 10  # OpenSSH MaxStartups default 10:30:100 (reference §6)
+SSHD_START = 10  # OpenSSH MaxStartups default 10:30:100 (servconf.c, #sshd-maxstartups)
 TIMING = EnginePolicy()  # the real-world timings the simulated logins follow
 
 

@@ -1,4 +1,4 @@
-"""Classifier over real PVE task-log wording (shared/reference/pve-migration.md sections 1-3)."""
+"""Classifier over real PVE task-log wording (docs/reference/proxmox.md#task-log-wording)."""
 
 from __future__ import annotations
 
