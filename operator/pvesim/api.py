@@ -222,18 +222,7 @@ def ha_rules(req: Request) -> Any:
 
 @router.add("POST", "cluster/ha/resources/{sid}/migrate", {"node": ("string", True)})
 def ha_migrate(req: Request, sid: str) -> Any:
-    kind, _, ident = sid.partition(":")
-    if kind != "vm" or not ident.isdigit():
-        raise ApiError(500, f"service '{sid}' is not under HA control")
-    req.cluster.ha.request(int(ident), req.params["node"])
-    if req.cluster.params.pve_version >= 9:
-        return {
-            "sid": sid,
-            "requested-node": req.params["node"],
-            "comigrated-resources": [],
-            "blocking-resources": [],
-        }
-    return None
+    return req.cluster.ha.request(sid, req.params["node"])
 
 
 @router.add("GET", "cluster/ha/status/current")

@@ -90,8 +90,8 @@ def vm_entry(cluster: Cluster, vm: VM, *, resources: bool) -> dict[str, Any]:
         entry.pop("cpus")
         if vm.pool:
             entry["pool"] = vm.pool
-        if vm.ha_managed:
-            entry["hastate"] = "migrate" if vm.vmid in cluster.ha.migrating else "started"
+        if (hastate := cluster.ha.hastate(vm)) is not None:
+            entry["hastate"] = hastate
     elif vm.running:
         entry["pid"] = 10_000 + vm.vmid
     return entry
@@ -180,9 +180,7 @@ def node_status(cluster: Cluster, node: Node) -> dict[str, Any]:
 def vm_status(cluster: Cluster, vm: VM) -> dict[str, Any]:
     entry = vm_entry(cluster, vm, resources=False)
     entry["qmpstatus"] = entry["status"]
-    entry["ha"] = (
-        {"managed": 1, "state": "started", "group": None} if vm.ha_managed else {"managed": 0}
-    )
+    entry["ha"] = cluster.ha.service_status(vm)
     return entry
 
 

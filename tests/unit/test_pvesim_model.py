@@ -271,8 +271,8 @@ def test_ha_loops_progress_at_wall_clock_epochs() -> None:
     cluster = generate(3, 6, seed=3, params=params)
     ha_vms = [vm for vm in cluster.vms.values() if vm.node == "pve1"][:6]
     for vm in ha_vms:
-        vm.ha_managed = True
-        cluster.ha.request(vm.vmid, "pve2")
+        vm.ha_state = "started"
+        cluster.ha.request(f"vm:{vm.vmid}", "pve2")
     cluster.run_until_idle(limit=3600)
     assert cluster.now < params.start_time + 3600
     assert all(cluster.vms[vm.vmid].node == "pve2" for vm in ha_vms)

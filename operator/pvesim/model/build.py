@@ -69,9 +69,17 @@ def make_vm(spec: dict[str, Any], shared: frozenset[str]) -> VM:
         local_devices=[str(d) for d in spec.get("local_devices", [])],
         tags=[str(t) for t in spec.get("tags", [])],
         pool=spec.get("pool"),
-        ha_managed=bool(spec.get("ha", False)),
+        ha_state=_ha_state(spec.get("ha")),
         lock=spec.get("lock"),
     )
+
+
+def _ha_state(value: Any) -> str | None:
+    """YAML `ha`: true (an HA resource, `started`), false/absent, or a resources.cfg state
+    such as `ignored`."""
+    if value is True:
+        return "started"
+    return str(value) if value else None
 
 
 def from_config(
@@ -119,7 +127,7 @@ def generate(
                 local_devices=["hostpci0"] if rng.random() < 0.01 else [],
                 tags=sorted(set(rng.sample(_TAGS[:5], rng.choice((0, 0, 1, 2))))),
                 pool=rng.choice((None, None, "prod", "dev")),
-                ha_managed=rng.random() < 0.05,
+                ha_state="started" if rng.random() < 0.05 else None,
                 cpu_load=rng.uniform(0.02, 0.6),
             )
             vms.append(vm)

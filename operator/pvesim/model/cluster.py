@@ -230,8 +230,13 @@ class Cluster:
         migration_network: str | None = None,
         bwlimit: int | None = None,
         with_local_disks: bool = False,
+        by_ha: bool = False,
     ) -> str:
-        """`POST /nodes/{node}/qemu/{vmid}/migrate`; returns the UPID or raises ApiError."""
+        """`POST /nodes/{node}/qemu/{vmid}/migrate`; returns the UPID or raises ApiError.
+
+        `by_ha`: called by an LRM worker (RPC environment type `ha`), which never takes the
+        HA branch.
+        """
         root_only = {
             "force": force,
             "migration_type": migration_type,
@@ -250,12 +255,15 @@ class Cluster:
         if not self.has_quorum():
             raise ApiError(500, "cluster not ready - no quorum?")
         self.node(target)
+        # qemu-server API2/Qemu.pm migrate_vm (PVE 8.3 and 9.x): check_lock, which `force`
+        # does not skip (pve-guest-common AbstractConfig.pm check_lock), and the `--online`
+        # check come before the HA branch, so an HA guest is refused here like any other.
+        if vm.lock:
+            raise ApiError(500, f"VM is locked ({vm.lock})")
         if vm.running and not online:
             raise ApiError(500, "can't migrate running VM without --online")
-        if vm.ha_managed:
+        if vm.ha_managed and not by_ha:  # HA/Config.pm vm_is_ha_managed: `ignored` is not
             return self.ha.request_via_task(vm, target, user)
-        if vm.lock and not force:
-            raise ApiError(500, f"VM is locked ({vm.lock})")
         request = self.migration_request(
             vm,
             target,
@@ -263,6 +271,7 @@ class Cluster:
             migration_network=migration_network,
             bwlimit=bwlimit,
             with_local_disks=with_local_disks,
+            by_ha=by_ha,
         )
         return str(self.start_migration(request, user).upid)
 
@@ -314,7 +323,6 @@ class Cluster:
 
     def on_migration_end(self, run: MigrationRun) -> None:
         self._running_migrations.discard(run)
-        self.ha.on_migration_end(run)
 
     def move_config(self, vm: VM, target: str) -> None:
         vm.node = target

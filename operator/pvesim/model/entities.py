@@ -64,10 +64,15 @@ class VM:
     local_devices: list[str] = field(default_factory=list)  # e.g. `hostpci0`
     tags: list[str] = field(default_factory=list)
     pool: str | None = None
-    ha_managed: bool = False
+    ha_state: str | None = None  # HA resources.cfg `state` (started, ignored, ...); None: none
     lock: str | None = None
     migrating: bool = False  # holds the per-VM migration file lock (guest_migration_lock)
     cpu_load: float = 0.0  # share of its CPUs in use
+
+    @property
+    def ha_managed(self) -> bool:
+        """pve-ha-manager HA/Config.pm vm_is_ha_managed: an `ignored` resource is not."""
+        return self.ha_state not in (None, "ignored")
 
     @property
     def local_disks(self) -> list[Disk]:

@@ -132,8 +132,8 @@ class MigrationRun:
 
     def prepare(self) -> Worker:
         cluster, req, vm = self.cluster, self.req, self.vm
-        if req.by_ha:
-            self.log("task started by HA resource agent")
+        if req.by_ha:  # printed untimestamped (pve-common RESTEnvironment.pm fork_worker)
+            self.task.raw("task started by HA resource agent")
         if not vm.running:
             self.task.raw("VM isn't running. Doing offline migration instead.")
         elif cluster.params.pve_version >= 9:

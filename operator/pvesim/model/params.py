@@ -61,7 +61,6 @@ class TimingParams:
     hamigrate_duration: float = 0.5  # hamigrate ends before the move (#ha-migrations): assumption
     ha_crm_interval: float = 10.0  # CRM rounds of 10 s (#ha-migrations)
     ha_lrm_interval: float = 10.0  # LRM loop: assumption, same cadence as the CRM
-    ha_lrm_max_workers: int = 4  # LRM max_workers default 4 (§5)
     migrateall_poll: float = 1.0  # migrateall checks worker PIDs every 1 s (#migrateall)
 
 
