@@ -82,17 +82,33 @@ def drop_at_tunnel(ssh_lines: list[str]) -> list[str]:
     ]
 
 
-DROP_AT_RM = [
-    *START,
-    *PHASE2_START,
-    *TUNNEL_OK,
-    *COMPLETED,
-    # PVE shell-quotes the options in the logged command (PVE::Tools::cmd2string).
-    f"{T}9 ERROR: command '/usr/bin/ssh -e none -o 'BatchMode=yes' -o 'HostKeyAlias=pve2' "
-    "root@10.0.0.2 rm -f /run/qemu-server/120.migrate' failed: exit code 255",
-    f"{T}9 ERROR: migration finished with problems (duration 00:00:09)",
-    "TASK ERROR: migration problems",
-]
+# The ssh prefix of pve-cluster `PVE/SSHInfo.pm` ssh_info_to_command (known_hosts options
+# since PVE 8.1), each argument shell-quoted as pve-common `PVE/Cmd.pm` to_string does.
+SSH = (
+    "/usr/bin/ssh -e none -o 'BatchMode=yes' -o 'HostKeyAlias=pve2' "
+    "-o 'UserKnownHostsFile=/etc/pve/nodes/pve2/ssh_known_hosts' "
+    "-o 'GlobalKnownHostsFile=none' root@10.0.0.2"
+)
+RM_FAILED = f"{T}9 ERROR: command '{SSH} rm -f /run/qemu-server/120.migrate' failed: exit code 255"
+
+
+def failed_rm(ssh_stderr: list[str]) -> list[str]:
+    """pve-guest-common `PVE/Tunnel.pm` finish_tunnel after the transfer: run_command (pve-common
+    `PVE/Cmd.pm`, no errfunc) copies ssh's stderr into the log as is, then qemu-server
+    `PVE/QemuMigrate.pm` phase3_cleanup logs the error and carries on."""
+    return [
+        *START,
+        *PHASE2_START,
+        *TUNNEL_OK,
+        *COMPLETED,
+        *ssh_stderr,
+        RM_FAILED,
+        f"{T}9 ERROR: migration finished with problems (duration 00:00:09)",
+        "TASK ERROR: migration problems",
+    ]
+
+
+DROP_AT_RM = failed_rm(KEX_CLOSED)
 DROP_AT_UNLOCK = [
     *START,
     *PHASE2_START,
@@ -131,12 +147,23 @@ STORAGE = [
     "storage 'fast' is not available on node 'pve2'",
     "TASK ERROR: migration aborted",
 ]
-MIGRATION_IP = [
-    f"{T}0 ERROR: migration aborted (duration 00:00:00): command '/usr/bin/ssh -e none "
-    "-o 'BatchMode=yes' -o 'HostKeyAlias=pve2' root@10.0.0.2 pvecm mtunnel "
-    "-migration_network 10.1.0.0/24 -get_migration_ip' failed: exit code 255",
-    "TASK ERROR: migration aborted",
+# pve-guest-common `PVE/AbstractMigrate.pm` migrate asks the target for its address in the
+# migration network (pve-cluster `PVE/SSHInfo.pm` get_ssh_info) before it logs anything; the
+# error ends the task (qemu-server `PVE/API2/Qemu.pm` migrate_vm's worker).
+GET_IP_FAILED = (
+    f"command '{SSH} pvecm mtunnel -migration_network 10.1.0.0/24 -get_migration_ip' "
+    "failed: exit code 255"
+)
+# pve-cluster `PVE/CLI/pvecm.pm` mtunnel on a target without an address in that network
+NO_MIGRATION_IP = [
+    "could not get migration ip: no IP address configured on local node for network '10.1.0.0/24'",
+    f"TASK ERROR: {GET_IP_FAILED}",
 ]
+DROP_AT_GET_IP = [*KEX_CLOSED, f"TASK ERROR: {GET_IP_FAILED}"]
+# ssh exiting 255 with nothing on stderr: no drop wording, no verdict
+BARE_255 = [f"TASK ERROR: {GET_IP_FAILED}"]
+# the target answered without an address: its pvecm printed `no quorum` (pvecm.pm mtunnel)
+NO_IP_FROM_TARGET = ["TASK ERROR: failed to get ip for node 'pve2' in network '10.1.0.0/24'"]
 LOCK_FILE = ["TASK ERROR: can't lock file '/var/lock/pve-manager/pve-migrate-120' - got timeout"]
 
 
@@ -156,11 +183,22 @@ LOCK_FILE = ["TASK ERROR: can't lock file '/var/lock/pve-manager/pve-migrate-120
         ("migration problems", drop_at_tunnel(KEX_RESET), Reason.SSH_DROPPED, True,
          Phase.PHASE2, False, KEX_RESET[0], None),
         ("migration problems", DROP_AT_RM, Reason.SSH_DROPPED, True, Phase.PHASE3, True,
-         DROP_AT_RM[-3], None),
+         RM_FAILED, None),
+        ("migration problems", failed_rm(["ssh: connect to host 10.0.0.2 port 22: Connection "
+         "refused"]), Reason.TARGET_OFFLINE, True, Phase.PHASE3, None,
+         "ssh: connect to host 10.0.0.2 port 22: Connection refused", None),
+        ("migration problems", failed_rm([]), Reason.UNKNOWN, False, Phase.PHASE3, None,
+         RM_FAILED, None),
         ("migration problems", DROP_AT_UNLOCK, Reason.SSH_DROPPED, True, Phase.END, True,
          DROP_AT_UNLOCK[-3], "migrate"),
-        ("migration aborted", MIGRATION_IP, Reason.SSH_DROPPED, True, Phase.PREPARE, False,
-         MIGRATION_IP[0], None),
+        (GET_IP_FAILED, NO_MIGRATION_IP, Reason.TARGET_OFFLINE, False, Phase.PREPARE, False,
+         NO_MIGRATION_IP[0], None),
+        (GET_IP_FAILED, DROP_AT_GET_IP, Reason.SSH_DROPPED, True, Phase.PREPARE, False,
+         KEX_CLOSED[0], None),
+        (GET_IP_FAILED, BARE_255, Reason.UNKNOWN, False, Phase.PREPARE, False, BARE_255[0],
+         None),
+        (NO_IP_FROM_TARGET[0][12:], NO_IP_FROM_TARGET, Reason.TARGET_OFFLINE, True,
+         Phase.PREPARE, False, NO_IP_FROM_TARGET[0], None),
         ("migration problems", PORT_EXHAUSTED, Reason.PORT_UNAVAILABLE, True, Phase.PHASE2,
          False, PORT_EXHAUSTED[2], None),
         ("migration aborted", LOCKED_IN_TASK, Reason.VM_LOCKED, True, Phase.PREPARE, False,
@@ -176,8 +214,10 @@ LOCK_FILE = ["TASK ERROR: can't lock file '/var/lock/pve-manager/pve-migrate-120
     ],
     ids=[
         "bin-true-closed", "bin-true-reset", "bin-true-pve6", "qm-start-closed",
-        "qm-start-reset", "mtunnel", "rm-f", "qm-unlock", "migration-ip", "port-exhaustion",
-        "locked", "local-devices", "local-disks", "storage", "migrate-lock-timeout",
+        "qm-start-reset", "mtunnel", "rm-f", "rm-f-refused", "rm-f-no-stderr", "qm-unlock",
+        "no-migration-ip", "get-migration-ip-drop", "bare-255", "target-without-quorum",
+        "port-exhaustion", "locked", "local-devices", "local-disks", "storage",
+        "migrate-lock-timeout",
     ],
 )  # fmt: skip
 def test_task_failures(

@@ -70,6 +70,12 @@ class _Rule:
     phase: Phase | None = None  # None: infer from the progress lines before the match
     vm_moved: bool | None = None  # None: infer from the phase
     lock: str | None = None  # the lock this failure leaves, when the wording implies one
+    after: re.Pattern[str] | None = None  # must match a line before the matching one
+
+    def matches(self, lines: Sequence[str], index: int) -> bool:
+        if not self.pattern.search(lines[index]):
+            return False
+        return self.after is None or any(self.after.search(line) for line in lines[:index])
 
     def verdict(self, line: str, phase: Phase, moved: bool | None) -> Failure:
         match = self.pattern.search(line)
@@ -85,12 +91,19 @@ def _rule(
     phase: Phase | None = None,
     vm_moved: bool | None = None,
     lock: str | None = None,
+    after: str | None = None,
 ) -> _Rule:
-    return _Rule(re.compile(pattern), reason, transient, phase, vm_moved, lock)
+    needs = re.compile(after) if after is not None else None
+    return _Rule(re.compile(pattern), reason, transient, phase, vm_moved, lock, needs)
 
 
 # A hibernated VM keeps `lock: suspended` until someone resumes it: waiting will not help.
 _PERSISTENT_LOCKS = frozenset({"suspended"})
+# OpenSSH's own words when sshd closes or resets a connection before login (kex.c
+# `kex_exchange_identification`, `ssh_exchange_identification` in older OpenSSH; packet.c
+# `sshpkt_fatal`: "Connection closed|reset by <host> port <n>"). ssh exits 255 on these, but a
+# remote command that fails also ends `failed: exit code 255` (a Perl `die` exits 255, e.g.
+# pve-cluster `PVE/CLI/pvecm.pm` mtunnel), so only this wording marks a drop.
 _SSH_DROP = r"(?:kex|ssh)_exchange_identification:|Connection (?:closed|reset) by \S+ port \d+"
 
 # Checked against every line, in this order; the first rule with a matching line decides.
@@ -110,6 +123,9 @@ _STORAGE = _rule(r"storage '[^']+' is not available on node", Reason.STORAGE_UNA
 
 _LOG_RULES: tuple[_Rule, ...] = (
     # End phase: the config is on the target already; the target config may keep the lock.
+    # qemu-server `PVE/QemuMigrate.pm` phase3_cleanup runs `qm unlock` over ssh with
+    # `errmsg => "failed to clear migrate lock"`: pve-common `PVE/Cmd.pm` run_command then
+    # dies with ssh's last stderr line after it, so a drop's wording is on that line.
     _rule(
         r"failed to clear migrate lock: .*(?:" + _SSH_DROP + ")",
         Reason.SSH_DROPPED,
@@ -120,12 +136,16 @@ _LOG_RULES: tuple[_Rule, ...] = (
     ),
     _rule(r"failed to clear migrate lock", Reason.UNKNOWN, False, Phase.END, True, "migrate"),
     _rule(
-        # PVE quotes options inside the command: `-o 'BatchMode=yes'`, hence `.*`.
+        # pve-guest-common `PVE/Tunnel.pm` finish_tunnel: `rm -f` of the tunnel's sockets on
+        # the target after the transfer, through pve-common `PVE/Tools.pm` run_command, which
+        # copies ssh's stderr into the log unprefixed before the error. PVE quotes options
+        # inside the command: `-o 'BatchMode=yes'`, hence `.*`.
         r"command '/usr/bin/ssh .* rm -f /run/qemu-server/\d+\.migrate' failed: exit code 255",
         Reason.SSH_DROPPED,
         True,
         Phase.PHASE3,
         True,
+        after=_SSH_DROP,
     ),
     _rule(r"unable to find free port", Reason.PORT_UNAVAILABLE, True, Phase.PHASE2),
     # ssh refusing to trust or log in is configuration, not sshd load.
@@ -142,9 +162,16 @@ _LOG_RULES: tuple[_Rule, ...] = (
         Reason.TARGET_OFFLINE,
         True,
     ),
-    # ssh exits 255 on its own errors; the ones above name theirs, a bare drop may not
-    # (e.g. `pvecm mtunnel -get_migration_ip` with a migration network).
-    _rule(r"command '/usr/bin/ssh .*' failed: exit code 255", Reason.SSH_DROPPED, True),
+    # pve-cluster `PVE/CLI/pvecm.pm` mtunnel on the target, asked by `PVE/SSHInfo.pm`
+    # get_ssh_info for its address in the migration network (pve-guest-common
+    # `PVE/AbstractMigrate.pm` migrate, before the task logs anything). No address, or
+    # several, in that network: it dies (the task: `command '/usr/bin/ssh ...
+    # -get_migration_ip' failed: exit code 255`). Without quorum it prints `no quorum`
+    # instead, and get_ssh_info dies `failed to get ip for node ...`: that one passes.
+    _rule(r"could not get migration ip", Reason.TARGET_OFFLINE, False, Phase.PREPARE),
+    _rule(
+        r"failed to get ip for node '[^']+' in network", Reason.TARGET_OFFLINE, True, Phase.PREPARE
+    ),
     _LOCK,
     _LOCK_FILE,
     _LOCAL_DEVICES,
@@ -197,7 +224,7 @@ def classify(exitstatus: str, log_lines: Sequence[str], target: str | None) -> F
     lines = [*log_lines, f"TASK ERROR: {exitstatus}"]
     for rule in _LOG_RULES:
         for index, line in enumerate(lines):
-            if rule.pattern.search(line):
+            if rule.matches(lines, index):
                 phase = rule.phase or _phase_at(lines, index, target, bool(log_lines))
                 moved = rule.vm_moved if rule.vm_moved is not None else _moved_after(phase)
                 return rule.verdict(line, phase, moved)
