@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 provision: venv
+	PYTHON=$(PY) bash hack/fetch-pve-schema.sh
 	bash hack/build-control-plane.sh
 	bash hack/build-tools.sh
 

@@ -1,20 +1,24 @@
-"""`/api2/json` routes: parameter checks as PVE's JSON schema does them, then the model."""
+"""`/api2/json` routes: PVE's permission checks and parameter validation, then the model.
+
+Every route is looked up in PVE's own API schema (`pvesim.schema`, the apidoc JSON) by its
+path and method; the request is checked as pve-manager `PVE/HTTPServer.pm` `rest_handler`
+does it: permissions first (`pvesim.permissions`, on the raw parameters), then the proxy to
+the node (595 when it is offline), then `PVE::JSONSchema::validate` of every parameter,
+path parameters included. Handlers get the typed non-path parameters.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from pvesim import views
+from pvesim import permissions, schema, views
 from pvesim.model import ROOT, ApiError, Cluster
 
 Params = dict[str, str]
-# name -> (type, required); the type is integer | boolean | number | string
-Schema = dict[str, tuple[str, bool]]
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass
@@ -30,74 +34,57 @@ Handler = Callable[..., Any]
 @dataclass(frozen=True)
 class Route:
     method: str
+    path: str  # apidoc form: /nodes/{node}/qemu/{vmid}/config
     pattern: re.Pattern[str]
     handler: Handler
-    schema: Schema
-
-
-def _check_params(schema: Schema, raw: Params) -> dict[str, Any]:
-    """Reject unknown/missing/mistyped parameters with PVE's wording (JSONSchema.pm)."""
-    errors: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name not in schema:
-            errors[name] = (
-                "property is not defined in schema and the schema does not allow additional "
-                "properties"
-            )
-            continue
-        kind = schema[name][0]
-        if kind == "integer":
-            if not re.fullmatch(r"[+-]?\d+", value):
-                errors[name] = f"type check ('integer') failed - got '{value}'"
-                continue
-            values[name] = int(value)
-        elif kind == "number":
-            try:
-                values[name] = float(value)
-            except ValueError:
-                errors[name] = f"type check ('number') failed - got '{value}'"
-        elif kind == "boolean":
-            if value.lower() not in _TRUE | _FALSE:
-                errors[name] = f"type check ('boolean') failed - got '{value}'"
-                continue
-            values[name] = value.lower() in _TRUE
-        else:
-            values[name] = value
-    for name, (_, required) in schema.items():
-        if required and name not in raw and name not in errors:
-            errors[name] = "property is missing and it is not optional"
-    if errors:
-        raise ApiError.param(errors)
-    return values
 
 
 class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def add(
-        self, method: str, path: str, schema: Schema | None = None
-    ) -> Callable[[Handler], Handler]:
+    def add(self, method: str, path: str) -> Callable[[Handler], Handler]:
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$")
 
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(method, regex, handler, schema or {}))
+            self.routes.append(Route(method, "/" + path, regex, handler))
             return handler
 
         return register
+
+    def check_schema(self) -> None:
+        """Load PVE's schema and make sure it has every route (raises SchemaMissing)."""
+        missing = [
+            f"{r.method} {r.path}"
+            for r in self.routes
+            if r.method not in schema.api_schema().get(r.path, {})
+        ]
+        if missing:
+            raise schema.SchemaMissing(f"PVE's API schema has no {', '.join(missing)}")
 
     def dispatch(self, cluster: Cluster, method: str, path: str, user: str, raw: Params) -> Any:
         for route in self.routes:
             match = route.pattern.match(path)
             if not match or route.method != method:
                 continue
-            node = match.groupdict().get("node")
-            if node is not None:
-                _require_node_reachable(cluster, node)
-            params = _check_params(route.schema, raw)
-            return route.handler(Request(cluster, user, params), **match.groupdict())
+            uri = match.groupdict()
+            conflicts = {k: _DUPLICATE for k, v in uri.items() if k in raw and raw[k] != v}
+            if conflicts:
+                raise ApiError.param(conflicts)
+            params = raw | uri
+            info = schema.method_info(method, route.path)
+            permissions.check_route(cluster, user, info, "/" + path, params)
+            if "node" in uri:
+                _require_node_reachable(cluster, uri["node"])
+            release = views.PVE_VERSIONS[cluster.params.pve_version][1]
+            checked = schema.validate(_parameters(method, route.path, release), params)
+            body = {k: v for k, v in checked.items() if k not in uri}
+            return route.handler(Request(cluster, user, body), **uri)
         raise ApiError(501, f"Method '{method} /{path}' not implemented")
+
+
+_DUPLICATE = "duplicate parameter (already defined in URI) with conflicting values!"
+_parameters = cache(schema.parameters)
 
 
 def _require_node_reachable(cluster: Cluster, node: str) -> None:
@@ -108,24 +95,11 @@ def _require_node_reachable(cluster: Cluster, node: str) -> None:
 
 
 def _vmid(value: str) -> int:
-    if not value.isdigit():
-        raise ApiError.param({"vmid": f"type check ('integer') failed - got '{value}'"})
+    """A path's vmid (the schema's pve-vmid check has passed)."""
     return int(value)
 
 
 router = Router()
-_TASK_LIST: Schema = {
-    "start": ("integer", False),
-    "limit": ("integer", False),
-    "vmid": ("integer", False),
-    "typefilter": ("string", False),
-    "userfilter": ("string", False),
-    "source": ("string", False),
-    "errors": ("boolean", False),
-    "since": ("integer", False),
-    "until": ("integer", False),
-    "statusfilter": ("string", False),
-}
 
 
 @router.add("GET", "version")
@@ -133,7 +107,7 @@ def get_version(req: Request) -> Any:
     return views.version(req.cluster)
 
 
-@router.add("GET", "access/permissions", {"path": ("string", False), "userid": ("string", False)})
+@router.add("GET", "access/permissions")
 def access_permissions(req: Request) -> Any:
     """What the caller may do; a token must not ask for another user's (PVE refuses too)."""
     userid = req.params.get("userid")
@@ -171,31 +145,28 @@ def cluster_status(req: Request) -> Any:
     return rows
 
 
-@router.add("GET", "cluster/resources", {"type": ("string", False)})
+@router.add("GET", "cluster/resources")
 def cluster_resources(req: Request) -> Any:
-    kind = req.params.get("type")
-    if kind not in (None, "vm", "storage", "node", "sdn", "pool"):
-        raise ApiError.param(
-            {
-                "type": f"value '{kind}' does not have a value in the enumeration "
-                "'vm, storage, node, sdn'"
-            }
-        )
-    return views.cluster_resources(req.cluster, kind)
+    rows = views.cluster_resources(req.cluster, req.params.get("type"))
+    return permissions.visible_resources(req.cluster, req.user, rows)
 
 
 @router.add("GET", "cluster/options")
 def cluster_options(req: Request) -> Any:
-    return req.cluster.datacenter.options()
+    return permissions.visible_options(req.cluster, req.user, req.cluster.datacenter.options())
 
 
 @router.add("GET", "cluster/tasks")
 def cluster_tasks(req: Request) -> Any:
     tasks = sorted(req.cluster.tasks.values(), key=lambda t: -t.starttime)
-    return [views.task_row(t) for t in tasks]
+    return [
+        views.task_row(t)
+        for t in tasks
+        if permissions.may_list_cluster_task(req.cluster, req.user, t.upid.user)
+    ]
 
 
-@router.add("GET", "cluster/ha/resources", {"type": ("string", False)})
+@router.add("GET", "cluster/ha/resources")
 def ha_resources(req: Request) -> Any:
     return req.cluster.ha.resources()
 
@@ -220,7 +191,7 @@ def ha_rules(req: Request) -> Any:
     return []
 
 
-@router.add("POST", "cluster/ha/resources/{sid}/migrate", {"node": ("string", True)})
+@router.add("POST", "cluster/ha/resources/{sid}/migrate")
 def ha_migrate(req: Request, sid: str) -> Any:
     return req.cluster.ha.request(sid, req.params["node"])
 
@@ -257,32 +228,20 @@ def node_version(req: Request, node: str) -> Any:
     return views.version(req.cluster)
 
 
-_RRD: Schema = {"timeframe": ("string", True), "cf": ("string", False)}
-
-
 def _rrd_params(req: Request) -> str:
-    timeframe, cf = req.params["timeframe"], req.params.get("cf", "AVERAGE")
+    timeframe = str(req.params["timeframe"])
     if timeframe not in views.RRD_STEPS:
-        raise ApiError.param(
-            {
-                "timeframe": f"value '{timeframe}' does not have a value in the enumeration "
-                "'hour, day, week, month, year'"
-            }
-        )
-    if cf not in ("AVERAGE", "MAX"):
-        raise ApiError.param(
-            {"cf": f"value '{cf}' does not have a value in the enumeration 'AVERAGE, MAX'"}
-        )
-    return str(timeframe)
+        raise ApiError(501, f"pvesim does not model the RRD timeframe '{timeframe}'")
+    return timeframe
 
 
-@router.add("GET", "nodes/{node}/rrddata", _RRD)
+@router.add("GET", "nodes/{node}/rrddata")
 def node_rrddata(req: Request, node: str) -> Any:
     sample = views.node_rrd_sample(req.cluster, req.cluster.node(node))
     return views.rrd_rows(req.cluster, _rrd_params(req), sample)
 
 
-@router.add("GET", "nodes/{node}/qemu/{vmid}/rrddata", _RRD)
+@router.add("GET", "nodes/{node}/qemu/{vmid}/rrddata")
 def vm_rrddata(req: Request, node: str, vmid: str) -> Any:
     sample = views.vm_rrd_sample(req.cluster.vm_on(node, _vmid(vmid)))
     return views.rrd_rows(req.cluster, _rrd_params(req), sample)
@@ -293,7 +252,7 @@ def node_status(req: Request, node: str) -> Any:
     return views.node_status(req.cluster, req.cluster.node(node))
 
 
-@router.add("GET", "nodes/{node}/qemu", {"full": ("boolean", False)})
+@router.add("GET", "nodes/{node}/qemu")
 def list_qemu(req: Request, node: str) -> Any:
     return [
         views.vm_entry(req.cluster, v, resources=False)
@@ -307,9 +266,7 @@ def list_lxc(req: Request, node: str) -> Any:
     return []
 
 
-@router.add(
-    "GET", "nodes/{node}/storage", {"content": ("string", False), "enabled": ("boolean", False)}
-)
+@router.add("GET", "nodes/{node}/storage")
 def list_storage(req: Request, node: str) -> Any:
     target = req.cluster.node(node)
     return [views.storage_entry(target, s, resources=False) for s in target.storages]
@@ -320,68 +277,32 @@ def vm_status(req: Request, node: str, vmid: str) -> Any:
     return views.vm_status(req.cluster, req.cluster.vm_on(node, _vmid(vmid)))
 
 
-@router.add(
-    "GET",
-    "nodes/{node}/qemu/{vmid}/config",
-    {"current": ("boolean", False), "snapshot": ("string", False)},
-)
+@router.add("GET", "nodes/{node}/qemu/{vmid}/config")
 def vm_config(req: Request, node: str, vmid: str) -> Any:
     return req.cluster.vm_on(node, _vmid(vmid)).config()
 
 
-@router.add(
-    "PUT",
-    "nodes/{node}/qemu/{vmid}/config",
-    {"delete": ("string", False), "digest": ("string", False), "skiplock": ("boolean", False)},
-)
+@router.add("PUT", "nodes/{node}/qemu/{vmid}/config")
 def vm_config_update(req: Request, node: str, vmid: str) -> Any:
+    """qemu-server API2/Qemu.pm update_vm (sync), the part pvesim models: `delete=lock`."""
     vm = req.cluster.vm_on(node, _vmid(vmid))
-    if "skiplock" in req.params and req.user != ROOT:
+    skiplock = req.params.get("skiplock", False)
+    if skiplock and req.user != ROOT:
         raise ApiError.param({"skiplock": "Only root may use this option."})
-    deleted = {d.strip() for d in str(req.params.get("delete", "")).split(",") if d.strip()}
+    deleted = re.sub(r"[,;]", " ", str(req.params.get("delete", ""))).split()
+    # check_vm_modify_config_perm: `lock` is none of the option classes a privilege covers
+    if "lock" in deleted and req.user != ROOT:
+        raise ApiError(500, "only root can set 'lock' config")
+    if vm.lock and not skiplock:  # update_vm's load_and_check_config: check_lock
+        raise ApiError(500, f"VM is locked ({vm.lock})")
     if "lock" in deleted:
         vm.lock = None
-    elif vm.lock and not req.params.get("skiplock"):
-        raise ApiError(500, f"VM is locked ({vm.lock})")
     return None
 
 
-_MIGRATE: Schema = {
-    "target": ("string", True),
-    "online": ("boolean", False),
-    "force": ("boolean", False),
-    "migration_type": ("string", False),
-    "migration_network": ("string", False),
-    "bwlimit": ("integer", False),
-    "with-local-disks": ("boolean", False),
-    "targetstorage": ("string", False),
-    "with-conntrack-state": ("boolean", False),  # PVE 9 (qemu-server 9.0), not modelled
-}
-
-
-def _require_pve9_param(req: Request, name: str) -> None:
-    """A parameter PVE 9 added is unknown to PVE 8's schema."""
-    if name in req.params and req.cluster.params.pve_version < 9:
-        raise ApiError.param(
-            {
-                name: "property is not defined in schema and the schema "
-                "does not allow additional properties"
-            }
-        )
-
-
-@router.add("POST", "nodes/{node}/qemu/{vmid}/migrate", _MIGRATE)
+@router.add("POST", "nodes/{node}/qemu/{vmid}/migrate")
 def vm_migrate(req: Request, node: str, vmid: str) -> Any:
     p = req.params
-    _require_pve9_param(req, "with-conntrack-state")
-    kind = p.get("migration_type")
-    if kind is not None and kind not in ("secure", "insecure"):
-        raise ApiError.param(
-            {
-                "migration_type": f"value '{kind}' does not have a value in the "
-                "enumeration 'secure, insecure'"
-            }
-        )
     return req.cluster.migrate(
         node,
         _vmid(vmid),
@@ -389,38 +310,29 @@ def vm_migrate(req: Request, node: str, vmid: str) -> Any:
         user=req.user,
         online=p.get("online", False),
         force=p.get("force"),
-        migration_type=kind,
+        migration_type=p.get("migration_type"),
         migration_network=p.get("migration_network"),
         bwlimit=p.get("bwlimit"),
         with_local_disks=p.get("with-local-disks", False),
     )
 
 
-@router.add("GET", "nodes/{node}/qemu/{vmid}/migrate", {"target": ("string", False)})
+@router.add("GET", "nodes/{node}/qemu/{vmid}/migrate")
 def vm_migrate_precondition(req: Request, node: str, vmid: str) -> Any:
     return req.cluster.migrate_precondition(node, _vmid(vmid), req.params.get("target"))
 
 
-@router.add(
-    "POST",
-    "nodes/{node}/migrateall",
-    {
-        "target": ("string", True),
-        "maxworkers": ("integer", False),
-        "max-workers": ("integer", False),
-        "vms": ("string", False),
-        "with-local-disks": ("boolean", False),
-    },
-)
+@router.add("POST", "nodes/{node}/migrateall")
 def migrateall(req: Request, node: str) -> Any:
     p = req.params
-    _require_pve9_param(req, "max-workers")
-    workers = p.get("maxworkers") or p.get("max-workers")
-    if workers is not None and not 1 <= workers <= 64:
-        raise ApiError.param(
-            {"maxworkers": f"value must have a minimum value of 1 - got {workers}"}
-        )
+    workers = p.get("maxworkers")  # `max-workers` is 9.1's (schema.ADDED_IN)
     vms = [int(v) for v in re.split(r"[,; ]+", p["vms"]) if v] if p.get("vms") else None
+    # pve-manager API2/Nodes.pm migrateall: VM.Migrate on / or on each listed guest
+    if not permissions.allowed(req.cluster, req.user, "/", ["VM.Migrate"]):
+        if not vms:
+            raise permissions.denied("/, VM.Migrate")
+        for guest in vms:
+            permissions.require(req.cluster, req.user, f"/vms/{guest}", ["VM.Migrate"])
     return req.cluster.migrateall(
         node,
         p["target"],
@@ -431,7 +343,7 @@ def migrateall(req: Request, node: str) -> Any:
     )
 
 
-@router.add("GET", "nodes/{node}/tasks", _TASK_LIST)
+@router.add("GET", "nodes/{node}/tasks")
 def node_tasks(req: Request, node: str) -> Any:
     p = req.params
     source = p.get("source", "archive")
@@ -440,6 +352,8 @@ def node_tasks(req: Request, node: str) -> Any:
     for task in sorted(on_node, key=lambda t: (-t.starttime, str(t.upid))):
         u = task.upid
         if (source == "active" and not task.running) or (source == "archive" and task.running):
+            continue
+        if not permissions.may_read_task(req.cluster, req.user, node, u.user):
             continue
         if "typefilter" in p and u.type != p["typefilter"]:
             continue
@@ -472,26 +386,28 @@ def _node_task(req: Request, node: str, upid: str) -> Any:
 
 @router.add("GET", "nodes/{node}/tasks/{upid}/status")
 def task_status(req: Request, node: str, upid: str) -> Any:
-    return _node_task(req, node, upid).status()
+    task = _node_task(req, node, upid)
+    permissions.require_task_read(req.cluster, req.user, node, task.upid.user)
+    return task.status()
 
 
-@router.add(
-    "GET",
-    "nodes/{node}/tasks/{upid}/log",
-    {"start": ("integer", False), "limit": ("integer", False), "download": ("boolean", False)},
-)
+@router.add("GET", "nodes/{node}/tasks/{upid}/log")
 def task_log(req: Request, node: str, upid: str) -> Any:
     task = _node_task(req, node, upid)
+    permissions.require_task_read(req.cluster, req.user, node, task.upid.user)
     start, limit = req.params.get("start", 0), req.params.get("limit", 50)
     lines = task.lines[start : start + limit]
     return TotalList(
-        [{"n": start + i + 1, "t": text} for i, text in enumerate(lines)], len(task.lines)
+        [{"n": start + i + 1, "t": text} for i, text in enumerate(lines)],
+        len(task.lines),
     )
 
 
 @router.add("DELETE", "nodes/{node}/tasks/{upid}")
 def task_stop(req: Request, node: str, upid: str) -> Any:
-    req.cluster.stop_task(str(_node_task(req, node, upid).upid))
+    task = _node_task(req, node, upid)
+    permissions.require_task_stop(req.cluster, req.user, node, task.upid.user)
+    req.cluster.stop_task(str(task.upid))
     return None
 
 

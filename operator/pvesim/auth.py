@@ -6,27 +6,42 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pvesim.model import ApiError
+from pvesim.model.access import ROOT_TOKEN
 
-TOKEN_ID = "root@pam!pvesim"
+TOKEN_ID = ROOT_TOKEN
 TICKET_LIFETIME = 7200.0  # PVE tickets are valid for 2 hours (pve-access-control)
 
 
 @dataclass
 class Credentials:
-    token_secret: str
+    token_secrets: dict[str, str]  # token id -> secret (a UUID, as `pveum user token add`)
     password: str
     key: bytes
 
     @classmethod
-    def fresh(cls) -> Credentials:
+    def fresh(cls, token_ids: Iterable[str]) -> Credentials:
         return cls(
-            token_secret=str(uuid.uuid4()),
+            token_secrets={token_id: str(uuid.uuid4()) for token_id in token_ids},
             password=secrets.token_urlsafe(12),
             key=secrets.token_bytes(32),
         )
+
+    @property
+    def token_secret(self) -> str:
+        """The default root token's secret."""
+        return self.token_secrets[TOKEN_ID]
+
+    def check_token(self, value: str) -> str:
+        """`PVEAPIToken=<id>=<secret>`'s value -> the token id (the request's user), or 401."""
+        token_id, _, secret = value.partition("=")
+        expected = self.token_secrets.get(token_id)
+        if expected is None or not hmac.compare_digest(secret.strip(), expected):
+            raise ApiError(401, "invalid token value!")
+        return token_id
 
     def ticket(self, user: str, issued: float, epoch: int) -> str:
         body = f"PVE:{user}:{int(issued):08X}:{epoch}"

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import yaml
 
+from pvesim.api import router
 from pvesim.auth import TOKEN_ID
 from pvesim.certs import write_self_signed
 from pvesim.model import Cluster, ModelParams, from_config, generate
+from pvesim.model.access import parse_acl
+from pvesim.schema import SchemaMissing
 from pvesim.server import Listener, Simulator
 
 
@@ -27,8 +30,21 @@ def build_cluster(args: argparse.Namespace) -> Cluster:
         if args.pve_version_given:
             config["pve_version"] = args.pve_version
         params = replace(params, pve_version=int(config.get("pve_version", args.pve_version)))
-        return from_config(config, seed=args.seed, params=params)
-    return generate(args.nodes, args.vms_per_node, seed=args.seed, params=params)
+        cluster = from_config(config, seed=args.seed, params=params)
+    else:
+        cluster = generate(args.nodes, args.vms_per_node, seed=args.seed, params=params)
+    for spec in args.token:
+        add_token(cluster, spec)
+    return cluster
+
+
+def add_token(cluster: Cluster, spec: str) -> None:
+    """`--token 'user@realm!name=/PATH:PRIV,PRIV;/PATH2:PRIV'`: a privilege-separated token
+    and its user, both granted that ACL, so the token holds exactly those privileges."""
+    token_id, _, acl_spec = spec.partition("=")
+    acl = parse_acl(dict(entry.partition(":")[::2] for entry in acl_spec.split(";") if entry))
+    cluster.access.add_token(token_id, acl)
+    cluster.access.users[token_id.partition("!")[0]] = acl
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +61,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--endpoints", type=int, default=1, help="API endpoints (ports)")
     serve.add_argument("--pve-version", type=int, choices=(8, 9), default=None)
     serve.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="ID=ACL",
+        help="an extra API token, e.g. 'ops@pve!op=/:VM.Audit,VM.Migrate;/nodes:Sys.Audit' "
+        "(repeatable; secrets in the JSON line's `tokens`)",
+    )
+    serve.add_argument(
         "--start-time",
         type=float,
         default=float(int(time.time())),
@@ -59,7 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cluster = build_cluster(args)
+    try:
+        router.check_schema()
+        cluster = build_cluster(args)
+    except (SchemaMissing, ValueError) as exc:
+        print(f"pvesim: {exc}", file=sys.stderr)
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="pvesim-"))
     certs = write_self_signed(workdir)
     sim = Simulator(cluster, args.time_scale, args.seed)
@@ -77,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "urls": [ep.url for ep in sim.listeners],
         "token_id": TOKEN_ID,
         "token_secret": sim.credentials.token_secret,
+        "tokens": sim.credentials.token_secrets,
         "password": sim.credentials.password,
         "ca_cert": str(certs.ca_cert),
     }

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pvesim.api import TotalList, router
-from pvesim.auth import TOKEN_ID, Credentials
+from pvesim.auth import Credentials
 from pvesim.certs import CertFiles
 from pvesim.clock import ScaledClock
 from pvesim.model import ROOT, ApiError, Cluster
@@ -28,7 +28,7 @@ class Simulator:
         self.cluster = cluster
         self.lock = threading.Lock()
         self.clock = ScaledClock(cluster.now, scale)
-        self.credentials = Credentials.fresh()
+        self.credentials = Credentials.fresh(cluster.access.tokens)
         self.fault_rng = random.Random(seed + 1)  # faults never perturb the model's RNG
         self.max_lag = 0.0  # simulated seconds the model fell behind the clock, worst seen
         self.busy = 0.0  # real seconds spent advancing
@@ -218,10 +218,8 @@ class ApiHandler(BaseHTTPRequestHandler):
         creds = self.sim.credentials
         header = self.headers.get("Authorization") or ""
         if header.startswith("PVEAPIToken="):
-            token_id, _, secret = header[len("PVEAPIToken=") :].partition("=")
-            if token_id != TOKEN_ID or secret.strip() != creds.token_secret:
-                raise ApiError(401, "invalid token value!")
-            return token_id  # the token id is the user (AccessControl verify_token): never root@pam
+            # the token id is the user (AccessControl verify_token): never root@pam
+            return creds.check_token(header[len("PVEAPIToken=") :])
         cookie = _cookie(self.headers.get("Cookie") or "", "PVEAuthCookie")
         if not cookie:
             raise ApiError(401, "No ticket")

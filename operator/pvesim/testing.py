@@ -101,6 +101,11 @@ class PvesimProcess:
         return str(self.info["token_secret"])
 
     @property
+    def tokens(self) -> dict[str, str]:
+        """Every token id (the default root one and `--token`/YAML ones) -> its secret."""
+        return dict(self.info["tokens"])
+
+    @property
     def password(self) -> str:
         return str(self.info["password"])
 

@@ -21,10 +21,10 @@ from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.errors import PveApiError
 from proxmigrate.pve.transport import PveTransport, TokenAuth
 from pvesim.api import router
+from pvesim.auth import TOKEN_ID  # an API token, as the operator uses: never root@pam
 from pvesim.model import ApiError, Cluster
 from pvesim.server import route_pattern
 
-TOKEN_ID = "root@pam!proxmigrate"  # an API token, as the operator uses: never root@pam itself
 _ENDPOINT = "pvesim.invalid"  # never connected to: requests go to the model
 
 _T = TypeVar("_T")

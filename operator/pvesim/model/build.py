@@ -6,6 +6,7 @@ import random
 from dataclasses import replace
 from typing import Any
 
+from pvesim.model.access import Access
 from pvesim.model.cluster import Cluster
 from pvesim.model.datacenter import Datacenter
 from pvesim.model.entities import VM, Disk, Node
@@ -93,7 +94,9 @@ def from_config(
     ]
     vms = [make_vm(spec, shared) for spec in config.get("vms", [])]
     datacenter = Datacenter.parse(config.get("datacenter", {}))
-    return Cluster(nodes, vms, seed=seed, params=params, datacenter=datacenter)
+    cluster = Cluster(nodes, vms, seed=seed, params=params, datacenter=datacenter)
+    cluster.access = Access.parse(config.get("access") or {})
+    return cluster
 
 
 def generate(

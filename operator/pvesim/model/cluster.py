@@ -11,6 +11,8 @@ import random
 from collections import Counter
 from typing import Any
 
+from pvesim.model.access import ROOT as ROOT
+from pvesim.model.access import Access
 from pvesim.model.datacenter import Datacenter
 from pvesim.model.entities import VM, Node
 from pvesim.model.errors import ApiError
@@ -22,8 +24,6 @@ from pvesim.model.params import ModelParams
 from pvesim.model.process import Command, Process, Sleep, SshCall, SshResult, Worker
 from pvesim.model.tasklog import Task
 from pvesim.model.upid import Upid
-
-ROOT = "root@pam"
 
 # Client wording of an sshd drop (docs/reference/proxmox.md#task-log-wording); 2:1 closed vs reset.
 _DROP_CLOSED = (
@@ -53,6 +53,7 @@ class Cluster:
         self.vms: dict[int, VM] = {v.vmid: v for v in vms}
         self.datacenter = datacenter or Datacenter()
         self.api_faults = ApiFaults()
+        self.access = Access()  # users, tokens, ACLs (model/access.py)
         self.tasks: dict[str, Task] = {}
         self._queue = EventQueue()
         self._streams: list[Stream] = []
@@ -271,6 +272,7 @@ class Cluster:
             migration_network=migration_network,
             bwlimit=bwlimit,
             with_local_disks=with_local_disks,
+            user=user,
             by_ha=by_ha,
         )
         return str(self.start_migration(request, user).upid)
@@ -284,11 +286,19 @@ class Cluster:
         migration_network: str | None = None,
         bwlimit: int | None = None,
         with_local_disks: bool = False,
+        user: str = ROOT,
         by_ha: bool = False,
     ) -> MigrationRequest:
         """Moving `vm` to `target`; options not given fall back to datacenter.cfg."""
         dc = self.datacenter
-        limits = [x for x in (bwlimit, dc.bwlimit_migration_kib) if x]
+        limit = bwlimit
+        # pve-storage PVE/Storage.pm get_bandwidth_limit (via pve-guest-common
+        # AbstractMigrate.pm get_bwlimit, no storages for the memory transfer): a requested
+        # limit replaces the datacenter's when the user has Sys.Modify on / (who may edit
+        # datacenter.cfg); otherwise the lower one applies.
+        if bwlimit is None or not self.access.has(user, "/", ["Sys.Modify"]):
+            limits = [x for x in (bwlimit, dc.bwlimit_migration_kib) if x]
+            limit = min(limits) if limits else None
         return MigrationRequest(
             vmid=vm.vmid,
             source=vm.node,
@@ -296,7 +306,7 @@ class Cluster:
             online=vm.running,
             secure=(migration_type or dc.migration_type) == "secure",
             network=migration_network or dc.migration_network,
-            bwlimit_kib=min(limits) if limits else None,
+            bwlimit_kib=limit,
             with_local_disks=with_local_disks,
             by_ha=by_ha,
         )
