@@ -6,7 +6,7 @@ from typing import Any
 
 from pvesim.model import VM, Cluster, Node
 from pvesim.model.params import GiB
-from pvesim.model.tasklog import Task
+from pvesim.model.tasklog import Task, split_token
 
 HOST_OVERHEAD = 4 * GiB  # memory the host itself uses: assumption
 PVE_VERSIONS = {8: ("8.4.1", "8.4", "2a5fa54a8503f96d"), 9: ("9.0.3", "9.0", "025864202ebb6109")}
@@ -276,12 +276,11 @@ def vm_rrd_sample(vm: VM) -> dict[str, float]:
     }
 
 
-def task_row(task: Task) -> dict[str, Any]:
-    """A row of `/nodes/{n}/tasks` and `/cluster/tasks`."""
-    row = task.status()
-    row.pop("exitstatus", None)
-    row.pop("status")
-    if not task.running:
-        row["endtime"] = int(task.endtime or 0)
-        row["status"] = task.exitstatus
-    return row
+def cluster_task_row(task: Task) -> dict[str, Any]:
+    """A row of `/cluster/tasks` (pve-manager API2/Cluster.pm `tasks`): the broadcast list of
+    active and recent tasks, token owners split; a running task has no `status` yet."""
+    row = task.list_row()
+    if task.running:
+        row.pop("saved")
+        row.pop("status")
+    return row | split_token(task.upid.user)

@@ -145,8 +145,10 @@ def test_migrateall_throttles_by_worker_count_and_reports_like_pve() -> None:
     cluster.run_until_idle()
     lines = _log(cluster, upid)
     assert lines[-2:] == ["All jobs finished, used 6 workers in total.", "TASK OK"]
-    assert "skip VM 106 - precondition check failed:" in lines
+    # pve-manager API2/Nodes.pm $create_migrate_worker: `Check VM N: ` has no newline
+    assert "Check VM 106: skip VM 106 - precondition check failed:" in lines
     assert "  Has local resources: hostpci0" in lines
+    assert lines[:2] == ["Check VM 100: precondition check passed", "Migrating VM 100"]
     assert cluster.peak_inflight == 2
     assert sorted(v.vmid for v in cluster.vms.values() if v.node == "pve2") == list(range(100, 106))
 
@@ -243,9 +245,10 @@ def test_api_preconditions_create_no_task() -> None:
 
 def test_offline_migration_of_stopped_vm() -> None:
     cluster = _cluster(vms=_vms(1, running=False))
-    upid = cluster.migrate("pve1", 100, "pve2")
+    upid = cluster.migrate("pve1", 100, "pve2", online=True)
     cluster.run_until_idle()
-    assert "VM isn't running. Doing offline migration instead." in _log(cluster, upid)
+    # qemu-server API2/Qemu.pm migrate_vm warns this before fork_worker: not in the task log
+    assert not any("Doing offline migration instead" in x for x in _log(cluster, upid))
     assert cluster.tasks[upid].exitstatus == "OK" and cluster.vms[100].node == "pve2"
 
 

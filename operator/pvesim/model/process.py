@@ -2,7 +2,13 @@
 
 A PVE worker (migration, migrateall, hamigrate) is written as straight-line code that yields
 `Sleep` or `SshCall`; the cluster resumes it when the wait is over. A `token` makes wake-ups
-that were superseded (by an interrupt) harmless.
+that were superseded (by a signal) harmless.
+
+Signals follow pve-common `src/PVE/RESTEnvironment.pm`: a worker runs in its own session
+(fork_worker: setsid), so `DELETE .../tasks/{upid}` signals the worker and every child it
+started (ssh included) at once (kill_process_group). The worker's SIGTERM handler decides what
+happens to it: fork_worker's own `die "received interrupt\n"` unless the worker installed
+another one (AbstractMigrate.pm's migrate and $eval_int do).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Sleep:
     seconds: float
+    child: str | None = None  # a command a child process runs meanwhile (SIGTERM kills it)
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,23 @@ class SshResult:
 
 
 class Interrupted(Exception):
-    """The task was stopped (`DELETE /nodes/{node}/tasks/{upid}` sends SIGTERM)."""
+    """A signal handler's `die`, raised inside the worker at its current wait."""
+
+
+class ChildKilled(Exception):
+    """The child the worker waited on died of SIGTERM while the worker's own handler only
+    logged it: pve-common `PVE/Cmd.pm` run then dies `got signal 15`."""
 
 
 Command = Sleep | SshCall
 Worker = Generator[Command, Any, None]
 Dispatch = Callable[["Process", Command, int], None]
+SigtermHandler = Callable[[], BaseException | None]  # an error to raise, or None: carry on
+
+
+def fork_worker_sigterm() -> BaseException:
+    """fork_worker's child: `$SIG{TERM} = sub { die "received interrupt\\n"; }`."""
+    return Interrupted("received interrupt")
 
 
 class Process:
@@ -50,8 +68,10 @@ class Process:
         self._dispatch = dispatch
         self.token = 0
         self.done = False
-        self.interrupted = False
-        self.shielded = False  # set once stopping could no longer undo anything
+        self.waiting: Command | None = None
+        self.sigterm: SigtermHandler = fork_worker_sigterm
+        self.on_uncaught: Callable[[str], None] | None = None  # a die nobody caught
+        self.on_kill: Callable[[], None] | None = None  # SIGKILL: what the worker leaves
 
     def start(self) -> None:
         self._step(None, None)
@@ -60,12 +80,32 @@ class Process:
         if token == self.token and not self.done:
             self._step(value, None)
 
-    def interrupt(self) -> None:
-        """Raise `Interrupted` inside the worker at its current wait (once)."""
-        if self.done or self.interrupted or self.shielded:
+    def terminate(self) -> None:
+        """SIGTERM to the process group: the worker's handler runs, and a child it waits on
+        (ssh, a remote command) dies with it."""
+        if self.done:
             return
-        self.interrupted = True
-        self._step(None, Interrupted("interrupted by signal"))
+        error = self.sigterm()
+        if error is None and self._waits_on_child():
+            error = ChildKilled("got signal 15")
+        if error is not None:
+            self._step(None, error)
+
+    def kill(self) -> None:
+        """SIGKILL: the worker stops where it is; nothing of its cleanup runs."""
+        if self.done:
+            return
+        self.done = True
+        self.token += 1
+        self._worker.close()
+        if self.on_kill is not None:
+            self.on_kill()
+
+    def _waits_on_child(self) -> bool:
+        waiting = self.waiting
+        return isinstance(waiting, SshCall) or (
+            isinstance(waiting, Sleep) and waiting.child is not None
+        )
 
     def _step(self, value: Any, error: BaseException | None) -> None:
         self.token += 1
@@ -74,4 +114,10 @@ class Process:
         except StopIteration:
             self.done = True
             return
+        except Interrupted as exc:  # fork_worker's eval turns it into `TASK ERROR: <msg>`
+            self.done = True
+            if self.on_uncaught is not None:
+                self.on_uncaught(str(exc))
+            return
+        self.waiting = command
         self._dispatch(self, command, self.token)
