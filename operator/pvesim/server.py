@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pvesim.api import TotalList, router
+from pvesim.api import Pending, TotalList, router
 from pvesim.auth import Credentials
 from pvesim.certs import CertFiles
 from pvesim.clock import ScaledClock
@@ -178,6 +178,8 @@ class ApiHandler(BaseHTTPRequestHandler):
                 else:
                     user = self._authenticate(method)
                     data = router.dispatch(sim.cluster, method, api_path, user, params)
+                    if isinstance(data, Pending):
+                        data = self._await(data)
                 body: dict[str, Any] = {"data": data}
                 if isinstance(data, TotalList):
                     body["total"] = data.total
@@ -188,6 +190,19 @@ class ApiHandler(BaseHTTPRequestHandler):
                 if exc.errors:
                     body["errors"] = exc.errors
         self._send(status, body, reason)
+
+    def _await(self, pending: Pending) -> Any:
+        """Hold the answer until `pending` is ready (a task's DELETE blocks until its worker
+        is gone), letting the model advance meanwhile; call with the lock held."""
+        sim = self.sim
+        while not pending.ready():
+            sim.lock.release()
+            try:
+                time.sleep(TICK)
+            finally:
+                sim.lock.acquire()
+            sim.sync()
+        return pending.data
 
     def _login(self, params: dict[str, str]) -> dict[str, Any]:
         sim = self.sim

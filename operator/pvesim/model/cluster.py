@@ -22,7 +22,7 @@ from pvesim.model.migration import MigrationRecord, MigrationRequest, MigrationR
 from pvesim.model.network import Stream, fair_share
 from pvesim.model.params import ModelParams
 from pvesim.model.process import Command, Process, Sleep, SshCall, SshResult, Worker
-from pvesim.model.tasklog import Task
+from pvesim.model.tasklog import Stopping, Task
 from pvesim.model.upid import Upid
 
 # Client wording of an sshd drop (docs/reference/proxmox.md#task-log-wording); 2:1 closed vs reset.
@@ -190,11 +190,9 @@ class Cluster:
         except KeyError:
             raise ApiError(500, f"no such task '{upid}'") from None
 
-    def stop_task(self, upid: str) -> None:
-        """`DELETE /nodes/{node}/tasks/{upid}`: SIGTERM to the worker."""
-        task = self.task(upid)
-        if task.running and task.process is not None:
-            task.process.interrupt()
+    def stop_task(self, upid: str) -> Stopping:
+        """`DELETE /nodes/{node}/tasks/{upid}`: SIGTERM, SIGKILL 5 s later (Task.stop)."""
+        return self.task(upid).stop(lambda: self.now, self.schedule)
 
     # -- lookups ----------------------------------------------------------------------------
     def node(self, name: str) -> Node:
