@@ -322,7 +322,8 @@ def vm_migrate(req: Request, node: str, vmid: str) -> Any:
 
 @router.add("GET", "nodes/{node}/qemu/{vmid}/migrate")
 def vm_migrate_precondition(req: Request, node: str, vmid: str) -> Any:
-    return req.cluster.migrate_precondition(node, _vmid(vmid), req.params.get("target"))
+    # `target` is accepted and unused, as in qemu-server's migrate_vm_precondition
+    return req.cluster.migrate_precondition(node, _vmid(vmid))
 
 
 @router.add("POST", "nodes/{node}/migrateall")

@@ -485,7 +485,7 @@ def test_precondition(fake: FakePve, certificate: tuple[Path, Path]) -> None:
     assert check.blockers("pve3") == [
         "uses local devices: hostpci0",
         "has local disks: local-lvm:vm-120-disk-0",
-        "storage not available on pve3: fast",
+        "not allowed on pve3: storage fast unavailable",
     ]
     assert check.blockers("pve2", with_local_disks=True) == ["uses local devices: hostpci0"]
 

@@ -33,6 +33,7 @@ from proxmigrate.controllers.children import (
     withdraw_onto,
 )
 from proxmigrate.controllers.context import (
+    INVENTORY_MAX_AGE,
     ClusterContext,
     ClusterNotReady,
     cluster_context,
@@ -93,6 +94,16 @@ def drain_request(
     )
 
 
+async def with_local_resources(context: ClusterContext, node: str) -> ClusterContext:
+    """`context` whose inventory knows the local disks and devices of `node`'s guests (PVE's
+    precondition check, kept per guest: no requests while the answers are fresh), which
+    decide `localDisks`, the passthrough refusal and `withLocalDisks`."""
+    inventory = await context.runtime.refresh_inventory(
+        INVENTORY_MAX_AGE, local_for=lambda vm: vm.node == node
+    )
+    return dataclasses.replace(context, inventory=inventory)
+
+
 def _same_plan(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     if not current:
         return False
@@ -125,6 +136,7 @@ class DrainReconciler(Reconciler):
         except ClusterNotReady as error:
             await self._wait(DrainPhase.PENDING, error.reason, str(error), now, degraded=False)
             return
+        context = await with_local_resources(context, spec.node_name)
         request = drain_request(spec, context, drains)
         if self.status.get("startTime"):
             await self._execute(spec, context, request, now)

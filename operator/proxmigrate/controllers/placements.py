@@ -32,6 +32,7 @@ from proxmigrate.controllers.children import (
     withdraw_onto,
 )
 from proxmigrate.controllers.context import (
+    INVENTORY_MAX_AGE,
     ClusterContext,
     ClusterNotReady,
     cluster_context,
@@ -87,7 +88,7 @@ class PlacementReconciler(Reconciler):
         drains = await list_drains(self.kube, self.namespace)
         request = self._request(spec, context, drains)
         try:
-            decisions = plan_placement(context.inventory, request)
+            decisions = await self._decide(context, request)
         except PlanError as error:
             await self._invalid(
                 "InvalidSelection", f"{error}; nothing is moved", now, degraded=True
@@ -131,6 +132,22 @@ class PlacementReconciler(Reconciler):
             reserve=settings.memory_reserve(),
             anti_affinity_prefix=settings.anti_affinity_tag_prefix,
         )
+
+    @staticmethod
+    async def _decide(
+        context: ClusterContext, request: PlacementRequest
+    ) -> list[PlacementDecision]:
+        """The decisions, with the local disks and devices of the guests to move known: PVE's
+        precondition check is asked only for those (and kept per guest), never for guests
+        in sync."""
+        decisions = plan_placement(context.inventory, request)
+        moving = {d.vmid for d in decisions if d.action is PlacementAction.MOVE}
+        if not moving:
+            return decisions
+        inventory = await context.runtime.refresh_inventory(
+            INVENTORY_MAX_AGE, local_for=lambda vm: vm.vmid in moving
+        )
+        return plan_placement(inventory, request)
 
     async def _enforce(
         self,

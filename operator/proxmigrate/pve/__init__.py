@@ -4,7 +4,8 @@ from proxmigrate.pve.async_client import AsyncPveClient
 from proxmigrate.pve.classifier import Failure, Phase, Reason, classify, classify_api_error
 from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveTLSError, PveUnreachable
-from proxmigrate.pve.resources import MigrationPrecondition, MigrationSettings
+from proxmigrate.pve.precondition import MigrationPrecondition
+from proxmigrate.pve.resources import MigrationSettings
 from proxmigrate.pve.transport import PasswordAuth, RetryPolicy, TokenAuth
 
 __all__ = [

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from proxmigrate.inventory import Inventory
 from proxmigrate.pve.client import PveClient
+from proxmigrate.pve.precondition import MigrationPrecondition
 from proxmigrate.pve.resources import MigrationSettings
 
 _T = TypeVar("_T")
@@ -74,6 +75,11 @@ class AsyncPveClient:
 
     async def ha_migrate(self, vmid: int, target: str) -> str | None:
         return await self._run(self.client.ha_migrate, vmid, target)
+
+    async def precondition(
+        self, node: str, vmid: int, target: str | None = None
+    ) -> MigrationPrecondition:
+        return await self._run(self.client.precondition, node, vmid, target)
 
     async def tasks(
         self,

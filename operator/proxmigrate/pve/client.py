@@ -11,12 +11,11 @@ from typing import Any
 
 from proxmigrate.inventory import Inventory
 from proxmigrate.pve.errors import PveApiError
+from proxmigrate.pve.precondition import MigrationPrecondition, parse_precondition
 from proxmigrate.pve.resources import (
-    MigrationPrecondition,
     MigrationSettings,
     parse_inventory,
     parse_migration_settings,
-    parse_precondition,
 )
 from proxmigrate.pve.tracker import first_migration_since
 from proxmigrate.pve.transport import Auth, PveTransport, RetryPolicy, is_root_ticket
@@ -114,7 +113,12 @@ class PveClient:
         answer = self.transport.request("POST", path, {"node": target}, idempotent=False)
         return answer if is_upid(answer) else None
 
-    def precondition(self, node: str, vmid: int, target: str) -> MigrationPrecondition:
+    def precondition(
+        self, node: str, vmid: int, target: str | None = None
+    ) -> MigrationPrecondition:
+        """PVE's own check of a guest's local disks, devices and (without `target`: every)
+        target node. Needs `VM.Migrate` on the guest, as the migration itself
+        (qemu-server `API2/Qemu.pm` `migrate_vm_precondition`); a locked guest is refused."""
         return parse_precondition(self._get(f"nodes/{node}/qemu/{vmid}/migrate", target=target))
 
     def tasks(

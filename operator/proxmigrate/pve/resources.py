@@ -28,28 +28,6 @@ class MigrationSettings:
         return self.type == "secure"
 
 
-@dataclass(frozen=True)
-class MigrationPrecondition:
-    """`GET /nodes/{node}/qemu/{vmid}/migrate`: what would stop a migration to some node."""
-
-    running: bool
-    not_allowed_nodes: Mapping[str, tuple[str, ...]]  # node -> unavailable storages
-    local_disks: tuple[str, ...]  # volume ids on node-local storage
-    local_resources: tuple[str, ...]  # e.g. `hostpci0`
-
-    def blockers(self, target: str, *, with_local_disks: bool = False) -> list[str]:
-        """Human-readable reasons the migration to `target` would be refused."""
-        found = []
-        if self.local_resources:
-            found.append(f"uses local devices: {', '.join(self.local_resources)}")
-        if self.local_disks and not with_local_disks:
-            found.append(f"has local disks: {', '.join(self.local_disks)}")
-        if target in self.not_allowed_nodes:
-            storages = ", ".join(self.not_allowed_nodes[target]) or "unknown"
-            found.append(f"storage not available on {target}: {storages}")
-        return found
-
-
 _TAG_SEPARATORS = re.compile(r"[;,\s]+")
 
 
@@ -119,20 +97,4 @@ def parse_migration_settings(options: Mapping[str, Any]) -> MigrationSettings:
         type=migration.get("type", "secure"),
         network=migration.get("network") or None,
         bwlimit_kib=int(float(limit)) if limit else None,
-    )
-
-
-def parse_precondition(data: Mapping[str, Any]) -> MigrationPrecondition:
-    not_allowed = data.get("not_allowed_nodes") or {}
-    return MigrationPrecondition(
-        running=bool(data.get("running")),
-        not_allowed_nodes={
-            str(node): tuple(str(s) for s in (info or {}).get("unavailable_storages", ()))
-            for node, info in not_allowed.items()
-        },
-        local_disks=tuple(
-            str(disk.get("volid") if isinstance(disk, Mapping) else disk)
-            for disk in data.get("local_disks") or ()
-        ),
-        local_resources=tuple(str(res) for res in data.get("local_resources") or ()),
     )

@@ -25,6 +25,7 @@ from proxmigrate.inventory import Inventory, VMInfo
 from proxmigrate.pve.async_client import AsyncPveClient
 from proxmigrate.pve.classifier import Failure, Phase, Reason, classify, classify_api_error
 from proxmigrate.pve.errors import PveApiError, PveError, PveUnreachable
+from proxmigrate.pve.local_resources import LocalResources
 from proxmigrate.pve.resources import MigrationSettings
 from proxmigrate.pve.tracker import (
     TrackedTask,
@@ -133,6 +134,7 @@ class ClusterRuntime:
     task_poll_seconds: float = 2.0
     engine: MigrationEngine = field(init=False)
     inventory: Inventory | None = None
+    local_resources: LocalResources = field(default_factory=LocalResources)
     settings: MigrationSettings | None = None
     settings_read_at: float = 0.0
     _queued: dict[str, _Queued] = field(default_factory=dict)
@@ -156,15 +158,25 @@ class ClusterRuntime:
         self.engine.update_policy(policy.to_engine_policy())
         self._wake.set()
 
-    async def refresh_inventory(self, max_age: float = 0.0) -> Inventory:
-        """The inventory, re-read when older than `max_age` (one `GET /cluster/resources`)."""
+    async def refresh_inventory(
+        self, max_age: float = 0.0, *, local_for: Callable[[VMInfo], bool] | None = None
+    ) -> Inventory:
+        """The inventory, re-read when older than `max_age` (one `GET /cluster/resources`).
+
+        The only inventory path, for the operator and `proxmigrate simulate` alike. Guests
+        picked by `local_for` (those about to be planned) get their local disks and devices
+        from PVE's precondition check, kept across reads (pve/local_resources.py); the
+        others carry what is kept for them."""
         async with self._inventory_lock:
             now = self.clock()
-            if self.inventory is not None and now - self.inventory.taken_at <= max_age:
-                return self.inventory
-            began = time.monotonic()
-            self.inventory = await self.client.inventory()
-            metrics.INVENTORY_SYNC_DURATION.labels(self.label).observe(time.monotonic() - began)
+            if self.inventory is None or now - self.inventory.taken_at > max_age:
+                began = time.monotonic()
+                self.inventory = self.local_resources.apply(await self.client.inventory())
+                metrics.INVENTORY_SYNC_DURATION.labels(self.label).observe(time.monotonic() - began)
+            if local_for is not None:
+                self.inventory = await self.local_resources.read(
+                    self.client, self.inventory, local_for
+                )
             return self.inventory
 
     async def refresh_settings(self) -> MigrationSettings:

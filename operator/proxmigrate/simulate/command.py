@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     source = sim.add_mutually_exclusive_group(required=True)
     source.add_argument("--cluster", type=Path, help="cluster file (pvesim YAML or JSON format)")
-    source.add_argument("--endpoint", help="live PVE API host[:port], read only (one GET)")
+    source.add_argument("--endpoint", help="live PVE API host[:port], read only (GETs)")
     sim.add_argument("--token-id", help="API token id, e.g. root@pam!proxmigrate")
     sim.add_argument("--token-secret", help="API token secret")
     sim.add_argument("--ca-cert", help="CA bundle for the PVE API's certificate")
@@ -130,10 +130,12 @@ def _cluster_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _live_config(args: argparse.Namespace) -> dict[str, Any]:
-    """One `GET /cluster/resources` through proxmigrate's PVE client; nothing is written."""
+    """The operator's inventory read through its PVE client: `GET /cluster/resources` and
+    one precondition check per guest of the drained nodes; nothing is written."""
+    from proxmigrate.pve.async_client import AsyncPveClient
     from proxmigrate.pve.client import PveClient
     from proxmigrate.pve.transport import TokenAuth
-    from proxmigrate.simulate.inventory import config_from_inventory
+    from proxmigrate.simulate.inventory import config_from_inventory, read_inventory
 
     if not (args.token_id and args.token_secret):
         raise ValueError("--endpoint needs --token-id and --token-secret")
@@ -143,7 +145,7 @@ def _live_config(args: argparse.Namespace) -> dict[str, Any]:
         verify_tls=not args.insecure,
         ca_bundle=args.ca_cert,
     )
-    inventory = client.inventory()
+    inventory = read_inventory(AsyncPveClient(client), args.drain)
     return config_from_inventory(
         inventory,
         nic_gbit=args.link_gbit if args.link_gbit is not None else 10.0,

@@ -35,7 +35,7 @@ from proxmigrate.planning import (
 )
 from proxmigrate.runtime.cluster import MIN_TICK_SECONDS, ClusterRuntime, MigrationRequest
 from proxmigrate.runtime.drain_progress import migration_priority
-from proxmigrate.simulate.inventory import inventory_from_model
+from proxmigrate.simulate.inventory import drained_inventory
 from proxmigrate.simulate.model_client import ModelClient
 from proxmigrate.simulate.status_log import StatusLog
 from pvesim.model import Cluster
@@ -114,11 +114,11 @@ class LibraryDrain:
     def _now(self) -> float:
         return self.cluster.now
 
-    def plan(self) -> tuple[DrainPlan, ...]:
-        """One plan per node, each seeing the previous plans' moves as done."""
-        self.client.requests["GET /cluster/resources"] += 1  # the inventory the plan reads
+    async def plan(self, runtime: ClusterRuntime) -> tuple[DrainPlan, ...]:
+        """One plan per node, each seeing the previous plans' moves as done, from the
+        inventory the NodeDrain controller reads (`drained_inventory`)."""
         with self._cpu.measure():
-            inventory = inventory_from_model(self.cluster)
+            inventory = await drained_inventory(runtime, self.nodes)
             plans = []
             for node in self.nodes:
                 request = DrainRequest(
@@ -139,9 +139,9 @@ class LibraryDrain:
 
     async def _run(self, progress: Callable[[Progress], None] | None) -> DrainResult:
         started_at = self.cluster.now
-        plans = self.plan()
         log = StatusLog()
         runtime = self._runtime(log)
+        plans = await self.plan(runtime)
         requests = [_request(node, move) for node, move in _interleaved(plans)]
         names = [request.name for request in requests]
         for request in requests:

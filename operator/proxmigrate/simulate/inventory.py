@@ -1,39 +1,46 @@
-"""Inventories for a simulated drain: read from the model, or turned into one.
+"""Inventories for a simulated drain, read as the operator reads them, or turned into a model.
 
-The operator sees a cluster through `GET /cluster/resources`; local disks and devices come
-from the per-VM precondition check. Reading the model through pvesim's own views keeps the
-simulated drain's input identical to what the operator would parse from pvesim over HTTPS.
+There is one inventory path: `ClusterRuntime.refresh_inventory`, `GET /cluster/resources`
+plus PVE's precondition check for the guests of the drained nodes (their local disks and
+devices). A library drain reads pvesim's model through it, `simulate --endpoint` a live
+PVE API; both see what the NodeDrain controller sees.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import asyncio
+from collections.abc import Collection
 from typing import Any
 
+from proxmigrate.api.cluster import MigrationPolicySpec
+from proxmigrate.api.enums import AuthMethod
 from proxmigrate.inventory import Inventory
 from proxmigrate.planning import transfer_bytes
-from proxmigrate.pve.resources import parse_inventory
-from pvesim.model import Cluster
-from pvesim.views import cluster_resources
+from proxmigrate.pve.async_client import AsyncPveClient
+from proxmigrate.runtime.cluster import ClusterRuntime
+from proxmigrate.simulate.status_log import StatusLog
 
 GIB = 1 << 30
 
 
-def inventory_from_model(cluster: Cluster) -> Inventory:
-    """What the operator knows after one inventory read and the precondition checks."""
-    rows = [*cluster_resources(cluster, "node"), *cluster_resources(cluster, "vm")]
-    parsed = parse_inventory(rows, taken_at=cluster.now)
-    vms = []
-    for info in parsed.vms:
-        vm = cluster.vms[info.vmid]
-        vms.append(
-            replace(
-                info,
-                local_disks=tuple(disk.volid for disk in vm.local_disks),
-                local_devices=tuple(vm.local_devices),
-            )
+async def drained_inventory(runtime: ClusterRuntime, nodes: Collection[str]) -> Inventory:
+    """What a NodeDrain of `nodes` plans from (controllers/drains.py `with_local_resources`)."""
+    return await runtime.refresh_inventory(local_for=lambda vm: vm.node in nodes)
+
+
+def read_inventory(client: AsyncPveClient, nodes: Collection[str]) -> Inventory:
+    """`drained_inventory` through a runtime that only reads (`simulate --endpoint`)."""
+
+    async def read() -> Inventory:
+        runtime = ClusterRuntime(
+            "simulate", "read", client, MigrationPolicySpec(), AuthMethod.TOKEN, StatusLog()
         )
-    return Inventory(nodes=parsed.nodes, vms=tuple(vms), taken_at=parsed.taken_at)
+        try:
+            return await drained_inventory(runtime, nodes)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(read())
 
 
 def config_from_inventory(
@@ -65,9 +72,10 @@ def config_from_inventory(
     for vm in inventory.vms:
         used = transfer_bytes(vm)
         disks = [{"key": "scsi0", "storage": "ceph", "size_gib": 32}]
+        volumes = (volid.partition(":") for volid in vm.local_disks)
         disks += [
-            {"key": f"scsi{index}", "storage": "local-lvm"}
-            for index, _volume in enumerate(vm.local_disks, start=1)
+            {"key": f"scsi{index}", "storage": storage, "volname": volname}
+            for index, (storage, _, volname) in enumerate(volumes, start=1)
         ]
         vms.append(
             {

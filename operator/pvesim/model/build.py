@@ -53,6 +53,8 @@ def make_vm(spec: dict[str, Any], shared: frozenset[str]) -> VM:
             storage=str(d.get("storage", "ceph")),
             size=int(float(d.get("size_gib", 32)) * GiB),
             shared=str(d.get("storage", "ceph")) in shared,
+            volname=str(d.get("volname", f"vm-{vmid}-disk-{i}")),
+            cdrom=bool(d.get("cdrom", False)),
         )
         for i, d in enumerate(spec.get("disks", [{"storage": "ceph", "size_gib": 32}]))
     ]
@@ -113,9 +115,11 @@ def generate(
         for _ in range(vms_per_node):
             size = rng.choices(_SIZES, _WEIGHTS)[0] * GiB
             running = rng.random() > 0.05
-            disks = [Disk("scsi0", "ceph", rng.choice((16, 32, 64)) * GiB, True)]
+            disks = [
+                Disk("scsi0", "ceph", rng.choice((16, 32, 64)) * GiB, True, f"vm-{vmid}-disk-0")
+            ]
             if rng.random() < 0.03:
-                disks.append(Disk("scsi1", "local-lvm", 8 * GiB, False))
+                disks.append(Disk("scsi1", "local-lvm", 8 * GiB, False, f"vm-{vmid}-disk-1"))
             vm = VM(
                 vmid=vmid,
                 name=f"{rng.choice(_ROLES)}-{vmid}",

@@ -21,6 +21,7 @@ from pvesim.model.faults import ApiFaults
 from pvesim.model.migration import MigrationRecord, MigrationRequest, MigrationRun
 from pvesim.model.network import Stream, fair_share
 from pvesim.model.params import ModelParams
+from pvesim.model.precondition import migrate_precondition
 from pvesim.model.process import Command, Process, Sleep, SshCall, SshResult, Worker
 from pvesim.model.tasklog import Stopping, Task
 from pvesim.model.upid import Upid
@@ -335,32 +336,9 @@ class Cluster:
     def move_config(self, vm: VM, target: str) -> None:
         vm.node = target
 
-    def migrate_precondition(
-        self, node: str, vmid: int, target: str | None = None
-    ) -> dict[str, Any]:
-        """`GET /nodes/{node}/qemu/{vmid}/migrate` (PVE 8 shape)."""
-        vm = self.vm_on(node, vmid)
-        result: dict[str, Any] = {
-            "running": 1 if vm.running else 0,
-            "local_disks": [
-                {
-                    "volid": d.volid,
-                    "size": d.size,
-                    "drivename": d.key,
-                    "is_unused": 0,
-                    "replicate": 0,
-                }
-                for d in vm.local_disks
-            ],
-            "local_resources": list(vm.local_devices),
-            "mapped-resources": [],
-            "mapped-resource-info": {},
-        }
-        if not vm.running:
-            others = [n for n in self.nodes if n != node and (target is None or n == target)]
-            result["allowed_nodes"] = others
-            result["not_allowed_nodes"] = {}
-        return result
+    def migrate_precondition(self, node: str, vmid: int) -> dict[str, Any]:
+        """`GET /nodes/{node}/qemu/{vmid}/migrate`, PVE 8 or 9 shape (model/precondition.py)."""
+        return migrate_precondition(self, self.vm_on(node, vmid))
 
     def migrateall(
         self,

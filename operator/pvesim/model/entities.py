@@ -11,14 +11,29 @@ from pvesim.model.sshd import Sshd
 class Disk:
     """One VM volume; `shared` storage needs no copy on migration."""
 
-    key: str  # config key, e.g. `scsi0`
+    key: str  # config key: `scsi0`, `ide2` (a CD-ROM), `unused0` (detached), `tpmstate0`
     storage: str
     size: int  # bytes
     shared: bool
+    volname: str = ""  # e.g. `vm-100-disk-0`, `iso/debian.iso`; the key when not given
+    cdrom: bool = False  # `media=cdrom` (an ISO image, or a cloud-init drive)
 
     @property
     def volid(self) -> str:
-        return f"{self.storage}:{self.key}"
+        return f"{self.storage}:{self.volname or self.key}"
+
+    @property
+    def unused(self) -> bool:
+        """Detached but kept (`unusedN`): PVE still copies it on migration."""
+        return self.key.startswith("unused")
+
+    def config_value(self) -> str:
+        """The drive as the VM config writes it (qemu-server `print_drive`)."""
+        if self.unused:
+            return self.volid
+        if self.cdrom:
+            return f"{self.volid},media=cdrom"
+        return f"{self.volid},size={self.size >> 30}G"
 
 
 @dataclass(eq=False)
@@ -89,9 +104,7 @@ class VM:
             "digest": f"{self.vmid:040x}",
         }
         for disk in self.disks:
-            conf[disk.key] = (
-                f"{disk.storage}:vm-{self.vmid}-disk-{disk.key[-1]},size={disk.size >> 30}G"
-            )
+            conf[disk.key] = disk.config_value()
         for dev in self.local_devices:
             conf[dev] = "0000:01:00.0"
         if self.tags:

@@ -1,0 +1,95 @@
+"""The one inventory path: `ClusterRuntime.refresh_inventory` over pvesim's model (in process,
+through the operator's own PVE client), with local disks and devices from PVE's precondition
+check for the guests about to be planned, kept per guest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxmigrate.api.cluster import MigrationPolicySpec
+from proxmigrate.api.enums import AuthMethod
+from proxmigrate.pve.local_resources import MAX_AGE, RETRY_SECONDS
+from proxmigrate.runtime.cluster import ClusterRuntime
+from proxmigrate.simulate.model import cluster_from_config
+from proxmigrate.simulate.model_client import ModelClient
+from proxmigrate.simulate.status_log import StatusLog
+from pvesim.model import Cluster
+
+CHECK = "GET /nodes/{node}/qemu/{vmid}/migrate"
+RESOURCES = "GET /cluster/resources"
+LOCAL = [{"storage": "ceph"}, {"storage": "local-lvm"}]
+
+CONFIG: dict[str, Any] = {
+    "nodes": [{"name": "a"}, {"name": "b"}],
+    "vms": [
+        {"vmid": 100, "node": "a"},
+        {"vmid": 101, "node": "a", "disks": LOCAL},
+        {"vmid": 102, "node": "a", "local_devices": ["hostpci0"]},
+        {"vmid": 103, "node": "b", "disks": LOCAL},
+    ],
+}
+
+
+def runtime_over_model() -> tuple[ClusterRuntime, ModelClient, Cluster]:
+    cluster = cluster_from_config(CONFIG, seed=1)
+    client = ModelClient(cluster, clock=lambda: cluster.now)
+    runtime = ClusterRuntime(
+        "ns",
+        "lab",
+        client,
+        MigrationPolicySpec(),
+        AuthMethod.TOKEN,
+        StatusLog(),
+        clock=lambda: cluster.now,
+    )
+    return runtime, client, cluster
+
+
+def on(node: str) -> Any:
+    return lambda vm: vm.node == node
+
+
+async def test_guests_about_to_be_planned_get_pves_verdict_and_no_others() -> None:
+    runtime, client, _ = runtime_over_model()
+    inventory = await runtime.refresh_inventory(local_for=on("a"))
+    vm = inventory.vm
+    assert vm(101).local_disks == ("local-lvm:vm-101-disk-1",)
+    assert vm(102).local_devices == ("hostpci0",)
+    assert vm(100).local_disks == () and vm(100).local_devices == ()
+    assert vm(103).local_disks == ()  # on b: not asked
+    assert client.requests[CHECK] == 3 and client.requests[RESOURCES] == 1
+
+
+async def test_answers_are_kept_until_the_guest_moves_or_they_age() -> None:
+    runtime, client, cluster = runtime_over_model()
+    await runtime.refresh_inventory(local_for=on("a"))
+    cluster.advance_to(cluster.now + 60)
+    again = await runtime.refresh_inventory(local_for=on("a"))
+    cluster.advance_to(cluster.now + 1)
+    plain = await runtime.refresh_inventory()  # a reader that plans nothing
+    assert client.requests[CHECK] == 3 and client.requests[RESOURCES] == 3
+    for inventory in (again, plain):
+        assert inventory.vm(101).local_disks == ("local-lvm:vm-101-disk-1",)
+    cluster.move_by_hand(101, "b")
+    cluster.advance_to(cluster.now + 1)
+    moved = await runtime.refresh_inventory(local_for=on("b"))
+    assert client.requests[CHECK] == 5  # 101 again (it moved) and 103
+    assert moved.vm(101).local_disks == ("local-lvm:vm-101-disk-1",)
+    cluster.advance_to(cluster.now + MAX_AGE)
+    await runtime.refresh_inventory(local_for=on("a"))
+    assert client.requests[CHECK] == 7  # 100 and 102, aged
+
+
+async def test_a_locked_guest_is_asked_again_after_the_retry_interval() -> None:
+    runtime, client, cluster = runtime_over_model()
+    cluster.set_lock(101, "backup")  # PVE's check_lock refuses the precondition check
+    locked = await runtime.refresh_inventory(local_for=on("a"))
+    assert locked.vm(101).local_disks == ()
+    cluster.set_lock(101, None)
+    cluster.advance_to(cluster.now + RETRY_SECONDS / 2)
+    await runtime.refresh_inventory(local_for=on("a"))
+    assert client.requests[CHECK] == 3
+    cluster.advance_to(cluster.now + RETRY_SECONDS)
+    unlocked = await runtime.refresh_inventory(local_for=on("a"))
+    assert client.requests[CHECK] == 4
+    assert unlocked.vm(101).local_disks == ("local-lvm:vm-101-disk-1",)
