@@ -1,0 +1,146 @@
+"""The PVE adapter reads real PVE answers and task logs as PVE means them.
+
+Each case of `cases/*.yaml` is a real answer or log with its source; the adapter
+(proxmigrate.pve: upid, tracker, classifier, resources, precondition) must give the reading
+the case states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from proxmigrate.pve.classifier import classify, is_success
+from proxmigrate.pve.resources import parse_migration_settings
+from proxmigrate.pve.tracker import TrackedTask, evaluate, task_exitstatus, transfer_progress
+from proxmigrate.pve.upid import format_upid, parse_upid
+from tests.conformance import corpus
+
+TASKS = corpus.load("tasks.yaml")
+LOGS = corpus.load("task_logs.yaml")
+OPTIONS = corpus.load("options.yaml")
+PRECONDITIONS = corpus.load("preconditions.yaml")
+UPIDS = corpus.load("upids.yaml")
+
+
+def _ids(cases: list[Mapping[str, Any]]) -> list[str]:
+    return [str(case["id"]) for case in cases]
+
+
+def test_every_case_names_its_source() -> None:
+    cases = [*TASKS, *LOGS, *OPTIONS, *PRECONDITIONS, *UPIDS["upids"], *UPIDS["exit_statuses"]]
+    assert len({case["id"] for case in cases}) == len(cases), "case ids must be unique"
+    for case in cases:
+        sources = case["source"] if isinstance(case["source"], list) else [case["source"]]
+        for source in sources:
+            assert "url" in source or {"repo", "file", "sub", "version"} <= source.keys(), case
+
+
+# -- UPIDs and exit statuses -------------------------------------------------------------------
+@pytest.mark.parametrize("case", UPIDS["upids"], ids=_ids(UPIDS["upids"]))
+def test_upid_decodes_and_encodes_like_pve(case: Mapping[str, Any]) -> None:
+    if case.get("must_fail"):
+        with pytest.raises(ValueError):
+            parse_upid(case["in"])
+        return
+    upid = parse_upid(case["in"])
+    fields = {k: getattr(upid, k) for k in ("node", "pid", "pstart", "starttime", "type", "id")}
+    assert fields | {"user": upid.user} == case["out"]
+    assert format_upid(upid) == case["in"]
+
+
+@pytest.mark.parametrize("case", UPIDS["exit_statuses"], ids=_ids(UPIDS["exit_statuses"]))
+def test_exit_status_success_reading(case: Mapping[str, Any]) -> None:
+    assert corpus.read_status(case["last_line"]) == case["status"]
+    assert is_success(case["status"]) is not case["error"]
+
+
+# -- task lists and task status ----------------------------------------------------------------
+@pytest.mark.parametrize("case", TASKS, ids=_ids(TASKS))
+def test_tracker_reads_task_rows(case: Mapping[str, Any]) -> None:
+    answer, expect = case["answer"], case["expect"]
+    assert task_exitstatus(answer) == expect["exitstatus"]
+    if "state" not in expect:
+        return
+    upid = parse_upid(answer["upid"])
+    tracked = TrackedTask(int(answer["id"]), answer["upid"], upid.node)
+    result = evaluate([tracked], {upid.node: [answer, *case.get("others", [])]})
+    states = {
+        "running": [t.upid for t in result.running],
+        "succeeded": [e.task.upid for e in result.finished if e.succeeded],
+        "failed": [e.task.upid for e in result.failed],
+        "handoff": [h.request.upid for h in result.handoffs],
+    }
+    assert {state for state, upids in states.items() if answer["upid"] in upids} == {
+        expect["state"]
+    }
+    if "child" in expect:
+        (handoff,) = result.handoffs
+        assert handoff.child is not None and handoff.child.upid == expect["child"]
+
+
+# -- task logs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", LOGS, ids=_ids(LOGS))
+def test_corpus_log_is_self_consistent(case: Mapping[str, Any]) -> None:
+    """The transcription keeps what the case relies on: its decisive lines in order, its last
+    line giving the exit status (pve-common UPID.pm read_status) unless it is an excerpt."""
+    log = corpus.lines(case["log"])
+    assert corpus.missing_in_order(log, corpus.lines(case.get("decisive"))) == []
+    assert corpus.present(log, corpus.lines(case.get("absent"))) == []
+    if log[-1].startswith("TASK "):
+        assert corpus.read_status(log[-1]) == case["exitstatus"]
+
+
+@pytest.mark.parametrize("case", LOGS, ids=_ids(LOGS))
+def test_classifier_reads_task_logs(case: Mapping[str, Any]) -> None:
+    expect = case["expect"]
+    failure = classify(case["exitstatus"], corpus.lines(case["log"]), case["target"])
+    if expect.get("success"):
+        assert failure is None
+        progress = transfer_progress(corpus.lines(case["log"]))
+        assert progress is not None and progress.completed
+        return
+    assert failure is not None
+    if "reason" in expect:
+        assert failure.reason == expect["reason"], failure.summary
+    if "reason_not" in expect:
+        assert failure.reason != expect["reason_not"], failure.summary
+    for field in ("transient", "phase", "vm_moved", "lock"):
+        if field in expect:
+            assert getattr(failure, field) == expect[field], (field, failure.summary)
+
+
+# -- /cluster/options --------------------------------------------------------------------------
+@pytest.mark.parametrize("case", OPTIONS, ids=_ids(OPTIONS))
+def test_migration_settings_from_options(case: Mapping[str, Any]) -> None:
+    expect = case["expect"]
+    if expect.get("unknown"):
+        # A filtered answer says nothing about the transport: whatever form the adapter gives
+        # that (an error, or settings that are neither secure nor insecure), never secure.
+        try:
+            settings = parse_migration_settings(case["answer"])
+        except (ValueError, LookupError):
+            return
+        assert settings.type not in ("secure", "insecure"), settings
+        assert not settings.secure
+        return
+    settings = parse_migration_settings(case["answer"])
+    assert settings.type == expect["type"]
+    assert settings.network == expect["network"]
+    assert settings.bwlimit_kib == expect["bwlimit_kib"]
+
+
+# -- migration preconditions -------------------------------------------------------------------
+@pytest.mark.parametrize("case", PRECONDITIONS, ids=_ids(PRECONDITIONS))
+def test_precondition_blockers(case: Mapping[str, Any]) -> None:
+    from proxmigrate.pve.precondition import parse_precondition
+
+    precondition = parse_precondition(case["answer"])
+    for key, with_local_disks in (("blocked", False), ("blocked_with_local_disks", True)):
+        reading = {
+            target: bool(precondition.blockers(target, with_local_disks=with_local_disks))
+            for target in case["expect"][key]
+        }
+        assert reading == case["expect"][key], key
