@@ -192,27 +192,40 @@ class TestProxmoxClusterSpec:
 
 class TestTransportRefusal:
     @pytest.mark.parametrize(
-        ("policy", "auth", "datacenter", "reason"),
+        ("policy", "may_choose", "datacenter", "hidden", "reason"),
         [
-            ({}, "token", "secure", None),
-            ({}, "token", "insecure", "ClusterMigrationInsecure"),
-            ({}, "token", "unknown", "ClusterMigrationUnknown"),
-            ({}, "ticket", "insecure", None),  # a root@pam ticket sends migration_type=secure
-            ({"type": "insecure"}, "ticket", "secure", "InsecureNotAllowed"),
-            ({"type": "insecure"}, "token", "insecure", "InsecureNotAllowed"),
-            ({"type": "insecure", "allowInsecure": True}, "token", "insecure", None),
-            ({"allowInsecure": True}, "token", "insecure", None),
+            # an API token, or a ticket of any user but root@pam: the datacenter decides
+            ({}, False, "secure", False, None),
+            ({}, False, "insecure", False, "ClusterMigrationInsecure"),
+            ({}, False, "unknown", False, "ClusterMigrationUnknown"),
+            ({}, False, "unknown", True, "SysAuditMissing"),
+            ({"allowInsecure": True}, False, "insecure", False, None),
+            ({"allowInsecure": True}, False, "unknown", True, None),  # either is accepted
+            ({"type": "insecure"}, False, "insecure", False, "InsecureNotAllowed"),
+            ({"type": "insecure", "allowInsecure": True}, False, "insecure", False, None),
+            # a root@pam ticket sends migration_type itself
+            ({}, True, "insecure", False, None),
+            ({"type": "insecure"}, True, "secure", False, "InsecureNotAllowed"),
         ],
     )
     def test_refusals(
-        self, policy: dict[str, Any], auth: str, datacenter: str, reason: str | None
+        self,
+        policy: dict[str, Any],
+        may_choose: bool,
+        datacenter: str,
+        hidden: bool,
+        reason: str | None,
     ) -> None:
         refusal = api.MigrationPolicySpec.from_spec(policy).transport_refusal(
-            api.AuthMethod(auth), api.ClusterMigrationType(datacenter)
+            api.ClusterMigrationType(datacenter), may_choose=may_choose, hidden=hidden
         )
         assert (refusal.reason if refusal else None) == reason
         if refusal:
-            assert "allowInsecure" in refusal.message or "could not be read" in refusal.message
+            assert "\n" not in refusal.message  # one line in the Ready condition
+            assert any(
+                hint in refusal.message
+                for hint in ("allowInsecure", "could not be read", "Sys.Audit on /")
+            )
 
 
 class TestVMMigrationSpec:

@@ -32,6 +32,17 @@ from proxmigrate.pve.transport import PasswordAuth, RetryPolicy, TokenAuth
 
 TOKEN = TokenAuth("root@pam!operator", "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
 QMIGRATE = "UPID:pve1:0000A1B2:0012F4C8:67C2E0A0:qmigrate:120:root@pam!operator:"
+# `GET /cluster/options` with `Sys.Audit` on `/` (pve-manager `PVE/API2/Cluster.pm`
+# get_options): datacenter.cfg as pve-cluster `PVE/DataCenterConfig.pm`
+# parse_datacenter_config returns it (`migration` parsed, `description` and `mac_prefix`
+# always set), plus `allowed-tags`.
+FULL_OPTIONS = {
+    "description": "",
+    "mac_prefix": "BC:24:11",
+    "migration": {"type": "secure", "network": "10.1.0.0/24"},
+    "allowed-tags": [],
+}
+_cluster_names = itertools.count()
 _cluster_names = itertools.count()
 
 
@@ -241,7 +252,7 @@ def test_retry_on_503_then_success(fake: FakePve, certificate: tuple[Path, Path]
         "GET",
         "cluster/options",
         Reply(503, reason="Service Unavailable"),
-        Reply(data={"migration": "type=secure,network=10.1.0.0/24", "bwlimit": "migration=51200"}),
+        Reply(data={**FULL_OPTIONS, "bwlimit": "migration=51200"}),
     )
     sleeps = Sleeps()
     client = make_client(fake, certificate, sleeps=sleeps)
@@ -254,6 +265,54 @@ def test_retry_on_503_then_success(fake: FakePve, certificate: tuple[Path, Path]
     assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.01
     assert requests_counted(client, "GET", "503") == 1
     assert requests_counted(client, "GET", "200") == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # datacenter.cfg `migration: type=insecure` and `bwlimit: migration=512000,default=...`:
+        # bwlimit stays PVE's raw property string
+        ({**FULL_OPTIONS, "migration": {"type": "insecure"},
+          "bwlimit": "migration=512000,default=1048576"}, ("insecure", None, 512000)),
+        ({**FULL_OPTIONS, "bwlimit": "default=1048576"}, ("secure", "10.1.0.0/24", 1048576)),
+        # an empty datacenter.cfg: PVE's defaults
+        ({"description": "", "mac_prefix": "BC:24:11", "allowed-tags": []},
+         ("secure", None, None)),
+        # the pre-`migration` option (pve-cluster `PVE/DataCenterConfig.pm`)
+        ({"description": "", "migration_unsecure": 1}, ("insecure", None, None)),
+        # without Sys.Audit on /: only `console`, `tag-style` and `allowed-tags`
+        ({"console": "xtermjs", "allowed-tags": ["prod"]}, ("unknown", None, None)),
+        ({"allowed-tags": []}, ("unknown", None, None)),
+    ],
+)  # fmt: skip
+def test_cluster_options(
+    fake: FakePve,
+    certificate: tuple[Path, Path],
+    answer: dict[str, Any],
+    expected: tuple[str, str | None, int | None],
+) -> None:
+    fake.on("GET", "cluster/options", Reply(data=answer))
+    settings = make_client(fake, certificate).cluster_options()
+    assert (settings.type, settings.network, settings.bwlimit_kib) == expected
+    assert settings.hidden is (expected[0] == "unknown")
+
+
+@pytest.mark.parametrize(
+    ("auth", "may_choose"),
+    [
+        (TOKEN, False),  # the token's user is `root@pam!operator`
+        (PasswordAuth("operator@pve", "pw"), False),
+        (PasswordAuth("root@pam", "pw"), True),
+    ],
+)
+def test_only_a_root_ticket_may_choose_the_migration_type(
+    fake: FakePve, certificate: tuple[Path, Path], auth: TokenAuth | PasswordAuth, may_choose: bool
+) -> None:
+    client = make_client(fake, certificate, auth=auth)
+    assert client.can_choose_migration_type is may_choose
+    async_client = AsyncPveClient(client)
+    assert async_client.can_choose_migration_type is may_choose
+    async_client.close()
 
 
 def test_no_retry_on_400(fake: FakePve, certificate: tuple[Path, Path]) -> None:
@@ -308,9 +367,10 @@ def test_migrate_sends_parameters_and_returns_upid(
 
 
 def test_migration_type_needs_a_root_ticket(fake: FakePve, certificate: tuple[Path, Path]) -> None:
-    client = make_client(fake, certificate)
-    with pytest.raises(ValueError, match="root@pam"):
-        client.migrate("pve1", 120, "pve2", migration_type="secure")
+    for auth in (TOKEN, PasswordAuth("operator@pve", "pw")):
+        client = make_client(fake, certificate, auth=auth)
+        with pytest.raises(ValueError, match="root@pam"):
+            client.migrate("pve1", 120, "pve2", migration_type="secure")
     assert fake.seen == []
 
 

@@ -31,6 +31,8 @@ class FakePve:
         self.vm_node = vm_node
         self.migration_type = migration_type
         self.posts: list[tuple[str, int, str]] = []
+        self.options: list[dict[str, Any]] = []  # each POST's keyword arguments
+        self.can_choose_migration_type = False  # a token, or a ticket of any user but root@pam
         self.task_rows: list[dict[str, Any]] = []
         self.logs: dict[str, list[str]] = {}
         self.log_reads = 0
@@ -43,8 +45,9 @@ class FakePve:
     async def cluster_options(self) -> MigrationSettings:
         return MigrationSettings(type=self.migration_type)
 
-    async def migrate(self, node: str, vmid: int, target: str, **_: Any) -> str:
+    async def migrate(self, node: str, vmid: int, target: str, **options: Any) -> str:
         self.posts.append((node, vmid, target))
+        self.options.append(options)
         upid = f"UPID:pve1:0000100{len(self.posts)}:00002000:6B000000:qmigrate:100:root@pam!t:"
         # an active task's row (pve-manager `PVE/API2/Tasks.pm` `node_tasks`)
         self.task_rows.append({"upid": upid, "starttime": 0x6B000000, "status": "RUNNING"})
@@ -278,5 +281,78 @@ def test_a_task_listed_as_running_stays_running_until_it_ends() -> None:
         await settle(rt)
         assert kube.patches[-1]["phase"] == "Succeeded"
         assert len(pve.posts) == 1
+
+    asyncio.run(scenario())
+
+
+def test_only_a_root_ticket_sends_migration_type() -> None:
+    """qemu-server `API2/Qemu.pm` migrate_vm refuses `migration_type` from anyone but
+    root@pam: a password login as another user is treated like a token."""
+
+    async def scenario() -> None:
+        for root, sent in ((False, None), (True, "secure")):
+            pve = FakePve()
+            pve.can_choose_migration_type = root
+            rt, kube = runtime(pve, [1000.0])
+            rt.auth = AuthMethod.TICKET
+            await rt.accept(REQUEST, {})
+            await settle(rt)
+            assert [options["migration_type"] for options in pve.options] == [sent]
+            assert kube.patches[-1]["upid"]
+
+    asyncio.run(scenario())
+
+
+def test_a_ticket_of_another_user_gets_the_datacenter_transport_rule() -> None:
+    async def scenario() -> None:
+        pve = FakePve(migration_type="insecure")
+        rt, _ = runtime(pve, [1000.0])
+        rt.auth = AuthMethod.TICKET  # e.g. operator@pve: PVE applies datacenter.cfg
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        assert pve.posts == []
+        assert rt.transport_refusal() == (
+            "ClusterMigrationInsecure",
+            "the datacenter migration setting is type=insecure and only a root@pam ticket may "
+            "choose another transport per migration; set migration: type=secure in Datacenter "
+            "> Options, or allowInsecure: true to accept clear-text migrations",
+        )
+
+    asyncio.run(scenario())
+
+
+def test_options_hidden_for_lack_of_sys_audit_refuse_naming_the_privilege() -> None:
+    async def scenario() -> None:
+        pve = FakePve(migration_type="unknown")  # what parse_migration_settings reads then
+        rt, _ = runtime(pve, [1000.0])
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        assert pve.posts == []
+        refusal = rt.transport_refusal()
+        assert refusal is not None and refusal[0] == "SysAuditMissing"
+        assert "Sys.Audit on /" in refusal[1]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_the_client_refuses_before_sending_ends_at_once() -> None:
+    """Not a lost answer: no task can exist, so no 300 s wait for one."""
+
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = FakePve()
+
+        async def refuse(node: str, vmid: int, target: str, **options: Any) -> str:
+            raise ValueError("migration_type needs a root@pam ticket")
+
+        pve.migrate = refuse  # type: ignore[method-assign]
+        rt, kube = runtime(pve, clock)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        last = kube.patches[-1]
+        assert last["phase"] == "Failed", last
+        assert last["reason"] == "api_error"
+        assert "root@pam" in last["message"]
+        assert REQUEST.key not in rt._running
 
     asyncio.run(scenario())

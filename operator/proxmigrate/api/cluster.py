@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from proxmigrate.api.enums import AuthMethod, ClusterMigrationType, MigrationType
+from proxmigrate.api.enums import ClusterMigrationType, MigrationType
 from proxmigrate.api.fields import SpecError, SpecReader
 from proxmigrate.api.refs import SecretRef
 from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy
@@ -183,13 +183,17 @@ class MigrationPolicySpec:
             raise SpecError(f"spec.migrationPolicy: {error}") from None
 
     def transport_refusal(
-        self, auth: AuthMethod, datacenter: ClusterMigrationType
+        self, datacenter: ClusterMigrationType, *, may_choose: bool = False, hidden: bool = False
     ) -> TransportRefusal | None:
         """Why migrating now would break the transport policy, or None when it may proceed.
 
-        Only a `root@pam` ticket may pick `migration_type` per request; with an API token PVE
-        uses the datacenter's `migration` setting (reference pve-migration.md section 1), so
-        then that setting is what the policy must accept.
+        `may_choose`: the operator logs in with a `root@pam` ticket and so sends
+        `migration_type` itself. PVE refuses that option from every other user and from API
+        tokens, whose user is the token id (qemu-server `API2/Qemu.pm` migrate_vm: "Only root
+        may use this option"; pve-manager `PVE/HTTPServer.pm` auth_handler); for them the
+        datacenter's `migration` setting decides (pve-guest-common `PVE/AbstractMigrate.pm`
+        migrate), so it must be known and accepted. `hidden`: `GET /cluster/options` left
+        it out because the operator lacks `Sys.Audit` on `/`.
         """
         if self.type is MigrationType.INSECURE and not self.allow_insecure:
             return TransportRefusal(
@@ -197,19 +201,26 @@ class MigrationPolicySpec:
                 "migrationPolicy.type is insecure but migrationPolicy.allowInsecure is false; "
                 "set allowInsecure: true to accept clear-text migrations, or use type: secure",
             )
-        if auth is AuthMethod.TICKET:
-            return None
+        if may_choose or self.allow_insecure:
+            return None  # the request picks the transport, or either transport is accepted
+        if hidden:
+            return TransportRefusal(
+                "SysAuditMissing",
+                "GET /cluster/options answered without the datacenter migration setting: the "
+                "operator's API token or user lacks Sys.Audit on / (see docs/token.md), so the "
+                "transport PVE would use is unknown; grant Sys.Audit on / to migrate",
+            )
         if datacenter is ClusterMigrationType.UNKNOWN:
             return TransportRefusal(
                 "ClusterMigrationUnknown",
                 "the datacenter migration setting (GET /cluster/options) could not be read yet",
             )
-        if datacenter is ClusterMigrationType.INSECURE and not self.allow_insecure:
+        if datacenter is ClusterMigrationType.INSECURE:
             return TransportRefusal(
                 "ClusterMigrationInsecure",
-                "the datacenter migration setting is type=insecure and API tokens cannot "
-                "override it; set migration: type=secure in Datacenter > Options, or "
-                "allowInsecure: true to accept clear-text migrations",
+                "the datacenter migration setting is type=insecure and only a root@pam ticket "
+                "may choose another transport per migration; set migration: type=secure in "
+                "Datacenter > Options, or allowInsecure: true to accept clear-text migrations",
             )
         return None
 

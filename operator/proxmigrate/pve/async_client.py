@@ -36,6 +36,10 @@ class AsyncPveClient:
         """Stop the pool; calls already running finish, queued ones are dropped."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def can_choose_migration_type(self) -> bool:
+        return self.client.can_choose_migration_type
+
     async def __aenter__(self) -> AsyncPveClient:
         return self
 

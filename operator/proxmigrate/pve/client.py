@@ -57,7 +57,10 @@ class PveClient:
 
     @property
     def can_choose_migration_type(self) -> bool:
-        """Only a root@pam ticket may send `migration_type` (API tokens are refused)."""
+        """Only a root@pam ticket may send `migration_type`: qemu-server `API2/Qemu.pm`
+        migrate_vm refuses it unless the user is `root@pam`, and a token's user is its token id
+        (pve-manager `PVE/HTTPServer.pm` auth_handler), so other users and tokens get the
+        datacenter's `migration` setting."""
         return is_root_ticket(self.transport.auth)
 
     def _get(self, path: str, **params: Any) -> Any:
@@ -94,8 +97,8 @@ class PveClient:
         """
         if migration_type is not None and not self.can_choose_migration_type:
             raise ValueError(
-                "migration_type needs root@pam ticket auth; PVE refuses it from API tokens "
-                "(the datacenter `migration` option applies instead)"
+                "migration_type needs a root@pam ticket; PVE refuses it from other users and "
+                "API tokens (the datacenter `migration` option applies instead)"
             )
         params: dict[str, Any] = {"target": target, "online": int(online)}
         if with_local_disks:

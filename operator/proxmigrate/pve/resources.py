@@ -9,6 +9,8 @@ from typing import Any
 
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 
+UNKNOWN = "unknown"  # a datacenter migration type PVE did not show
+
 
 @dataclass(frozen=True)
 class MigrationSettings:
@@ -19,13 +21,18 @@ class MigrationSettings:
     root@pam-only; docs/reference/proxmox.md#api-refusals-before-a-task-exists).
     """
 
-    type: str = "secure"  # PVE's default when `migration` is unset
+    type: str = "secure"  # PVE's default when `migration` is unset; UNKNOWN when hidden
     network: str | None = None
     bwlimit_kib: int | None = None  # KiB/s for migrations, None: unlimited
 
     @property
     def secure(self) -> bool:
         return self.type == "secure"
+
+    @property
+    def hidden(self) -> bool:
+        """PVE left the options out of its answer: the caller lacks `Sys.Audit` on `/`."""
+        return self.type == UNKNOWN
 
 
 _TAG_SEPARATORS = re.compile(r"[;,\s]+")
@@ -85,8 +92,17 @@ def _property_string(value: Any) -> dict[str, str]:
 def parse_migration_settings(options: Mapping[str, Any]) -> MigrationSettings:
     """From `GET /cluster/options`: `migration` (default secure) and `bwlimit`.
 
-    The legacy `migration_unsecure: 1` still means insecure when `migration` does not say.
+    Without `Sys.Audit` on `/` PVE still answers 200, with only `console`, `tag-style` and
+    `allowed-tags` (pve-manager `PVE/API2/Cluster.pm` get_options, PVE 8 and 9), so a missing
+    `migration` would pass for the default. A full answer always has `description`
+    (pve-cluster `PVE/DataCenterConfig.pm` parse_datacenter_config sets it, since pve-cluster
+    7.0-4): without it the transport is unknown (`hidden`).
+    parse_datacenter_config hands `migration` on parsed (an object) and `bwlimit` as the raw
+    property string (`migration=512000,default=...`, KiB/s); both forms are read. The legacy
+    `migration_unsecure: 1` still means insecure when `migration` does not say.
     """
+    if "description" not in options:
+        return MigrationSettings(type=UNKNOWN)
     migration = _property_string(options.get("migration"))
     if "type" not in migration and str(options.get("migration_unsecure", "0")) == "1":
         migration["type"] = "insecure"

@@ -24,7 +24,7 @@ from proxmigrate.engine import Job, MigrationEngine, Outcome
 from proxmigrate.inventory import Inventory, VMInfo
 from proxmigrate.pve.async_client import AsyncPveClient
 from proxmigrate.pve.classifier import Failure, Phase, Reason, classify, classify_api_error
-from proxmigrate.pve.errors import PveApiError, PveError, PveUnreachable
+from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveUnreachable
 from proxmigrate.pve.local_resources import LocalResources
 from proxmigrate.pve.resources import MigrationSettings
 from proxmigrate.pve.tracker import (
@@ -190,11 +190,12 @@ class ClusterRuntime:
 
     def transport_refusal(self) -> tuple[str, str] | None:
         """Why no migration may start now (a condition reason and message), or None."""
-        if self.settings is None:
-            datacenter = ClusterMigrationType.UNKNOWN
-        else:
-            datacenter = ClusterMigrationType(self.settings.type)
-        refusal = self.policy.transport_refusal(self.auth, datacenter)
+        settings = self.settings
+        refusal = self.policy.transport_refusal(
+            ClusterMigrationType(settings.type) if settings else ClusterMigrationType.UNKNOWN,
+            may_choose=self.client.can_choose_migration_type,
+            hidden=settings is not None and settings.hidden,
+        )
         return (refusal.reason, refusal.message) if refusal else None
 
     # ----- accepting VMMigrations --------------------------------------------------------
@@ -467,6 +468,16 @@ class ClusterRuntime:
         except PveApiError as error:  # PVE refused: no task exists
             await self._finish(running, classify_api_error(error.status, error.text, error.errors))
             return
+        except (PveAuthError, ValueError, TypeError) as error:
+            # Nothing started: PVE rejected the login (401 comes before any work), or the
+            # client refused its arguments before sending (a bug here, e.g. `migration_type`
+            # without root@pam). Waiting for a task would only delay this by
+            # UNCONFIRMED_TASK_TIMEOUT; new credentials may fix the first, nothing the second.
+            log.error("%s: the migration request was not sent: %s", request.key, error)
+            transient = isinstance(error, PveAuthError)
+            failure = Failure(Reason.API_ERROR, transient, Phase.API, str(error), False)
+            await self._finish(running, failure)
+            return
         except PveUnreachable as error:
             if not error.request_may_have_arrived:
                 failure = Failure(Reason.API_ERROR, True, Phase.API, str(error), False)
@@ -501,7 +512,9 @@ class ClusterRuntime:
             online=request.online and (vm is None or vm.running),
             with_local_disks=request.with_local_disks,
             bwlimit_kib=request.bandwidth_limit_kib or self.policy.bandwidth_limit_kib,
-            migration_type="secure" if self.auth is AuthMethod.TICKET else None,
+            migration_type=self.policy.type.value
+            if self.client.can_choose_migration_type
+            else None,
         )
 
     def _requeue_unsent(self, running: _Running) -> None:
