@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from proxmigrate.pve.classifier import classify, is_success
+from proxmigrate.pve.classifier import (
+    Failure,
+    classify,
+    classify_api_error,
+    classify_hamigrate,
+    is_success,
+)
 from proxmigrate.pve.resources import parse_migration_settings
 from proxmigrate.pve.tracker import TrackedTask, evaluate, task_exitstatus, transfer_progress
 from proxmigrate.pve.upid import format_upid, parse_upid
@@ -23,6 +29,7 @@ LOGS = corpus.load("task_logs.yaml")
 OPTIONS = corpus.load("options.yaml")
 PRECONDITIONS = corpus.load("preconditions.yaml")
 UPIDS = corpus.load("upids.yaml")
+API = corpus.load("api.yaml")
 
 
 def _ids(cases: list[Mapping[str, Any]]) -> list[str]:
@@ -30,7 +37,16 @@ def _ids(cases: list[Mapping[str, Any]]) -> list[str]:
 
 
 def test_every_case_names_its_source() -> None:
-    cases = [*TASKS, *LOGS, *OPTIONS, *PRECONDITIONS, *UPIDS["upids"], *UPIDS["exit_statuses"]]
+    cases = [
+        *TASKS,
+        *LOGS,
+        *OPTIONS,
+        *PRECONDITIONS,
+        *UPIDS["upids"],
+        *UPIDS["exit_statuses"],
+        *API["refusals"],
+        *API["ha_migrate_answers"],
+    ]
     assert len({case["id"] for case in cases}) == len(cases), "case ids must be unique"
     for case in cases:
         sources = case["source"] if isinstance(case["source"], list) else [case["source"]]
@@ -96,13 +112,19 @@ def test_corpus_log_is_self_consistent(case: Mapping[str, Any]) -> None:
 @pytest.mark.parametrize("case", LOGS, ids=_ids(LOGS))
 def test_classifier_reads_task_logs(case: Mapping[str, Any]) -> None:
     expect = case["expect"]
-    failure = classify(case["exitstatus"], corpus.lines(case["log"]), case["target"])
+    judge = classify_hamigrate if case.get("type") == "hamigrate" else classify
+    failure = judge(case["exitstatus"], corpus.lines(case["log"]), case["target"])
     if expect.get("success"):
         assert failure is None
-        progress = transfer_progress(corpus.lines(case["log"]))
-        assert progress is not None and progress.completed
+        if judge is classify:
+            progress = transfer_progress(corpus.lines(case["log"]))
+            assert progress is not None and progress.completed
         return
     assert failure is not None
+    _assert_reading(failure, expect)
+
+
+def _assert_reading(failure: Failure, expect: Mapping[str, Any]) -> None:
     if "reason" in expect:
         assert failure.reason == expect["reason"], failure.summary
     if "reason_not" in expect:
@@ -110,6 +132,14 @@ def test_classifier_reads_task_logs(case: Mapping[str, Any]) -> None:
     for field in ("transient", "phase", "vm_moved", "lock"):
         if field in expect:
             assert getattr(failure, field) == expect[field], (field, failure.summary)
+
+
+@pytest.mark.parametrize("case", API["refusals"], ids=_ids(API["refusals"]))
+def test_api_refusals(case: Mapping[str, Any]) -> None:
+    answer = case["answer"]
+    failure = classify_api_error(answer["status"], answer["message"], answer.get("errors"))
+    assert failure.phase == "api" and failure.vm_moved is False
+    _assert_reading(failure, case["expect"])
 
 
 # -- /cluster/options --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pvesim.model import ApiError
 from pvesim.model.upid import Upid
 from tests.conformance import corpus, simulated
 
@@ -20,6 +21,8 @@ TASKS = corpus.having(corpus.load("tasks.yaml"), "pvesim")
 LOGS = corpus.having(corpus.load("task_logs.yaml"), "pvesim")
 OPTIONS = corpus.having(corpus.load("options.yaml"), "pvesim")
 PRECONDITIONS = corpus.having(corpus.load("preconditions.yaml"), "pvesim")
+API = corpus.load("api.yaml")
+REFUSALS = corpus.having(API["refusals"], "pvesim")
 UPIDS = [case for case in corpus.load("upids.yaml")["upids"] if not case.get("must_fail")]
 
 
@@ -86,3 +89,25 @@ def test_migration_precondition_has_pves_shape(case: Mapping[str, Any]) -> None:
         corpus.shape(d) for d in real["local_disks"]
     ]
     assert answer["local_resources"] == real["local_resources"]
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=_ids(REFUSALS))
+def test_migration_refusals_as_pve(case: Mapping[str, Any]) -> None:
+    situation = case["pvesim"]
+    sim = simulated.cluster(situation)
+    path = f"nodes/{simulated.SOURCE}/qemu/{simulated.VMID}/migrate"
+    user = simulated.USERS[situation["user"]]
+    with pytest.raises(ApiError) as refused:
+        simulated.api(sim, "POST", path, user, **situation["params"])
+    real = case["answer"]
+    assert refused.value.status == real["status"]
+    assert refused.value.message.rstrip("\n") == real["message"].rstrip("\n")
+    assert refused.value.errors == real.get("errors")
+    assert sim.tasks == {}  # no task is created
+
+
+@pytest.mark.parametrize("case", API["ha_migrate_answers"], ids=_ids(API["ha_migrate_answers"]))
+def test_ha_migrate_answer_as_pve(case: Mapping[str, Any]) -> None:
+    sim = simulated.cluster(case["pvesim"] | {"ha": True})
+    path = f"cluster/ha/resources/vm:{simulated.VMID}/migrate"
+    assert simulated.api(sim, "POST", path, node=simulated.TARGET) == case["answer"]
