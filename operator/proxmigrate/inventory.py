@@ -34,10 +34,15 @@ class VMInfo:
     template: bool = False
     tags: frozenset[str] = frozenset()
     pool: str | None = None
-    ha_managed: bool = False  # present in /cluster/ha/resources (`hastate` set)
+    ha_state: str | None = None  # `hastate`: the HA manager's state, None for no HA resource
     lock: str | None = None  # config lock (`backup`, `migrate`, ...)
     local_disks: tuple[str, ...] = ()  # volumes on node-local storage (from the precondition check)
     local_devices: tuple[str, ...] = ()  # e.g. `hostpci0` (from the precondition check)
+
+    @property
+    def ha_managed(self) -> bool:
+        """As pve-ha-manager HA/Config.pm vm_is_ha_managed: an `ignored` resource is not."""
+        return self.ha_state not in (None, "ignored")
 
 
 @dataclass(frozen=True)

@@ -356,3 +356,162 @@ def test_a_request_the_client_refuses_before_sending_ends_at_once() -> None:
         assert REQUEST.key not in rt._running
 
     asyncio.run(scenario())
+
+
+HAMIGRATE = "UPID:pve1:00002000:00002000:6B000000:hamigrate:100:root@pam!t:"
+CHILD = "UPID:pve1:00002001:00002000:6B000005:qmigrate:100:root@pam:"
+
+
+class HaPve(FakePve):
+    """An HA-managed guest: PVE answers the migrate POST with a `hamigrate` task that ends OK
+    at once; what happens next shows only as `hastate`, placement and lock."""
+
+    def __init__(self, hastate: str = "started") -> None:
+        super().__init__()
+        self.hastate = hastate
+        self.lock: str | None = None
+        self.offline: set[str] = set()
+        self.inventory_reads = 0
+
+    async def inventory(self) -> Inventory:
+        self.inventory_reads += 1
+        nodes = tuple(
+            NodeInfo(n, n not in self.offline, 64 * GIB, 8 * GIB, 16) for n in ("pve1", "pve2")
+        )
+        vm = VMInfo(
+            100, "web", self.vm_node, True, 4 * GIB, 2 * GIB, ha_state=self.hastate, lock=self.lock
+        )
+        return Inventory(nodes, (vm,), taken_at=0.0)
+
+    async def migrate(self, node: str, vmid: int, target: str, **_: Any) -> str:
+        self.posts.append((node, vmid, target))
+        row = {"upid": HAMIGRATE, "starttime": 0x6B000000, "status": "OK", "endtime": 0x6B000001}
+        self.task_rows.append(row)
+        return HAMIGRATE
+
+
+def _status(kube: FakeKube) -> dict[str, Any]:
+    """The VMMigration's status: every merge patch applied in order."""
+    from proxmigrate.runtime.status import merged
+
+    status: dict[str, Any] = {}
+    for patch in kube.patches:
+        status = merged(status, patch)
+    return status
+
+
+def _ha_scenario(pve: HaPve) -> tuple[ClusterRuntime, FakeKube, list[float]]:
+    clock = [0x6B000000 + 1.0]
+    rt, kube = runtime(pve, clock)
+    return rt, kube, clock
+
+
+def test_ha_guest_is_posted_to_the_qemu_endpoint_and_its_qmigrate_followed() -> None:
+    async def scenario() -> None:
+        pve = HaPve()
+        rt, kube, clock = _ha_scenario(pve)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        assert pve.posts == [("pve1", 100, "pve2")]  # no HA endpoint (needs Sys.Console)
+        assert kube.patches[-1]["upid"] == HAMIGRATE
+        clock[0] += 12
+        pve.hastate = "migrate"
+        pve.task_rows.append({"upid": CHILD, "starttime": 0x6B000005})
+        await settle(rt)
+        assert rt._running[REQUEST.key].upid == CHILD
+        pve.finish(CHILD, "OK")
+        clock[0] += 20
+        await settle(rt)
+        assert _status(kube)["phase"] == "Succeeded"
+
+    asyncio.run(scenario())
+
+
+def test_ha_request_for_an_offline_target_fails_within_a_few_crm_rounds() -> None:
+    async def scenario() -> None:
+        pve = HaPve()
+        pve.offline.add("pve2")
+        rt, kube, clock = _ha_scenario(pve)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        reads = pve.inventory_reads
+        for _ in range(14):  # a poll every 2.5 s; the CRM dropped the command at once
+            clock[0] += 2.5
+            await settle(rt)
+            if _status(kube)["phase"] != "Running":
+                break
+        assert clock[0] - (0x6B000000 + 1.0) <= 35.0  # not UNCONFIRMED_TASK_TIMEOUT (300 s)
+        last = _status(kube)
+        assert last["phase"] == "Queued", last  # offline may end: retried
+        assert last["attempts"][-1]["reason"] == "target_offline"
+        assert "target node pve2 is not online" in last["message"]
+        assert pve.inventory_reads - reads <= 2  # one read once the decision is due
+
+    asyncio.run(scenario())
+
+
+def test_ha_request_the_lrm_could_not_start_is_reported_as_locked() -> None:
+    async def scenario() -> None:
+        pve = HaPve()
+        rt, kube, clock = _ha_scenario(pve)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        pve.hastate = "migrate"  # the CRM took it ...
+        clock[0] += 15
+        await settle(rt)
+        pve.hastate, pve.lock = "started", "backup"  # ... the LRM's worker died: backup lock
+        clock[0] += 31
+        await settle(rt)
+        attempt = _status(kube)["attempts"][-1]
+        assert attempt["reason"] == "vm_locked", attempt
+
+    asyncio.run(scenario())
+
+
+def test_ha_request_still_migrating_in_the_ha_manager_keeps_waiting() -> None:
+    async def scenario() -> None:
+        pve = HaPve(hastate="migrate")  # the LRM is at max_workers: no qmigrate yet
+        rt, kube, clock = _ha_scenario(pve)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        clock[0] += 15
+        await settle(rt)
+        clock[0] += 60
+        await settle(rt)
+        assert _status(kube)["phase"] == "Running"
+        pve.task_rows.append({"upid": CHILD, "starttime": 0x6B000005 + 70})
+        clock[0] += 1
+        await settle(rt)
+        assert rt._running[REQUEST.key].upid == CHILD
+
+    asyncio.run(scenario())
+
+
+def test_failed_hamigrate_blocked_by_pve9_affinity_fails_without_retry() -> None:
+    async def scenario() -> None:
+        pve = HaPve()
+        rt, kube, clock = _ha_scenario(pve)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        # pve-ha-manager CLI/ha_manager.pm $print_resource_motion_output dies with these lines;
+        # pve-common run_command then fails the task (qemu-server migrate_vm hacmd)
+        pve.finish(
+            HAMIGRATE,
+            "command 'ha-manager migrate vm:100 pve2' failed: exit code 255",
+            [
+                "Requesting HA migration for VM 100 to node pve2",
+                "cannot migrate resource 'vm:100' to node 'pve2':",
+                "",
+                "- resource 'vm:101' on target node 'pve2' in negative affinity with resource "
+                "'vm:100'",
+            ],
+        )
+        await settle(rt)
+        clock[0] += 1
+        await settle(rt)
+        last = _status(kube)
+        assert last["phase"] == "Failed", last
+        assert last["reason"] == "ha_refused"
+        assert "vm:101" in last["message"]
+
+    asyncio.run(scenario())

@@ -68,10 +68,10 @@ async def test_refusals_arrive_as_the_transport_raises_them() -> None:
     assert client.requests["POST /nodes/{node}/qemu/{vmid}/migrate"] == 2
 
 
-async def test_an_ha_request_returns_no_upid_and_its_qmigrate_shows_up_later() -> None:
+async def test_an_ha_request_returns_a_hamigrate_and_its_qmigrate_shows_up_later() -> None:
     client, cluster = client_and_model()
     since = int(cluster.now)
-    assert await client.ha_migrate(102, "b") is None  # PVE 8 answers null
+    assert parse_upid(await client.migrate("a", 102, "b")).type == "hamigrate"
     assert await client.find_migration_task(102, "a", since) is None
     cluster.advance_to(cluster.now + 60)  # the HA manager's loops pick the request up
     upid = await client.find_migration_task(102, "a", since)

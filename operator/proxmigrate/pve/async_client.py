@@ -77,9 +77,6 @@ class AsyncPveClient:
             migration_type=migration_type,
         )
 
-    async def ha_migrate(self, vmid: int, target: str) -> str | None:
-        return await self._run(self.client.ha_migrate, vmid, target)
-
     async def precondition(
         self, node: str, vmid: int, target: str | None = None
     ) -> MigrationPrecondition:

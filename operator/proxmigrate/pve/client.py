@@ -110,12 +110,6 @@ class PveClient:
         path = f"nodes/{node}/qemu/{vmid}/migrate"
         return _expect_upid(self.transport.request("POST", path, params, idempotent=False))
 
-    def ha_migrate(self, vmid: int, target: str) -> str | None:
-        """Ask the HA manager to move a guest; PVE versions differ in returning a UPID."""
-        path = f"cluster/ha/resources/vm:{vmid}/migrate"
-        answer = self.transport.request("POST", path, {"node": target}, idempotent=False)
-        return answer if is_upid(answer) else None
-
     def precondition(
         self, node: str, vmid: int, target: str | None = None
     ) -> MigrationPrecondition:

@@ -72,7 +72,7 @@ def parse_inventory(resources: Iterable[Mapping[str, Any]], taken_at: float) -> 
                     template=bool(int(item.get("template") or 0)),
                     tags=parse_tags(item.get("tags")),
                     pool=item.get("pool") or None,
-                    ha_managed="hastate" in item,
+                    ha_state=item.get("hastate") or None,
                     lock=item.get("lock") or None,
                 )
             )

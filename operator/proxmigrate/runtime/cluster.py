@@ -23,7 +23,15 @@ from proxmigrate.api.enums import AuthMethod, ClusterMigrationType
 from proxmigrate.engine import Job, MigrationEngine, Outcome
 from proxmigrate.inventory import Inventory, VMInfo
 from proxmigrate.pve.async_client import AsyncPveClient
-from proxmigrate.pve.classifier import Failure, Phase, Reason, classify, classify_api_error
+from proxmigrate.pve.classifier import (
+    Failure,
+    Phase,
+    Reason,
+    classify,
+    classify_api_error,
+    classify_hamigrate,
+    classify_unstarted_ha,
+)
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveUnreachable
 from proxmigrate.pve.local_resources import LocalResources
 from proxmigrate.pve.resources import MigrationSettings
@@ -42,9 +50,15 @@ log = logging.getLogger(__name__)
 
 OPTIONS_MAX_AGE = 10.0  # re-read the datacenter migration setting before a batch if older
 MIN_TICK_SECONDS = 0.02  # the loop never spins faster than this
-# How long a request without a known task (an HA request, a lost answer) may take to show up
-# as a `qmigrate` (the HA manager's loop is ~10 s) before it counts as a transient failure.
+# How long a request whose answer was lost may take to show up as a task before it counts as
+# a transient failure.
 UNCONFIRMED_TASK_TIMEOUT = 300.0
+# An HA guest's request is a `hamigrate` task that only queues the move (qemu-server
+# API2/Qemu.pm migrate_vm). The CRM takes it within one round (pve-ha-manager HA/CRM.pm work,
+# `$max_time = 10`) and `hastate` reads `migrate` until the LRM's migration has ended
+# (HA/Manager.pm next_state_started, next_state_migrate_relocate). Not `migrate`, not moved
+# and no task after three rounds: the HA manager dropped it or its worker died.
+HA_DECISION_SECONDS = 30.0
 REPROBE_AFTER_SHARE = 0.7  # re-read a long transfer's rate when this share of its ETA passed
 REPROBE_MIN_SECONDS = 30.0  # transfers predicted to end sooner are not probed again
 # Task lists are read every poll while a task may end soon, and at least every IDLE_POLLS
@@ -89,6 +103,7 @@ class _Running:
     upid: str | None
     started_at: float
     awaiting_task: bool = False  # request sent at started_at, its task not identified yet
+    ha_queued_at: float | None = None  # when its `hamigrate` was first seen ended OK
     probe_at: float | None = None  # when to read the task log for its transfer rate next
     log_lines_seen: int = 0
     ending_at: float | None = None  # predicted end of the RAM transfer
@@ -489,7 +504,7 @@ class ClusterRuntime:
             upid = None
         if upid:
             await self._record_upid(running, upid)
-        else:  # an HA request, or one whose answer was lost: find its task before retrying
+        else:  # the answer was lost: find its task before retrying
             running.awaiting_task = True
         self.events(
             request.event_ref,
@@ -499,12 +514,12 @@ class ClusterRuntime:
         )
         self._wake.set()
 
-    async def _post(self, running: _Running) -> str | None:
-        """The migration request; an HA-managed guest goes through the HA manager."""
+    async def _post(self, running: _Running) -> str:
+        """The migration request. For an HA-managed guest PVE answers a `hamigrate` task and
+        the HA manager starts the `qmigrate` later (qemu-server API2/Qemu.pm migrate_vm);
+        this needs only `VM.Migrate`, where the HA endpoint needs `Sys.Console` on `/`."""
         request, job = running.request, running.job
         vm = running.vm
-        if vm is not None and vm.ha_managed:
-            return await self.client.ha_migrate(request.vmid, request.target)
         return await self.client.migrate(
             job.source,
             request.vmid,
@@ -576,8 +591,7 @@ class ClusterRuntime:
     async def _identify_unconfirmed(
         self, unconfirmed: list[_Running], lists: Mapping[str, list[dict[str, Any]]]
     ) -> None:
-        """Find, in the source's task list, the task of each request sent without a UPID in
-        return (an HA request, a lost answer)."""
+        """Find, in the source's task list, the task of each request whose answer was lost."""
         for running in unconfirmed:
             since = int(running.started_at) - CLOCK_SKEW_SECONDS
             current = self._statuses.get(running.request.key, {})
@@ -608,6 +622,7 @@ class ClusterRuntime:
         await self._identify_unconfirmed(unconfirmed, lists)
         result = evaluate(list(tracked.values()), lists)
         by_upid = {task.upid: key for key, task in tracked.items()}
+        queued: list[_Running] = []
         for handoff in result.handoffs:
             key = by_upid[handoff.request.upid]
             running = self._running.get(key)
@@ -616,7 +631,8 @@ class ClusterRuntime:
             if handoff.child is not None:
                 await self._record_upid(running, handoff.child.upid)
             else:
-                await self._fail_if_unconfirmed_too_long(running)
+                queued.append(running)
+        await self._judge_ha_requests(queued)
         for end in result.finished:
             key = by_upid[end.task.upid]
             running = self._running.get(key)
@@ -627,9 +643,35 @@ class ClusterRuntime:
                 continue
             node = end.task.parsed.node
             lines = await self.client.task_log(node, end.task.upid)
-            await self._finish(running, classify(end.exitstatus, lines, running.request.target))
+            judge = classify_hamigrate if end.task.parsed.type == "hamigrate" else classify
+            await self._finish(running, judge(end.exitstatus, lines, running.request.target))
         await self._probe_transfers(self.clock())
         await self._check_timeouts()
+
+    async def _judge_ha_requests(self, queued: list[_Running]) -> None:
+        """HA requests queued without a migration task yet. Past HA_DECISION_SECONDS one
+        inventory read for all of them tells whether the HA manager still moves a guest
+        (`hastate` `migrate`), has moved it, or dropped the request: PVE shows no task and
+        logs why only to syslog, so the classifier judges from `hastate`, node and lock."""
+        now = self.clock()
+        due = []
+        for running in queued:
+            running.ha_queued_at = running.ha_queued_at or now
+            if now - running.ha_queued_at > HA_DECISION_SECONDS:
+                due.append(running)
+        if not due:
+            return
+        inventory = await self.refresh_inventory(max_age=self.task_poll_seconds)
+        for running in due:
+            request = running.request
+            vm = inventory.vm(request.vmid)
+            if vm is not None and vm.node == request.target:
+                await self._finish(running, None)
+            elif vm is None or vm.ha_state != "migrate":
+                target = inventory.node(request.target)
+                online = target is not None and target.online
+                lock = vm.lock if vm is not None else None
+                await self._finish(running, classify_unstarted_ha(request.target, online, lock))
 
     async def _check_timeouts(self) -> None:
         now = self.clock()
