@@ -145,6 +145,9 @@ class PveClient:
                 return lines
 
     def stop_task(self, node: str, upid: str) -> None:
+        """`DELETE .../tasks/{upid}`: PVE answers once the worker is gone, up to ~5 s (SIGTERM,
+        SIGKILL after 5 s: pve-common `PVE/RESTEnvironment.pm` kill_process_group); a task
+        already ended is no error."""
         self.transport.request("DELETE", f"nodes/{node}/tasks/{upid}", idempotent=True)
 
     def unlock_vm(self, node: str, vmid: int) -> None:

@@ -336,7 +336,8 @@ class ClusterRuntime:
         return key in self._withdrawn
 
     async def cancel(self, request: MigrationRequest) -> str:
-        """Deleting a VMMigration: drop it from the queue or stop its PVE task."""
+        """Deleting a VMMigration: drop it from the queue or stop its PVE task; the status
+        and the Event say what the stopped task left behind."""
         now = self.clock()
         current = self._statuses.get(request.key, {})
         if self.withdraw(request.key):
@@ -344,23 +345,66 @@ class ClusterRuntime:
             message = "cancelled before it started"
         elif request.key in self._running:
             running = self._running.pop(request.key)
-            await self._stop_task(running, "stopping")
+            notes, attention = await self._stop_task(running, "stopping")
             self.engine.finish(request.key, now, Outcome(False, "cancelled", False))
-            message = f"cancelled; PVE task {running.upid or '(none)'} asked to stop"
+            stopped = "; ".join([f"PVE task {running.upid or '(none)'} stopped", *notes])
+            message = f"cancelled; {stopped}"
         else:
             return "nothing to cancel"
         await self._write(request, vmstatus.cancelled(current, now, message))
-        self.events(request.event_ref, "Normal", "Cancelled", message)
+        kind = "Warning" if attention else "Normal"  # something is left for a human to do
+        self.events(request.event_ref, kind, "Cancelled", message)
         return message
 
-    async def _stop_task(self, running: _Running, what: str) -> None:
-        """Ask PVE to stop a running migration's task (if it has one); failures only warn."""
+    async def _stop_task(self, running: _Running, what: str) -> tuple[list[str], bool]:
+        """Stop a running migration's task (if it has one); say what it left behind, and
+        whether any of it needs a human.
+
+        PVE answers the DELETE once the worker is gone: SIGTERM to its process group, SIGKILL
+        5 s later (pve-common `PVE/RESTEnvironment.pm` check_worker, kill_process_group), so
+        its cleanup can be cut short (qemu-server `PVE/QemuMigrate.pm` phase2_cleanup,
+        phase3_cleanup). Then one task list and one inventory read tell (docs/reference/
+        proxmox.md#stopping-a-task): a config still locked `migrate` is unlocked when PVE
+        lets us (`skiplock` is root@pam's only) and reported otherwise; a task killed by
+        SIGKILL (exit status `unexpected status`, pve-common `PVE/UPID.pm` read_status) may
+        have left the target's incoming QEMU running, which no API call shows.
+        """
         if not running.upid:
-            return
+            return [], False
+        upid = parse_upid(running.upid)
+        request = running.request
         try:
-            await self.client.stop_task(parse_upid(running.upid).node, running.upid)
+            await self.client.stop_task(upid.node, running.upid)
+            rows = await self.client.tasks(upid.node, since=upid.starttime, vmid=request.vmid)
+            vm = (await self.refresh_inventory()).vm(request.vmid)
         except PveError as error:
             log.warning("%s %s failed: %s", what, running.upid, error)
+            return [f"stopping it failed ({error}): check VM {request.vmid} on its nodes"], True
+        notes: list[str] = []
+        attention = False
+        if any(
+            row.get("upid") == running.upid and row.get("status") == "unexpected status"
+            for row in rows
+        ):
+            attention = True
+            notes.append(
+                f"PVE killed the task before its cleanup ended: an incoming VM {request.vmid} "
+                f"may still run on {request.target} (stop its QEMU there: "
+                f"kill $(cat /var/run/qemu-server/{request.vmid}.pid))"
+            )
+        if vm is not None and vm.lock == "migrate":
+            try:
+                await self.client.unlock_vm(vm.node, request.vmid)
+                notes.append(f"stale 'migrate' lock of VM {request.vmid} on {vm.node} cleared")
+            except PveError as error:
+                attention = True
+                notes.append(
+                    f"VM {request.vmid} keeps lock 'migrate' on {vm.node} (clearing it failed: "
+                    f"{error}); run 'qm unlock {request.vmid}' there"
+                )
+        if vm is not None and vm.node == request.target:
+            notes.append(f"VM {request.vmid} had already moved to {vm.node}")
+        return notes, attention
 
     # ----- the loop ------------------------------------------------------------------------
 
