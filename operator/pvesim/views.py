@@ -87,6 +87,9 @@ def vm_entry(cluster: Cluster, vm: VM, *, resources: bool) -> dict[str, Any]:
         entry["lock"] = vm.lock
     if resources:
         entry |= {"id": f"qemu/{vm.vmid}", "type": "qemu", "node": vm.node, "maxcpu": vm.cpus}
+        # pve-manager PVE/API2Tools.pm extract_vm_stats: `template` from the RRD, 0 or 1
+        # (QemuServer.pm vmstatus, behind /nodes/{node}/qemu, sets it only for templates)
+        entry["template"] = int(vm.template)
         entry.pop("cpus")
         if vm.pool:
             entry["pool"] = vm.pool
