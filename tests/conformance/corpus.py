@@ -118,9 +118,7 @@ def read_status(last_line: str) -> str:
 def json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
+    if isinstance(value, int | float):  # Perl's `+ 0` gives 0 or 0.0123 alike
         return "number"
     if isinstance(value, str):
         return "string"

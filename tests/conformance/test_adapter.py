@@ -19,7 +19,7 @@ from proxmigrate.pve.classifier import (
     classify_hamigrate,
     is_success,
 )
-from proxmigrate.pve.resources import parse_migration_settings
+from proxmigrate.pve.resources import parse_inventory, parse_migration_settings
 from proxmigrate.pve.tracker import TrackedTask, evaluate, task_exitstatus, transfer_progress
 from proxmigrate.pve.upid import format_upid, parse_upid
 from tests.conformance import corpus
@@ -30,6 +30,7 @@ OPTIONS = corpus.load("options.yaml")
 PRECONDITIONS = corpus.load("preconditions.yaml")
 UPIDS = corpus.load("upids.yaml")
 API = corpus.load("api.yaml")
+RESOURCES = corpus.load("resources.yaml")
 
 
 def _ids(cases: list[Mapping[str, Any]]) -> list[str]:
@@ -46,6 +47,7 @@ def test_every_case_names_its_source() -> None:
         *UPIDS["exit_statuses"],
         *API["refusals"],
         *API["ha_migrate_answers"],
+        *RESOURCES,
     ]
     assert len({case["id"] for case in cases}) == len(cases), "case ids must be unique"
     for case in cases:
@@ -140,6 +142,16 @@ def test_api_refusals(case: Mapping[str, Any]) -> None:
     failure = classify_api_error(answer["status"], answer["message"], answer.get("errors"))
     assert failure.phase == "api" and failure.vm_moved is False
     _assert_reading(failure, case["expect"])
+
+
+# -- /cluster/resources ------------------------------------------------------------------------
+@pytest.mark.parametrize("case", RESOURCES, ids=_ids(RESOURCES))
+def test_inventory_reads_resource_rows(case: Mapping[str, Any]) -> None:
+    (vm,) = parse_inventory([case["answer"]], taken_at=0.0).vms
+    expect = case["expect"]
+    reading = {key: getattr(vm, key) for key in expect if key != "tags"}
+    assert reading == {key: value for key, value in expect.items() if key != "tags"}
+    assert vm.tags == frozenset(expect["tags"])
 
 
 # -- /cluster/options --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ LOGS = corpus.having(corpus.load("task_logs.yaml"), "pvesim")
 OPTIONS = corpus.having(corpus.load("options.yaml"), "pvesim")
 PRECONDITIONS = corpus.having(corpus.load("preconditions.yaml"), "pvesim")
 API = corpus.load("api.yaml")
+RESOURCES = corpus.having(corpus.load("resources.yaml"), "pvesim")
 REFUSALS = corpus.having(API["refusals"], "pvesim")
 UPIDS = [case for case in corpus.load("upids.yaml")["upids"] if not case.get("must_fail")]
 
@@ -111,3 +112,14 @@ def test_ha_migrate_answer_as_pve(case: Mapping[str, Any]) -> None:
     sim = simulated.cluster(case["pvesim"] | {"ha": True})
     path = f"cluster/ha/resources/vm:{simulated.VMID}/migrate"
     assert simulated.api(sim, "POST", path, node=simulated.TARGET) == case["answer"]
+
+
+@pytest.mark.parametrize("case", RESOURCES, ids=_ids(RESOURCES))
+def test_resource_rows_have_pves_shape(case: Mapping[str, Any]) -> None:
+    sim = simulated.cluster(case["pvesim"])
+    rows = simulated.api(sim, "GET", "cluster/resources", type="vm")
+    (row,) = [dict(r) for r in rows if r.get("vmid") == simulated.VMID]
+    real = case["answer"]
+    assert corpus.shape(row) == corpus.shape(real)
+    for key in ("id", "type", "status", "hastate", "lock", "tags", "pool"):
+        assert row.get(key) == real.get(key), key
