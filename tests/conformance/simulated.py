@@ -22,8 +22,8 @@ USERS = {"root": ROOT, "token": TOKEN_ID}  # pvesim's token: root's, not privile
 
 
 def cluster(spec: Mapping[str, Any]) -> Cluster:
-    """Three nodes; `vm`/`disks`/`local_devices`/`ha` shape VM 100, `datacenter` and
-    `access` are the cluster YAML's (docs/pvesim.md)."""
+    """Three nodes; `vm`/`disks`/`local_devices`/`ha` shape VM 100 (or `vms` lists guests of
+    pve1), `datacenter` and `access` are the cluster YAML's (docs/pvesim.md)."""
     vm = _VM | dict(spec.get("vm", {}))
     for key in ("disks", "local_devices", "ha"):
         if key in spec:
@@ -31,7 +31,7 @@ def cluster(spec: Mapping[str, Any]) -> Cluster:
     config = {
         "pve_version": int(spec.get("pve_version", 8)),
         "nodes": [{"name": f"pve{i}", "memory_gib": 64} for i in (1, 2, 3)],
-        "vms": [vm],
+        "vms": [_VM | dict(guest) for guest in spec["vms"]] if "vms" in spec else [vm],
         "datacenter": dict(spec.get("datacenter", {})),
         "access": dict(spec.get("access", {})),
     }

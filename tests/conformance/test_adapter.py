@@ -31,6 +31,7 @@ PRECONDITIONS = corpus.load("preconditions.yaml")
 UPIDS = corpus.load("upids.yaml")
 API = corpus.load("api.yaml")
 RESOURCES = corpus.load("resources.yaml")
+MIGRATEALL = corpus.load("migrateall.yaml")
 
 
 def _ids(cases: list[Mapping[str, Any]]) -> list[str]:
@@ -48,6 +49,7 @@ def test_every_case_names_its_source() -> None:
         *API["refusals"],
         *API["ha_migrate_answers"],
         *RESOURCES,
+        *MIGRATEALL,
     ]
     assert len({case["id"] for case in cases}) == len(cases), "case ids must be unique"
     for case in cases:

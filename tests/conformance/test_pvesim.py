@@ -23,6 +23,7 @@ OPTIONS = corpus.having(corpus.load("options.yaml"), "pvesim")
 PRECONDITIONS = corpus.having(corpus.load("preconditions.yaml"), "pvesim")
 API = corpus.load("api.yaml")
 RESOURCES = corpus.having(corpus.load("resources.yaml"), "pvesim")
+MIGRATEALL = corpus.load("migrateall.yaml")
 REFUSALS = corpus.having(API["refusals"], "pvesim")
 UPIDS = [case for case in corpus.load("upids.yaml")["upids"] if not case.get("must_fail")]
 
@@ -123,3 +124,14 @@ def test_resource_rows_have_pves_shape(case: Mapping[str, Any]) -> None:
     assert corpus.shape(row) == corpus.shape(real)
     for key in ("id", "type", "status", "hastate", "lock", "tags", "pool"):
         assert row.get(key) == real.get(key), key
+
+
+@pytest.mark.parametrize("case", MIGRATEALL, ids=_ids(MIGRATEALL))
+def test_migrateall_log_as_pve(case: Mapping[str, Any]) -> None:
+    """Raw lines without times or addresses: the whole log must be PVE's."""
+    situation = case["pvesim"]
+    sim = simulated.cluster(situation)
+    path = f"nodes/{simulated.SOURCE}/migrateall"
+    upid = str(simulated.api(sim, "POST", path, **situation["params"]))
+    sim.run_until_idle()
+    assert simulated.task_log(sim, upid) == corpus.lines(case["log"])
