@@ -4,11 +4,11 @@ Every running guest's memory in use leaves its node once at least (re-dirtied pa
 so a drain of one node cannot end before `bytes on it / its egress capacity`; drains of
 several nodes are also bounded by the sum of their bytes over the targets' total ingress.
 With few streams the per-stream cap binds first: a secure migration runs through one
-ssh/sshd pair, so one core's cipher speed caps it (1 GiB/s in the model, reference
-pve-migration.md section 7); `bwlimit` caps each stream too. Fixed per-migration costs
-(`qm start`, tunnel set-up, end phase: 4-7 s each) are left out, so the bound is not
-reachable exactly: the link idles for a few seconds before the first stream and after the
-last one.
+ssh/sshd pair, so one core's cipher speed caps it (1 GiB/s in the model,
+docs/reference/proxmox.md#figures-and-measurements); `bwlimit` caps each stream too.
+Fixed per-migration costs (`qm start`, tunnel set-up, end phase: 4-7 s each) are left out,
+so the bound is not reachable exactly: the link idles for a few seconds before the first
+stream and after the last one.
 """
 
 from __future__ import annotations
