@@ -41,9 +41,7 @@ def namespace() -> str:
     return f"e2e-mig-{next(_namespaces)}"
 
 
-def cluster_file(
-    tmp_path: Path, vms: int, used_gib: float, ha: bool = False, **datacenter: str
-) -> Path:
+def cluster_file(tmp_path: Path, vms: int, used_gib: float, **datacenter: str) -> Path:
     """Three nodes; `vms` VMs on pve1, all to be moved to pve2."""
     config: dict[str, Any] = {
         "pve_version": 8,
@@ -62,7 +60,6 @@ def cluster_file(
                 "used_gib": used_gib,
                 "dirty_mib_s": 5,
                 "disks": [{"key": "scsi0", "storage": "ceph", "size_gib": 16}],
-                "ha": ha,
             }
             for index in range(vms)
         ],
@@ -299,21 +296,6 @@ def test_migration_of_unknown_vm_or_node_fails_clearly(
         assert ended["nonode"]["phase"] == "Failed"
         assert "'pve9' is not in cluster" in ended["nonode"]["message"]
         assert sim.state()["migrations"] == {}
-
-
-def test_ha_managed_vm_moves_through_the_ha_manager(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
-) -> None:
-    api = control_plane.api_client()
-    with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=1, used_gib=1, ha=True))) as sim:
-        create_cluster_for_pvesim(api, namespace, "lab", sim, scaled_policy())
-        wait_cluster_decided(api, namespace, operator)
-        create(api, namespace, "vmmigrations", vmmigration("ha", 100, "pve2"))
-        (done,) = wait_all_terminal(api, namespace, 1, 90, operator)
-        assert done["status"]["phase"] == "Succeeded", done["status"]
-        assert ":qmigrate:100:" in done["status"]["upid"]  # the HA manager's real migration
-        assert sim.state()["placement"]["100"] == "pve2"
-        assert sim.state()["api_requests"].get("POST /cluster/ha/resources/{sid}/migrate", 0) >= 1
 
 
 def test_deleting_a_running_migration_stops_its_task(
