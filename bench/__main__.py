@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.report import table
+from bench.report import inventory_costs, table
 from bench.scenarios import ONE_NODE, TWO_NODES
 from bench.suite import run_all, suite
 
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             f"Python {platform.python_version()}; library runs took {elapsed:.0f} s.",
             "",
             table(runs),
+            "",
+            "Inventory path (proxmigrate):",
+            *(f"- {line}" for line in inventory_costs(runs)),
             *(["", "Notes:", *(f"- {note}" for note in notes)] if notes else []),
         ]
     )

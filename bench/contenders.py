@@ -33,6 +33,7 @@ def run_proxmigrate(
     """proxmigrate's planner and engine in library mode, `maxParallel` = `level`."""
     cluster = scenario.build(seed)
     movable = scenario.movable(cluster)
+    guests = sum(1 for vm in cluster.vms.values() if vm.node in scenario.drained)
     bound = bound_seconds(scenario, cluster, level)
     reset_peak_rss()
     drain = LibraryDrain(
@@ -55,6 +56,7 @@ def run_proxmigrate(
         level=level,
         seed=seed,
         api_requests=result.total_api_requests,
+        inventory_requests_per_guest=result.inventory_requests / max(1, guests),
         cpu_seconds=result.cpu_seconds,
         peak_rss_mib=rss,
         note="cut off" if result.cut_off else "",

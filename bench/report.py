@@ -58,3 +58,18 @@ def table(runs: Iterable[RunFigures]) -> str:
             + " |"
         )
     return "\n".join(rows)
+
+
+def inventory_costs(runs: Iterable[RunFigures]) -> list[str]:
+    """Per scenario: what proxmigrate's inventory read before planning costs per guest of the
+    drained nodes (GET /cluster/resources plus PVE's precondition check per guest)."""
+    lines = []
+    for scenario, group in groupby(sorted(runs, key=_key), key=lambda run: run.scenario):
+        costs = [r.inventory_requests_per_guest for r in group]
+        known = [cost for cost in costs if cost is not None]
+        if known:
+            lines.append(
+                f"{scenario}: {_median(known, 3)} API requests per guest of the drained "
+                "node(s) to read the inventory with local disks and devices"
+            )
+    return lines

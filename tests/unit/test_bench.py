@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.contenders import run_migrateall, run_proxmigrate
-from bench.report import table
+from bench.report import inventory_costs, table
 from bench.scenarios import Scenario
 
 TINY = Scenario(
@@ -27,11 +27,18 @@ def test_tiny_scenario_figures_are_sane(tmp_path: Path) -> None:
     assert max(count for _, count in ours.inflight) <= 4  # maxParallel holds
     assert ours.requests_per_vm is not None and ours.requests_per_vm >= 1  # a POST each at least
     assert ours.cpu_seconds is not None and ours.cpu_seconds > 0
+    # one GET /cluster/resources for the plan, one precondition check per guest of pve1
+    assert ours.inventory_requests_per_guest == (1 + 8) / 8
+    assert theirs.inventory_requests_per_guest is None
     assert theirs.cpu_seconds is None  # migrateall runs on PVE, not on our side
 
     markdown = table([ours, theirs])
     assert markdown.count("\n| tiny |") == 2
     assert "| proxmigrate | 4 | 1 |" in markdown
+    assert inventory_costs([ours, theirs]) == [
+        "tiny: 1.125 API requests per guest of the drained node(s) to read the inventory "
+        "with local disks and devices"
+    ]
 
     from bench import plots
 

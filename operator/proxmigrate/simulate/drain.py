@@ -71,6 +71,7 @@ class DrainResult:
     failed: dict[int, str]  # vmid -> reason of the last attempt
     retries: int
     api_requests: Counter[str]  # by route, as pvesim's server counts them
+    inventory_requests: int  # of them, what the planning's inventory read took
     cpu_seconds: float  # spent in proxmigrate's code (planner, runtime, engine, client)
     cut_off: bool  # the deadline passed before every migration ended
 
@@ -142,6 +143,7 @@ class LibraryDrain:
         log = StatusLog()
         runtime = self._runtime(log)
         plans = await self.plan(runtime)
+        inventory_requests = sum(self.client.requests.values())  # the run's first requests
         requests = [_request(node, move) for node, move in _interleaved(plans)]
         names = [request.name for request in requests]
         for request in requests:
@@ -179,6 +181,7 @@ class LibraryDrain:
             },
             retries=sum(log.requeued.values()),
             api_requests=self.client.requests,
+            inventory_requests=inventory_requests,
             cpu_seconds=self._cpu.seconds - self.client.model_cpu_seconds,
             cut_off=not log.all_final(names),
         )
