@@ -135,6 +135,21 @@ def test_parameter_errors_and_root_only_rule(sim: PvesimProcess) -> None:
     assert counts["POST /nodes/{node}/qemu/{vmid}/migrate"] >= 4
 
 
+def test_running_task_listed_first_and_delete_answers_once_it_ended(sim: PvesimProcess) -> None:
+    """pve-manager Tasks.pm node_tasks (`RUNNING` first) and stop_task, whose
+    RESTEnvironment.pm kill_process_group returns only when the worker is gone."""
+    api = token_api(sim)
+    vmid = _movable_vm(api, "pve2")
+    upid = api.nodes("pve2").qemu(vmid).migrate.post(target="pve3", online=1)
+    rows = api.nodes("pve2").tasks.get(source="all")
+    assert rows[0]["upid"] == upid and rows[0]["status"] == "RUNNING"
+    api.nodes("pve2").tasks(upid).delete()
+    status = api.nodes("pve2").tasks(upid).status.get()
+    assert status["status"] == "stopped"
+    assert status["exitstatus"] in ("migration aborted", "migration problems")
+    assert sim.state()["placement"][str(vmid)] == "pve2"
+
+
 def test_faults_node_offline_and_drift(sim: PvesimProcess) -> None:
     api = token_api(sim)
     sim.fault(node_offline="pve3")
