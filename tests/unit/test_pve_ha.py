@@ -66,4 +66,4 @@ def test_unstarted_ha_request_tells_offline_target_lock_and_the_rest_apart() -> 
     suspended = classify_unstarted_ha("pve2", target_online=True, lock="suspended")
     assert not suspended.transient
     other = classify_unstarted_ha("pve2", target_online=True, lock=None)
-    assert (other.reason, other.transient, other.vm_moved) == (Reason.HA_REFUSED, False, False)
+    assert (other.reason, other.transient, other.vm_moved) == (Reason.HA_REFUSED, True, False)

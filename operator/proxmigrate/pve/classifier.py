@@ -326,7 +326,8 @@ def classify_unstarted_ha(target: str, target_online: bool, lock: str | None) ->
     a node in maintenance) or, in PVE 9, blocked by negative affinity (queue_resource_motion);
     the LRM's worker dies when migrate_vm refuses (HA/LRM.pm run_workers; a lock taken after
     the POST, storage) and the CRM sets the guest back to `started`. Judged from what the API
-    still shows: the target node's state and the guest's lock.
+    still shows: the target node's state and the guest's lock. The rest is retried: a CRM
+    that is slow (a new HA master) looks the same for a while.
     """
     if not target_online:
         line = f"the HA manager dropped the request: target node {target} is not online"
@@ -340,4 +341,4 @@ def classify_unstarted_ha(target: str, target_online: bool, lock: str | None) ->
         "failed LRM worker: see journalctl -u pve-ha-crm on the HA master, -u pve-ha-lrm on "
         "the source)"
     )
-    return Failure(Reason.HA_REFUSED, False, Phase.API, line, False)
+    return Failure(Reason.HA_REFUSED, True, Phase.API, line, False)
