@@ -104,6 +104,12 @@ def present(log: Sequence[str], templates: Sequence[str]) -> list[str]:
     return [line for line in log if any(p.fullmatch(line) for p in patterns)]
 
 
+def normalised(text: str) -> str:
+    """Addresses and durations out: what two runs of the same situation share."""
+    text = re.sub(_IP, "<ip>", text)
+    return re.sub(r"\d\d:\d\d:\d\d", "<duration>", text)
+
+
 def read_status(last_line: str) -> str:
     """pve-common src/PVE/UPID.pm read_status: a task's exit status from its last log line."""
     if last_line == "TASK OK":
