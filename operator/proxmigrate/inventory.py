@@ -36,8 +36,14 @@ class VMInfo:
     pool: str | None = None
     ha_state: str | None = None  # `hastate`: the HA manager's state, None for no HA resource
     lock: str | None = None  # config lock (`backup`, `migrate`, ...)
-    local_disks: tuple[str, ...] = ()  # volumes on node-local storage (from the precondition check)
-    local_devices: tuple[str, ...] = ()  # e.g. `hostpci0` (from the precondition check)
+    # From PVE's precondition check (pve/local_resources.py), for guests about to be planned:
+    local_disks: tuple[str, ...] = ()  # volumes on node-local storage a migration copies
+    local_devices: tuple[str, ...] = ()  # what PVE refuses to migrate, e.g. `hostpci0`
+    refused_targets: tuple[tuple[str, str], ...] = ()  # (node, why): storage, mapping, HA
+
+    def target_refusal(self, node: str) -> str | None:
+        """Why PVE refuses `node` as this guest's target, or None."""
+        return dict(self.refused_targets).get(node)
 
     @property
     def ha_managed(self) -> bool:

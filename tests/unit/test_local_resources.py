@@ -8,7 +8,9 @@ from typing import Any
 
 from proxmigrate.api.cluster import MigrationPolicySpec
 from proxmigrate.api.enums import AuthMethod
-from proxmigrate.pve.local_resources import MAX_AGE, RETRY_SECONDS
+from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
+from proxmigrate.pve.local_resources import MAX_AGE, RETRY_SECONDS, LocalResources
+from proxmigrate.pve.precondition import parse_precondition
 from proxmigrate.runtime.cluster import ClusterRuntime
 from proxmigrate.simulate.model import cluster_from_config
 from proxmigrate.simulate.model_client import ModelClient
@@ -93,3 +95,27 @@ async def test_a_locked_guest_is_asked_again_after_the_retry_interval() -> None:
     unlocked = await runtime.refresh_inventory(local_for=on("a"))
     assert client.requests[CHECK] == 4
     assert unlocked.vm(101).local_disks == ("local-lvm:vm-101-disk-1",)
+
+
+class RefusingPve:
+    """A PVE 9 answer for a guest whose disk is on a storage only pve2 has (`nodes` set)."""
+
+    async def precondition(self, node: str, vmid: int) -> Any:
+        return parse_precondition(
+            {
+                "running": 1,
+                "allowed_nodes": ["pve2"],
+                "not_allowed_nodes": {"pve2": {}, "pve3": {"unavailable_storages": ["fast"]}},
+                "local_disks": [],
+                "local_resources": [],
+            }
+        )
+
+
+async def test_targets_pve_refuses_are_carried_with_the_reason() -> None:
+    nodes = tuple(NodeInfo(name, True, 64 << 30, 0, 16) for name in ("pve1", "pve2", "pve3"))
+    inventory = Inventory(nodes, (VMInfo(100, "vm100", "pve1", True, 1 << 30),), taken_at=5.0)
+    read = await LocalResources().read(RefusingPve(), inventory, lambda vm: True)  # type: ignore[arg-type]
+    guest = read.vm(100)
+    assert guest is not None and guest.refused_targets == (("pve3", "storage fast unavailable"),)
+    assert guest.target_refusal("pve2") is None

@@ -188,9 +188,15 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
     placed: list[tuple[VMInfo, str]] = []
     short_of_memory: list[tuple[VMInfo, tuple[str, ...]]] = []
     for vm in sorted(to_place, key=lambda guest: _placement_priority(guest, request)):
-        candidates = _candidates(vm, request, targets)
+        refused = tuple(
+            (name, f"refused by PVE ({why})")
+            for name in targets
+            if (why := vm.target_refusal(name)) is not None
+        )
+        usable = tuple(name for name in targets if vm.target_refusal(name) is None)
+        candidates = _candidates(vm, request, usable)
         if not candidates:
-            unplaceable.append(_no_candidate(vm, request, excluded))
+            unplaceable.append(_no_candidate(vm, request, excluded + refused))
             continue
         outcome = _place(vm, candidates, vm.vmid in request.pins, ledgers, fair_share_cost)
         if isinstance(outcome, str):

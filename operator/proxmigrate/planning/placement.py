@@ -144,6 +144,9 @@ def _refusal(vm: VMInfo, ledger: TargetLedger, cordoned: frozenset[str]) -> str 
         return "cordoned by a NodeDrain"
     if ledger.name == vm.node:
         return None
+    refusal = vm.target_refusal(ledger.name)
+    if refusal is not None:
+        return f"refused by PVE ({refusal})"
     conflict = ledger.anti_affinity_conflict(vm)
     if conflict is not None:
         return f"holds anti-affinity {conflict}"

@@ -77,8 +77,15 @@ class LocalResources:
         answer = self._answers.get(vm.vmid)
         if answer is None or answer.check is None or not self._same_guest(vm, answer):
             return vm
+        check = answer.check
         return replace(
-            vm, local_disks=answer.check.local_disks, local_devices=answer.check.local_devices
+            vm,
+            local_disks=check.local_disks,
+            local_devices=check.local_devices,
+            refused_targets=tuple(
+                (node, "; ".join(reasons))
+                for node, reasons in sorted(check.not_allowed_nodes.items())
+            ),
         )
 
     @staticmethod
