@@ -515,3 +515,28 @@ def test_failed_hamigrate_blocked_by_pve9_affinity_fails_without_retry() -> None
         assert "vm:101" in last["message"]
 
     asyncio.run(scenario())
+
+
+def test_lost_answer_of_an_ha_guest_is_found_as_its_hamigrate() -> None:
+    async def scenario() -> None:
+        pve = HaPve()
+        pve.offline.add("pve2")
+        real_migrate = pve.migrate
+
+        async def answer_lost(node: str, vmid: int, target: str, **kw: Any) -> str:
+            await real_migrate(node, vmid, target, **kw)  # PVE forked the hamigrate
+            raise PveUnreachable("read timed out", request_may_have_arrived=True)
+
+        pve.migrate = answer_lost  # type: ignore[method-assign]
+        rt, kube, clock = _ha_scenario(pve)
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        clock[0] += 2
+        await settle(rt)
+        assert rt._running[REQUEST.key].upid == HAMIGRATE  # then judged like any HA request
+        for _ in range(14):
+            clock[0] += 2.5
+            await settle(rt)
+        assert _status(kube)["reason"] == "target_offline"  # not a timeout after 300 s
+
+    asyncio.run(scenario())

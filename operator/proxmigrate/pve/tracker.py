@@ -77,15 +77,16 @@ def first_migration_since(
     vmid: int,
     since: int,
     exclude: Collection[str] = (),
+    types: Collection[str] = ("qmigrate",),
 ) -> str | None:
-    """The earliest `qmigrate` of `vmid` in a task list started at/after `since` (epoch s),
-    leaving out the UPIDs in `exclude` (those earlier attempts already recorded)."""
+    """The earliest task of `types` of `vmid` in a task list started at/after `since` (epoch
+    s), leaving out the UPIDs in `exclude` (those earlier attempts already recorded)."""
     found = [
         parse_upid(str(entry["upid"]))
         for entry in entries
         if is_upid(entry.get("upid")) and entry["upid"] not in exclude
     ]
-    ours = [u for u in found if u.type == "qmigrate" and u.vmid == vmid and u.starttime >= since]
+    ours = [u for u in found if u.type in types and u.vmid == vmid and u.starttime >= since]
     return str(min(ours, key=lambda upid: upid.starttime)) if ours else None
 
 

@@ -635,14 +635,15 @@ class ClusterRuntime:
     async def _identify_unconfirmed(
         self, unconfirmed: list[_Running], lists: Mapping[str, list[dict[str, Any]]]
     ) -> None:
-        """Find, in the source's task list, the task of each request whose answer was lost."""
+        """Find, in the source's task list, the task of each request whose answer was lost:
+        a `qmigrate`, or for an HA guest the `hamigrate` its POST forked."""
         for running in unconfirmed:
             since = int(running.started_at) - CLOCK_SKEW_SECONDS
             current = self._statuses.get(running.request.key, {})
             entries = lists.get(running.job.source, [])
-            upid = first_migration_since(
-                entries, running.request.vmid, since, _recorded_upids(current)
-            )
+            recorded = _recorded_upids(current)
+            types = ("qmigrate", "hamigrate")
+            upid = first_migration_since(entries, running.request.vmid, since, recorded, types)
             if upid:
                 await self._record_upid(running, upid)
             else:
