@@ -340,6 +340,7 @@ class ClusterRuntime:
         and the Event say what the stopped task left behind."""
         now = self.clock()
         current = self._statuses.get(request.key, {})
+        attention = False
         if self.withdraw(request.key):
             self._withdrawn.discard(request.key)
             message = "cancelled before it started"
