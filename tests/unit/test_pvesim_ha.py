@@ -157,3 +157,16 @@ def test_lrm_refills_a_freed_slot_within_its_worker_poll() -> None:
 
 def _starts(tasks: list[Task]) -> list[float]:
     return [t.starttime for t in tasks]
+
+
+def test_a_service_accepted_while_the_lrm_runs_workers_starts_in_its_next_round() -> None:
+    cluster = _cluster(_vms(2, used_gib=8))
+    cluster.migrate("pve1", 100, "pve2", online=True)
+    while not _qmigrates(cluster):
+        next_event = cluster.next_event_time()
+        assert next_event is not None
+        cluster.advance_to(next_event)
+    cluster.migrate("pve1", 101, "pve2", online=True)  # the LRM is in run_workers for 100
+    cluster.run_until_idle()
+    assert [t.upid.id for t in _qmigrates(cluster)] == ["100", "101"]
+    assert {cluster.vms[100].node, cluster.vms[101].node} == {"pve2"}

@@ -51,6 +51,7 @@ class HaManager:
         self.journal: list[str] = []  # what the CRM and LRMs log to syslog (nothing else shows it)
         self._crm_at: float | None = None
         self._lrm_at: dict[str, float | None] = {n: None for n in cluster.nodes}
+        self._lrm_busy: dict[str, bool] = {n: False for n in cluster.nodes}  # in run_workers
 
     # -- API side -------------------------------------------------------------------------
     def request(self, sid: str, node: str) -> dict[str, Any] | None:
@@ -163,7 +164,8 @@ class HaManager:
 
     # -- LRM ------------------------------------------------------------------------------
     def _schedule_lrm(self, node: str) -> None:
-        if self._lrm_at[node] is not None:
+        """The LRM's next round; none while run_workers runs, which asks for one at its end."""
+        if self._lrm_at[node] is not None or self._lrm_busy[node]:
             return
         at = self._next_tick(self.lrm_phase[node], self.cluster.params.timing.ha_lrm_interval)
         self._lrm_at[node] = at
@@ -173,13 +175,22 @@ class HaManager:
         """HA/LRM.pm manage_resources: queue a worker for each service of this node in
         `migrate` that has none and no unread result, then run_workers."""
         self._lrm_at[node] = None
-        workers = self.lrm_workers[node]
-        for vmid, _target in sorted(self.migrating.items()):
-            vm = self.cluster.vms[vmid]
-            busy = vmid in workers or vmid in self.lrm_queue[node] or vmid in self.results
-            if vm.node == node and not busy:
-                self.lrm_queue[node].append(vmid)
+        for vmid in self._unqueued(node):
+            self.lrm_queue[node].append(vmid)
+        self._lrm_busy[node] = True
         self._run_workers(node, self.cluster.now)
+
+    def _unqueued(self, node: str) -> list[int]:
+        """Services of `node` in `migrate` without a worker, a queue entry or a result."""
+        workers, queue = self.lrm_workers[node], self.lrm_queue[node]
+        return [
+            vmid
+            for vmid in sorted(self.migrating)
+            if self.cluster.vms[vmid].node == node
+            and vmid not in workers
+            and vmid not in queue
+            and vmid not in self.results
+        ]
 
     def _run_workers(self, node: str, round_start: float) -> None:
         """One pass of run_workers' loop: reap ended workers, start queued ones up to
@@ -195,13 +206,11 @@ class HaManager:
         while queue and len(workers) < limit:
             vmid = queue.popleft()
             workers[vmid] = self._start_worker(node, vmid)
-        if not workers:
-            if queue:
-                self._schedule_lrm(node)
-            return
-        if self.cluster.now + LRM_WORKER_POLL - round_start <= LRM_WORKER_WINDOW:
+        if workers and self.cluster.now + LRM_WORKER_POLL - round_start <= LRM_WORKER_WINDOW:
             self.cluster.schedule(LRM_WORKER_POLL, self._run_workers, node, round_start)
-        else:
+            return
+        self._lrm_busy[node] = False  # `last if !$count`, or the 8 s are over
+        if workers or queue or self._unqueued(node):
             self._schedule_lrm(node)
 
     def _start_worker(self, node: str, vmid: int) -> str | None:
