@@ -430,8 +430,10 @@ class MigrationRun:
             if dirty > stream.rate:
                 progress += f", VM dirties lots of memory: {render_bytes(dirty)}/s"
             self.log(progress)
+            # QemuMigrate.pm phase2 $downtimecounter counts `$rem > $lastrem`; the fluid
+            # model's remaining sits flat (capped at the RAM) where QEMU's wobbles: flat counts
             if last_rem is not None and remaining >= last_rem:
-                stalled_polls += 1  # QemuMigrate.pm phase2: $downtimecounter
+                stalled_polls += 1
             last_rem = remaining
             if stalled_polls > 5:
                 stalled_polls = 0
