@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from pvesim import schema
 from pvesim.api import router
 from pvesim.auth import TOKEN_ID
@@ -117,6 +118,13 @@ def test_root_only_migrate_options_refused_for_a_token(option: str) -> None:
     value = {"migration_type": "secure", "migration_network": "10.1.0.0/24", "force": "1"}[option]
     error = refused(ADMIN, "POST", MIGRATE, TOKEN_ID, target="pve2", online="1", **{option: value})
     assert (error.status, error.errors) == (400, {option: "Only root may use this option."})
+
+
+def test_root_only_options_are_tested_for_truth() -> None:
+    """migrate_vm: `if $param->{force} && $authuser ne 'root@pam'`: force=0 is anyone's."""
+    c = cluster({"/": ["VM.Migrate"]})
+    upid = router.dispatch(c, "POST", MIGRATE, OP, {"target": "pve2", "online": "1", "force": "0"})
+    assert str(upid).startswith("UPID:pve1:")
 
 
 def test_unlock_is_root_only() -> None:
