@@ -17,21 +17,28 @@ from pvesim.auth import TOKEN_ID
 from pvesim.model import ROOT, Cluster, from_config
 
 SOURCE, TARGET, VMID = "pve1", "pve2", 100
+CROWD = 1000  # first VMID of the guests that migrate to pve2 alongside VM 100
 _VM = {"vmid": VMID, "node": SOURCE, "memory_gib": 2, "used_gib": 2, "dirty_mib_s": 0}
 USERS = {"root": ROOT, "token": TOKEN_ID}  # pvesim's token: root's, not privilege-separated
 
 
 def cluster(spec: Mapping[str, Any]) -> Cluster:
     """Three nodes; `vm`/`disks`/`local_devices`/`ha` shape VM 100 (or `vms` lists guests of
-    pve1), `datacenter` and `access` are the cluster YAML's (docs/pvesim.md)."""
+    pve1), `crowd` adds that many small guests on pve3 (VMIDs from 1000), `max_startups`
+    sets every sshd's; `datacenter` and `access` are the cluster YAML's (docs/pvesim.md)."""
     vm = _VM | dict(spec.get("vm", {}))
     for key in ("disks", "local_devices", "ha"):
         if key in spec:
             vm[key] = spec[key]
+    guests = [_VM | dict(guest) for guest in spec["vms"]] if "vms" in spec else [vm]
+    guests += [_VM | {"vmid": CROWD + i, "node": "pve3"} for i in range(spec.get("crowd", 0))]
+    node: dict[str, Any] = {"memory_gib": 256}
+    if "max_startups" in spec:
+        node["max_startups"] = spec["max_startups"]
     config = {
         "pve_version": int(spec.get("pve_version", 8)),
-        "nodes": [{"name": f"pve{i}", "memory_gib": 64} for i in (1, 2, 3)],
-        "vms": [_VM | dict(guest) for guest in spec["vms"]] if "vms" in spec else [vm],
+        "nodes": [node | {"name": f"pve{i}"} for i in (1, 2, 3)],
+        "vms": guests,
         "datacenter": dict(spec.get("datacenter", {})),
         "access": dict(spec.get("access", {})),
     }
@@ -75,14 +82,22 @@ def start_migration(sim: Cluster, spec: Mapping[str, Any], user: str = ROOT) -> 
 def migration_task(spec: Mapping[str, Any]) -> tuple[Cluster, str]:
     """Run the situation to its end; the UPID of the `qmigrate` that did the work (for an HA
     guest the LRM's, unless `task` asks for the `hamigrate` request; with `while_migrating`
-    the second of two migrations of the VM)."""
+    the second of two migrations of the VM; with `pick` the first whose log has that text)."""
     sim = cluster(spec)
     if spec.get("while_migrating"):  # an earlier migration of the VM holds its lock
         start_migration(sim, {})
     upid = start_migration(sim, spec)
+    for vmid in range(CROWD, CROWD + int(spec.get("crowd", 0))):
+        api(sim, "POST", f"nodes/pve3/qemu/{vmid}/migrate", target=TARGET, online=True)
     sim.run_until_idle()
     if spec.get("ha") and spec.get("task") != "hamigrate":
         (upid,) = [u for u, t in sim.tasks.items() if t.upid.type == "qmigrate"]
+    if "pick" in spec:  # the first migration whose log shows what the case is about
+        upid = next(
+            u
+            for u, t in sorted(sim.tasks.items(), key=lambda item: item[1].starttime)
+            if t.upid.type == "qmigrate" and any(spec["pick"] in line for line in t.lines)
+        )
     return sim, upid
 
 
