@@ -110,10 +110,11 @@ def get_version(req: Request) -> Any:
 
 @router.add("GET", "access/permissions")
 def access_permissions(req: Request) -> Any:
-    """What the caller may do; a token must not ask for another user's (PVE refuses too)."""
-    userid = req.params.get("userid")
-    if userid is not None and userid != req.user:
-        raise ApiError(403, "Permission check failed (Sys.Audit on /access)")
+    """What the caller may do. pve-access-control API2/AccessControl.pm `permissions`: another
+    user's (not the caller's own token's) needs Sys.Audit on /access."""
+    userid = req.params.get("userid", req.user)
+    if userid != req.user and userid.partition("!")[0] != req.user:
+        permissions.require(req.cluster, req.user, "/access", ["Sys.Audit"])
     return views.permissions(req.cluster, req.params.get("path"))
 
 

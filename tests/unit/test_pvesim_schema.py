@@ -239,3 +239,11 @@ def test_parameters_newer_than_the_simulated_release_are_unknown() -> None:
     """migrateall's `max-workers` came with pve-manager 9.1.2; pvesim plays 9.0."""
     errors = param_errors("POST", "nodes/pve1/migrateall", target="pve2", **{"max-workers": "2"})
     assert errors == {"max-workers": UNKNOWN}
+
+
+def test_another_users_permissions_need_sys_audit_on_access() -> None:
+    c = cluster({"/": ["VM.Audit"]})
+    error = refused(c, "GET", "access/permissions", OP, userid="root@pam")
+    assert error.message == "Permission check failed (/access, Sys.Audit)"
+    error = refused(c, "GET", "access/permissions", OP, userid="root")
+    assert error.errors == {"userid": "value does not match the regex pattern"}
