@@ -147,13 +147,17 @@ def test_api_refusals(case: Mapping[str, Any]) -> None:
 
 
 # -- /cluster/resources ------------------------------------------------------------------------
-@pytest.mark.parametrize("case", RESOURCES, ids=_ids(RESOURCES))
+READ_RESOURCES = corpus.having(RESOURCES, "expect")
+
+
+@pytest.mark.parametrize("case", READ_RESOURCES, ids=_ids(READ_RESOURCES))
 def test_inventory_reads_resource_rows(case: Mapping[str, Any]) -> None:
-    (vm,) = parse_inventory([case["answer"]], taken_at=0.0).vms
-    expect = case["expect"]
-    reading = {key: getattr(vm, key) for key in expect if key != "tags"}
-    assert reading == {key: value for key, value in expect.items() if key != "tags"}
-    assert vm.tags == frozenset(expect["tags"])
+    inventory = parse_inventory([case["answer"]], taken_at=0.0)
+    (entry,) = inventory.vms or inventory.nodes
+    expect = dict(case["expect"])
+    if "tags" in expect:
+        assert entry.tags == frozenset(expect.pop("tags"))
+    assert {key: getattr(entry, key) for key in expect} == expect
 
 
 # -- /cluster/options --------------------------------------------------------------------------

@@ -117,10 +117,12 @@ def test_ha_migrate_answer_as_pve(case: Mapping[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", RESOURCES, ids=_ids(RESOURCES))
 def test_resource_rows_have_pves_shape(case: Mapping[str, Any]) -> None:
-    sim = simulated.cluster(case["pvesim"])
-    rows = simulated.api(sim, "GET", "cluster/resources", type="vm")
-    (row,) = [dict(r) for r in rows if r.get("vmid") == simulated.VMID]
+    situation = case["pvesim"]
+    sim = simulated.cluster(situation)
+    user = simulated.USERS.get(situation.get("user", "root"), situation.get("user"))
+    rows = simulated.api(sim, "GET", "cluster/resources", str(user))
     real = case["answer"]
+    (row,) = [dict(r) for r in rows if r.get("id") == real["id"]]
     assert corpus.shape(row) == corpus.shape(real)
     for key in ("id", "type", "status", "hastate", "lock", "tags", "pool"):
         assert row.get(key) == real.get(key), key
