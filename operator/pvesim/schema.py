@@ -42,7 +42,7 @@ ADDED_IN = {
 }
 
 
-class SchemaMissing(RuntimeError):
+class SchemaMissing(OSError):
     """The apidoc file is not there: one line saying how to get it."""
 
 

@@ -59,8 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     from proxmigrate.api.cluster import MigrationPolicySpec
     from proxmigrate.simulate.predict import predict
+    from pvesim.api import router
 
     try:
+        router.check_schema()  # the model answers as PVE's API schema says: needs the file
         config = _cluster_config(args)
     except (OSError, ValueError) as error:
         print(f"simulate: {error}", file=err)
