@@ -23,7 +23,8 @@ def upid(node: str, kind: str, vmid: int, start: int, pid: int = 0x1000) -> str:
 
 def row(text: str, status: str = "RUNNING", endtime: int | None = None) -> dict[str, object]:
     """A `GET /nodes/{node}/tasks` row as pve-manager `PVE/API2/Tasks.pm` `node_tasks` builds
-    it: the UPID's fields (pve-common `PVE/UPID.pm` `decode`); a task of the active list
+    it: the UPID's fields (pve-common `PVE/UPID.pm` `decode`; a token's user split into
+    `user` and `tokenid` by `$convert_token_task`); a task of the active list
     without an end gets `saved` (pve-common `PVE/INotify.pm` `read_active_workers`) and
     `status: "RUNNING"`; an ended one (index line `UPID endtime status`) `endtime` and its
     exit status."""
@@ -36,9 +37,11 @@ def row(text: str, status: str = "RUNNING", endtime: int | None = None) -> dict[
         "starttime": parsed.starttime,
         "type": parsed.type,
         "id": parsed.id,
-        "user": parsed.user,
+        "user": parsed.user.partition("!")[0],
         "status": status,
     }
+    if "!" in parsed.user:
+        entry["tokenid"] = parsed.user.partition("!")[2]
     if endtime is None:
         entry["saved"] = "0"
     else:
