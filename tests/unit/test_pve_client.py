@@ -43,7 +43,6 @@ FULL_OPTIONS = {
     "allowed-tags": [],
 }
 _cluster_names = itertools.count()
-_cluster_names = itertools.count()
 
 
 @dataclass
