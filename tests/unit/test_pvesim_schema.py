@@ -17,6 +17,7 @@ import pytest
 from pvesim import schema
 from pvesim.api import router
 from pvesim.auth import TOKEN_ID
+from pvesim.cli import build_cluster, parse_args
 from pvesim.model import ApiError, Cluster, ModelParams, from_config
 
 AUDIT = ["VM.Audit", "Sys.Audit", "Datastore.Audit"]
@@ -247,3 +248,16 @@ def test_another_users_permissions_need_sys_audit_on_access() -> None:
     assert error.message == "Permission check failed (/access, Sys.Audit)"
     error = refused(c, "GET", "access/permissions", OP, userid="root")
     assert error.errors == {"userid": "value does not match the regex pattern"}
+
+
+def test_serve_token_flag_grants_exactly_its_acl() -> None:
+    args = parse_args(["serve", "--nodes", "2", "--vms-per-node", "1", "--token", SPEC])
+    c = build_cluster(args)
+    assert c.access.privileges("a@pve!t", "/nodes/pve1") == {"Sys.Audit"}
+    assert c.access.privileges("a@pve!t", "/vms/100") == {"VM.Audit", "VM.Migrate"}
+    assert c.access.privileges("a@pve!other", "/vms/100") == set()  # no such token
+    with pytest.raises(ValueError, match="unknown PVE privilege"):
+        build_cluster(parse_args(["serve", "--token", "a@pve!t=/:VM.Bogus"]))
+
+
+SPEC = "a@pve!t=/:VM.Audit,VM.Migrate;/nodes:Sys.Audit"
