@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from pvesim import permissions, schema, views
@@ -78,14 +77,13 @@ class Router:
             if "node" in uri:
                 _require_node_reachable(cluster, uri["node"])
             release = views.PVE_VERSIONS[cluster.params.pve_version][1]
-            checked = schema.validate(_parameters(method, route.path, release), params)
+            checked = schema.validate(schema.parameters(method, route.path, release), params)
             body = {k: v for k, v in checked.items() if k not in uri}
             return route.handler(Request(cluster, user, body), **uri)
         raise ApiError(501, f"Method '{method} /{path}' not implemented")
 
 
 _DUPLICATE = "duplicate parameter (already defined in URI) with conflicting values!"
-_parameters = cache(schema.parameters)
 
 
 def _require_node_reachable(cluster: Cluster, node: str) -> None:

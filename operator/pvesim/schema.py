@@ -69,8 +69,9 @@ def method_info(method: str, path: str) -> dict[str, Any]:
     return dict(api_schema()[path][method])
 
 
+@cache
 def parameters(method: str, path: str, release: str) -> dict[str, Any]:
-    """The method's parameter schema as PVE `release` (e.g. "8.4") has it."""
+    """The method's parameter schema as PVE `release` (e.g. "8.4") has it (read-only)."""
     schema = dict(method_info(method, path)["parameters"])
     have = tuple(int(part) for part in release.split("."))
     props = dict(schema.get("properties") or {})
