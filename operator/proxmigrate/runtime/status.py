@@ -63,6 +63,16 @@ def start_requested(current: Mapping[str, Any], source: str, attempt: int, now: 
     }
 
 
+def not_sent(current: Mapping[str, Any]) -> Status:
+    """Take back an intent whose request never reached PVE (no task was found for it after a
+    restart): that attempt did not happen, so it neither counts nor stays open."""
+    attempts = list(current.get("attempts") or [])
+    if not attempts or attempts[-1].get("upid") or attempts[-1].get("outcome") != "Running":
+        return {}
+    count = int(current.get("attemptCount") or len(attempts))
+    return {"attempts": attempts[:-1] or None, "attemptCount": max(count - 1, 0) or None}
+
+
 def started(current: Mapping[str, Any], upid: str, now: float) -> Status:
     """The POST answered with a UPID; recorded at once so a restart resumes by UPID."""
     attempts = [dict(a) for a in current.get("attempts") or []]
