@@ -639,15 +639,7 @@ class ClusterRuntime:
         return 2 * self.engine.policy.start_window_seconds
 
     async def _probe_transfers(self, now: float) -> None:
-        """Predict transfer ends from PVE's progress lines, with a few log reads per task.
-
-        No prediction outlives its time: a transfer predicted to end soon is read again if
-        its task still runs one poll after the end phase that follows, and one whose first
-        pass is over (re-sent pages past the guest's memory: the log does not tell how much
-        is left) after a share of the time it has run, never sooner than the idle poll
-        reads task lists anyway. Task lists are thus read every poll only near a predicted
-        end."""
-        poll = self.task_poll_seconds
+        """Predict transfer ends from PVE's progress lines, with a log read or two per task."""
         for running in list(self._running.values()):
             if not running.upid or running.probe_at is None or now < running.probe_at:
                 continue
