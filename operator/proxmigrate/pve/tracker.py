@@ -166,10 +166,13 @@ def _ha_child(request: TrackedTask, entries: Iterable[Mapping[str, Any]]) -> Tra
     return TrackedTask(request.vmid, upid, request.source or parse_upid(upid).node)
 
 
-# `migration active, transferred 1.1 GiB of 8.0 GiB VM-state, 117.4 MiB/s` (QemuMigrate.pm)
+# `migration active, transferred 1.1 GiB of 8.0 GiB VM-state, 117.4 MiB/s`, and when the
+# guest dirties faster than the stream sends `, VM dirties lots of memory: 180.0 MiB/s`
+# (qemu-server `src/PVE/QemuMigrate.pm` phase2; PVE 8 and 9 alike)
 _PROGRESS = re.compile(
     r"migration active, transferred ([\d.]+) (B|KiB|MiB|GiB|TiB) of ([\d.]+) (B|KiB|MiB|GiB|TiB)"
     r"(?: VM-state, ([\d.]+) (B|KiB|MiB|GiB|TiB)/s)?"
+    r"(?:.*VM dirties lots of memory: ([\d.]+) (B|KiB|MiB|GiB|TiB)/s)?"
 )
 _DONE = re.compile(r"migration status: completed|migration completed|average migration speed")
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
@@ -178,20 +181,35 @@ _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 @dataclass(frozen=True)
 class TransferProgress:
     """Where a task's RAM transfer stands, from its last progress line (`migration active,
-    transferred X of Y VM-state, Z/s`, in bytes) or its completion line."""
+    transferred X of Y VM-state, Z/s`, in bytes) or its completion line.
+
+    `total` is the guest's RAM size (QEMU `query-migrate` `ram.total`), `transferred` every
+    byte sent so far, pages sent again after the guest dirtied them included: it passes
+    `total` once a busy guest's re-sent pages add up to more than its memory.
+    """
 
     transferred: float
     total: float
     rate: float  # bytes/s; 0 when the line carried no rate
     completed: bool = False
+    dirty_rate: float = 0.0  # bytes/s, shown by PVE only while it exceeds `rate`
+
+    @property
+    def resending(self) -> bool:
+        """The first pass is over: what is left is memory the guest dirtied meanwhile."""
+        return not self.completed and self.transferred >= self.total
 
     @property
     def seconds_left(self) -> float | None:
-        """Until the transfer ends at the current rate (a guest that keeps dirtying memory
-        takes longer: re-check before relying on it); None without a rate."""
+        """Until the first pass ends at the current rate (a guest that keeps dirtying memory
+        takes longer: re-check before relying on it); None without a rate, or once the
+        first pass is over (`resending`): QEMU's remaining bytes are not in the log, so how
+        long the re-sent pages take is unknown, and "0 left" would be wrong for minutes."""
         if self.completed:
             return 0.0
-        return max(0.0, self.total - self.transferred) / self.rate if self.rate > 0 else None
+        if self.rate <= 0 or self.resending:
+            return None
+        return (self.total - self.transferred) / self.rate
 
 
 def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
@@ -201,10 +219,14 @@ def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
             return TransferProgress(0.0, 0.0, 0.0, completed=True)
         progress = _PROGRESS.search(line)
         if progress:
-            rate = float(progress[5]) * _UNITS[progress[6]] if progress[5] else 0.0
             return TransferProgress(
-                float(progress[1]) * _UNITS[progress[2]],
-                float(progress[3]) * _UNITS[progress[4]],
-                rate,
+                _bytes(progress[1], progress[2]),
+                _bytes(progress[3], progress[4]),
+                _bytes(progress[5], progress[6]),
+                dirty_rate=_bytes(progress[7], progress[8]),
             )
     return None
+
+
+def _bytes(number: str | None, unit: str | None) -> float:
+    return float(number) * _UNITS[unit] if number and unit else 0.0

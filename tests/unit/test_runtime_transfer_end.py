@@ -1,0 +1,80 @@
+"""Transfer-end predictions stay true: once re-sent pages pass the guest's memory the log no
+longer tells the end, so the runtime looks again later instead of taking the end as now."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from proxmigrate.pve.tracker import transfer_progress
+from proxmigrate.runtime.cluster import IDLE_POLLS
+from tests.unit.test_runtime_cluster import REQUEST, FakePve, runtime, settle
+
+POLL = 2.0
+# a busy guest: 9 GiB sent of 8 GiB of RAM, the stream slower than its dirtying
+RESENDING = (
+    "2026-01-01 00:01:05 migration active, transferred 9.0 GiB of 8.0 GiB VM-state, "
+    "100.0 MiB/s, VM dirties lots of memory: 150.0 MiB/s"
+)
+
+
+def test_progress_past_the_guest_memory_has_no_end_prediction() -> None:
+    progress = transfer_progress([RESENDING])
+    assert progress is not None
+    assert progress.resending
+    assert progress.seconds_left is None  # not 0: the rest is not in the log
+    assert progress.rate == 100 * 2**20
+    assert progress.dirty_rate == 150 * 2**20
+    first_pass = transfer_progress([RESENDING.replace("9.0 GiB of", "2.0 GiB of")])
+    assert first_pass is not None and not first_pass.resending
+    assert first_pass.seconds_left == 6 * 2**30 / (100 * 2**20)
+
+
+class CountingPve(FakePve):
+    def __init__(self) -> None:
+        super().__init__()
+        self.task_list_reads = 0
+
+    async def tasks(self, node: str, **kw: Any) -> list[dict[str, Any]]:
+        self.task_list_reads += 1
+        return await super().tasks(node, **kw)
+
+
+def test_a_resending_transfer_is_looked_at_again_not_watched_every_poll() -> None:
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = CountingPve()
+        rt, kube = runtime(pve, clock)
+        rt.task_poll_seconds = POLL
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        upid = pve.task_rows[0]["upid"]
+        pve.logs[upid] = [RESENDING]
+        clock[0] += 20  # past the first probe
+        await settle(rt)
+        assert pve.log_reads == 1
+        reads = pve.task_list_reads
+        polls = 30  # one minute of polls while the guest's pages are re-sent
+        for _ in range(polls):
+            pve.logs[upid].append(RESENDING)  # PVE logs progress every second
+            clock[0] += POLL
+            await settle(rt)
+            # no end is predicted, so no end-phase slot is held on the target
+            assert rt.engine.pending_handshakes("pve2", clock[0]) == 0
+        # idle reads every IDLE_POLLS polls plus one or two around each new look
+        assert pve.task_list_reads - reads <= polls // IDLE_POLLS + 2 * pve.log_reads
+        assert pve.log_reads <= 4  # looks spaced by a share of the time run so far
+
+        pve.logs[upid].append("2026-01-01 00:02:40 migration status: completed")
+        for _ in range(IDLE_POLLS * 4):  # the next look sees the end phase
+            clock[0] += POLL
+            await settle(rt)
+            if rt.engine.pending_handshakes("pve2", clock[0]):
+                break
+        assert rt.engine.pending_handshakes("pve2", clock[0]) == 1
+        pve.finish(upid, "OK")
+        clock[0] += POLL
+        await settle(rt)
+        assert kube.patches[-1]["phase"] == "Succeeded"
+
+    asyncio.run(scenario())
