@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.report import inventory_costs, table
-from bench.scenarios import ONE_NODE, TWO_NODES
+from bench.scenarios import ONE_NODE
 from bench.suite import run_all, suite
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -57,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "runs.json").write_text(json.dumps([asdict(run) for run in runs], indent=1) + "\n")
     from bench import plots  # after the runs: matplotlib would inflate their peak RSS
 
-    for scenario in (ONE_NODE, TWO_NODES):
-        plots.makespan_vs_concurrency(
-            runs, scenario.name, args.out / f"{scenario.name}-makespan.png"
-        )
+    for name in sorted({run.scenario for run in runs}):
+        plots.makespan_vs_concurrency(runs, name, args.out / f"{name}-makespan.png")
     first_seed = [r for r in runs if r.scenario == ONE_NODE.name and r.seed == 1]
     picks = [r for r in first_seed if (r.contender, r.level) in _INFLIGHT_PICKS]
     plots.inflight_over_time(

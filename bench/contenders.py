@@ -14,7 +14,7 @@ from proxmigrate.engine import EnginePolicy
 from proxmigrate.simulate.bounds import drain_lower_bound
 from proxmigrate.simulate.drain import DrainOptions, LibraryDrain
 from proxmigrate.simulate.model import model_params
-from proxmigrate.simulate.outcome import summarize
+from proxmigrate.simulate.outcome import downtime, summarize
 from pvesim.model import Cluster
 from pvesim.testing import PvesimProcess
 
@@ -25,6 +25,22 @@ PROXLB_TIMEOUT = 600.0  # real seconds
 
 def bound_seconds(scenario: Scenario, cluster: Cluster, level: int) -> float:
     return drain_lower_bound(cluster, scenario.drained, level).seconds
+
+
+def downtime_fields(cluster: Cluster, movable: dict[int, int], start: float) -> dict[str, int]:
+    """Pause figures of the movable guests' migrations since `start`, from their task logs."""
+    logs = [
+        cluster.tasks[record.upid].lines
+        for vmid in movable
+        for record in cluster.migrations.get(vmid, [])
+        if record.start >= start and record.upid in cluster.tasks
+    ]
+    found = downtime(logs)
+    return {
+        "max_pause_ms": found.max_ms,
+        "p99_pause_ms": found.p99_ms,
+        "doublings": found.doublings,
+    }
 
 
 def run_proxmigrate(
@@ -60,6 +76,7 @@ def run_proxmigrate(
         cpu_seconds=result.cpu_seconds,
         peak_rss_mib=rss,
         note="cut off" if result.cut_off else "",
+        **downtime_fields(cluster, movable, result.started_at),
     )
 
 
@@ -97,6 +114,7 @@ def run_migrateall(scenario: Scenario, level: int, seed: int) -> RunFigures:
         cpu_seconds=None,
         peak_rss_mib=None,
         note=f"targets {', '.join(targets)}",
+        **downtime_fields(cluster, movable, started),
     )
 
 

@@ -29,6 +29,10 @@ class RunFigures:
     cpu_seconds: float | None  # our side's CPU (None: not ours to measure)
     peak_rss_mib: float | None
     inflight: tuple[tuple[float, int], ...] = field(default=(), repr=False)
+    # guest pauses from the migrations' task logs (None: logs not read, e.g. ProxLB's server)
+    max_pause_ms: int | None = None
+    p99_pause_ms: int | None = None
+    doublings: int | None = None  # downtime-limit doublings
     # requests of the inventory read before planning, per guest of the drained nodes
     # (GET /cluster/resources and one precondition check each); None: not proxmigrate
     inventory_requests_per_guest: float | None = None

@@ -11,7 +11,8 @@ from bench.figures import RunFigures
 HEADER = (
     "| scenario | contender | parallel | runs | makespan s: median [min-max] | lower bound s "
     "| ratio | SSH drops / port conflicts per run | VMs left behind per run "
-    "| API requests / migrated VM | our CPU s | peak RSS MiB |"
+    "| API requests / migrated VM | guest pause ms: max / p99 | downtime doublings per run "
+    "| our CPU s | peak RSS MiB |"
 )
 RULE = "|" + "---|" * (HEADER.count("|") - 1)
 
@@ -51,6 +52,9 @@ def table(runs: Iterable[RunFigures]) -> str:
                     f"{_mean([run.port_conflicts for run in runs_here])}",
                     _mean([run.left_behind for run in runs_here]),
                     _median([run.requests_per_vm for run in runs_here], 2),
+                    f"{_median([run.max_pause_ms for run in runs_here], 0)} / "
+                    f"{_median([run.p99_pause_ms for run in runs_here], 0)}",
+                    _mean([run.doublings for run in runs_here if run.doublings is not None]),
                     _median([run.cpu_seconds for run in runs_here], 3),
                     _median([run.peak_rss_mib for run in runs_here], 0),
                 ]

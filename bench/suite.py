@@ -9,7 +9,16 @@ from dataclasses import dataclass
 
 from bench.contenders import run_migrateall, run_proxlb, run_proxmigrate
 from bench.figures import RunFigures
-from bench.scenarios import FAST_SOURCE, ONE_NODE, TWO_NODES, Scenario
+from bench.scenarios import (
+    FAST_INTO_SLOW,
+    FAST_SOURCE,
+    ONE_NODE,
+    SLOW_LINKS,
+    TWO_DRAINS_60,
+    TWO_NODES,
+    WRITE_HEAVY,
+    Scenario,
+)
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +28,11 @@ CONTENDERS: dict[str, Runner] = {
     "migrateall": run_migrateall,
     "proxlb": run_proxlb,
 }
+
+
+# clusters unlike the published three (issue 13): slow links, write-heavy giants, a fast
+# source into slower fuller targets, two drains under MaxStartups 10:30:60
+NEW_KINDS = (SLOW_LINKS, WRITE_HEAVY, FAST_INTO_SLOW, TWO_DRAINS_60)
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,11 @@ def suite(quick: bool, with_proxlb: bool) -> list[Plan]:
             Plan(FAST_SOURCE, "proxmigrate", (8, 16, 32), seeds),
             Plan(FAST_SOURCE, "migrateall", (8, 16, 32), seeds),
         ]
+        for scenario in NEW_KINDS:
+            plans += [
+                Plan(scenario, "proxmigrate", (8, 32), seeds[:3]),
+                Plan(scenario, "migrateall", (8,), seeds[:3]),
+            ]
     if with_proxlb and not quick:
         # one run per level, each 3-4 real minutes (ProxLB reads every VM's RRD data first,
         # then runs at PROXLB_TIME_SCALE): too slow for the quick set

@@ -24,6 +24,9 @@ def test_tiny_scenario_figures_are_sane(tmp_path: Path) -> None:
         assert run.requests_per_vm is not None and run.requests_per_vm > 0
         assert run.inflight and run.inflight[-1][1] == 0  # every migration ended
     assert ours.left_behind == 0 and ours.ssh_drops == 0
+    for run in (ours, theirs):  # every live migration's pause, from its task log
+        assert run.max_pause_ms is not None and 0 < run.max_pause_ms < 1000
+        assert run.doublings == 0
     assert max(count for _, count in ours.inflight) <= 4  # maxParallel holds
     assert ours.requests_per_vm is not None and ours.requests_per_vm >= 1  # a POST each at least
     assert ours.cpu_seconds is not None and ours.cpu_seconds > 0

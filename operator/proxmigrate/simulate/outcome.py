@@ -3,8 +3,10 @@ pvesim's `GET /_sim/state`, the same shape), so every contender is judged the sa
 
 from __future__ import annotations
 
+import math
+import re
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,3 +127,40 @@ def _targets(
             )
         )
     return tuple(loads)
+
+
+# qemu-server `src/PVE/QemuMigrate.pm` phase2 (PVE 8 and 9 alike): the guest's pause as QEMU
+# reports it, and each doubling of the downtime limit when the remaining bytes do not shrink
+_PAUSE = re.compile(r"average migration speed: .* - downtime (\d+) ms")
+_DOUBLING = "auto-increased downtime to continue migration"
+
+
+@dataclass(frozen=True)
+class Downtime:
+    """Guest pauses of a drain's migrations, read from their task logs."""
+
+    pauses_ms: tuple[int, ...]  # one per live migration that completed
+    doublings: int  # downtime-limit doublings, all migrations together
+
+    @property
+    def max_ms(self) -> int:
+        return max(self.pauses_ms, default=0)
+
+    @property
+    def p99_ms(self) -> int:
+        """Nearest-rank 99th percentile."""
+        ranked = sorted(self.pauses_ms)
+        return ranked[max(0, math.ceil(0.99 * len(ranked)) - 1)] if ranked else 0
+
+
+def downtime(task_logs: Iterable[Sequence[str]]) -> Downtime:
+    """Pauses and doublings over the given migration task logs."""
+    pauses: list[int] = []
+    doublings = 0
+    for lines in task_logs:
+        for line in lines:
+            if (pause := _PAUSE.search(line)) is not None:
+                pauses.append(int(pause[1]))
+            elif _DOUBLING in line:
+                doublings += 1
+    return Downtime(tuple(pauses), doublings)
