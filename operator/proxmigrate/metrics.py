@@ -1,91 +1,123 @@
 """Every Prometheus metric the operator exports, in one place.
 
 Names follow Prometheus conventions: the `proxmigrate_` prefix, base units in the
-name, `_total` on counters, and only small bounded label sets (never a VM id).
+name, `_total` on counters, and only small bounded label sets (never a VM id). Label
+names avoid the ones Prometheus setups attach themselves (`cluster` as an external
+label, `node` from ServiceMonitors): `proxmox_cluster` is the ProxmoxCluster
+("namespace/name"), `pve_node` a Proxmox node. docs/metrics.md is generated from this
+module (hack/gen-metrics-doc.py).
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client.metrics import MetricWrapperBase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_* (CPU, memory, open files) and python_* (GC, version), as the default registry has
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
 
 MIGRATIONS = Counter(
     "proxmigrate_migrations",
-    "Migrations finished, by cluster, target node and result (succeeded|failed).",
-    ["cluster", "target", "result"],
+    "Migrations finished, by target node and result (succeeded|failed|cancelled).",
+    ["proxmox_cluster", "target", "result"],
     registry=REGISTRY,
 )
 MIGRATION_DURATION = Histogram(
     "proxmigrate_migration_duration_seconds",
     "Wall time of a migration from its POST to its task's end.",
-    ["cluster", "result"],
+    ["proxmox_cluster", "result"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
     registry=REGISTRY,
 )
 MIGRATION_QUEUE_WAIT = Histogram(
     "proxmigrate_migration_queue_wait_seconds",
     "Time a migration waited in the engine's queue before it was started.",
-    ["cluster"],
+    ["proxmox_cluster"],
     buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
     registry=REGISTRY,
 )
 SSH_DROPS = Counter(
     "proxmigrate_ssh_drops",
     "Migrations failed because the target's sshd dropped a connection during key exchange.",
-    ["cluster", "target"],
+    ["proxmox_cluster", "target"],
     registry=REGISTRY,
 )
 MIGRATION_RETRIES = Counter(
     "proxmigrate_migration_retries",
     "Migrations retried after a transient failure, by classified reason.",
-    ["cluster", "reason"],
+    ["proxmox_cluster", "reason"],
     registry=REGISTRY,
 )
 MIGRATIONS_IN_FLIGHT = Gauge(
     "proxmigrate_migrations_in_flight",
-    "Migrations currently running, by target node.",
-    ["cluster", "target"],
+    "Migrations running now, by target node (0 once a target is idle).",
+    ["proxmox_cluster", "target"],
     registry=REGISTRY,
 )
 MIGRATIONS_QUEUED = Gauge(
     "proxmigrate_migrations_queued",
-    "Migrations waiting in the engine's queue.",
-    ["cluster"],
+    "Migrations waiting in the engine's queue (including those waiting to retry).",
+    ["proxmox_cluster"],
     registry=REGISTRY,
 )
 TARGET_CONCURRENCY_LIMIT = Gauge(
     "proxmigrate_target_concurrency_limit",
     "Current adaptive (AIMD) limit of concurrent migrations into a target node.",
-    ["cluster", "target"],
+    ["proxmox_cluster", "target"],
     registry=REGISTRY,
 )
 PVE_API_REQUESTS = Counter(
     "proxmigrate_pve_api_requests",
     "Requests sent to the Proxmox VE API, by HTTP method and status code (0: no response).",
-    ["cluster", "method", "code"],
+    ["proxmox_cluster", "method", "code"],
+    registry=REGISTRY,
+)
+CLUSTER_READY = Gauge(
+    "proxmigrate_cluster_ready",
+    "1 when a ProxmoxCluster is Ready, else 0; `reason` is its Ready condition's reason "
+    "(Connected, Unreachable, AuthenticationFailed, TLSError, ...). One series per "
+    "ProxmoxCluster, exported only by the replica that manages it.",
+    ["proxmox_cluster", "reason"],
     registry=REGISTRY,
 )
 DRAIN_PROGRESS = Gauge(
     "proxmigrate_drain_progress_ratio",
     "Share of a NodeDrain's VMs that have left the node (0 to 1).",
-    ["cluster", "node"],
+    ["proxmox_cluster", "pve_node"],
     registry=REGISTRY,
 )
 DRAIN_REMAINING = Gauge(
     "proxmigrate_drain_remaining_vms",
     "VMs still to be moved off a draining node.",
-    ["cluster", "node"],
+    ["proxmox_cluster", "pve_node"],
+    registry=REGISTRY,
+)
+DRAIN_BLOCKED = Gauge(
+    "proxmigrate_drain_blocked",
+    "1 while a NodeDrain (namespace/name) is Blocked, with the condition's reason "
+    "(InsufficientCapacity, InvalidNode, InvalidSpec, DuplicateDrain); no series otherwise. "
+    "Dry runs never count.",
+    ["proxmox_cluster", "pve_node", "nodedrain", "reason"],
     registry=REGISTRY,
 )
 PLACEMENTS_OUT_OF_SYNC = Gauge(
     "proxmigrate_placements_out_of_sync",
     "VMPlacement objects whose VMs are not on their desired node.",
-    ["cluster"],
+    ["proxmox_cluster"],
     registry=REGISTRY,
 )
 INVENTORY_SYNC_DURATION = Histogram(
     "proxmigrate_inventory_sync_duration_seconds",
-    "Time to read a cluster's inventory from the PVE API.",
-    ["cluster"],
+    "Time to read a cluster's inventory from the PVE API (successful reads only).",
+    ["proxmox_cluster"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
@@ -95,3 +127,18 @@ BUILD_INFO = Gauge(
     ["version"],
     registry=REGISTRY,
 )
+
+LABELLED: tuple[MetricWrapperBase, ...] = tuple(
+    value
+    for value in tuple(globals().values())
+    if isinstance(value, MetricWrapperBase) and value._labelnames
+)
+
+
+def forget(**labels: str) -> None:
+    """Remove every series whose labels include `labels` (e.g. `proxmox_cluster=...`), in
+    every metric that has those labels: what a deleted object or a paused replica no longer
+    reports must not linger next to the series the active replica exports."""
+    for metric in LABELLED:
+        if set(labels) <= set(metric._labelnames):
+            metric.remove_by_labels(labels)

@@ -69,3 +69,41 @@ def test_dashboard_panels_have_unique_ids_and_use_the_datasource_variable() -> N
     for panel in (p for p in panels if p["type"] != "row"):
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         assert panel["targets"], panel["title"]
+
+
+SELECTOR = re.compile(r"\b(proxmigrate_[a-z0-9_]+)\{([^}]*)\}")
+MATCHER = re.compile(r'(\w+)\s*(?:=~|!~|!=|=)\s*"')
+GROUPING = re.compile(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)")
+
+
+def exported_labels() -> dict[str, set[str]]:
+    """Label names of every exported series (histogram buckets add `le`)."""
+    return {
+        family.name + suffix: {
+            *family_labels(family.name),
+            *(["le"] if suffix == "_bucket" else []),
+        }
+        for family in REGISTRY.collect()
+        for suffix in SUFFIXES[family.type]
+    }
+
+
+def family_labels(name: str) -> set[str]:
+    from proxmigrate import metrics
+
+    for metric in metrics.LABELLED:
+        if metric._name == name:
+            return set(metric._labelnames)
+    return set()
+
+
+def test_queries_use_only_labels_their_metrics_have() -> None:
+    labels = exported_labels()
+    every = set().union(*labels.values())
+    for expr in [*dashboard_queries(), *alert_exprs()]:
+        for name, matchers in SELECTOR.findall(expr):
+            used = set(MATCHER.findall(matchers))
+            assert used <= labels[name], f"{name} has no {used - labels[name]}: {expr}"
+        for grouping in GROUPING.findall(expr):
+            used = {label.strip() for label in grouping.split(",") if label.strip()}
+            assert used <= every, f"no metric has {used - every}: {expr}"

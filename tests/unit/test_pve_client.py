@@ -211,7 +211,7 @@ def make_client(
 
 
 def requests_counted(client: PveClient, method: str, code: str) -> float:
-    labels = {"cluster": client.transport.cluster, "method": method, "code": code}
+    labels = {"proxmox_cluster": client.transport.cluster, "method": method, "code": code}
     return REGISTRY.get_sample_value("proxmigrate_pve_api_requests_total", labels) or 0.0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
+from proxmigrate import metrics
 from proxmigrate.api.cluster import ProxmoxClusterSpec
 from proxmigrate.api.conditions import set_condition
 from proxmigrate.api.constants import GROUP, PROXMOXCLUSTERS, VERSION
@@ -189,6 +190,9 @@ class _StatusWriter:
             conditions, "Degraded", degraded[0], degraded[1], degraded[2], generation, now
         )
         self.conditions = conditions
+        label = f"{self.namespace}/{self.name}"
+        metrics.CLUSTER_READY.remove_by_labels({"proxmox_cluster": label})  # the old reason
+        metrics.CLUSTER_READY.labels(label, reason).set(1 if ready else 0)
         status = {"conditions": conditions, "observedGeneration": generation, **(extra or {})}
         await self.kube.patch_status(PROXMOXCLUSTERS, self.namespace, self.name, status)
 
@@ -230,7 +234,16 @@ async def sync(runtime: ClusterRuntime, writer: _StatusWriter, generation: int |
 async def proxmox_cluster(
     name: str, namespace: str, spec: Any, meta: Any, status: Any, **_: Any
 ) -> None:
-    """Lives as long as the ProxmoxCluster: connect, then sync and run the engine."""
+    """Lives as long as the ProxmoxCluster on the active replica: kopf stops it when the
+    object goes or peering pauses this replica, and then its series go too."""
+    try:
+        await _manage(name, namespace, spec, meta, status)
+    finally:
+        metrics.forget(proxmox_cluster=f"{namespace}/{name}")
+
+
+async def _manage(name: str, namespace: str, spec: Any, meta: Any, status: Any) -> None:
+    """Connect, then sync and run the engine."""
     kube = shared_kube()
     writer = _StatusWriter(kube, namespace, name, status)
     while True:

@@ -8,7 +8,6 @@ migrations, lets running ones finish (detached from the drain) and lifts the cor
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
@@ -305,6 +304,17 @@ class DrainReconciler(Reconciler):
         context: ClusterContext | None = None,
         spec: NodeDrainSpec | None = None,
     ) -> None:
+        cluster, node = _metric_labels(self.namespace, self.body.get("spec"))
+        drain = f"{self.namespace}/{self.name}"
+        metrics.DRAIN_BLOCKED.remove_by_labels({"nodedrain": drain})
+        dry_run = bool((self.body.get("spec") or {}).get("dryRun"))
+        if status.get("phase") == DrainPhase.BLOCKED and not dry_run:
+            reason = next(
+                str(c.get("reason", ""))
+                for c in status.get("conditions") or []
+                if c.get("type") == "Ready"
+            )
+            metrics.DRAIN_BLOCKED.labels(cluster, node, drain, reason).set(1)
         if context is not None and spec is not None:
             labels = (context.label, spec.node_name)
             metrics.DRAIN_PROGRESS.labels(*labels).set(float(status.get("progress", 0.0)))
@@ -315,8 +325,12 @@ class DrainReconciler(Reconciler):
 
 @kopf.daemon(GROUP, VERSION, NODEDRAINS, cancellation_timeout=5.0, backoff=5.0)
 async def node_drain(namespace: str, name: str, logger: Any, **_: Any) -> None:
-    """Lives as long as the NodeDrain: reconcile every SYNC_SECONDS."""
-    await reconcile_forever(DrainReconciler, namespace, name, SYNC_SECONDS, logger)
+    """Lives as long as the NodeDrain on the active replica: reconcile every SYNC_SECONDS.
+    When it ends (deleted, or peering paused this replica) its blocked series goes."""
+    try:
+        await reconcile_forever(DrainReconciler, namespace, name, SYNC_SECONDS, logger)
+    finally:
+        metrics.DRAIN_BLOCKED.remove_by_labels({"nodedrain": f"{namespace}/{name}"})
 
 
 @kopf.on.delete(GROUP, VERSION, NODEDRAINS)
@@ -348,8 +362,14 @@ async def release_drain(
     )
 
 
+def _metric_labels(namespace: str, spec: Any) -> tuple[str, str]:
+    """(proxmox_cluster, pve_node) of a NodeDrain, read from its raw spec (valid or not)."""
+    spec = spec if isinstance(spec, Mapping) else {}
+    ref = spec.get("clusterRef")
+    name = ref.get("name", "") if isinstance(ref, Mapping) else ""
+    return f"{namespace}/{name}", str(spec.get("nodeName", ""))
+
+
 def _forget_metrics(namespace: str, spec: Any) -> None:
-    labels = (f"{namespace}/{spec.get('clusterRef', {}).get('name', '')}", spec.get("nodeName", ""))
-    for gauge in (metrics.DRAIN_PROGRESS, metrics.DRAIN_REMAINING):
-        with contextlib.suppress(KeyError):
-            gauge.remove(*labels)
+    cluster, node = _metric_labels(namespace, spec)
+    metrics.forget(proxmox_cluster=cluster, pve_node=node)

@@ -286,7 +286,7 @@ class PveTransport:
         self._count(response.request.method or "GET", response.status_code)
 
     def _count(self, method: str, code: int) -> None:
-        PVE_API_REQUESTS.labels(cluster=self.cluster, method=method, code=str(code)).inc()
+        PVE_API_REQUESTS.labels(proxmox_cluster=self.cluster, method=method, code=str(code)).inc()
 
 
 def _never_sent(error: requests.exceptions.RequestException) -> bool:

@@ -162,6 +162,7 @@ class ClusterRuntime:
     _inventory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _last_track: float = 0.0
+    _metric_targets: set[str] = field(default_factory=set)  # targets with exported gauges
     # an engine built elsewhere (library mode: seeded, or a policy the spec cannot express)
     engine_override: InitVar[MigrationEngine | None] = None
 
@@ -354,6 +355,7 @@ class ClusterRuntime:
             message = f"cancelled; {stopped}"
         else:
             return "nothing to cancel"
+        metrics.MIGRATIONS.labels(self.label, request.target, "cancelled").inc()
         await self._write(request, vmstatus.cancelled(current, now, message))
         kind = "Warning" if attention else "Normal"  # something is left for a human to do
         self.events(request.event_ref, kind, "Cancelled", message)
@@ -498,11 +500,16 @@ class ClusterRuntime:
         for task in list(self._tasks):
             task.cancel()
         self.client.close()
+        metrics.forget(proxmox_cluster=self.label)
 
     def _export_metrics(self) -> None:
+        """Queue and per-target gauges; a target seen once keeps reporting (0 in flight and
+        its limit) after it goes idle, so no series is left at its last busy value."""
         snapshot = self.engine.snapshot(self.clock())
         metrics.MIGRATIONS_QUEUED.labels(self.label).set(snapshot.queued)
-        for target, limit in snapshot.limit_per_target.items():
+        self._metric_targets.update(snapshot.limit_per_target)
+        for target in self._metric_targets:
+            limit = self.engine.concurrency_limit(target)
             metrics.TARGET_CONCURRENCY_LIMIT.labels(self.label, target).set(limit)
             metrics.MIGRATIONS_IN_FLIGHT.labels(self.label, target).set(
                 snapshot.running_per_target.get(target, 0)

@@ -1,0 +1,213 @@
+"""The exported series say what is true now: idle targets read 0, a cancelled migration is
+not a failure, and what a deleted object or a paused replica no longer manages is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from proxmigrate import metrics
+from proxmigrate.api.enums import DrainPhase
+from proxmigrate.controllers import clusters, drains
+from proxmigrate.metrics import REGISTRY
+from proxmigrate.runtime import drain_progress as progress
+from proxmigrate.runtime.cluster import MigrationRequest
+from tests.unit.test_runtime_cluster import FakePve, runtime, settle
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def value(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def series(name: str) -> list[dict[str, str]]:
+    return [
+        sample.labels
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+class StoppablePve(FakePve):
+    async def stop_task(self, node: str, upid: str) -> None:
+        self.finish(upid, "interrupted by signal")
+
+    async def unlock_vm(self, node: str, vmid: int) -> None:
+        pass
+
+
+def test_in_flight_drops_to_zero_when_the_target_goes_idle() -> None:
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = FakePve()
+        rt, _ = runtime(pve, clock)
+        rt.name = "idle"
+        labels = {"proxmox_cluster": "ns/idle", "target": "pve2"}
+        await rt.accept(MigrationRequest("ns", "m", "u", 100, "pve2"), {})
+        await settle(rt)
+        assert value("proxmigrate_migrations_in_flight", **labels) == 1
+        pve.finish(pve.task_rows[0]["upid"], "OK")
+        await settle(rt)
+        assert value("proxmigrate_migrations_in_flight", **labels) == 0
+        assert value("proxmigrate_migrations_queued", proxmox_cluster="ns/idle") == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_migration_counts_as_cancelled_not_failed() -> None:
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = StoppablePve()
+        rt, kube = runtime(pve, clock)
+        rt.name = "cancel"
+        request = MigrationRequest("ns", "m", "u", 100, "pve2")
+        await rt.accept(request, {})
+        await settle(rt)
+        assert len(pve.posts) == 1
+        await rt.cancel(request)
+        await settle(rt)
+        assert kube.patches[-1]["phase"] == "Cancelled"
+        by = {"proxmox_cluster": "ns/cancel", "target": "pve2"}
+        assert value("proxmigrate_migrations_total", **by, result="cancelled") == 1
+        assert value("proxmigrate_migrations_total", **by, result="failed") is None
+
+    asyncio.run(scenario())
+
+
+def test_closing_a_runtime_removes_every_series_of_its_cluster() -> None:
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = FakePve()
+        rt, _ = runtime(pve, clock)
+        rt.name = "gone"
+        await rt.accept(MigrationRequest("ns", "m", "u", 100, "pve2"), {})
+        await settle(rt)
+        metrics.PVE_API_REQUESTS.labels("ns/gone", "GET", "200").inc()
+        assert value("proxmigrate_migrations_in_flight", proxmox_cluster="ns/gone", target="pve2")
+        await rt.close()
+        left = [
+            sample
+            for family in REGISTRY.collect()
+            for sample in family.samples
+            if sample.labels.get("proxmox_cluster") == "ns/gone"
+        ]
+        assert left == []
+
+    asyncio.run(scenario())
+
+
+def test_process_and_python_collectors_are_on_the_operator_registry() -> None:
+    text = generate_latest(REGISTRY).decode()
+    assert "process_resident_memory_bytes" in text
+    assert "python_info" in text
+    assert "python_gc_objects_collected_total" in text
+
+
+def test_no_label_collides_with_the_labels_prometheus_setups_attach() -> None:
+    for metric in metrics.LABELLED:
+        assert not {"cluster", "node", "instance", "job"} & set(metric._labelnames), metric
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> Any:
+        self.patches.append(status)
+
+
+def test_cluster_readiness_has_one_series_with_the_current_reason() -> None:
+    async def scenario() -> None:
+        writer = clusters._StatusWriter(FakeKube(), "ns", "ready", {})  # type: ignore[arg-type]
+        await writer.write(1, False, "Unreachable", "connection refused")
+        assert series("proxmigrate_cluster_ready") == [
+            {"proxmox_cluster": "ns/ready", "reason": "Unreachable"}
+        ]
+        assert (
+            value("proxmigrate_cluster_ready", proxmox_cluster="ns/ready", reason="Unreachable")
+            == 0
+        )
+        await writer.write(1, True, "Connected", "connected")
+        assert series("proxmigrate_cluster_ready") == [
+            {"proxmox_cluster": "ns/ready", "reason": "Connected"}
+        ]
+        assert (
+            value("proxmigrate_cluster_ready", proxmox_cluster="ns/ready", reason="Connected") == 1
+        )
+        metrics.forget(proxmox_cluster="ns/ready")
+
+    asyncio.run(scenario())
+
+
+def test_the_cluster_daemon_removes_its_series_when_it_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kopf stops the daemon when the object is deleted or peering pauses the replica."""
+
+    async def manage(name: str, namespace: str, *_: Any) -> None:
+        metrics.CLUSTER_READY.labels(f"{namespace}/{name}", "Connected").set(1)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(clusters, "_manage", manage)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(clusters.proxmox_cluster("paused", "ns", {}, {}, {}))
+    assert series("proxmigrate_cluster_ready") == []
+
+
+def drain_body(dry_run: bool = False) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": "d1", "generation": 1},
+        "spec": {"clusterRef": {"name": "lab"}, "nodeName": "pve1", "dryRun": dry_run},
+        "status": {},
+    }
+
+
+def blocked(reason: str, dry_run: bool = False) -> list[dict[str, str]]:
+    async def scenario() -> None:
+        reconciler = drains.DrainReconciler(FakeKube(), drain_body(dry_run))  # type: ignore[arg-type]
+        await reconciler._wait(DrainPhase.BLOCKED, reason, "no room", NOW, degraded=True)
+
+    asyncio.run(scenario())
+    return series("proxmigrate_drain_blocked")
+
+
+def test_a_blocked_drain_exports_its_reason_until_it_moves_on() -> None:
+    assert blocked("InvalidNode") == [
+        {
+            "proxmox_cluster": "ns/lab",
+            "pve_node": "pve1",
+            "nodedrain": "ns/d1",
+            "reason": "InvalidNode",
+        }
+    ]
+    assert [s["reason"] for s in blocked("InsufficientCapacity")] == ["InsufficientCapacity"]
+
+    async def moving() -> None:
+        reconciler = drains.DrainReconciler(FakeKube(), drain_body())  # type: ignore[arg-type]
+        await reconciler._write(progress.progress_status([], {}, 1, NOW))
+
+    asyncio.run(moving())
+    assert series("proxmigrate_drain_blocked") == []
+
+
+def test_a_dry_run_that_would_block_exports_nothing() -> None:
+    assert blocked("DryRun", dry_run=True) == []
+
+
+def test_the_drain_daemon_removes_its_blocked_series_when_it_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def reconcile(*_: Any) -> None:
+        metrics.DRAIN_BLOCKED.labels("ns/lab", "pve1", "ns/d2", "InvalidNode").set(1)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(drains, "reconcile_forever", reconcile)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(drains.node_drain("ns", "d2", None))
+    assert series("proxmigrate_drain_blocked") == []
