@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -11,6 +13,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -19,6 +22,7 @@ from pvesim.auth import TOKEN_ID
 from pvesim.certs import write_self_signed
 from pvesim.model import Cluster, ModelParams, from_config, generate
 from pvesim.model.access import parse_acl
+from pvesim.openssh import OpenSsh, attach
 from pvesim.schema import SchemaMissing
 from pvesim.server import Listener, Simulator
 
@@ -31,6 +35,9 @@ def build_cluster(args: argparse.Namespace) -> Cluster:
             config["pve_version"] = args.pve_version
         params = replace(params, pve_version=int(config.get("pve_version", args.pve_version)))
         cluster = from_config(config, seed=args.seed, params=params)
+        args.sshd = args.sshd or str(config.get("sshd", "model"))
+        if args.sshd not in ("model", "openssh"):
+            raise ValueError(f"sshd: {args.sshd!r} is neither 'model' nor 'openssh'")
     else:
         cluster = generate(args.nodes, args.vms_per_node, seed=args.seed, params=params)
     for spec in args.token:
@@ -60,6 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--endpoints", type=int, default=1, help="API endpoints (ports)")
     serve.add_argument("--pve-version", type=int, choices=(8, 9), default=None)
+    serve.add_argument(
+        "--sshd",
+        choices=("model", "openssh"),
+        default=None,
+        help="model: simulated sshd (default); openssh: one real sshd per node on loopback "
+        "(overrides the cluster YAML's `sshd`; docs/pvesim.md)",
+    )
     serve.add_argument(
         "--token",
         action="append",
@@ -92,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pvesim-"))
     certs = write_self_signed(workdir)
     sim = Simulator(cluster, args.time_scale, args.seed)
+    ssh = start_openssh(sim, workdir) if (args.sshd or "model") == "openssh" else None
+    if ssh is False:
+        return 2
     for index in range(args.endpoints):
         port = args.port + index if args.port else 0
         listener = Listener(sim, args.host, port, certs)
@@ -110,12 +127,32 @@ def main(argv: list[str] | None = None) -> int:
         "password": sim.credentials.password,
         "ca_cert": str(certs.ca_cert),
     }
+    if ssh:
+        info["sshd"] = {name: f"127.0.0.1:{node.port}" for name, node in ssh.nodes.items()}
     print(json.dumps(info), flush=True)
     stop.wait()
     for listener in sim.listeners:
         listener.down()
     sim.stop()
+    if ssh:
+        ssh.stop()
     return 0
+
+
+def start_openssh(sim: Simulator, workdir: Path) -> OpenSsh | Literal[False]:
+    """`--sshd openssh`: real sshd per node. pvesim asks for SIGTERM when its parent dies
+    (PR_SET_PDEATHSIG), so its sshd processes never outlive a killed caller."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before prctl
+        return False
+    try:
+        ssh = attach(sim, workdir)
+    except OSError as exc:
+        print(f"pvesim: {exc}", file=sys.stderr)
+        return False
+    for note in ssh.notes:
+        print(f"pvesim: {note}", file=sys.stderr)
+    return ssh
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pvesim.model.network import Stream, fair_share
 from pvesim.model.params import ModelParams
 from pvesim.model.precondition import migrate_precondition
 from pvesim.model.process import Command, Process, Sleep, SshCall, SshResult, Worker
+from pvesim.model.sshd import SshTransport
 from pvesim.model.tasklog import Stopping, Task
 from pvesim.model.upid import Upid
 
@@ -63,6 +64,7 @@ class Cluster:
         self.migrations: dict[int, list[MigrationRecord]] = {}
         self.manual_moves: list[dict[str, Any]] = []
         self.api_requests: Counter[str] = Counter()
+        self.ssh_transport: SshTransport | None = None  # real sshd (pvesim/openssh.py)
         from pvesim.model.ha import HaManager
 
         self.ha = HaManager(self)
@@ -109,6 +111,9 @@ class Cluster:
             line = f"ssh: connect to host {target.ip} port 22: No route to host"
             self.schedule(3.0, process.wake, token, SshResult(False, (line,)))  # ARP timeout
             return
+        if self.ssh_transport is not None:
+            self._ssh_real(target, process, call, token)
+            return
         source_ip = self.nodes[call.source].ip
         if not target.sshd.admit(source_ip, self.now, self.rng):
             wording = _DROP_CLOSED if self.rng.random() < 2 / 3 else _DROP_RESET
@@ -118,6 +123,20 @@ class Cluster:
         sshd = target.sshd.params
         handshake = sshd.handshake_median * math.exp(self.rng.gauss(0.0, sshd.handshake_sigma))
         self.schedule(handshake, self._ssh_authenticated, target, process, token)
+
+    def _ssh_real(self, target: Node, process: Process, call: SshCall, token: int) -> None:
+        """A real ssh login (pvesim/openssh.py); its result arrives on the real clock."""
+        assert self.ssh_transport is not None
+        target.sshd.connections += 1
+
+        def done(result: SshResult) -> None:
+            if not result.ok:
+                target.sshd.drops += 1
+            if result.session is not None and (process.done or process.token != token):
+                result.session.close()  # the worker was stopped meanwhile: nobody holds it
+            process.wake(token, result)
+
+        self.ssh_transport.connect(call.source, call.target, call.command, done)
 
     def _ssh_authenticated(self, target: Node, process: Process, token: int) -> None:
         target.sshd.release()

@@ -30,6 +30,7 @@ class MigrationRun(LiveMigration):
         self.task.finish(self.cluster.now, error)
 
     def _end(self, outcome: str, reason: str) -> None:
+        self.close_held()
         self.record.end = self.cluster.now
         self.record.outcome = outcome
         self.record.reason = reason

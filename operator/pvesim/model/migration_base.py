@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pvesim.model.network import Stream
-from pvesim.model.process import ChildKilled, Command, Interrupted, Sleep, SshCall, Worker
+from pvesim.model.process import (
+    ChildKilled,
+    Command,
+    Interrupted,
+    Session,
+    Sleep,
+    SshCall,
+    Worker,
+)
 from pvesim.model.tasklog import Task, duration
 
 if TYPE_CHECKING:
@@ -92,6 +100,7 @@ class MigrationBase:
         self.nodeip = cluster.nodes[request.target].ip  # SSHInfo get_ssh_info
         self.delayed_interrupt = False
         self.tunnel = False  # the `qm mtunnel` ssh child is up
+        self.held: list[Session] = []  # real ssh sessions open (pvesim/openssh.py)
         mode = "offline" if not request.online else ("secure" if request.secure else "insecure")
         self.record = MigrationRecord(
             str(task.upid), vm.vmid, request.source, request.target, mode, cluster.now
@@ -117,23 +126,40 @@ class MigrationBase:
         return duration(self.cluster.now - self.started)
 
     def remote(
-        self, command: str, runtime: float = 0.0, on_login: Callable[[], None] | None = None
+        self,
+        command: str,
+        runtime: float = 0.0,
+        on_login: Callable[[], None] | None = None,
+        hold: bool = False,
     ) -> Step:
         """One ssh connection running `command` for `runtime` s after login. A SIGTERM the
         worker only logs still kills the ssh child (`got signal 15`); one that dies raises
-        `Interrupted` out of here."""
+        `Interrupted` out of here. With a real sshd the session ends after `runtime`, or with
+        `hold` (the mtunnel) when `close_held` runs."""
         self.record.ssh_connections.append(command)
+        session = None
         try:
             result = yield SshCall(self.req.source, self.req.target, command)
             if not result.ok:
                 return CommandResult(False, "exit code 255", result.stderr)
+            session = result.session
             if on_login is not None:
                 on_login()
             if runtime > 0:
                 yield Sleep(runtime, child=command)
         except ChildKilled:
             return CommandResult(False, "got signal 15")
+        finally:
+            if session is not None:
+                self.held.append(session)
+                if not hold:
+                    self.close_held()
         return CommandResult(True)
+
+    def close_held(self) -> None:
+        """End the real ssh sessions still open (the tunnel's, or one a stop cut short)."""
+        while self.held:
+            self.held.pop().close()
 
     def cmd_quiet(self, command: str) -> Step:
         """AbstractMigrate.pm cmd_quiet/cmd_logerr: on failure `# <ssh command>`, then the

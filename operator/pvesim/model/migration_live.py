@@ -51,7 +51,7 @@ class LiveMigration(MigrationBase):
                 raise StepFailed("remote command failed with exit code 255", "port_exhausted")
         qmstart.finish(cluster.now)
         self.log("start remote tunnel")
-        result = yield from self.remote("qm mtunnel")
+        result = yield from self.remote("qm mtunnel", hold=True)
         if not result.ok:
             for line in result.stderr:  # the tunnel's stderr is not captured: raw
                 self.task.raw(line)
@@ -171,6 +171,7 @@ class LiveMigration(MigrationBase):
         """pve-guest-common Tunnel.pm finish_tunnel: ssh `rm -f` of the forwarded socket
         (secure only), through run_command without errfunc: ssh's stderr lands raw."""
         self.tunnel = False
+        self.close_held()
         if not self.req.secure:
             return True
         command = f"rm -f /run/qemu-server/{self.vm.vmid}.migrate"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,17 @@ class SshCall:
     command: str
 
 
+class Session(Protocol):
+    """A real ssh session (pvesim/openssh.py) the worker ends when its command is done."""
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class SshResult:
     ok: bool
     stderr: tuple[str, ...] = ()  # ssh's own lines when the connection failed
+    session: Session | None = None  # with a real sshd: the logged-in session to close
 
 
 class Interrupted(Exception):

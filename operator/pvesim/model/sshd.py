@@ -6,9 +6,12 @@ Sources: docs/reference/proxmox.md#sshd-maxstartups and #persourcepenalties.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pvesim.model.params import MaxStartups, SshdParams
+from pvesim.model.process import SshResult
 
 
 def drop_probability(pending: int, limits: MaxStartups) -> float:
@@ -76,3 +79,11 @@ class Sshd:
         if not self.params.per_source_penalties:
             return False
         return self._current_penalty(source, now) > self.params.penalty_refuse_threshold
+
+
+class SshTransport(Protocol):
+    """Real ssh logins instead of the model (pvesim/openssh.py): `done` gets the result."""
+
+    def connect(
+        self, source: str, target: str, command: str, done: Callable[[SshResult], None]
+    ) -> None: ...

@@ -1,0 +1,330 @@
+"""Real OpenSSH in the loop: one `sshd` per simulated node on loopback, and every SSH connection
+of the migration model made by a real `ssh -o BatchMode=yes` client (docs/pvesim.md "Real
+OpenSSH").
+
+Each sshd listens on 127.0.0.1 at a port of its own, with its own host key, one authorized key
+made for this run, `MaxStartups`/`LoginGraceTime` from the node's `SshdParams` and, on PVE 9
+nodes, `PerSourcePenalties` when the installed sshd has it (OpenSSH >= 9.8, servconf.c). A
+client binds the source node's own loopback address (127.1.x.y), so sshd sees one source per
+node as PVE's would. The forced command prints one line and holds the session until the model
+closes it, so "logged in" is the moment sshd ran the command (authentication done, the
+MaxStartups slot freed: sshd.c, the child's startup_pipe write after authentication).
+
+Time rule: sshd and ssh run on the real clock. A handshake that takes t real seconds ends
+t x time-scale simulated seconds after it began; a session the model holds for s simulated
+seconds (`qm start`'s run, the mtunnel until the transfer ends) is held s / time-scale real
+seconds. Pre-authentication concurrency, and so MaxStartups, is therefore faithful at any
+scale only for connections opened together; calibrate at --time-scale 1.
+
+No orphans: sshd and every ssh client are started through `setpriv --pdeathsig TERM` from one
+long-lived thread, so they get SIGTERM when pvesim dies (even by SIGKILL); sshd runs in its own
+process group, which `stop` kills whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pvesim.model.params import SshdParams
+from pvesim.model.process import SshResult
+
+if TYPE_CHECKING:
+    from pvesim.server import Simulator
+
+SSHD = "/usr/sbin/sshd"
+READY = "pvesim-session"
+INSTALL_HINT = "run hack/install-openssh.sh (Debian: apt-get install openssh-server openssh-client)"
+
+
+class OpenSshMissing(OSError):
+    """sshd, ssh, ssh-keygen or setpriv is not installed."""
+
+
+def openssh_version(sshd: str = SSHD) -> tuple[int, int]:
+    """`sshd -V` (OpenSSH >= 9.1; older ones print the version in their usage error)."""
+    out = subprocess.run([sshd, "-V"], capture_output=True, text=True, check=False)
+    found = re.search(r"OpenSSH_(\d+)\.(\d+)", out.stderr + out.stdout)
+    if not found:
+        raise OpenSshMissing(f"cannot tell the OpenSSH version of {sshd}: {out.stderr.strip()}")
+    return int(found[1]), int(found[2])
+
+
+def check_installed() -> None:
+    missing = [p for p in (SSHD,) if not os.access(p, os.X_OK)]
+    missing += [t for t in ("ssh", "ssh-keygen", "setpriv") if shutil.which(t) is None]
+    if missing:
+        raise OpenSshMissing(f"--sshd openssh needs {', '.join(missing)}: {INSTALL_HINT}")
+
+
+def source_address(index: int) -> str:
+    """The loopback address a node's ssh clients bind: 127.1.0.<index> (and on)."""
+    return str(ipaddress.IPv4Address("127.1.0.0") + index)
+
+
+class _Spawner:
+    """Starts every child from one thread that lives as long as pvesim: PR_SET_PDEATHSIG fires
+    when the *thread* that forked the child ends, so short request threads must not fork."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[list[str], dict[str, object], queue.Queue[object]]]
+        self._jobs = queue.Queue()
+        threading.Thread(target=self._run, name="pvesim-spawner", daemon=True).start()
+
+    def popen(self, argv: list[str], **kwargs: object) -> subprocess.Popen[str]:
+        reply: queue.Queue[object] = queue.Queue()
+        self._jobs.put((["setpriv", "--pdeathsig", "TERM", "--", *argv], kwargs, reply))
+        result = reply.get()
+        if isinstance(result, BaseException):
+            raise result
+        assert isinstance(result, subprocess.Popen)
+        return result
+
+    def _run(self) -> None:
+        while True:
+            argv, kwargs, reply = self._jobs.get()
+            try:
+                reply.put(subprocess.Popen(argv, text=True, **kwargs))  # type: ignore[call-overload]
+            except OSError as exc:
+                reply.put(exc)
+
+
+@dataclass
+class NodeSshd:
+    name: str
+    index: int
+    port: int
+    process: subprocess.Popen[str]
+    log: Path
+
+
+class Session:
+    """One real ssh connection running the forced command; `close` ends it (stdin EOF)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.began = time.monotonic()
+        self.login_seconds: float | None = None  # connect to forced command running
+
+    def close(self) -> None:
+        stdin = self.process.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+
+class OpenSsh:
+    """The sshd processes of one pvesim and the client side the model's `SshCall`s use."""
+
+    def __init__(self, workdir: Path, post: Callable[[Callable[[], None]], None]) -> None:
+        check_installed()
+        self.workdir = workdir / "openssh"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.post = post  # runs a callback in the model under its lock
+        self.version = openssh_version()
+        self.nodes: dict[str, NodeSshd] = {}
+        self.sources: dict[str, int] = {}
+        self.notes: list[str] = []  # one line each, for the caller to print
+        self.handshakes: list[float] = []  # real seconds, connect to logged in
+        self._spawner = _Spawner()
+        self._user_key = self.workdir / "id_ed25519"
+        _keygen(self._user_key, "pvesim-run")
+        (self.workdir / "authorized_keys").write_text(
+            self._user_key.with_suffix(".pub").read_text()
+        )
+        self._known_hosts = self.workdir / "known_hosts"
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privsep chroot
+
+    @property
+    def has_penalties(self) -> bool:
+        return self.version >= (9, 8)  # PerSourcePenalties: OpenSSH 9.8 (servconf.c)
+
+    def start_node(self, name: str, index: int, params: SshdParams) -> NodeSshd:
+        host_key = self.workdir / f"host_{name}"
+        _keygen(host_key, name)
+        pub = host_key.with_suffix(".pub").read_text().split()
+        with self._known_hosts.open("a") as known:  # HostKeyAlias=<node>, as PVE pins it
+            known.write(f"{name} {pub[0]} {pub[1]}\n")
+        self.sources[name] = index
+        port = _free_port()
+        config = self.workdir / f"sshd_{name}.conf"
+        config.write_text(self._config(port, host_key, params))
+        log = self.workdir / f"sshd_{name}.log"
+        process = self._spawner.popen(
+            [SSHD, "-D", "-f", str(config), "-E", str(log)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            process_group=0,
+        )
+        node = NodeSshd(name, index, port, process, log)
+        self.nodes[name] = node
+        _wait_listening(node)
+        return node
+
+    def _config(self, port: int, host_key: Path, params: SshdParams) -> str:
+        lines = [
+            f"ListenAddress 127.0.0.1:{port}",
+            f"HostKey {host_key}",
+            f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
+            f"MaxStartups {params.max_startups}",
+            f"LoginGraceTime {int(params.login_grace_time)}",
+            # cheap and local: no PAM, no DNS, keys only, nothing but the forced command
+            "UsePAM no",
+            "UseDNS no",
+            "StrictModes no",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "AllowTcpForwarding no",
+            "X11Forwarding no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "PidFile none",
+            "LogLevel INFO",
+            f"ForceCommand echo {READY}; exec cat >/dev/null",
+        ]
+        if self.has_penalties:
+            lines.append(f"PerSourcePenalties {'yes' if params.per_source_penalties else 'no'}")
+        elif params.per_source_penalties:
+            note = (
+                f"OpenSSH {self.version[0]}.{self.version[1]} has no PerSourcePenalties "
+                "(9.8+): PVE 9 nodes run without it"
+            )
+            if note not in self.notes:
+                self.notes.append(note)
+        return "\n".join(lines) + "\n"
+
+    def connect(
+        self, source: str, target: str, command: str, done: Callable[[SshResult], None]
+    ) -> None:
+        """Open a real ssh source -> target running `command`; `done` runs (through `post`)
+        once logged in or failed, with ssh's own stderr lines when it failed."""
+        node = self.nodes[target]
+        argv = [
+            "ssh",
+            "-F",
+            "none",
+            "-e",
+            "none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"HostKeyAlias={target}",
+            "-o",
+            f"UserKnownHostsFile={self._known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=none",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-i",
+            str(self._user_key),
+            "-b",
+            source_address(self.sources[source]),
+            "-p",
+            str(node.port),
+            f"{_user()}@127.0.0.1",
+            command,
+        ]
+        process = self._spawner.popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        session = Session(process)
+        threading.Thread(target=self._watch, args=(session, done), daemon=True).start()
+
+    def _watch(self, session: Session, done: Callable[[SshResult], None]) -> None:
+        process = session.process
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        if first.strip() == READY:
+            session.login_seconds = time.monotonic() - session.began
+            self.handshakes.append(session.login_seconds)
+            self.post(lambda: done(SshResult(True, session=session)))
+            process.stdout.read()
+            process.wait()
+            return
+        lines = tuple(line for line in process.stderr.read().splitlines() if line)
+        process.wait()
+        self.post(lambda: done(SshResult(False, lines)))
+
+    def stop(self) -> None:
+        """SIGTERM every sshd's process group (listener and its per-connection children)."""
+        for node in self.nodes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.process.pid, signal.SIGTERM)
+        for node in self.nodes.values():
+            try:
+                node.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.process.pid, signal.SIGKILL)
+                node.process.wait()
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _keygen(path: Path, comment: str) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_listening(node: NodeSshd, timeout: float = 10.0) -> None:
+    """sshd logs `Server listening on ...` once bound (sshd.c server_listen)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node.process.poll() is not None:
+            err = node.process.stderr.read() if node.process.stderr else ""
+            log = node.log.read_text() if node.log.exists() else ""
+            raise OpenSshMissing(f"sshd for {node.name} exited: {(err + log).strip()}")
+        if node.log.exists() and "Server listening on" in node.log.read_text():
+            return
+        time.sleep(0.02)
+    raise OpenSshMissing(f"sshd for {node.name} did not listen within {timeout:.0f} s")
+
+
+def attach(sim: Simulator, workdir: Path) -> OpenSsh:
+    """Start one sshd per node of `sim`'s cluster and route the model's ssh through them."""
+
+    def post(callback: Callable[[], None]) -> None:
+        with sim.lock:
+            sim.sync()
+            callback()
+
+    ssh = OpenSsh(workdir, post)
+    try:
+        for node in sim.cluster.nodes.values():
+            ssh.start_node(node.name, node.index, node.sshd.params)
+    except BaseException:
+        ssh.stop()
+        raise
+    sim.cluster.ssh_transport = ssh
+    return ssh
