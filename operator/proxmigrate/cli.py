@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from proxmigrate import __version__
+from proxmigrate.cliutil import CliError, Parser, guarded
 from proxmigrate.simulate.command import add_parser as add_simulate_parser
 
 
@@ -45,14 +45,21 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds a silent peer counts as alive; a standby takes over after this",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line (for log collectors)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="proxmigrate",
         description="Kubernetes operator for throttled, secure Proxmox VE live migrations.",
     )
     parser.add_argument("--version", action="version", version=f"proxmigrate {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run(subparsers)
     add_simulate_parser(subparsers)
@@ -61,13 +68,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return guarded("proxmigrate", args.debug, lambda: _command(args))
+
+
+def _check_kubernetes() -> None:
+    """Fail in one line when no API server can be reached, before kopf starts (which would
+    print pages of traceback): no kubeconfig, a wrong context, an API server down."""
+    from kubernetes.client import Configuration
+    from kubernetes.client.rest import ApiException
+    from kubernetes.config import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    from proxmigrate.kube import check_api_server
+
+    try:
+        check_api_server()
+    except ConfigException as error:
+        raise CliError(
+            f"no Kubernetes configuration ({error}); set KUBECONFIG or run in a pod"
+        ) from None
+    except (HTTPError, OSError) as error:
+        detail = str(getattr(error, "reason", None) or error).rsplit(": ", 1)[-1]
+        server = Configuration.get_default_copy().host
+        raise CliError(f"the Kubernetes API server {server} does not answer: {detail}") from None
+    except ApiException as error:
+        raise CliError(
+            f"the Kubernetes API server refused: {error.status} {error.reason}"
+        ) from None
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "run":
+        import kopf
+
         from proxmigrate.runner import run_operator
 
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        _check_kubernetes()
+        log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+        kopf.configure(verbose=args.verbose, log_format=log_format)
         return run_operator(
             namespaces=args.namespace,
             metrics_port=args.metrics_port,

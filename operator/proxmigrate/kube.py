@@ -26,6 +26,12 @@ def _load_api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+def check_api_server() -> None:
+    """Raise when the configured API server cannot be reached (ConfigException: no
+    configuration; urllib3/OS errors: no answer; ApiException: refused)."""
+    client.VersionApi(_load_api_client()).get_code(_request_timeout=10)
+
+
 class Kube:
     """Thin async facade over `kubernetes.client` for our custom objects and Secrets."""
 

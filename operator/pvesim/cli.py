@@ -17,6 +17,7 @@ from typing import Literal
 
 import yaml
 
+from proxmigrate.cliutil import USAGE, CliError, Parser, guarded
 from pvesim.api import router
 from pvesim.auth import TOKEN_ID
 from pvesim.certs import write_self_signed
@@ -55,7 +56,8 @@ def add_token(cluster: Cluster, spec: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="pvesim", description=__doc__)
+    parser = Parser(prog="pvesim", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the PVE API over HTTPS")
     serve.add_argument("--config", help="cluster YAML (docs/pvesim.md)")
@@ -97,12 +99,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return guarded("pvesim", args.debug, lambda: serve(args))
+
+
+def serve(args: argparse.Namespace) -> int:
     try:
         router.check_schema()
         cluster = build_cluster(args)
-    except (SchemaMissing, ValueError) as exc:
-        print(f"pvesim: {exc}", file=sys.stderr)
-        return 2
+    except KeyError as exc:
+        raise CliError(f"{args.config}: no key {exc}", USAGE) from None
+    except (SchemaMissing, ValueError, TypeError, yaml.YAMLError) as exc:
+        raise CliError(f"{args.config or 'serve'}: {' '.join(str(exc).split())}", USAGE) from None
+    except OSError as exc:
+        raise CliError(f"{exc.filename or args.config}: {exc.strerror}", USAGE) from None
     workdir = Path(tempfile.mkdtemp(prefix="pvesim-"))
     certs = write_self_signed(workdir)
     sim = Simulator(cluster, args.time_scale, args.seed)
@@ -112,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     for index in range(args.endpoints):
         port = args.port + index if args.port else 0
         listener = Listener(sim, args.host, port, certs)
-        listener.up()
+        try:
+            listener.up()
+        except OSError as exc:
+            raise CliError(f"cannot listen on {args.host}:{port}: {exc.strerror}") from None
         sim.listeners.append(listener)
     sim.start()
     stop = threading.Event()

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from proxmigrate.cliutil import FAILED, USAGE, CliError, secret_value
+from proxmigrate.engine.policy import MaxStartups
+from proxmigrate.pve.errors import PveError
 
 if TYPE_CHECKING:
     from proxmigrate.simulate.drain import Progress
     from proxmigrate.simulate.predict import Prediction
 
 GIB = 1 << 30
+ID_ENV, SECRET_ENV = "PVE_TOKEN_ID", "PVE_TOKEN_SECRET"
 BAR_WIDTH = 30
 
 
@@ -29,7 +35,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     source.add_argument("--cluster", type=Path, help="cluster file (pvesim YAML or JSON format)")
     source.add_argument("--endpoint", help="live PVE API host[:port], read only (GETs)")
     sim.add_argument("--token-id", help="API token id, e.g. root@pam!proxmigrate")
-    sim.add_argument("--token-secret", help="API token secret")
+    sim.add_argument(
+        "--token-secret",
+        help=f"API token secret (visible in ps: prefer --token-secret-file or ${SECRET_ENV})",
+    )
+    sim.add_argument("--token-secret-file", help="file holding the API token secret ('-': stdin)")
+    sim.add_argument(
+        "--credentials-secret",
+        metavar="NAMESPACE/NAME",
+        help="read tokenId and tokenSecret from this Kubernetes Secret (a ProxmoxCluster's "
+        "credentials Secret) with the current kubeconfig",
+    )
     sim.add_argument("--ca-cert", help="CA bundle for the PVE API's certificate")
     sim.add_argument("--insecure", action="store_true", help="do not verify the PVE certificate")
     sim.add_argument("--drain", action="append", required=True, help="node to drain (repeatable)")
@@ -38,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sim.add_argument("--max-parallel-per-source", type=int, help="maxParallelPerSource")
     sim.add_argument(
         "--max-startups",
+        type=_max_startups_flag,
         help="targets' sshd MaxStartups (default: the file's, else 10:30:100); the policy's "
         "targetSshMaxStartups follows it",
     )
@@ -56,7 +73,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sim.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     from proxmigrate.api.cluster import MigrationPolicySpec
     from proxmigrate.simulate.predict import predict
     from pvesim.api import router
@@ -64,9 +82,12 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     try:
         router.check_schema()  # the model answers as PVE's API schema says: needs the file
         config = _cluster_config(args)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, CliError) as error:
+        print(f"simulate: {_one_line(error)}", file=err)
+        return error.code if isinstance(error, CliError) else USAGE
+    except PveError as error:  # wrong token or CA, host unreachable: PVE's side
         print(f"simulate: {error}", file=err)
-        return 2
+        return FAILED
     nodes = {str(node["name"]) for node in config["nodes"]}
     unknown = [node for node in args.drain if node not in nodes]
     if unknown:
@@ -112,13 +133,26 @@ def _max_startups(config: dict[str, Any], args: argparse.Namespace) -> str:
     return str(values.pop()) if len(values) == 1 else "10:30:100"
 
 
+def _max_startups_flag(text: str) -> str:
+    MaxStartups.parse(text)  # its ValueError is argparse's "invalid value" message
+    return text
+
+
+def _one_line(error: Exception) -> str:
+    """An error's text on one line (YAML errors span several: keep where and what)."""
+    return " ".join(str(error).split())
+
+
 def _cluster_config(args: argparse.Namespace) -> dict[str, Any]:
     """The cluster in pvesim's config format, with the command line's overrides applied."""
     if args.cluster is not None:
         import yaml
 
         text = args.cluster.read_text()
-        loaded = json.loads(text) if args.cluster.suffix == ".json" else yaml.safe_load(text)
+        try:
+            loaded = json.loads(text) if args.cluster.suffix == ".json" else yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{args.cluster}: not valid YAML: {_one_line(error)}") from None
         if not isinstance(loaded, dict) or not loaded.get("nodes"):
             raise ValueError(f"{args.cluster}: not a pvesim cluster file (no 'nodes')")
         config: dict[str, Any] = loaded
@@ -139,11 +173,10 @@ def _live_config(args: argparse.Namespace) -> dict[str, Any]:
     from proxmigrate.pve.transport import TokenAuth
     from proxmigrate.simulate.inventory import config_from_inventory, read_inventory
 
-    if not (args.token_id and args.token_secret):
-        raise ValueError("--endpoint needs --token-id and --token-secret")
+    token_id, token_secret = _token(args)
     client = PveClient(
         [args.endpoint],
-        TokenAuth(args.token_id, args.token_secret),
+        TokenAuth(token_id, token_secret),
         verify_tls=not args.insecure,
         ca_bundle=args.ca_cert,
     )
@@ -154,6 +187,45 @@ def _live_config(args: argparse.Namespace) -> dict[str, Any]:
         max_startups=args.max_startups or "10:30:100",
         dirty_mib_s=args.dirty_mib_s,
     )
+
+
+def _token(args: argparse.Namespace) -> tuple[str, str]:
+    """The API token from the flags, a file, the environment or a Kubernetes Secret."""
+    token_id = args.token_id or os.environ.get(ID_ENV)
+    secret = secret_value(
+        "--token-secret-file", args.token_secret, args.token_secret_file, SECRET_ENV
+    )
+    if args.credentials_secret:
+        namespace, _, name = args.credentials_secret.rpartition("/")
+        data = _read_kubernetes_secret(namespace or "default", name)
+        token_id = token_id or data.get("tokenId")
+        secret = secret or data.get("tokenSecret")
+    if not (token_id and secret):
+        raise CliError(
+            f"--endpoint needs an API token: --token-id (or ${ID_ENV}) and its secret from "
+            f"--token-secret-file, ${SECRET_ENV} or --credentials-secret",
+            USAGE,
+        )
+    return token_id, secret
+
+
+def _read_kubernetes_secret(namespace: str, name: str) -> dict[str, str]:
+    import asyncio
+
+    from kubernetes.client.rest import ApiException
+    from kubernetes.config import ConfigException
+
+    from proxmigrate.kube import Kube
+
+    try:
+        return asyncio.run(Kube().read_secret(namespace, name)).data
+    except ConfigException as error:
+        raise CliError(f"--credentials-secret: no Kubernetes configuration ({error})") from None
+    except ApiException as error:
+        raise CliError(
+            f"--credentials-secret: cannot read Secret {namespace}/{name}: "
+            f"{error.status} {error.reason}"
+        ) from None
 
 
 class _ProgressBar:
