@@ -178,12 +178,9 @@ def test_drain_of_a_40_vm_node(
     assert outcomes.count("ok") == 41 and len(outcomes) == 41, outcomes
     children = items(api, namespace, "vmmigrations")
     assert len(children) == 41
-    assert (
-        f'proxmigrate_drain_progress_ratio{{cluster="{namespace}/lab",node="pve1"}} 1.0' in metrics
-    )
-    assert (
-        f'proxmigrate_drain_remaining_vms{{cluster="{namespace}/lab",node="pve1"}} 0.0' in metrics
-    )
+    labels = f'{{proxmox_cluster="{namespace}/lab",pve_node="pve1"}}'
+    assert f"proxmigrate_drain_progress_ratio{labels} 1.0" in metrics
+    assert f"proxmigrate_drain_remaining_vms{labels} 0.0" in metrics
     assert all(c["metadata"]["labels"]["proxmigrate.dev/drain"] == "pve1" for c in children)
     assert all(c["metadata"]["ownerReferences"][0]["kind"] == "NodeDrain" for c in children)
     print(f"40-VM drain took {elapsed:.1f} s")
