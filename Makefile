@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.runtime-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help venv provision lint format typecheck test unit e2e demo bench bench-quick clean
@@ -13,20 +14,27 @@ help:
 	@echo "make test    lint, type-check and run every test (unit + e2e)"
 	@echo "make lint | typecheck | unit | e2e | bench | bench-quick | clean"
 
+# hack/venv.sh says what it installs in one line; pip's output goes to .venv/pip.log.
+# The demo needs only the runtime dependencies; a virtualenv whose dev dependencies are
+# up to date has them too.
+$(RUNTIME_STAMP): pyproject.toml
+	@[ $(STAMP) -nt pyproject.toml ] \
+	  || PYTHON=$(PYTHON) bash hack/venv.sh $(VENV) . "the runtime Python dependencies" "40 s"
+	@touch $@
+
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-	  || { echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@PYTHON=$(PYTHON) bash hack/venv.sh $(VENV) '.[dev]' \
+	  "the Python dependencies of the tests and linters" "2 min"
+	@touch $@ $(RUNTIME_STAMP)
 
 venv: $(STAMP)
 
+# hack/provision.py builds (once, into ~/.cache/proxmigrate) only what each target runs;
+# `make provision` builds everything.
+PROVISION := $(PY) hack/provision.py for
+
 provision: venv
-	PYTHON=$(PY) bash hack/fetch-pve-schema.sh
-	bash hack/build-control-plane.sh
-	bash hack/build-tools.sh
+	@$(PROVISION) demo unit e2e bench
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -40,21 +48,27 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 unit: venv
+	@$(PROVISION) unit
 	$(VENV)/bin/pytest -q tests/unit
 
-e2e: provision
+e2e: venv
+	@$(PROVISION) e2e
 	$(VENV)/bin/pytest -q -m e2e tests/e2e
 
-test: provision lint typecheck
+test: lint typecheck
+	@$(PROVISION) unit e2e
 	$(VENV)/bin/pytest -q tests
 
-demo: provision
-	$(PY) hack/demo.py
+# demo.py provisions what it runs itself, after saying what will happen and how long.
+demo: $(RUNTIME_STAMP)
+	@$(PY) hack/demo.py
 
-bench: provision
+bench: venv
+	@$(PROVISION) bench
 	$(PY) -m bench
 
-bench-quick: provision
+bench-quick: venv
+	@$(PROVISION) bench
 	$(PY) -m bench --quick
 
 clean:

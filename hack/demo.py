@@ -1,19 +1,23 @@
 """`make demo`: drain a node of a simulated Proxmox VE cluster with the real operator.
 
-Starts a local kube-apiserver + etcd, pvesim (examples/demo/pvesim-cluster.yaml, 30x
-simulated time) and the operator as a process; applies the ProxmoxCluster and NodeDrain of
-examples/demo/, shows the drain's progress, then prints the outcome, pvesim's ground truth
-and a few metrics. Everything it starts is stopped on exit, Ctrl-C and errors included.
+Says what it will do and how long that takes, provisions what it runs (hack/provision.py:
+kube-apiserver, etcd, PVE's API schema; built once), starts a local kube-apiserver + etcd,
+pvesim (examples/demo/pvesim-cluster.yaml, 30x simulated time) and the operator as a
+process; applies the ProxmoxCluster and NodeDrain of examples/demo/, shows the drain's
+progress, then prints the outcome, pvesim's ground truth and a few metrics. Everything it
+starts is stopped on exit, Ctrl-C and errors included.
 """
 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -32,7 +36,11 @@ from proxmigrate.api.constants import (  # noqa: E402
     VERSION,
     VMMIGRATIONS,
 )
-from proxmigrate.controlplane import KOPF_PEERING_CRDS, ControlPlane  # noqa: E402
+from proxmigrate.controlplane import (  # noqa: E402
+    KOPF_PEERING_CRDS,
+    ControlPlane,
+    provisioning,
+)
 from proxmigrate.devenv import OperatorProcess, ensure_namespace, wait_for  # noqa: E402
 from proxmigrate.kubectl_plugin import (  # noqa: E402
     exit_code,
@@ -46,6 +54,8 @@ DEMO = REPO_ROOT / "examples" / "demo"
 NAMESPACE = "demo"
 TIME_SCALE = 30
 DRAIN_TIMEOUT = 150.0  # real seconds
+# Measured on 2 cores with everything provisioned: start to "nothing left running".
+DEMO_SECONDS = 45
 METRIC_PREFIXES = (
     "proxmigrate_migrations_total",
     "proxmigrate_ssh_drops_total",
@@ -62,6 +72,29 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def step(text: str) -> None:
     print(f"==> {text}", flush=True)
+
+
+def introduce() -> None:
+    """What the demo does and how long it takes, before anything starts or builds."""
+    provision = provisioning()
+    cluster = yaml.safe_load((DEMO / "pvesim-cluster.yaml").read_text())
+    node = yaml.safe_load((DEMO / "nodedrain.yaml").read_text())["spec"]["nodeName"]
+    on_node = sum(1 for vm in cluster["vms"] if vm["node"] == node)
+    missing = [c for c in provision.for_targets(["demo"]) if provision.existing(c) is None]
+    build = provision.estimate(missing, provision.jobs())
+    print(
+        f"make demo: the operator drains {node} ({on_node} VMs) of a simulated Proxmox VE "
+        f"cluster ({len(cluster['nodes'])} nodes, {len(cluster['vms'])} VMs, pvesim at "
+        f"{TIME_SCALE}x real time) on a local kube-apiserver + etcd; about "
+        f"{provision.duration(DEMO_SECONDS)}"
+        + (
+            f", after building {', '.join(c.name for c in missing)} once "
+            f"(about {provision.duration(build)} on 2 cores)"
+            if missing
+            else ""
+        ),
+        flush=True,
+    )
 
 
 def apply_cluster(api: client.ApiClient, sim: PvesimProcess) -> str:
@@ -134,24 +167,47 @@ def metric_lines(operator: OperatorProcess) -> list[str]:
     ]
 
 
+def wait_planned(read: Callable[[], dict[str, Any]]) -> None:
+    """Until the operator has counted the drain's VMs, so the first progress line is real."""
+    wait_for(
+        lambda: "total" in (read().get("status") or {}),
+        timeout=60,
+        interval=0.2,
+        message="the operator to plan the drain",
+    )
+
+
 def run(workdir: Path) -> int:
+    introduce()
+    provision = provisioning()
+    provision.ensure(provision.for_targets(["demo"]), out=sys.stdout)
     with contextlib.ExitStack() as stack:
-        step("starting a local kube-apiserver + etcd")
-        plane = stack.enter_context(ControlPlane())
+        step(
+            "starting a local kube-apiserver + etcd, and pvesim with "
+            f"examples/demo/pvesim-cluster.yaml at {TIME_SCALE}x simulated time"
+        )
+        plane = ControlPlane()
+        stack.callback(plane.stop)
+        sim = PvesimProcess(
+            "--config",
+            str(DEMO / "pvesim-cluster.yaml"),
+            "--seed",
+            "1",
+            "--time-scale",
+            str(TIME_SCALE),
+        )
+        stack.callback(sim.stop)
+        # Independent, and each spends seconds starting: side by side saves those seconds.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            starts: list[concurrent.futures.Future[Any]] = [
+                pool.submit(plane.start),
+                pool.submit(sim.__enter__),
+            ]
+        for started in starts:
+            started.result()
         plane.apply_crds([*sorted((REPO_ROOT / "crds").glob("*.yaml")), KOPF_PEERING_CRDS])
         api = plane.api_client()
         ensure_namespace(api, NAMESPACE)
-        step(f"starting pvesim: {DEMO / 'pvesim-cluster.yaml'} at {TIME_SCALE}x simulated time")
-        sim = stack.enter_context(
-            PvesimProcess(
-                "--config",
-                str(DEMO / "pvesim-cluster.yaml"),
-                "--seed",
-                "1",
-                "--time-scale",
-                str(TIME_SCALE),
-            )
-        )
         step("starting the operator")
         operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log", namespace=NAMESPACE)
         stack.enter_context(operator)
@@ -175,6 +231,7 @@ def run(workdir: Path) -> int:
 
         print(f"    (rates are per real second; pvesim runs {TIME_SCALE}x faster than real time)")
         try:
+            wait_planned(read)
             final = follow_drain(read, sys.stdout, live=sys.stdout.isatty())
         except TimeoutError:
             report_unfinished(custom, name)

@@ -3,10 +3,11 @@
 # pvesim validates every request against. It ships in the PyPI package fakepve 0.5.0 as
 # fakepve/data/pve-api.json.gz; its licence is AGPL, so it is fetched here, at provisioning
 # time, and never committed. Only that one file is kept (no fakepve code is used).
+# `fetch-pve-schema.sh [DEST]`; hack/provision.py runs it with DEST in its cache.
 # Idempotent: a file with the recorded sha256 is left alone.
 set -euo pipefail
 
-DEST="${PROXMIGRATE_PVE_SCHEMA:-$HOME/.cache/proxmigrate/pve-api-9.json.gz}"
+DEST="${1:-${PROXMIGRATE_PVE_SCHEMA:-${PROXMIGRATE_CACHE:-$HOME/.cache/proxmigrate}/pve-api-9.json.gz}}"
 SHA256=4e4fc9b5b0146627542a3988081b4ec3c785b3008b3a1499dd8c3c185be9a9db
 PACKAGE=fakepve==0.5.0
 MEMBER=fakepve/data/pve-api.json.gz

@@ -1,26 +1,30 @@
 """A throwaway Kubernetes control plane (etcd + kube-apiserver) on loopback.
 
-Used by the end-to-end tests and `make demo`, envtest style: real binaries built by
-`hack/build-control-plane.sh` into `~/.cache/proxmigrate/bin`, fresh certificates and
-data per start, every process stopped by its own PID. There is no controller-manager:
+Used by the end-to-end tests and `make demo`, envtest style: real binaries found or built
+by `hack/provision.py` (`PROXMIGRATE_KUBE_APISERVER`/`PROXMIGRATE_ETCD`, the cache
+`~/.cache/proxmigrate/bin`, or PATH, at the pinned versions), fresh certificates and data
+per start, every process stopped by its own PID. There is no controller-manager:
 no garbage collection, no default ServiceAccounts, namespaces never finish deleting.
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import ipaddress
-import os
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 from cryptography import x509
@@ -28,11 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
-ETCD_VERSION = os.environ.get("ETCD_VERSION", "v3.6.16")
-CACHE_DIR = Path(os.environ.get("PROXMIGRATE_CACHE", Path.home() / ".cache" / "proxmigrate"))
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 KOPF_PEERING_CRDS = REPO_ROOT / "hack" / "kopf-peering-crds.yaml"
 
 
@@ -40,18 +40,38 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be provisioned or started; the message says why."""
 
 
+@cache
+def provisioning() -> ModuleType:
+    """hack/provision.py: the one table of pinned binaries and where each comes from.
+
+    Loaded by path: hack/ is a directory of scripts, not a package on sys.path.
+    """
+    spec = importlib.util.spec_from_file_location(
+        "proxmigrate_provision", REPO_ROOT / "hack" / "provision.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while defining
+    spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def tool(name: str) -> Path:
+    """The pinned `name` (hack/provision.py's table): given, cached, on PATH, or built now."""
+    provision = provisioning()
+    try:
+        return Path(provision.ensure([provision.component(name)])[name])
+    except provision.ProvisionError as error:
+        raise ControlPlaneError(str(error)) from None
+
+
+K8S_VERSION = str(provisioning().component("kube-apiserver").version)
+
+
 def binaries() -> tuple[Path, Path]:
-    """Paths of kube-apiserver and etcd, building them once if the cache lacks them."""
-    apiserver = CACHE_DIR / "bin" / f"kube-apiserver-{K8S_VERSION}"
-    etcd = CACHE_DIR / "bin" / f"etcd-{ETCD_VERSION}"
-    if not (apiserver.exists() and etcd.exists()):
-        result = subprocess.run(["bash", str(BUILD_SCRIPT)], check=False)
-        if result.returncode != 0:
-            raise ControlPlaneError(
-                f"building the control plane failed (exit {result.returncode}); "
-                "see the message above"
-            )
-    return apiserver, etcd
+    """Paths of kube-apiserver and etcd, building them once if nothing provides them."""
+    return tool("kube-apiserver"), tool("etcd")
 
 
 def tail_file(path: Path, lines: int) -> str:

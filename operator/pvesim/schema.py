@@ -29,7 +29,11 @@ from typing import Any
 from pvesim.model import ApiError
 
 ENV = "PROXMIGRATE_PVE_SCHEMA"
-DEFAULT_PATH = Path.home() / ".cache" / "proxmigrate" / "pve-api-9.json.gz"
+# Where hack/provision.py puts it: the proxmigrate cache, PROXMIGRATE_CACHE if set.
+DEFAULT_PATH = (
+    Path(os.environ.get("PROXMIGRATE_CACHE") or Path.home() / ".cache" / "proxmigrate")
+    / "pve-api-9.json.gz"
+)
 
 # Parameters of the apidoc (PVE 9.1) that the simulated release (views.PVE_VERSIONS: 8.4 or
 # 9.0) does not have yet, with the release that added them.

@@ -1,7 +1,7 @@
 """The Helm chart: lint, render, schema and the security and RBAC facts of what it renders.
 
-helm is built by hack/build-tools.sh into the proxmigrate cache; without it these tests
-fail (not skip), so a missing tool cannot pass for a green chart.
+helm comes from hack/provision.py (PROXMIGRATE_HELM, the proxmigrate cache, PATH, or built);
+without it these tests fail (not skip), so a missing tool cannot pass for a green chart.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxmigrate.controlplane import CACHE_DIR
+from proxmigrate.controlplane import tool
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "proxmigrate"
@@ -30,11 +30,8 @@ Manifest = dict[str, Any]
 
 
 def cached_tool(name: str) -> Path:
-    """Newest `<name>-<version>` binary hack/build-tools.sh left in the cache, or fail."""
-    candidates = sorted((CACHE_DIR / "bin").glob(f"{name}-v*"))
-    if not candidates:
-        pytest.fail(f"{name} not found in {CACHE_DIR / 'bin'}: run hack/build-tools.sh")
-    return candidates[-1]
+    """The pinned `name` that hack/provision.py finds or builds; a failure fails the test."""
+    return tool(name)
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
