@@ -9,136 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hashlib
 import logging
-import tempfile
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import kopf
-from kubernetes.client.rest import ApiException
 
 from proxmigrate import metrics
 from proxmigrate.api.cluster import ProxmoxClusterSpec
 from proxmigrate.api.conditions import set_condition
 from proxmigrate.api.constants import GROUP, PROXMOXCLUSTERS, VERSION
-from proxmigrate.api.enums import AuthMethod
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.controllers.connection import ConfigurationError, Connection, read_connection
+from proxmigrate.controllers.migrations import adopt_migrations
 from proxmigrate.controllers.options import OPTIONS
 from proxmigrate.controllers.registry import RUNTIMES
 from proxmigrate.kube import Kube, shared_kube
-from proxmigrate.pve.async_client import AsyncPveClient
-from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveTLSError
-from proxmigrate.pve.transport import Auth, PasswordAuth, TokenAuth
 from proxmigrate.runtime.cluster import ClusterRuntime
 
 log = logging.getLogger(__name__)
 RETRY_CONFIG_SECONDS = 10.0  # how soon a cluster with bad configuration is looked at again
-
-
-class ConfigurationError(Exception):
-    """The cluster cannot be reached as configured; `reason` is a condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+# An engine loop that has not completed a tick for this long is stalled: Ready False, and
+# `/healthz` fails so that Kubernetes restarts the process. Ticks come every poll (2 s) and
+# every Kubernetes and PVE call has a timeout, so only a hang gets here.
+ENGINE_STALL_SECONDS = 60.0
+ENGINE_FAILING_TICKS = 3  # this many failed ticks in a row make the cluster not Ready
 
 
 def post_event(ref: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
     kopf.event(dict(ref), type=kind, reason=reason, message=message)
-
-
-async def _credentials(kube: Kube, spec: ProxmoxClusterSpec, namespace: str) -> Auth:
-    ref = spec.credentials_secret_ref
-    secret_ns = ref.namespace_or(namespace)
-    try:
-        data = await kube.read_secret(secret_ns, ref.name)
-    except ApiException as error:
-        if error.status == 404:
-            raise ConfigurationError(
-                "SecretNotFound", f"credentials Secret {secret_ns}/{ref.name} does not exist"
-            ) from None
-        raise ConfigurationError(
-            "SecretUnreadable", f"cannot read Secret {secret_ns}/{ref.name}: {error.reason}"
-        ) from None
-    if data.get("tokenId") and data.get("tokenSecret"):
-        try:
-            return TokenAuth(data["tokenId"], data["tokenSecret"])
-        except ValueError as error:
-            raise ConfigurationError("InvalidCredentials", str(error)) from None
-    if data.get("username") and data.get("password"):
-        return PasswordAuth(data["username"], data["password"])
-    raise ConfigurationError(
-        "InvalidCredentials",
-        f"Secret {secret_ns}/{ref.name} needs tokenId + tokenSecret (API token) "
-        "or username + password (ticket)",
-    )
-
-
-async def _ca_bundle(kube: Kube, spec: ProxmoxClusterSpec, namespace: str) -> str | None:
-    """A file with the CA bundle requests should trust, or None for the system store."""
-    pem = spec.tls.ca_bundle
-    if spec.tls.ca_secret_ref is not None:
-        ref = spec.tls.ca_secret_ref
-        try:
-            data = await kube.read_secret(ref.namespace_or(namespace), ref.name)
-        except ApiException as error:
-            raise ConfigurationError(
-                "SecretNotFound", f"CA Secret {ref.name}: {error.reason}"
-            ) from None
-        pem = data.get(spec.tls.ca_secret_key)
-        if not pem:
-            raise ConfigurationError(
-                "InvalidCredentials", f"CA Secret {ref.name} has no key {spec.tls.ca_secret_key}"
-            )
-    if not pem:
-        return None
-    path = (
-        Path(tempfile.gettempdir())
-        / f"proxmigrate-ca-{hashlib.sha256(pem.encode()).hexdigest()}.pem"
-    )
-    if not path.exists():
-        path.write_text(pem)
-    return str(path)
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Everything that decides how the PVE API is reached; a change means a new client."""
-
-    endpoints: tuple[str, ...]
-    auth: Auth
-    verify_tls: bool
-    ca_bundle: str | None
-
-    def client(self, cluster: str) -> AsyncPveClient:
-        return AsyncPveClient(
-            PveClient(
-                list(self.endpoints),
-                self.auth,
-                cluster=cluster,
-                verify_tls=self.verify_tls,
-                ca_bundle=self.ca_bundle,
-            )
-        )
-
-    @property
-    def auth_method(self) -> AuthMethod:
-        return AuthMethod.TICKET if isinstance(self.auth, PasswordAuth) else AuthMethod.TOKEN
-
-
-async def read_connection(kube: Kube, spec: ProxmoxClusterSpec, namespace: str) -> Connection:
-    """Endpoints, TLS and the credentials as they are now (Secrets are re-read each time)."""
-    return Connection(
-        endpoints=tuple(str(endpoint) for endpoint in spec.endpoints),
-        auth=await _credentials(kube, spec, namespace),
-        verify_tls=not spec.tls.insecure_skip_verify,
-        ca_bundle=await _ca_bundle(kube, spec, namespace),
-    )
 
 
 def build_runtime(
@@ -197,8 +99,14 @@ class _StatusWriter:
         await self.kube.patch_status(PROXMOXCLUSTERS, self.namespace, self.name, status)
 
 
-async def sync(runtime: ClusterRuntime, writer: _StatusWriter, generation: int | None) -> None:
-    """Read version, datacenter options and inventory; report them and any refusal."""
+async def sync(
+    runtime: ClusterRuntime,
+    writer: _StatusWriter,
+    generation: int | None,
+    trouble: tuple[str, str] | None = None,
+) -> None:
+    """Read version, datacenter options and inventory; report them and any refusal, or the
+    engine's `trouble` (a reason and message)."""
     version = await runtime.client.version()
     await runtime.refresh_settings()
     inventory = await runtime.refresh_inventory()
@@ -219,7 +127,7 @@ async def sync(runtime: ClusterRuntime, writer: _StatusWriter, generation: int |
         if offline
         else (False, "AsExpected", "all nodes online")
     )
-    refusal = runtime.transport_refusal()
+    refusal = runtime.transport_refusal() or trouble
     if refusal is not None:
         await writer.write(generation, False, refusal[0], refusal[1], extra, degraded)
         return
@@ -243,28 +151,25 @@ async def proxmox_cluster(
 
 
 async def _manage(name: str, namespace: str, spec: Any, meta: Any, status: Any) -> None:
-    """Connect, then sync and run the engine."""
+    """Connect, adopt the cluster's VMMigrations, then sync and supervise the engine. No
+    error ends this loop (an API server that fails now may answer in a second): its runtime,
+    with every migration it follows, lives as long as the daemon."""
     kube = shared_kube()
     writer = _StatusWriter(kube, namespace, name, status)
-    while True:
-        generation = meta.get("generation")
-        try:
-            parsed = ProxmoxClusterSpec.from_spec(dict(spec))
-            connection = await read_connection(kube, parsed, namespace)
-            runtime = build_runtime(kube, parsed, connection, namespace, name)
-            break
-        except SpecError as error:
-            await writer.write(generation, False, "InvalidSpec", str(error))
-        except ConfigurationError as error:
-            await writer.write(generation, False, error.reason, str(error))
-        await asyncio.sleep(RETRY_CONFIG_SECONDS)
+    runtime, connection = await _connect(kube, writer, name, namespace, spec, meta)
     RUNTIMES[(namespace, name)] = runtime
     engine_loop = asyncio.create_task(runtime.run())
+    adopted = False
     try:
         while True:
             generation = meta.get("generation")
+            interval: float = RETRY_CONFIG_SECONDS
+            trouble = _engine_trouble(runtime, engine_loop)
+            if engine_loop.done():
+                engine_loop = asyncio.create_task(runtime.run())
             try:
                 parsed = ProxmoxClusterSpec.from_spec(dict(spec))
+                interval = parsed.inventory.sync_interval_seconds
                 runtime.update_policy(parsed.migration_policy)
                 latest = await read_connection(kube, parsed, namespace)
                 if latest != connection:
@@ -273,17 +178,104 @@ async def _manage(name: str, namespace: str, spec: Any, meta: Any, status: Any) 
                     )
                     await runtime.replace_client(latest.client(runtime.label), latest.auth_method)
                     connection = latest
-                await sync(runtime, writer, generation)
+                    _warn_if_unverified(connection, runtime)
+                if not adopted:
+                    count = await adopt_migrations(kube, runtime)
+                    log.info("cluster %s: adopted %d unfinished VMMigrations", runtime.label, count)
+                    adopted = True
+                await sync(runtime, writer, generation, trouble)
+                not_ready = None
             except SpecError as error:
-                await writer.write(generation, False, "InvalidSpec", str(error))
+                not_ready = ("InvalidSpec", str(error))
             except ConfigurationError as error:
-                await writer.write(generation, False, error.reason, str(error))
+                not_ready = (error.reason, str(error))
             except PveError as error:
                 log.warning("cluster %s/%s: %s", namespace, name, error)
-                await writer.write(generation, False, _reason_for(error), str(error))
-            interval = parsed.inventory.sync_interval_seconds
+                not_ready = (_reason_for(error), str(error))
+            except Exception as error:  # the API server, or a bug: log it, keep the runtime
+                log.exception("cluster %s/%s: sync failed", namespace, name)
+                not_ready = ("SyncFailed", f"{type(error).__name__}: {error}")
+            if not_ready is not None:
+                await _report(writer, generation, *not_ready)
             await asyncio.sleep(interval)
     finally:
         RUNTIMES.pop((namespace, name), None)
         engine_loop.cancel()
         await runtime.close()
+
+
+async def _connect(
+    kube: Kube, writer: _StatusWriter, name: str, namespace: str, spec: Any, meta: Any
+) -> tuple[ClusterRuntime, Connection]:
+    """The runtime, once the spec and its Secrets allow one; every refusal is reported."""
+    while True:
+        generation = meta.get("generation")
+        try:
+            parsed = ProxmoxClusterSpec.from_spec(dict(spec))
+            connection = await read_connection(kube, parsed, namespace)
+            runtime = build_runtime(kube, parsed, connection, namespace, name)
+            _warn_if_unverified(connection, runtime)
+            return runtime, connection
+        except SpecError as error:
+            await _report(writer, generation, "InvalidSpec", str(error))
+        except ConfigurationError as error:
+            await _report(writer, generation, error.reason, str(error))
+        except Exception as error:
+            log.exception("cluster %s/%s: connecting failed", namespace, name)
+            await _report(writer, generation, "SyncFailed", f"{type(error).__name__}: {error}")
+        await asyncio.sleep(RETRY_CONFIG_SECONDS)
+
+
+async def _report(writer: _StatusWriter, generation: int | None, reason: str, text: str) -> None:
+    """Ready False with why; an API server that refuses this too is only logged."""
+    try:
+        await writer.write(generation, False, reason, text)
+    except Exception as error:
+        log.warning(
+            "cluster %s/%s: cannot report %s: %s", writer.namespace, writer.name, reason, error
+        )
+
+
+def _warn_if_unverified(connection: Connection, runtime: ClusterRuntime) -> None:
+    if not connection.verify_tls:
+        message = (
+            "TLS verification is off (spec.tls.insecureSkipVerify): the credentials go to "
+            "whoever answers at the endpoints"
+        )
+        log.warning("cluster %s: %s", runtime.label, message)
+        ref = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ProxmoxCluster",
+            "metadata": {"namespace": runtime.namespace, "name": runtime.name},
+        }
+        post_event(ref, "Warning", "TLSVerificationOff", message)
+
+
+def _engine_trouble(runtime: ClusterRuntime, loop: asyncio.Task[None]) -> tuple[str, str] | None:
+    """Why the engine does not work now (a Ready reason and message), or None."""
+    if loop.done():
+        error = None if loop.cancelled() else loop.exception()
+        log.error("cluster %s: the engine loop stopped (%r); restarting it", runtime.label, error)
+        return "EngineStopped", f"the migration engine stopped ({error!r}); restarted"
+    silent = time.monotonic() - runtime.heartbeat
+    if silent > ENGINE_STALL_SECONDS:
+        return "EngineStalled", f"no engine tick completed for {silent:.0f} s"
+    if runtime.failed_ticks >= ENGINE_FAILING_TICKS:
+        return "EngineFailing", f"{runtime.failed_ticks} ticks failed: {runtime.loop_error}"
+    return None
+
+
+@kopf.on.probe(id="engines")
+def engines_alive(**_: Any) -> dict[str, float]:
+    """`/healthz`: fails (HTTP 500) while any engine loop has not completed a tick for
+    ENGINE_STALL_SECONDS (hung on a call, or stopped); else seconds since each one's tick."""
+    now = time.monotonic()
+    silent = {label: round(now - rt.heartbeat, 1) for (label, rt) in _labelled()}
+    stalled = {label: age for label, age in silent.items() if age > ENGINE_STALL_SECONDS}
+    if stalled:
+        raise kopf.PermanentError(f"engine loops stalled (seconds without a tick): {stalled}")
+    return silent
+
+
+def _labelled() -> list[tuple[str, ClusterRuntime]]:
+    return [(runtime.label, runtime) for runtime in list(RUNTIMES.values())]
