@@ -44,6 +44,12 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=60,
         help="seconds a silent peer counts as alive; a standby takes over after this",
     )
+    run.add_argument(
+        "--allow-insecure-tls",
+        action="store_true",
+        help="let ProxmoxClusters set spec.tls.insecureSkipVerify (their tokens then go to "
+        "whoever answers at their endpoints); refused by default",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.add_argument(
         "--log-format",
@@ -115,6 +121,7 @@ def _command(args: argparse.Namespace) -> int:
             priority=args.priority,
             task_poll_seconds=args.task_poll_seconds,
             peering_lifetime_seconds=args.peering_lifetime,
+            allow_insecure_tls=args.allow_insecure_tls,
         )
     if args.command == "simulate":
         from proxmigrate.simulate.command import run as run_simulate

@@ -48,6 +48,7 @@ class OperatorProcess:
         extra_env: dict[str, str] | None = None,
         task_poll_seconds: float = 0.25,
         peering_lifetime_seconds: int = 60,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
@@ -57,6 +58,7 @@ class OperatorProcess:
         self.extra_env = extra_env or {}
         self.task_poll_seconds = task_poll_seconds
         self.peering_lifetime_seconds = peering_lifetime_seconds
+        self.extra_args = extra_args
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -78,6 +80,7 @@ class OperatorProcess:
             f"--priority={self.priority}",
             f"--task-poll-seconds={self.task_poll_seconds}",
             f"--peering-lifetime={self.peering_lifetime_seconds}",
+            *self.extra_args,
         ]
         argv += [f"--namespace={self.namespace}"] if self.namespace else ["--all-namespaces"]
         with open(self.log_path, "ab") as log:

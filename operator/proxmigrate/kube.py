@@ -2,7 +2,9 @@
 
 kopf watches and patches the object a handler was called for; everything else (status of
 other objects, child VMMigrations, Secrets) goes through the official client here, off the
-event loop.
+event loop. Every call has a timeout and every connection TCP keepalives: an API server that
+stops answering, or a connection silently dropped on the way, fails a call within
+REQUEST_TIMEOUT instead of freezing the thread (and the handler awaiting it) for good.
 """
 
 from __future__ import annotations
@@ -10,12 +12,23 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 
 from proxmigrate.api.constants import GROUP, VERSION
+
+# (connect, read) seconds for every call: reads and patches answer in milliseconds.
+REQUEST_TIMEOUT = (5.0, 20.0)
+# A silent peer is noticed after 10 s idle + 3 probes 5 s apart.
+KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
+
+
+class Secret(NamedTuple):
+    data: dict[str, str]  # decoded
+    annotations: dict[str, str]
 
 
 def _load_api_client() -> client.ApiClient:
@@ -23,13 +36,15 @@ def _load_api_client() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.socket_options = tcp_keepalive_socket_options(**KEEPALIVE)
+    return client.ApiClient(configuration)
 
 
 def check_api_server() -> None:
     """Raise when the configured API server cannot be reached (ConfigException: no
     configuration; urllib3/OS errors: no answer; ApiException: refused)."""
-    client.VersionApi(_load_api_client()).get_code(_request_timeout=10)
+    client.VersionApi(_load_api_client()).get_code(_request_timeout=REQUEST_TIMEOUT)
 
 
 class Kube:
@@ -40,15 +55,22 @@ class Kube:
         self._custom = client.CustomObjectsApi(self._api_client)
         self._core = client.CoreV1Api(self._api_client)
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
-        """A Secret's data, decoded; raises `ApiException` (404) when it does not exist."""
-        secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
-        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+    async def read_secret(self, namespace: str, name: str) -> Secret:
+        """A Secret's data (decoded) and annotations; raises `ApiException` (404) when it
+        does not exist."""
+        secret = await asyncio.to_thread(
+            self._core.read_namespaced_secret, name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+        annotations = secret.metadata.annotations if secret.metadata else None
+        return Secret(data, dict(annotations or {}))
 
     async def _unless_missing(self, call: Callable[..., Any], *args: Any) -> Any:
         """`call(GROUP, VERSION, *args)` off the event loop; None when the object is gone (404)."""
         try:
-            return await asyncio.to_thread(call, GROUP, VERSION, *args)
+            return await asyncio.to_thread(
+                call, GROUP, VERSION, *args, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -69,12 +91,19 @@ class Kube:
             namespace,
             plural,
             label_selector=label_selector,
+            _request_timeout=REQUEST_TIMEOUT,
         )
         return list(answer.get("items", []))
 
     async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return await asyncio.to_thread(
-            self._custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body
+            self._custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            body,
+            _request_timeout=REQUEST_TIMEOUT,
         )
 
     async def delete(self, plural: str, namespace: str, name: str) -> bool:

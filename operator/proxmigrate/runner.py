@@ -18,6 +18,7 @@ def run_operator(
     priority: int,
     task_poll_seconds: float,
     peering_lifetime_seconds: int,
+    allow_insecure_tls: bool = False,
 ) -> int:
     import kopf
 
@@ -26,6 +27,8 @@ def run_operator(
 
     OPTIONS.task_poll_seconds = task_poll_seconds
     OPTIONS.peering_lifetime_seconds = peering_lifetime_seconds
+    OPTIONS.peering_mandatory = peering is not None
+    OPTIONS.allow_insecure_tls = allow_insecure_tls
     start_http_server(metrics_port, addr=bind_address, registry=REGISTRY)
     BUILD_INFO.labels(version=__version__).set(1)
     kopf.run(

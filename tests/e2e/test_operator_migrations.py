@@ -203,7 +203,9 @@ def _secret(api: client.ApiClient, namespace: str, name: str, data: dict[str, st
     )
 
 
-def _cluster(name: str, endpoints: list[str], secret: str, **policy: Any) -> dict[str, Any]:
+def _cluster(
+    name: str, endpoints: list[str], secret: str, ca: str, **policy: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "proxmigrate.dev/v1alpha1",
         "kind": "ProxmoxCluster",
@@ -211,7 +213,7 @@ def _cluster(name: str, endpoints: list[str], secret: str, **policy: Any) -> dic
         "spec": {
             "endpoints": endpoints,
             "credentialsSecretRef": {"name": secret},
-            "tls": {"insecureSkipVerify": True},
+            "tls": {"caBundle": ca},
             "migrationPolicy": policy,
         },
     }
@@ -223,17 +225,18 @@ def test_bad_clusters_get_false_ready_naming_the_cause(
     api = control_plane.api_client()
     with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=1, used_gib=1))) as sim:
         endpoint = f"{sim.host}:{sim.port}"
+        ca = Path(sim.ca_cert).read_text()
         _secret(api, namespace, "wrong", {"tokenId": sim.token_id, "tokenSecret": "not-it"})
         _secret(api, namespace, "right", {"tokenId": sim.token_id, "tokenSecret": sim.token_secret})
-        create(api, namespace, "proxmoxclusters", _cluster("badtoken", [endpoint], "wrong"))
-        create(api, namespace, "proxmoxclusters", _cluster("nowhere", ["127.0.0.1:1"], "right"))
+        create(api, namespace, "proxmoxclusters", _cluster("badtoken", [endpoint], "wrong", ca))
+        create(api, namespace, "proxmoxclusters", _cluster("nowhere", ["127.0.0.1:1"], "right", ca))
         create(
             api,
             namespace,
             "proxmoxclusters",
-            _cluster("insecure", [endpoint], "right", type="insecure"),
+            _cluster("insecure", [endpoint], "right", ca, type="insecure"),
         )
-        create(api, namespace, "proxmoxclusters", _cluster("nosecret", [endpoint], "missing"))
+        create(api, namespace, "proxmoxclusters", _cluster("nosecret", [endpoint], "missing", ca))
         expected = {
             "badtoken": ("AuthenticationFailed", r"token"),
             "nowhere": ("Unreachable", r"127\.0\.0\.1:1"),
@@ -342,8 +345,8 @@ def test_root_ticket_auth_sends_secure_explicitly_even_when_the_datacenter_says_
     config = cluster_file(tmp_path, vms=1, used_gib=1, migration="type=insecure")
     with PvesimProcess(*sim_args(config)) as sim:
         _secret(api, namespace, "root", {"username": "root@pam", "password": sim.password})
-        body = _cluster("lab", [f"{sim.host}:{sim.port}"], "root", **scaled_policy())
-        body["spec"]["tls"] = {"caBundle": Path(sim.ca_cert).read_text()}
+        ca = Path(sim.ca_cert).read_text()
+        body = _cluster("lab", [f"{sim.host}:{sim.port}"], "root", ca, **scaled_policy())
         create(api, namespace, "proxmoxclusters", body)
         ready = wait_cluster_decided(api, namespace, operator)
         assert (ready["status"], ready["reason"]) == ("True", "Connected"), ready

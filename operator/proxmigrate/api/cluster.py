@@ -34,12 +34,18 @@ class TLSSpec:
     @classmethod
     def read(cls, reader: SpecReader) -> TLSSpec:
         secret = reader.child("caSecretRef")
-        return cls(
+        tls = cls(
             insecure_skip_verify=reader.get("insecureSkipVerify", bool, False),
             ca_bundle=reader.get("caBundle", str, None),
             ca_secret_ref=SecretRef.read(secret) if reader.has("caSecretRef") else None,
             ca_secret_key=secret.get("key", str, "ca.crt"),
         )
+        if tls.insecure_skip_verify and (tls.ca_bundle or tls.ca_secret_ref):
+            raise SpecError(
+                f"{reader.path}: insecureSkipVerify turns verification off, so a CA bundle "
+                "would be ignored; set one or the other"
+            )
+        return tls
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,13 @@ import kopf
 
 from proxmigrate.api.constants import GROUP, VERSION, VMMIGRATIONS
 from proxmigrate.api.enums import FINAL_MIGRATION_PHASES, MigrationPhase
+from proxmigrate.api.fields import SpecError
 from proxmigrate.api.migration import VMMigrationSpec
+from proxmigrate.controllers.children import is_deleting
 from proxmigrate.controllers.registry import runtime_for
+from proxmigrate.kube import Kube
 from proxmigrate.pve.errors import PveError
-from proxmigrate.runtime.cluster import MigrationRequest
+from proxmigrate.runtime.cluster import ClusterRuntime, MigrationRequest
 
 WAIT_FOR_CLUSTER_SECONDS = 3.0
 
@@ -32,6 +35,26 @@ def request_from(body: Any) -> tuple[str, MigrationRequest]:
         priority=spec.priority,
     )
     return spec.cluster_name, request
+
+
+async def adopt_migrations(kube: Kube, runtime: ClusterRuntime) -> int:
+    """Hand a new runtime every non-final VMMigration of its cluster, as kopf's resume
+    handler does after a process restart: a runtime rebuilt for any other reason (its daemon
+    restarted, this replica took over) would otherwise never see the ones already accepted
+    by the runtime it replaces. Returns how many it was handed."""
+    adopted = 0
+    for body in await kube.list(VMMIGRATIONS, runtime.namespace):
+        status = body.get("status") or {}
+        if status.get("phase") in FINAL_MIGRATION_PHASES or is_deleting(body):
+            continue
+        try:
+            cluster, request = request_from(body)
+        except SpecError:
+            continue  # its create handler reports it
+        if cluster == runtime.name:
+            await runtime.accept(request, dict(status))
+            adopted += 1
+    return adopted
 
 
 @kopf.on.resume(GROUP, VERSION, VMMIGRATIONS)

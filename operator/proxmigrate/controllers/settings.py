@@ -18,7 +18,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Our own Events (Started, Retrying, Failed...) are the audit trail; kopf's per-handler
     # chatter would drown them.
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.peering.mandatory = False
+    # Every watch ends after 50 s at the latest and is opened again, a connect hangs 10 s at
+    # most, any other request 30 s: a connection silently dropped on the way to the API
+    # server is noticed and replaced within a minute, with a log line.
+    settings.watching.server_timeout = 50
+    settings.watching.client_timeout = 60
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    settings.peering.mandatory = OPTIONS.peering_mandatory
     settings.peering.lifetime = OPTIONS.peering_lifetime_seconds
