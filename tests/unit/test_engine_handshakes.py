@@ -82,9 +82,10 @@ def simulate(engine: MigrationEngine, jobs: int, seed: int) -> Run:
 
 @pytest.mark.parametrize("seed", range(10))
 def test_forty_migrations_to_one_target_stay_below_sshd_start(seed: int) -> None:
-    # pacing alone: no stream-rate floor (this simulation reports no transfer rates)
+    # pacing alone: no stream rules (this simulation reports no transfer rates)
     engine = MigrationEngine(
-        EnginePolicy(max_parallel=32, min_stream_rate=None), random.Random(seed)
+        EnginePolicy(max_parallel=32, min_stream_rate=None, convergence_margin=None),
+        random.Random(seed),
     )
     run = simulate(engine, jobs=40, seed=seed)
     assert run.finished == 40
@@ -98,7 +99,11 @@ def test_forty_migrations_to_one_target_stay_below_sshd_start(seed: int) -> None
 def test_without_pacing_the_same_load_would_overrun_sshd() -> None:
     """Control: the model is strict enough to catch a burst (so the test above can fail)."""
     unpaced = EnginePolicy(
-        max_parallel=32, start_spread_seconds=0.0, handshake_seconds=1e-6, min_stream_rate=None
+        max_parallel=32,
+        start_spread_seconds=0.0,
+        handshake_seconds=1e-6,
+        min_stream_rate=None,
+        convergence_margin=None,
     )
     run = simulate(MigrationEngine(unpaced, random.Random(0)), jobs=40, seed=0)
     assert run.max_pending >= SSHD_START

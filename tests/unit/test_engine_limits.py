@@ -10,9 +10,10 @@ MIB = 2**20
 
 
 def engine(**policy: object) -> MigrationEngine:
-    # generous sshd and no spacing, so only the rate floor decides
+    # generous sshd, no spacing and no convergence rule, so only the rate floor decides
     base: dict[str, object] = {
         "max_parallel": 32,
+        "convergence_margin": None,
         "ssh_max_startups": MaxStartups.parse("1000"),
         "handshake_safety": 1.0,
         "start_spread_seconds": 0.0,

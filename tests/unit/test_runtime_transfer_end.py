@@ -25,9 +25,14 @@ def test_progress_past_the_guest_memory_has_no_end_prediction() -> None:
     assert progress.seconds_left is None  # not 0: the rest is not in the log
     assert progress.rate == 100 * 2**20
     assert progress.dirty_rate == 150 * 2**20
+    assert progress.dirty_bounds(60.0) == (150 * 2**20, 150 * 2**20)  # PVE's figure
     first_pass = transfer_progress([RESENDING.replace("9.0 GiB of", "2.0 GiB of")])
     assert first_pass is not None and not first_pass.resending
     assert first_pass.seconds_left == 6 * 2**30 / (100 * 2**20)
+    quiet = transfer_progress([RESENDING.split(", VM dirties")[0]])
+    assert quiet is not None and quiet.dirty_rate == 0
+    # not named: at most the stream's rate; 1 GiB re-sent within 64 s: at least 16 MiB/s
+    assert quiet.dirty_bounds(64.0) == (16 * 2**20, 100 * 2**20)
 
 
 class CountingPve(FakePve):

@@ -12,13 +12,15 @@ priority_aging_seconds=600.0, retry=RetryPolicy(max_attempts=5, backoff_base=5.0
 backoff_max=300.0, jitter=0.2))`; `MaxStartups.parse("10:30:100")`.
 
 `MigrationEngine(policy, rng=None)`:
-- `submit(job, now)`: queue a `Job(key, vmid, source, target, priority=0)`;
+- `submit(job, now)`: queue a `Job(key, vmid, source, target, priority=0, memory_bytes=0)`;
   idempotent by key (a queued key takes the new fields, e.g. priority, and keeps its place).
 - `cancel(key) -> bool`: drop a queued job (True if it was queued); running ones are untouched.
 - `adopt_running(job, started_at, attempt=1)`: after an operator restart, a migration found
   running counts against caps and pacing.
 - `poll(now) -> list[Job]`: jobs to start now; the engine counts them running from `now`.
 - `notify_tunnel_up(key, now)` (optional): log shows `ssh tunnel ver 1`, start phase over.
+- `observe_rate(key, bytes_per_second, dirty_bounds=None)`: a progress line's rate and
+  what it tells of the guest's dirty rate (at least, at most), for rules 7 and 8.
 - `notify_ending(key, now)`: log shows the transfer ending; holds the end-phase slot until
   `end_spread_seconds + handshake_seconds` after the latest call (call it on every task poll
   while the end is near) or `finish`.
@@ -60,13 +62,24 @@ Rules enforced together at each start
 6. One migration per VM at a time: two jobs for one VM (a drain's and a placement's) never
    run together; the second waits, as PVE would refuse it (`VM is locked (migrate)`).
 7. Stream-rate floor per source: with `min_stream_rate` set and at least
-   `min_streams_per_source` migrations leaving a source, one more may start only while the
-   source's outflow, shared by one more stream, stays above the floor. Each rate reported
-   with `observe_rate(key, bytes_per_second)` times the streams then leaving the source tells
-   the outflow; the least told counts (streams in a start or end phase send nothing, so the
-   others overstate it). More streams than the link carries at that rate only re-send
-   dirtied memory (bench/RESULTS.md: at 64 parallel on 10 Gbit/s the drain took 4.3x the
-   bandwidth bound without it).
+   `min_streams_per_source` (2) migrations leaving a source, one more may start only while
+   the source's outflow, shared by one more stream, stays above the floor. Each rate
+   reported with `observe_rate(key, bytes_per_second, dirty_bounds)` times the streams then
+   leaving the source tells the outflow; the least told counts (streams in a start or end
+   phase send nothing, so the others overstate it), and the last outflow told stands in
+   while no stream of the source is measured. More streams than the link carries at that
+   rate only re-send dirtied memory (bench/RESULTS.md: at 64 parallel on 10 Gbit/s the
+   drain took 4.3x the bandwidth bound without it).
+8. Convergence: a migration starts only while every stream on its source's link (and its
+   target's, when `node_link_capacity` declares it), itself included, keeps an equal share
+   of at least `convergence_margin` (2) times its guest's dirty rate. That rate is guessed
+   from `Job.memory_bytes` (`assumed_dirty_share` 1/128 per second, at least
+   `assumed_dirty_floor` 16 MiB/s) and clamped into what the task log told (`dirty_bounds`:
+   PVE names it only above the stream's rate; pages re-sent past the guest's memory bound
+   it from below). The link is the outflow told, else the declared capacity, else
+   `cold_link_capacity` (1 Gbit/s). A lone stream is never held back. Write-heavy giants
+   so run with few companions, small guests fill the gaps, and the number of streams per
+   link follows the link; caps stay upper limits.
 """
 
 from proxmigrate.engine.core import MigrationEngine

@@ -33,6 +33,8 @@ class _Running:
     # the source's outflow as told by this stream's latest rate: that rate times the streams
     # then leaving the source, which share its link (bytes/s)
     source_rate: float | None = None
+    # bytes/s its guest re-dirties, (at least, at most) as its progress lines tell
+    dirty_bounds: tuple[float, float] = (0.0, float("inf"))
 
 
 class MigrationEngine:
@@ -46,6 +48,8 @@ class MigrationEngine:
         self._running_per_target: Counter[str] = Counter()
         self._running_per_source: Counter[str] = Counter()
         self._running_vmids: Counter[int] = Counter()
+        # each source's outflow as last told while streams ran: the link outlives its streams
+        self._outflow: dict[str, float] = {}
         self._next_seq = 0
         self._pacer = HandshakePacer(policy.start_window_seconds, policy.end_window_seconds)
         self._allowances = AdaptiveAllowances(
@@ -140,12 +144,28 @@ class MigrationEngine:
         if running is not None:
             self._pacer.record_ending(running.job.target, key, now)
 
-    def observe_rate(self, key: str, bytes_per_second: float) -> None:
+    def observe_rate(
+        self,
+        key: str,
+        bytes_per_second: float,
+        dirty_bounds: tuple[float, float] | None = None,
+    ) -> None:
         """The task log's latest transfer rate of a running migration (`migration active,
-        ... Z/s`); times the streams leaving its source now, it tells that link's outflow."""
+        ... Z/s`); times the streams leaving its source now, it tells that link's outflow.
+
+        `dirty_bounds` (at least, at most; bytes/s) is what the log tells of the guest's
+        dirty rate; the convergence rule clamps its size-based guess into them."""
         running = self._running.get(key)
         if running is not None:
-            running.source_rate = bytes_per_second * self._running_per_source[running.job.source]
+            source = running.job.source
+            running.source_rate = bytes_per_second * self._running_per_source[source]
+            self._outflow[source] = min(
+                r.source_rate
+                for r in self._running.values()
+                if r.job.source == source and r.source_rate is not None
+            )
+            if dirty_bounds is not None:
+                running.dirty_bounds = dirty_bounds
 
     def finish(self, key: str, now: float, outcome: Outcome) -> Decision:
         """Record how a running job's attempt ended and decide what follows.
@@ -259,26 +279,57 @@ class MigrationEngine:
         running = self._running_per_source[job.source]
         if source_cap is not None and running >= source_cap:
             return False
-        return self._stream_rate_allows(job.source, running)
+        return self._stream_rate_allows(job, running)
 
-    def _stream_rate_allows(self, source: str, running: int) -> bool:
-        """One more stream from `source` would still leave each at `min_stream_rate`.
+    def _stream_rate_allows(self, job: Job, running: int) -> bool:
+        """One more stream from `job.source` would still leave each at `min_stream_rate`,
+        and every stream on the source's link (and the target's, if declared) at
+        `convergence_margin` times its guest's dirty rate.
 
         The source's outflow is taken as the least of its streams' `source_rate`s: streams
         in their start or end phase send no memory, so a rate times the streams then
         running overstates the link, and the least overstates it least. Rates observed
-        when fewer streams ran are scaled by that count, not by today's.
+        when fewer streams ran are scaled by that count, not by today's. With no stream
+        measured now, the outflow last told stands in; before any, a declared capacity,
+        and for convergence `cold_link_capacity`.
         """
-        floor = self._policy.min_stream_rate
-        if floor is None or running < self._policy.min_streams_per_source:
-            return True
-        streams = [r for r in self._running.values() if r.job.source == source]
+        streams = [r for r in self._running.values() if r.job.source == job.source]
         outflows = [r.source_rate for r in streams if r.source_rate is not None]
-        if len(streams) - len(outflows) >= self._policy.unmeasured_streams_per_source:
-            return False  # grow further once the link's rates are seen
-        if not outflows:
+        capacity = (
+            min(outflows)
+            if outflows
+            else self._outflow.get(job.source, self._policy.declared_link(job.source))
+        )
+        floor = self._policy.min_stream_rate
+        if floor is not None and running >= self._policy.min_streams_per_source:
+            if len(streams) - len(outflows) >= self._policy.unmeasured_streams_per_source:
+                return False  # grow further once the link's rates are seen
+            if capacity is not None and capacity / (running + 1) < floor:
+                return False
+        if not self._converges(job, streams, capacity or self._policy.cold_link_capacity):
+            return False
+        into_target = [r for r in self._running.values() if r.job.target == job.target]
+        ingress = self._policy.declared_link(job.target)
+        return ingress is None or self._converges(job, into_target, ingress)
+
+    def _converges(self, job: Job, sharing: list[_Running], capacity: float) -> bool:
+        """`job` joining the streams `sharing` a link of `capacity` leaves each of them,
+        and itself, a share of at least `convergence_margin` times its guest's dirty rate.
+        A lone stream is never held back: the link is all it can get."""
+        margin = self._policy.convergence_margin
+        if margin is None or not sharing:
             return True
-        return min(outflows) / (running + 1) >= floor
+        need = margin * max(self._dirty(job, None), *(self._dirty(r.job, r) for r in sharing))
+        return capacity / (len(sharing) + 1) >= need
+
+    def _dirty(self, job: Job, running: _Running | None) -> float:
+        """A guest's dirty rate: guessed from its size, within what its progress lines told."""
+        policy = self._policy
+        guess = max(policy.assumed_dirty_floor, job.memory_bytes * policy.assumed_dirty_share)
+        if running is None:
+            return guess
+        at_least, at_most = running.dirty_bounds
+        return min(max(guess, at_least), at_most)
 
     def _fits(self, job: Job, now: float) -> bool:
         """All per-job limits allow starting `job` at `now` (the cluster cap is checked apart)."""

@@ -19,6 +19,7 @@ class Job:
     source: str
     target: str
     priority: int = 0  # higher starts first
+    memory_bytes: int = 0  # guest memory in use: what its stream copies at least (0: unknown)
 
 
 @dataclass(frozen=True)

@@ -98,11 +98,31 @@ class EnginePolicy:
     min_stream_rate: float | None = 128 * 2**20
     # Below this many migrations a source is never held back by `min_stream_rate`: slow links
     # (1 Gbit/s) still overlap the fixed per-migration cost (qm start, tunnel, cleanup).
-    min_streams_per_source: int = 4
+    min_streams_per_source: int = 2
     # With the floor on, at most this many of a source's streams may run with no rate seen yet
     # (a task's rate shows in its log ~10 s after its start): a burst of starts cannot
     # overfill a link before its first rates arrive. 8 is the default maxParallel.
     unmeasured_streams_per_source: int = 8
+    # Convergence: a stream may share a link only while its share stays at least this many
+    # times what its guest re-dirties (None: off). QEMU's pre-copy sends a guest's memory
+    # about 1 / (1 - dirty/rate) times, so 2 caps the re-sent bytes at as much again, and a
+    # stream at or below its guest's dirty rate only converges by doubling the downtime limit.
+    convergence_margin: float | None = 2.0
+    # A guest's dirty rate, guessed as this share of its memory in use per second until its
+    # progress lines bound it (PVE names the rate only above the stream's). Assumption,
+    # on the safe side for big guests: 28 GiB in use -> 224 MiB/s (a busy database), 1 GiB
+    # -> 8 MiB/s (the bench mix's median guest dirties 10 MiB/s).
+    assumed_dirty_share: float = 1 / 128
+    # ... and at least this (bytes/s): a small guest's rate is no more known than a big
+    # one's (the bench mix: a quarter of the guests dirty more than 16 MiB/s).
+    assumed_dirty_floor: float = 16 * 2**20
+    # A node's link capacity for the convergence rule until its rates are seen or one is
+    # declared (bytes/s): 1 Gbit/s, the slowest link a migration network is likely to use,
+    # at 94 % TCP payload. A faster link only lets a few more streams start after ~10 s.
+    cold_link_capacity: float = 1e9 / 8 * 0.94
+    # Link capacity per node (bytes/s, one direction), known before any rate is seen: a
+    # declared value for a cold start, e.g. 1 Gbit/s nodes (ProxmoxCluster nodeLinkGbps).
+    node_link_capacity: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("max_parallel", "max_parallel_per_target", "max_parallel_per_source"):
@@ -123,6 +143,17 @@ class EnginePolicy:
             raise ValueError(
                 "min_streams_per_source and unmeasured_streams_per_source must be >= 1"
             )
+        if self.convergence_margin is not None and self.convergence_margin < 1:
+            raise ValueError("convergence_margin must be >= 1 or None")
+        if self.cold_link_capacity <= 0:
+            raise ValueError("cold_link_capacity must be > 0")
+        if self.assumed_dirty_floor < 0:
+            raise ValueError("assumed_dirty_floor must be >= 0")
+        if not 0 <= self.assumed_dirty_share < 1:
+            raise ValueError("assumed_dirty_share must be in [0, 1)")
+        for node, capacity in self.node_link_capacity:
+            if capacity <= 0:
+                raise ValueError(f"link capacity of {node} must be > 0, got {capacity}")
         if self.priority_aging_seconds is not None and self.priority_aging_seconds <= 0:
             raise ValueError("priority_aging_seconds must be > 0 or None")
 
@@ -138,6 +169,10 @@ class EnginePolicy:
         """Most pending handshakes our migrations may hold on one target (at least one)."""
         # the epsilon keeps e.g. 100 * 0.29 (28.999...) from rounding down a whole slot
         return max(1, int(self.ssh_max_startups.start * self.handshake_safety + 1e-9))
+
+    def declared_link(self, node: str) -> float | None:
+        """The declared link capacity of `node` (bytes/s), None if none was declared."""
+        return dict(self.node_link_capacity).get(node)
 
     @property
     def start_window_seconds(self) -> float:

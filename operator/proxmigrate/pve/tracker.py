@@ -211,6 +211,17 @@ class TransferProgress:
             return None
         return (self.total - self.transferred) / self.rate
 
+    def dirty_bounds(self, elapsed: float) -> tuple[float, float]:
+        """What the log tells of the guest's dirty rate after `elapsed` seconds of transfer,
+        as (at least, at most) bytes/s. PVE names the rate only while it exceeds the
+        stream's, so without it the rate is at most the stream's; once the first pass is
+        over, the bytes sent past the guest's memory were re-dirtied within `elapsed`."""
+        if self.dirty_rate > 0:
+            return self.dirty_rate, self.dirty_rate
+        resent = self.transferred - self.total if self.resending and elapsed > 0 else 0.0
+        at_most = max(self.rate, resent / elapsed if resent else 0.0)
+        return (resent / elapsed if resent else 0.0), at_most
+
 
 def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
     """The latest progress of a task log, None before its first progress line."""

@@ -269,6 +269,7 @@ class ClusterRuntime:
             source=vm.node,
             target=request.target,
             priority=request.priority,
+            memory_bytes=vm.used_memory if vm.running else 0,
         )
         self.engine.submit(job, now)
         self._queued[request.key] = _Queued(request, job, now, vm)
@@ -632,7 +633,8 @@ class ClusterRuntime:
             running.log_lines_seen += len(lines)
             progress = transfer_progress(lines)
             if progress is not None and progress.rate > 0:
-                self.engine.observe_rate(running.request.key, progress.rate)
+                dirty = progress.dirty_bounds(now - running.started_at)
+                self.engine.observe_rate(running.request.key, progress.rate, dirty)
             if progress is None or not (progress.rate > 0 or progress.completed):
                 running.probe_at = now + self._first_probe_delay
                 if running.ending_at is not None:  # an earlier prediction, not confirmed

@@ -41,12 +41,13 @@ class Prediction:
 
 
 def unpaced(policy: EnginePolicy) -> EnginePolicy:
-    """`policy`'s caps and retries without handshake pacing or the stream-rate floor: every
-    start fits at once, as when a tool just keeps N migrations running (the comparison for
-    the SSH drop risk)."""
+    """`policy`'s caps and retries without handshake pacing or the stream rules (rate floor,
+    convergence): every start fits at once, as when a tool just keeps N migrations running
+    (the comparison for the SSH drop risk)."""
     return replace(
         policy,
         min_stream_rate=None,
+        convergence_margin=None,
         ssh_max_startups=MaxStartups.parse("100000"),
         handshake_safety=1.0,
         handshake_seconds=1e-6,
