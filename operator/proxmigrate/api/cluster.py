@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from proxmigrate.api.enums import ClusterMigrationType, MigrationType
 from proxmigrate.api.fields import SpecError, SpecReader
 from proxmigrate.api.refs import SecretRef
-from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy
+from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy, link_payload
 from proxmigrate.planning.capacity import MemoryReserve
 from proxmigrate.planning.selection import DEFAULT_ANTI_AFFINITY_PREFIX
 from proxmigrate.pve.transport import Endpoint
@@ -124,6 +124,20 @@ class TransportRefusal(NamedTuple):
     message: str
 
 
+def _node_links(reader: SpecReader) -> tuple[tuple[str, float], ...]:
+    """`nodeLinks` as (node, Gbit/s) pairs: each node once, each speed above 0."""
+    links: dict[str, float] = {}
+    for index, item in enumerate(reader.list_of("nodeLinks", dict)):
+        entry = SpecReader(item, f"{reader.path}.nodeLinks[{index}]")
+        node, gbps = entry.get("node", str), entry.get("gbps", float)
+        if node in links:
+            raise SpecError(f"{entry.path}: node {node} is listed twice")
+        if gbps <= 0:
+            raise SpecError(f"{entry.path}.gbps: expected a speed above 0, got {gbps}")
+        links[node] = gbps
+    return tuple(links.items())
+
+
 @dataclass(frozen=True)
 class MigrationPolicySpec:
     type: MigrationType = MigrationType.SECURE
@@ -135,6 +149,7 @@ class MigrationPolicySpec:
     handshake_pacing: HandshakePacingSpec = field(default_factory=HandshakePacingSpec)
     bandwidth_limit_kib: int | None = None  # PVE `bwlimit`, KiB/s
     min_stream_rate_mib: int = 128  # 0: no stream-rate floor
+    node_links_gbps: tuple[tuple[str, float], ...] = ()  # declared link speeds, by node
     retry: RetrySpec = field(default_factory=RetrySpec)
     task_timeout_seconds: int = 14400
 
@@ -161,6 +176,7 @@ class MigrationPolicySpec:
             handshake_pacing=HandshakePacingSpec.read(reader.child("handshakePacing")),
             bandwidth_limit_kib=reader.get("bandwidthLimit", int, None),
             min_stream_rate_mib=reader.get("minStreamRateMiBps", int, 128),
+            node_links_gbps=_node_links(reader),
             retry=RetrySpec.read(reader.child("retry")),
             task_timeout_seconds=reader.get("taskTimeoutSeconds", int, 14400),
         )
@@ -179,6 +195,9 @@ class MigrationPolicySpec:
                 start_spread_seconds=pacing.start_spread_seconds,
                 end_spread_seconds=pacing.end_spread_seconds,
                 min_stream_rate=self.min_stream_rate_mib * 2**20 or None,
+                node_link_capacity=tuple(
+                    (node, link_payload(gbps)) for node, gbps in self.node_links_gbps
+                ),
                 retry=RetryPolicy(
                     max_attempts=self.retry.max_attempts,
                     backoff_base=float(self.retry.backoff_seconds),

@@ -84,7 +84,7 @@ Rules enforced together at each start
 
 from proxmigrate.engine.core import MigrationEngine
 from proxmigrate.engine.jobs import SSH_DROPPED, Decision, EngineSnapshot, Job, Outcome
-from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy
+from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy, link_payload
 
 __all__ = [
     "SSH_DROPPED",
@@ -96,4 +96,5 @@ __all__ = [
     "MigrationEngine",
     "Outcome",
     "RetryPolicy",
+    "link_payload",
 ]
