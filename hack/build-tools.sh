@@ -15,11 +15,11 @@ go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
 [[ "$go_minor" -ge 26 ]] || die "Go $(go env GOVERSION) is too old: $tool $version needs Go >= 1.26."
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0
 
+gobin=$(mktemp -d)
+trap 'rm -rf "$gobin"' EXIT
+
 # go_install PACKAGE@VERSION LDFLAGS: go install into a scratch GOBIN, then to $out.
 go_install() {
-  local gobin
-  gobin=$(mktemp -d)
-  trap 'rm -rf "$gobin"' EXIT
   GOBIN="$gobin" go install -trimpath -ldflags "-s -w $2" "$1"
   mv "$gobin/$(basename "${1%@*}")" "$out"
 }

@@ -235,8 +235,10 @@ def jobs(environ: Mapping[str, str] = os.environ) -> int:
 
 
 def duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if not minutes:
+        return f"{seconds} s"
+    return f"{minutes} min {seconds:02d} s" if seconds else f"{minutes} min"
 
 
 def estimate(components: Iterable[Component], at_once: int) -> float:
@@ -248,29 +250,44 @@ def estimate(components: Iterable[Component], at_once: int) -> float:
 
 
 class Progress:
-    """One line per component; on a terminal each line gets its result in place."""
+    """One line per component; on a terminal each line gets its result in place (cut to
+    the terminal's width, or moving the cursor up would land on a wrapped line's tail)."""
+
+    RESULT_WIDTH = 24  # " FAILED after 10 min 00 s"
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.live = out.isatty()
-        self.lines: list[str] = []
+        self.width = shutil.get_terminal_size().columns - self.RESULT_WIDTH
+        self.lines: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
-    def add(self, text: str) -> int:
+    def add(self, label: str, text: str) -> int:
+        line = f"  {label}: {text}"
+        if self.live and len(line) > self.width:
+            line = line[: self.width - 3] + "..."
         with self.lock:
-            self.lines.append(text)
-            self.out.write(text + "\n")
+            self.lines.append((label, line))
+            self.out.write(line + "\n")
             self.out.flush()
             return len(self.lines) - 1
 
     def finish(self, index: int, result: str) -> None:
+        label, line = self.lines[index]
         with self.lock:
             if self.live:
                 up = len(self.lines) - index
-                self.out.write(f"\033[{up}A\r{self.lines[index]} {result}\033[K\033[{up}B\r")
+                self.out.write(f"\033[{up}A\r{line} {result}\033[K\033[{up}B\r")
             else:
-                self.out.write(f"{self.lines[index].split(':')[0]}: {result}\n")
+                self.out.write(f"  {label}: {result}\n")
             self.out.flush()
+
+
+def shown(path: Path) -> str:
+    """`path` with the home directory as ~, as a user would type it."""
+    home = str(Path.home())
+    text = str(path)
+    return "~" + text[len(home) :] if text.startswith(home + "/") else text
 
 
 @contextlib.contextmanager
@@ -309,7 +326,7 @@ def build(c: Component, environ: Mapping[str, str] = os.environ) -> Path:
             last = (text.strip().splitlines() or ["(empty log)"])[-1]
             raise ProvisionError(
                 f"{text}\nprovision: building {c.label} failed ({problem}): {last}\n"
-                f"provision: full log above and in {log}"
+                f"provision: full log above and in {shown(log)}"
             )
         out.replace(dest)
     return dest
@@ -333,8 +350,9 @@ def ensure(
         return found
     at_once = jobs(environ)
     out.write(
-        f"provision: {len(missing)} component(s) to build, once: about "
-        f"{duration(estimate(missing, at_once))} on 2 cores\n"
+        f"provision: building {len(missing)} component(s) once, about "
+        f"{duration(estimate(missing, at_once))} on 2 cores; build output in "
+        f"{shown(cache_dir(environ) / 'logs')}/<name>-<version>.log\n"
     )
     progress = Progress(out)
 
@@ -349,10 +367,7 @@ def ensure(
         return path
 
     lines = {
-        c.name: progress.add(
-            f"  {c.label}: {c.why}; about {duration(c.seconds)} (log: {log_path(c, environ)})"
-        )
-        for c in missing
+        c.name: progress.add(f"{c.label} (about {duration(c.seconds)})", c.why) for c in missing
     }
     with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
         futures = {c.name: pool.submit(one, c, lines[c.name]) for c in missing}

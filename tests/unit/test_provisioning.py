@@ -182,12 +182,13 @@ def test_a_build_lands_in_the_cache_with_one_line_and_its_log(environ: dict[str,
     assert found == {"kubething": cached}
     assert provision.Probe(("--version",), "v1.2.3").mismatch(cached) is None
     lines = out.getvalue().splitlines()
-    assert lines[0] == "provision: 1 component(s) to build, once: about 1 min 00 s on 2 cores"
     log = provision.log_path(c, environ)
-    assert lines[1] == (
-        f"  kubething v1.2.3: stands in for a real binary; about 1 min 00 s (log: {log})"
+    assert lines[0] == (
+        "provision: building 1 component(s) once, about 1 min on 2 cores; "
+        f"build output in {log.parent}/<name>-<version>.log"
     )
-    assert re.fullmatch(r"  kubething v1\.2\.3: done in \d+ s", lines[2])
+    assert lines[1] == "  kubething v1.2.3 (about 1 min): stands in for a real binary"
+    assert re.fullmatch(r"  kubething v1\.2\.3 \(about 1 min\): done in \d+ s", lines[2])
     assert "go: downloading" not in out.getvalue()
     assert log.read_text() == "go: downloading lots\n"
     out = io.StringIO()
@@ -233,6 +234,15 @@ def test_independent_builds_run_side_by_side(tmp_path: Path, environ: dict[str, 
     one_at_a_time = {**environ, "PROXMIGRATE_JOBS": "1", "PROXMIGRATE_CACHE": str(tmp_path)}
     with pytest.raises(provision.ProvisionError, match="exit 1"):
         provision.ensure(waiting_pair(tmp_path / "one"), out=io.StringIO(), environ=one_at_a_time)
+
+
+def test_durations_read_as_a_person_says_them() -> None:
+    assert [provision.duration(s) for s in (7.4, 60, 61, 245)] == [
+        "7 s",
+        "1 min",
+        "1 min 01 s",
+        "4 min 05 s",
+    ]
 
 
 def test_jobs_and_the_estimate() -> None:
