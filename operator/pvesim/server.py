@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import socket
 import ssl
 import threading
 import time
@@ -68,12 +70,18 @@ class Simulator:
 
 
 class Listener:
-    """One API endpoint (a PVE node's pveproxy); can be taken down and brought back."""
+    """One API endpoint (a PVE node's pveproxy); can be taken down and brought back.
+
+    Down means gone, as a node that is off: no new connection, and every open keep-alive
+    connection closed (but the one asking for it, which is answered and then closed)."""
 
     def __init__(self, sim: Simulator, host: str, port: int, certs: CertFiles) -> None:
         self.sim, self.host, self.port, self.certs = sim, host, port, certs
         self.httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
+        self.connections: dict[socket.socket, threading.Thread] = {}  # open, and who serves it
+        self.connections_lock = threading.Lock()
+        self.closing: threading.Thread | None = None  # releases the port after `down`
 
     @property
     def url(self) -> str:
@@ -82,6 +90,8 @@ class Listener:
     def up(self) -> None:
         if self.httpd is not None:
             return
+        if self.closing is not None:  # the port is free once the last `down` is through
+            self.closing.join()
         handler = type("BoundHandler", (ApiHandler,), {"sim": self.sim, "listener": self})
         httpd = ThreadingHTTPServer((self.host, self.port), handler)
         httpd.daemon_threads = True
@@ -97,7 +107,13 @@ class Listener:
         if self.httpd is None:
             return
         httpd, self.httpd = self.httpd, None
-        threading.Thread(target=_close, args=(httpd,), daemon=True).start()
+        with self.connections_lock:
+            others = [c for c, t in self.connections.items() if t is not threading.current_thread()]
+        for connection in others:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.closing = threading.Thread(target=_close, args=(httpd,), daemon=True)
+        self.closing.start()
 
 
 def _close(httpd: ThreadingHTTPServer) -> None:
@@ -114,6 +130,17 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the simulator's stdout carries only the JSON line."""
+
+    def setup(self) -> None:
+        super().setup()
+        with self.listener.connections_lock:
+            self.listener.connections[self.connection] = threading.current_thread()
+
+    def finish(self) -> None:
+        with self.listener.connections_lock:
+            self.listener.connections.pop(self.connection, None)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -140,6 +167,9 @@ class ApiHandler(BaseHTTPRequestHandler):
         return params
 
     def _handle(self, method: str) -> None:
+        if self.listener.httpd is None:  # a keep-alive request that raced `down`: gone
+            self.close_connection = True
+            return
         url = urlsplit(self.path)
         try:
             params = self._params(url.query)
@@ -155,6 +185,7 @@ class ApiHandler(BaseHTTPRequestHandler):
                 except ApiError as exc:
                     status, body = exc.status, {"error": exc.message}
             self._send(status, body, "OK" if status < 400 else str(body.get("error")))
+            self.close_connection = self.close_connection or self.listener.httpd is None
             return
         if not path.startswith("/api2/json/"):
             self._send(501, {"data": None}, "Not Implemented")

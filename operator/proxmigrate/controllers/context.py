@@ -77,6 +77,12 @@ def cordoned_nodes(drains: Iterable[Mapping[str, Any]], cluster: str) -> frozens
     return frozenset(str(drain["spec"]["nodeName"]) for drain in drains_of_cluster(drains, cluster))
 
 
+def unusable_targets(cordoned: frozenset[str], inventory: Inventory) -> frozenset[str]:
+    """Nodes a move not started yet must not go to: cordoned by a NodeDrain, or offline now
+    (PVE would refuse each attempt until the guest's retries are spent)."""
+    return cordoned | {node.name for node in inventory.nodes if not node.online}
+
+
 async def list_drains(kube: Kube, namespace: str) -> list[dict[str, Any]]:
     return await kube.list(NODEDRAINS, namespace)
 

@@ -8,6 +8,7 @@ migrations, lets running ones finish (detached from the drain) and lifts the cor
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy, MigrationPhase
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.migration import migration_phase
+from proxmigrate.api.timestamps import parse_rfc3339
 from proxmigrate.controllers.children import (
     DRAIN_LABEL,
     child_name,
@@ -40,6 +42,7 @@ from proxmigrate.controllers.context import (
     drains_of_cluster,
     list_drains,
     placement_pins,
+    unusable_targets,
 )
 from proxmigrate.controllers.reconcile import Reconciler, reconcile_forever
 from proxmigrate.kube import shared_kube
@@ -53,6 +56,10 @@ from proxmigrate.planning import (
 from proxmigrate.runtime import drain_progress as progress
 
 SYNC_SECONDS = 2.0  # how often a drain re-reads its migrations and the inventory
+# A new NodeDrain plans once it is this old (creationTimestamp has whole seconds): the drains
+# created with it (one `kubectl create -f` of several) exist by then, and its first plan
+# honours their cordons instead of sending guests onto nodes they are draining.
+CREATED_TOGETHER_SECONDS = 3.0
 # Guests whose move is planned or running: they will occupy their targets' memory.
 UNDER_WAY = frozenset({DrainVMPhase.PENDING, DrainVMPhase.QUEUED, DrainVMPhase.MIGRATING})
 
@@ -121,7 +128,7 @@ class DrainReconciler(Reconciler):
         except SpecError as error:
             await self._wait(DrainPhase.BLOCKED, "InvalidSpec", str(error), now, degraded=True)
             return
-        drains = await list_drains(self.kube, self.namespace)
+        drains = await self._drains_created_together()
         owner = owning_drain(drains, spec.cluster_name, spec.node_name)
         if not spec.dry_run and owner is not None and owner["metadata"]["name"] != self.name:
             message = (
@@ -146,6 +153,16 @@ class DrainReconciler(Reconciler):
             await self._wait(DrainPhase.BLOCKED, "InvalidNode", str(error), now, degraded=True)
             return
         await self._start(spec, context, plan, now)
+
+    async def _drains_created_together(self) -> list[dict[str, Any]]:
+        """Every NodeDrain; before this one's first plan, listed only once every drain
+        created together with it exists (CREATED_TOGETHER_SECONDS)."""
+        created = self.body.get("metadata", {}).get("creationTimestamp")
+        if created and not self.status.get("startTime"):
+            age = (_now() - parse_rfc3339(str(created))).total_seconds()
+            if age < CREATED_TOGETHER_SECONDS:
+                await asyncio.sleep(CREATED_TOGETHER_SECONDS - age)
+        return await list_drains(self.kube, self.namespace)
 
     async def _start(
         self, spec: NodeDrainSpec, context: ClusterContext, plan: DrainPlan, now: datetime.datetime
@@ -192,11 +209,10 @@ class DrainReconciler(Reconciler):
         }
         location = {vm.vmid: vm.node for vm in context.inventory.vms}
         entries = progress.advance(self.status.get("vms") or [], children, location)
-        withdrawn = withdraw_onto(
-            children.values(), request.cordoned, self.namespace, spec.cluster_name
-        )
+        unusable = unusable_targets(request.cordoned, context.inventory)
+        withdrawn = withdraw_onto(children.values(), unusable, self.namespace, spec.cluster_name)
         entries = progress.without_moves_onto(
-            entries, request.cordoned, {child_vmid(child) for child in withdrawn}
+            entries, unusable, {child_vmid(child) for child in withdrawn}
         )
         entries += await self._arrivals(entries, context, request)
         entries = await self._create_due(spec, context, entries)

@@ -44,4 +44,6 @@ async def reconcile_forever(
             await kind(kube, body).run()
         except (ApiException, PveError) as error:
             logger.warning("%s %s/%s: %s", kind.__name__, namespace, name, error)
+        except Exception:  # a timeout, a dropped connection, a bug: the next pass starts over
+            logger.exception("%s %s/%s: pass failed", kind.__name__, namespace, name)
         await asyncio.sleep(interval)
