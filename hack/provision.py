@@ -147,8 +147,8 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         name="helm",
         version="v3.22.0",
-        why="renders and lints the Helm chart in the unit tests",
-        targets=frozenset({"unit"}),
+        why="renders and lints the Helm chart in the tests",
+        targets=frozenset({"unit", "e2e"}),  # tests/e2e/chart_env.py renders the chart
         seconds=150,
         check=Probe(("version", "--template", "{{.Version}}"), "v3.22.0"),
         build=_go("hack/build-tools.sh", "helm"),

@@ -60,6 +60,18 @@ def test_the_demo_provisions_only_the_control_plane_and_the_schema() -> None:
     assert {"helm", "promtool"} <= {c.name for c in provision.for_targets(["unit"])}
 
 
+@pytest.mark.parametrize("target", ["unit", "e2e"])
+def test_each_tool_a_test_asks_for_is_provisioned_for_its_target(target: str) -> None:
+    """`make e2e` must not leave a test to build helm itself (or fail without it)."""
+    asked = {
+        name
+        for path in (REPO_ROOT / "tests" / target).glob("*.py")
+        for name in re.findall(r'tool\("([\w-]+)"\)', path.read_text())
+    }
+    assert asked, f"no tool(...) call found under tests/{target}: is the pattern stale?"
+    assert asked <= {c.name for c in provision.for_targets([target])}
+
+
 def test_every_component_is_well_formed() -> None:
     names = [c.name for c in provision.COMPONENTS]
     assert len(names) == len(set(names))
