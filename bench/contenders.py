@@ -27,6 +27,10 @@ def bound_seconds(scenario: Scenario, cluster: Cluster, level: int) -> float:
     return drain_lower_bound(cluster, scenario.drained, level).seconds
 
 
+def dirty_bound_seconds(scenario: Scenario, cluster: Cluster, level: int) -> float:
+    return drain_lower_bound(cluster, scenario.drained, level, dirty=True).seconds
+
+
 def downtime_fields(cluster: Cluster, movable: dict[int, int], start: float) -> dict[str, int]:
     """Pause figures of the movable guests' migrations since `start`, from their task logs."""
     logs = [
@@ -51,6 +55,7 @@ def run_proxmigrate(
     movable = scenario.movable(cluster)
     guests = sum(1 for vm in cluster.vms.values() if vm.node in scenario.drained)
     bound = bound_seconds(scenario, cluster, level)
+    dirty_bound = dirty_bound_seconds(scenario, cluster, level)
     reset_peak_rss()
     drain = LibraryDrain(
         cluster,
@@ -67,6 +72,7 @@ def run_proxmigrate(
     return figures_from(
         outcome,
         bound=bound,
+        dirty_bound=dirty_bound,
         scenario=scenario.name,
         contender="proxmigrate",
         level=level,
@@ -89,6 +95,7 @@ def run_migrateall(scenario: Scenario, level: int, seed: int) -> RunFigures:
     cluster = scenario.build(seed)
     movable = scenario.movable(cluster)
     bound = bound_seconds(scenario, cluster, level)
+    dirty_bound = dirty_bound_seconds(scenario, cluster, level)
     started = cluster.now
     targets = _roomiest_targets(cluster, scenario.drained)
     upids = [
@@ -106,6 +113,7 @@ def run_migrateall(scenario: Scenario, level: int, seed: int) -> RunFigures:
     return figures_from(
         outcome,
         bound=bound,
+        dirty_bound=dirty_bound,
         scenario=scenario.name,
         contender="migrateall",
         level=level,
@@ -143,6 +151,7 @@ def run_proxlb(scenario: Scenario, level: int, seed: int) -> RunFigures:
     layout = scenario.build(seed)
     movable = scenario.movable(layout)
     bound = bound_seconds(scenario, layout, level)
+    dirty_bound = dirty_bound_seconds(scenario, layout, level)
     args = [
         "--nodes", str(scenario.nodes), "--vms-per-node", str(scenario.vms_per_node),
         "--seed", str(scenario.layout_seed), "--time-scale", str(PROXLB_TIME_SCALE),
@@ -163,6 +172,7 @@ def run_proxlb(scenario: Scenario, level: int, seed: int) -> RunFigures:
     return figures_from(
         outcome,
         bound=bound,
+        dirty_bound=dirty_bound,
         scenario=scenario.name,
         contender="proxlb",
         level=level,

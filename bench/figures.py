@@ -29,6 +29,8 @@ class RunFigures:
     cpu_seconds: float | None  # our side's CPU (None: not ours to measure)
     peak_rss_mib: float | None
     inflight: tuple[tuple[float, int], ...] = field(default=(), repr=False)
+    # the stricter bound: each guest's re-sent memory at its best rate (simulate/bounds.py)
+    dirty_bound: float | None = None
     # guest pauses from the migrations' task logs (None: logs not read, e.g. ProxLB's server)
     max_pause_ms: int | None = None
     p99_pause_ms: int | None = None
@@ -41,6 +43,10 @@ class RunFigures:
     @property
     def ratio(self) -> float:
         return self.makespan / self.bound if self.bound else float("nan")
+
+    @property
+    def dirty_ratio(self) -> float | None:
+        return self.makespan / self.dirty_bound if self.dirty_bound else None
 
     @property
     def requests_per_vm(self) -> float | None:

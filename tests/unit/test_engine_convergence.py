@@ -145,3 +145,14 @@ def test_every_start_leaves_each_stream_its_share(
         now += 10.0
         eng.finish(running.pop(0).key, now, Outcome(True))
         done += 1
+
+
+def test_a_declared_link_is_not_shrunk_by_a_capped_stream() -> None:
+    for declared, companions in (((("pve1", 25 * GBIT),), 5), ((), 1)):
+        eng = engine(node_link_capacity=declared)
+        eng.submit(job(0, 28 * GIB, priority=1), 0.0)  # needs 448 MiB/s
+        assert [item.key for item in start_all(eng, 0.0)] == ["m0"]
+        eng.observe_rate("m0", GIB, (0.0, GIB))  # alone at the cipher cap: 1 GiB/s
+        for index in range(1, 12):
+            eng.submit(job(index, GIB), 1.0)
+        assert len(start_all(eng, 1.0)) == companions

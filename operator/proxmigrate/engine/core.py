@@ -290,8 +290,9 @@ class MigrationEngine:
         in their start or end phase send no memory, so a rate times the streams then
         running overstates the link, and the least overstates it least. Rates observed
         when fewer streams ran are scaled by that count, not by today's. With no stream
-        measured now, the outflow last told stands in; before any, a declared capacity,
-        and for convergence `cold_link_capacity`.
+        measured now, the outflow last told stands in; before any, a declared capacity.
+        Convergence takes the larger of that and the declared capacity (else
+        `cold_link_capacity`): a declared link is not shrunk by rates of capped streams.
         """
         streams = [r for r in self._running.values() if r.job.source == job.source]
         outflows = [r.source_rate for r in streams if r.source_rate is not None]
@@ -306,7 +307,9 @@ class MigrationEngine:
                 return False  # grow further once the link's rates are seen
             if capacity is not None and capacity / (running + 1) < floor:
                 return False
-        if not self._converges(job, streams, capacity or self._policy.cold_link_capacity):
+        declared = self._policy.declared_link(job.source)
+        link = max(capacity or 0.0, declared or self._policy.cold_link_capacity)
+        if not self._converges(job, streams, link):
             return False
         into_target = [r for r in self._running.values() if r.job.target == job.target]
         ingress = self._policy.declared_link(job.target)

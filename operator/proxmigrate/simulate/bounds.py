@@ -9,6 +9,14 @@ docs/reference/proxmox.md#figures-and-measurements); `bwlimit` caps each stream 
 Fixed per-migration costs (`qm start`, tunnel set-up, end phase: 4-7 s each) are left out,
 so the bound is not reachable exactly: the link idles for a few seconds before the first
 stream and after the last one.
+
+The dirty-aware bound (`dirty=True`) is stricter: QEMU's pre-copy sends a guest's memory
+about `1 / (1 - dirty/rate)` times (each pass re-sends what the guest dirtied during the
+previous one; docs/reference/proxmox.md#ram-transfer), and no schedule can give a stream
+more than its best rate (the stream cap, its node's egress, the fastest target's ingress).
+Counting every guest at that best rate gives the least bytes any drain must send. A guest
+dirtying at least that fast cannot converge at all: it only ends by PVE doubling its
+downtime limit, so its pause has no floor below its memory over that rate (`stuck`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from pvesim.model import Cluster
+from pvesim.model.entities import VM
 
 GB = 1e9
 
@@ -26,6 +35,7 @@ class LowerBound:
     bytes: int
     seconds: float
     bottleneck: str  # which capacity binds, for people
+    stuck: tuple[int, ...] = ()  # guests dirtying faster than their best stream (dirty=True)
 
 
 def stream_cap(cluster: Cluster) -> float:
@@ -46,22 +56,43 @@ def link_capacity(cluster: Cluster, node: str) -> float:
 
 def bytes_to_move(cluster: Cluster, node: str) -> int:
     """Memory in use of the running guests that can leave `node` (local devices pin a guest)."""
-    return sum(
-        vm.mem
-        for vm in cluster.vms.values()
-        if vm.node == node and vm.running and not vm.local_devices
+    return sum(vm.mem for vm in _leaving(cluster, node))
+
+
+def _leaving(cluster: Cluster, node: str) -> list[VM]:
+    return [
+        vm for vm in cluster.vms.values() if vm.node == node and vm.running and not vm.local_devices
+    ]
+
+
+def best_rate(cluster: Cluster, node: str, drained: Collection[str]) -> float:
+    """The fastest a stream leaving `node` can ever run: the stream cap, the node's egress,
+    the fastest other node's ingress."""
+    ingress = max(
+        (link_capacity(cluster, name) for name in cluster.nodes if name not in drained),
+        default=0.0,
     )
+    return min(stream_cap(cluster), link_capacity(cluster, node), ingress)
 
 
 def drain_lower_bound(
-    cluster: Cluster, drained: Collection[str], parallel: int | None = None
+    cluster: Cluster, drained: Collection[str], parallel: int | None = None, dirty: bool = False
 ) -> LowerBound:
     """Seconds a drain of `drained` needs at least with `parallel` migrations at once
-    (None: unlimited)."""
+    (None: unlimited); `dirty` counts the memory each guest must re-send at its best rate."""
     candidates: list[tuple[float, str]] = []
-    total = 0
+    total = 0.0
+    stuck: list[int] = []
     for node in sorted(drained):
-        moving = bytes_to_move(cluster, node)
+        moving = 0.0
+        rate = best_rate(cluster, node, drained)
+        for vm in _leaving(cluster, node):
+            if dirty and vm.dirty_rate < rate:
+                moving += vm.mem / (1.0 - vm.dirty_rate / rate)
+            else:
+                moving += vm.mem
+                if dirty:
+                    stuck.append(vm.vmid)
         total += moving
         egress = link_capacity(cluster, node)
         candidates.append((moving / egress, f"{node} egress {egress / GB:.3f} GB/s"))
@@ -74,4 +105,4 @@ def drain_lower_bound(
             (total / (parallel * per_stream), f"{parallel} stream(s) x {per_stream / GB:.3f} GB/s")
         )
     seconds, bottleneck = max(candidates, default=(0.0, "nothing to move"))
-    return LowerBound(bytes=total, seconds=seconds, bottleneck=bottleneck)
+    return LowerBound(int(total), seconds, bottleneck, tuple(sorted(stuck)))
