@@ -263,5 +263,7 @@ def test_jobs_and_the_estimate() -> None:
     with pytest.raises(provision.ProvisionError, match="PROXMIGRATE_JOBS=two"):
         provision.jobs({"PROXMIGRATE_JOBS": "two"})
     times = [fake(name=str(s), seconds=s) for s in (240, 90, 10)]
+    assert [c.seconds for c in provision.in_build_order(times)] == [10, 90, 240]
     assert provision.estimate(times, 1) == 340
-    assert provision.estimate(times, 2) == 240
+    assert provision.estimate(times, 2) == 250  # 10 then 240 side by side with 90
+    assert provision.estimate(times, 3) == 240
