@@ -154,6 +154,29 @@ def measure(repeats: int, sizes: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
+def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`new`'s runs added to `old`'s per N (means recomputed; handshakes: the larger sample)."""
+    sizes = dict(old["sizes"])
+    for n, row in new["sizes"].items():
+        before = sizes.get(n)
+        if before is None:
+            sizes[n] = row
+            continue
+        runs = before["runs"] + row["runs"]
+        count = len(before["runs"]), len(row["runs"])
+        sizes[n] = {
+            "runs": runs,
+            "mean": {k: statistics.fmean(r[k] for r in runs) for k in [*STEPS, "total"]},
+            "handshake_s": max((before, row), key=lambda r: len(r["runs"]))["handshake_s"],
+            "plain_login_drop": (
+                before["plain_login_drop"] * count[0] + row["plain_login_drop"] * count[1]
+            )
+            / sum(count),
+        }
+    how = old["how"] + f"; then {new['date']}: more runs at N = {', '.join(new['sizes'])}"
+    return old | {"sizes": sizes, "how": how}
+
+
 def _quantiles(values: list[float]) -> dict[str, float]:
     if len(values) < 2:
         return {}
@@ -174,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", action="store_true", help="measure with real sshd")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--add", action="store_true", help="add the runs to the recorded ones")
     args = parser.parse_args(argv)
     if args.real:
         data = measure(args.repeats, tuple(int(s) for s in args.sizes.split(",")))
+        if args.add and DATA.exists():
+            data = merged(json.loads(DATA.read_text()), data)
         DATA.write_text(json.dumps(data, indent=1) + "\n")
     real = json.loads(DATA.read_text())["sizes"]
     for n, modeled in model_table().items():

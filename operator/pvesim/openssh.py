@@ -139,6 +139,8 @@ class OpenSsh:
         self.sources: dict[str, int] = {}
         self.notes: list[str] = []  # one line each, for the caller to print
         self.handshakes: list[float] = []  # real seconds, connect to logged in
+        self.connecting = 0  # logins whose result is not posted yet
+        self._count = threading.Lock()
         self._spawner = _Spawner()
         self._user_key = self.workdir / "id_ed25519"
         _keygen(self._user_key, "pvesim-run")
@@ -246,6 +248,8 @@ class OpenSsh:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         session = Session(process)
+        with self._count:
+            self.connecting += 1
         threading.Thread(target=self._watch, args=(session, done), daemon=True).start()
 
     def _watch(self, session: Session, done: Callable[[SshResult], None]) -> None:
@@ -255,13 +259,18 @@ class OpenSsh:
         if first.strip() == READY:
             session.login_seconds = time.monotonic() - session.began
             self.handshakes.append(session.login_seconds)
-            self.post(lambda: done(SshResult(True, session=session)))
+            self._posted(lambda: done(SshResult(True, session=session)))
             process.stdout.read()
             process.wait()
             return
         lines = tuple(line for line in process.stderr.read().splitlines() if line)
         process.wait()
-        self.post(lambda: done(SshResult(False, lines)))
+        self._posted(lambda: done(SshResult(False, lines)))
+
+    def _posted(self, callback: Callable[[], None]) -> None:
+        self.post(callback)
+        with self._count:
+            self.connecting -= 1
 
     def stop(self) -> None:
         """SIGTERM every sshd's process group (listener and its per-connection children)."""

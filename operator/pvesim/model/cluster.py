@@ -6,7 +6,6 @@ tells when anything happens next (None when idle).
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter
 from typing import Any
@@ -114,14 +113,23 @@ class Cluster:
         if self.ssh_transport is not None:
             self._ssh_real(target, process, call, token)
             return
+        client_start = target.sshd.params.client_start_max
+        if client_start > 0:
+            delay = self.rng.uniform(0.0, client_start)
+            self.schedule(delay, self._ssh_admit, target, process, call, token)
+        else:
+            self._ssh_admit(target, process, call, token)
+
+    def _ssh_admit(self, target: Node, process: Process, call: SshCall, token: int) -> None:
+        """The client's TCP connect reaches sshd (model/sshd.py; calibrated against real
+        sshd: docs/pvesim.md "Real OpenSSH")."""
         source_ip = self.nodes[call.source].ip
         if not target.sshd.admit(source_ip, self.now, self.rng):
             wording = _DROP_CLOSED if self.rng.random() < 2 / 3 else _DROP_RESET
             lines = tuple(line.format(ip=target.ip) for line in wording)
             self.schedule(0.005, process.wake, token, SshResult(False, lines))
             return
-        sshd = target.sshd.params
-        handshake = sshd.handshake_median * math.exp(self.rng.gauss(0.0, sshd.handshake_sigma))
+        handshake = target.sshd.handshake_seconds(self.rng)
         self.schedule(handshake, self._ssh_authenticated, target, process, token)
 
     def _ssh_real(self, target: Node, process: Process, call: SshCall, token: int) -> None:

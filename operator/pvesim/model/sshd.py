@@ -5,6 +5,7 @@ Sources: docs/reference/proxmox.md#sshd-maxstartups and #persourcepenalties.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,15 @@ class Sshd:
         self.pending += 1
         self.peak_pending = max(self.peak_pending, self.pending)
         return True
+
+    def handshake_seconds(self, rng: random.Random) -> float:
+        """Connect to authenticated for a connection just admitted: lognormal around the
+        median, slower with every other pre-auth child competing for the CPU."""
+        params = self.params
+        contention = 1.0 + (self.pending - 1) / params.handshake_contention
+        return (
+            params.handshake_median * contention * math.exp(rng.gauss(0.0, params.handshake_sigma))
+        )
 
     def release(self) -> None:
         """The child authenticated or exited: its MaxStartups slot is free again."""

@@ -1,0 +1,86 @@
+"""`python -m bench.real_sshd`: one drain run with real OpenSSH sshd beside the model (issue 17).
+
+Scenario: drain pve1 of 3 nodes, its 40 small guests (1 GiB, 0.25 GiB in use, so a run takes
+tens of real seconds), default sshd 10:30:100. Contenders: proxmigrate at maxParallel 8 and 32,
+migrateall at maxworkers 16 and 32; each once with the modeled sshd and once with one real sshd
+per node on loopback (pvesim/openssh.py), on the real clock (time scale 1). Prints drops and
+makespan per contender, real vs model; `make bench` runs it (not `bench-quick`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.contenders import run_migrateall, run_proxmigrate
+from bench.figures import RunFigures
+from bench.scenarios import Scenario
+from pvesim.model import Cluster
+from pvesim.model.params import GiB
+from pvesim.realtime import RealTime
+
+RUNS = (("proxmigrate", 8), ("proxmigrate", 32), ("migrateall", 16), ("migrateall", 32))
+_open: list[RealTime] = []
+
+
+def _small_guests(cluster: Cluster) -> None:
+    for vm in cluster.vms.values():
+        if vm.node == "pve1":
+            vm.maxmem, vm.local_devices, vm.ha_state = GiB, [], None
+            vm.mem = GiB // 4 if vm.running else 0
+            vm.disks = [d for d in vm.disks if d.shared]
+
+
+def _real(cluster: Cluster) -> None:
+    _small_guests(cluster)
+    _open.append(RealTime(cluster, Path(tempfile.mkdtemp(prefix="pvesim-bench-"))))
+
+
+def scenario(real: bool) -> Scenario:
+    return Scenario(
+        "real-sshd" if real else "model-sshd",
+        "Drain 1 of 3 nodes: 40 small guests, sshd 10:30:100, real sshd vs model",
+        nodes=3,
+        vms_per_node=40,
+        drained=("pve1",),
+        shape=_real if real else _small_guests,
+    )
+
+
+def run(contender: str, level: int, real: bool, seed: int = 1) -> RunFigures:
+    runner = run_proxmigrate if contender == "proxmigrate" else run_migrateall
+    try:
+        return runner(scenario(real), level, seed)
+    finally:
+        while _open:
+            _open.pop().close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.real_sshd", description=__doc__)
+    parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    args = parser.parse_args(argv)
+    lines = [
+        "| contender | level | drops model | drops real | makespan model (s) | "
+        "makespan real (s) | moved model / real |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for contender, level in RUNS:
+        model, real = run(contender, level, False), run(contender, level, True)
+        lines.append(
+            f"| {contender} | {level} | {model.ssh_drops} | {real.ssh_drops} | "
+            f"{model.makespan:.0f} | {real.makespan:.0f} | {model.moved} / {real.moved} |"
+        )
+        print(lines[-1], file=sys.stderr, flush=True)
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "real-sshd.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
