@@ -68,6 +68,13 @@ RESEND_RECHECK_SHARE = 0.5
 IDLE_POLLS = 5
 # PVE stamps tasks with its own clock; NTP keeps it near ours, this margin covers the rest.
 CLOCK_SKEW_SECONDS = 30
+# A tick that failed is tried again after this, doubling per failure up to ERROR_BACKOFF_MAX.
+ERROR_BACKOFF_SECONDS = 1.0
+ERROR_BACKOFF_MAX = 10.0
+FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+# A VMMigration ended here is not taken again for this long: a listing taken before its
+# final status was written still shows it unfinished.
+ENDED_MEMORY_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ class _Running:
     log_lines_seen: int = 0
     ending_at: float | None = None  # predicted end of the RAM transfer
     vm: VMInfo | None = None  # as the inventory showed it when queued (HA-managed, running)
+    closing: bool = False  # `_finish` is reading PVE before it lets the slot go
 
 
 @dataclass
@@ -158,6 +166,14 @@ class ClusterRuntime:
     _running: dict[str, _Running] = field(default_factory=dict)
     _statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     _withdrawn: set[str] = field(default_factory=set)  # taken back, VMMigration not deleted yet
+    _accepting: set[str] = field(default_factory=set)  # accept() in progress
+    _ended: dict[str, float] = field(default_factory=dict)  # final status written, when
+    # status patches the API server has not confirmed yet, merged per VMMigration, in order
+    _unwritten: dict[str, tuple[MigrationRequest, dict[str, Any]]] = field(default_factory=dict)
+    # the loop's health: when it last completed a tick (monotonic), why the last tick failed
+    heartbeat: float = field(default_factory=time.monotonic)
+    loop_error: str | None = None
+    failed_ticks: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _inventory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -218,17 +234,26 @@ class ClusterRuntime:
 
     # ----- accepting VMMigrations --------------------------------------------------------
 
-    async def accept(self, request: MigrationRequest, current: Mapping[str, Any]) -> None:
-        """Take a VMMigration that is new, queued, or was running before a restart."""
-        if any(request.key in known for known in (self._queued, self._running, self._withdrawn)):
-            return
-        self._statuses[request.key] = dict(current)
-        phase = current.get("phase")
-        if phase == "Running":
-            await self._resume(request, current)
-        else:
-            await self._submit(request)
+    async def accept(self, request: MigrationRequest, current: Mapping[str, Any]) -> bool:
+        """Take a VMMigration that is new, queued, or was running before a restart; False
+        when it is known here already."""
+        now = self.clock()
+        for key in [k for k, at in self._ended.items() if now - at > ENDED_MEMORY_SECONDS]:
+            del self._ended[key]
+        known = (self._queued, self._running, self._withdrawn, self._accepting, self._unwritten)
+        if any(request.key in keys for keys in (*known, self._ended)):
+            return False
+        self._accepting.add(request.key)
+        try:
+            self._statuses[request.key] = dict(current)
+            if current.get("phase") == "Running":
+                await self._resume(request, current)
+            else:
+                await self._submit(request)
+        finally:
+            self._accepting.discard(request.key)
         self._wake.set()
+        return True
 
     async def _submit(self, request: MigrationRequest) -> None:
         inventory = await self.refresh_inventory(max_age=5.0)
@@ -312,6 +337,9 @@ class ClusterRuntime:
             )
             return
         log.info("resumed %s: no task found for the recorded request; queueing again", request.key)
+        taken_back = vmstatus.not_sent(current)  # the intent was written, the POST never made
+        if taken_back:
+            await self._write(request, taken_back)
         await self._submit(request)
 
     async def _find_unrecorded_task(
@@ -472,24 +500,44 @@ class ClusterRuntime:
         return running.ending_at is None or running.ending_at - now <= self.task_poll_seconds
 
     def _start_done(self, task: asyncio.Task[None]) -> None:
+        """A start that failed unexpectedly may have sent its request: its migrations still
+        without a task are looked for in the task lists (and time out) like lost answers."""
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error(
                 "cluster %s: starting a migration failed", self.label, exc_info=task.exception()
             )
+            for running in self._running.values():
+                if running.upid is None and not running.closing:
+                    running.awaiting_task = True
+            self._wake.set()
 
     async def run(self) -> None:
-        """Tick until cancelled."""
+        """Tick until cancelled. No error ends the loop: a failed tick is logged, counted in
+        `failed_ticks`/`loop_error` (the cluster's Ready condition shows it) and tried again
+        after a backoff; `heartbeat` tells liveness that ticks still complete."""
         while True:
             try:
+                await self.flush_unwritten()
                 await self.run_once()
-            except PveError as error:
-                log.warning("cluster %s: %s", self.label, error)
+                self.failed_ticks, self.loop_error = 0, None
+            except Exception as error:
+                self.failed_ticks += 1
+                self.loop_error = f"{type(error).__name__}: {error}"
+                if isinstance(error, PveError):
+                    log.warning("cluster %s: %s", self.label, error)
+                else:
+                    log.exception("cluster %s: engine tick failed", self.label)
+            self.heartbeat = time.monotonic()
             now = self.clock()
-            delay = self.next_tick(now) - now
+            delay = max(self.next_tick(now) - now, MIN_TICK_SECONDS)
             self._wake.clear()
+            if self.failed_ticks:
+                backoff = ERROR_BACKOFF_SECONDS * 2 ** (self.failed_ticks - 1)
+                await asyncio.sleep(max(delay, min(backoff, ERROR_BACKOFF_MAX)))
+                continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(delay, MIN_TICK_SECONDS))
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     async def replace_client(self, client: AsyncPveClient, auth: AuthMethod) -> None:
         """New endpoints or credentials: later calls use the new client; running work goes on."""
@@ -524,7 +572,7 @@ class ClusterRuntime:
         attempt = int(current.get("attemptCount") or 0) + 1
         intent = vmstatus.start_requested(current, job.source, attempt, running.started_at)
         try:
-            written = await self._write(request, intent)
+            written = await self._write(request, intent, required=True)
         except Exception as error:  # the API server failed us: nothing was sent to PVE yet
             log.warning("%s: recording the start failed (%s); queueing again", request.key, error)
             self._requeue_unsent(running)
@@ -774,18 +822,22 @@ class ClusterRuntime:
         """Record how an attempt ended and do what the engine decides."""
         request = running.request
         key = request.key
-        if self._running.get(key) is not running:
+        if self._running.get(key) is not running or running.closing:
             return
+        running.closing = True
+        try:  # PVE first: if it fails, the migration keeps its slot and is judged again
+            moved = failure is None or failure.vm_moved is True
+            if failure is not None and failure.vm_moved is None:
+                inventory = await self.refresh_inventory()
+                vm = inventory.vm(request.vmid)
+                moved = vm is not None and vm.node == request.target
+            note = ""
+            if failure is not None and moved and failure.lock == "migrate":
+                note = await self._clear_stale_lock(request)
+        finally:
+            running.closing = False
         del self._running[key]
         now = self.clock()
-        moved = failure is None or failure.vm_moved is True
-        if failure is not None and failure.vm_moved is None:
-            inventory = await self.refresh_inventory()
-            vm = inventory.vm(request.vmid)
-            moved = vm is not None and vm.node == request.target
-        note = ""
-        if failure is not None and moved and failure.lock == "migrate":
-            note = await self._clear_stale_lock(request)
         if failure is not None and failure.reason is Reason.SSH_DROPPED:
             metrics.SSH_DROPS.labels(self.label, request.target).inc()
         outcome = Outcome(
@@ -851,15 +903,60 @@ class ClusterRuntime:
         self.events(request.event_ref, "Warning", "Failed", message)
 
     async def _write(
+        self, request: MigrationRequest, patch: dict[str, Any], *, required: bool = False
+    ) -> dict[str, Any] | None:
+        """Persist a status change (with any earlier one the API server has not confirmed);
+        None when the VMMigration no longer exists.
+
+        A `required` write (the intent before a POST) raises when it fails and changes
+        nothing here. Any other change is recorded here first and kept until the API server
+        has it: a failed write is logged and retried by every tick (`flush_unwritten`), so
+        the migration's bookkeeping goes on and nothing is lost."""
+        key = request.key
+        pending = {**self._unwritten.get(key, (request, {}))[1], **patch}
+        if required:  # never a final status
+            answer = await self._send(request, pending)
+            self._statuses[key] = vmstatus.merged(self._statuses.get(key, {}), patch)
+            self._unwritten.pop(key, None)
+            return answer
+        self._statuses[key] = vmstatus.merged(self._statuses.get(key, {}), patch)
+        entry = self._unwritten[key] = (request, pending)
+        return await self._write_pending(key, entry)
+
+    async def _write_pending(
+        self, key: str, entry: tuple[MigrationRequest, dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        try:
+            return await self._confirm(key, entry)
+        except Exception as error:
+            log.warning("%s: status write failed, kept to retry: %s", key, error)
+            return {"status": self._statuses.get(key, {})}  # exists, as far as we know
+
+    async def _confirm(
+        self, key: str, entry: tuple[MigrationRequest, dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """Send the pending patch; once the API server has it, forget it (and a final
+        status) unless a newer change was merged meanwhile."""
+        answer = await self._send(*entry)
+        if self._unwritten.get(key) is entry:
+            del self._unwritten[key]
+            if entry[1].get("phase") in FINAL_PHASES:
+                self._statuses.pop(key, None)
+                self._ended[key] = self.clock()
+        return answer
+
+    async def _send(
         self, request: MigrationRequest, patch: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """Persist a status change; None when the VMMigration no longer exists."""
-        current = self._statuses.get(request.key, {})
-        self._statuses[request.key] = vmstatus.merged(current, patch)
-        answer = await self.kube.patch_status(VMMIGRATIONS, request.namespace, request.name, patch)
-        if patch.get("phase") in ("Succeeded", "Failed", "Cancelled"):
-            self._statuses.pop(request.key, None)
-        return answer
+        return await self.kube.patch_status(VMMIGRATIONS, request.namespace, request.name, patch)
+
+    async def flush_unwritten(self) -> None:
+        """Write the status changes the API server refused earlier; raises while it still
+        refuses (the loop backs off)."""
+        for key, entry in list(self._unwritten.items()):
+            if self._unwritten.get(key) is entry:
+                await self._confirm(key, entry)
+                log.info("%s: status written after an earlier failure", key)
 
 
 def _recorded_upids(current: Mapping[str, Any]) -> set[str]:
