@@ -169,3 +169,25 @@ def test_an_intent_whose_post_never_happened_is_taken_back_on_resume() -> None:
         assert len(running["attempts"]) == 1
 
     asyncio.run(scenario())
+
+
+def test_an_ended_migration_is_not_taken_again_from_a_stale_listing() -> None:
+    """The cluster daemon adopts what a listing shows unfinished; one taken before the
+    final status was written must not start the migration over."""
+
+    async def scenario() -> None:
+        pve = FakePve()
+        rt, kube = runtime(pve, [1000.0])
+        assert await rt.accept(REQUEST, {})
+        await settle(rt)
+        upid = pve.task_rows[0]["upid"]
+        pve.finish(upid, "OK")
+        await settle(rt)
+        assert kube.patches[-1]["phase"] == "Succeeded"
+        stale = {"phase": "Running", "sourceNode": "pve1", "upid": upid, "attemptCount": 1}
+        assert not await rt.accept(REQUEST, stale)
+        await settle(rt)
+        assert len(pve.posts) == 1
+        assert sum(1 for p in kube.patches if p.get("phase") == "Succeeded") == 1
+
+    asyncio.run(scenario())

@@ -159,7 +159,6 @@ async def _manage(name: str, namespace: str, spec: Any, meta: Any, status: Any) 
     runtime, connection = await _connect(kube, writer, name, namespace, spec, meta)
     RUNTIMES[(namespace, name)] = runtime
     engine_loop = asyncio.create_task(runtime.run())
-    adopted = False
     try:
         while True:
             generation = meta.get("generation")
@@ -179,10 +178,9 @@ async def _manage(name: str, namespace: str, spec: Any, meta: Any, status: Any) 
                     await runtime.replace_client(latest.client(runtime.label), latest.auth_method)
                     connection = latest
                     _warn_if_unverified(connection, runtime)
-                if not adopted:
-                    count = await adopt_migrations(kube, runtime)
-                    log.info("cluster %s: adopted %d unfinished VMMigrations", runtime.label, count)
-                    adopted = True
+                adopted = await adopt_migrations(kube, runtime)  # every sync: a watch may miss
+                if adopted:
+                    log.info("cluster %s: adopted %d VMMigrations", runtime.label, adopted)
                 await sync(runtime, writer, generation, trouble)
                 not_ready = None
             except SpecError as error:

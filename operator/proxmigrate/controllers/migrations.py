@@ -38,10 +38,11 @@ def request_from(body: Any) -> tuple[str, MigrationRequest]:
 
 
 async def adopt_migrations(kube: Kube, runtime: ClusterRuntime) -> int:
-    """Hand a new runtime every non-final VMMigration of its cluster, as kopf's resume
-    handler does after a process restart: a runtime rebuilt for any other reason (its daemon
-    restarted, this replica took over) would otherwise never see the ones already accepted
-    by the runtime it replaces. Returns how many it was handed."""
+    """Hand the runtime every non-final VMMigration of its cluster it does not know, as
+    kopf's resume handler does after a process restart: a runtime rebuilt for any other
+    reason (its daemon restarted, this replica took over) would otherwise never see the ones
+    the runtime it replaces had accepted, nor one whose creation event a watch lost while
+    the API server was away. Returns how many it took."""
     adopted = 0
     for body in await kube.list(VMMIGRATIONS, runtime.namespace):
         status = body.get("status") or {}
@@ -51,8 +52,7 @@ async def adopt_migrations(kube: Kube, runtime: ClusterRuntime) -> int:
             cluster, request = request_from(body)
         except SpecError:
             continue  # its create handler reports it
-        if cluster == runtime.name:
-            await runtime.accept(request, dict(status))
+        if cluster == runtime.name and await runtime.accept(request, dict(status)):
             adopted += 1
     return adopted
 
