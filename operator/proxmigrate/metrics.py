@@ -128,6 +128,18 @@ BUILD_INFO = Gauge(
     registry=REGISTRY,
 )
 
+RESULTS = ("succeeded", "failed", "cancelled")
+
+
+def count_from_zero(proxmox_cluster: str, target: str) -> None:
+    """Create a target's counters at 0: Prometheus' increase() and rate() see no increase
+    in the first sample of a series, so a first SSH drop or failure counted into a series
+    that did not exist before would never show."""
+    SSH_DROPS.labels(proxmox_cluster, target)
+    for result in RESULTS:
+        MIGRATIONS.labels(proxmox_cluster, target, result)
+
+
 LABELLED: tuple[MetricWrapperBase, ...] = tuple(
     value
     for value in tuple(globals().values())

@@ -60,6 +60,22 @@ def test_in_flight_drops_to_zero_when_the_target_goes_idle() -> None:
     asyncio.run(scenario())
 
 
+def test_a_targets_counters_start_at_zero_before_its_first_event() -> None:
+    """Prometheus' increase() cannot see the first increment of a series that starts at 1."""
+
+    async def scenario() -> None:
+        rt, _ = runtime(FakePve(), [1000.0])
+        rt.name = "zero"
+        await rt.accept(MigrationRequest("ns", "m", "u", 100, "pve2"), {})
+        await settle(rt)
+        by = {"proxmox_cluster": "ns/zero", "target": "pve2"}
+        assert value("proxmigrate_ssh_drops_total", **by) == 0
+        for result in ("succeeded", "failed", "cancelled"):
+            assert value("proxmigrate_migrations_total", **by, result=result) == 0
+
+    asyncio.run(scenario())
+
+
 def test_a_cancelled_migration_counts_as_cancelled_not_failed() -> None:
     async def scenario() -> None:
         clock = [1000.0]
@@ -75,7 +91,7 @@ def test_a_cancelled_migration_counts_as_cancelled_not_failed() -> None:
         assert kube.patches[-1]["phase"] == "Cancelled"
         by = {"proxmox_cluster": "ns/cancel", "target": "pve2"}
         assert value("proxmigrate_migrations_total", **by, result="cancelled") == 1
-        assert value("proxmigrate_migrations_total", **by, result="failed") is None
+        assert value("proxmigrate_migrations_total", **by, result="failed") == 0
 
     asyncio.run(scenario())
 

@@ -560,6 +560,7 @@ class ClusterRuntime:
         for target in self._metric_targets:
             limit = self.engine.concurrency_limit(target)
             metrics.TARGET_CONCURRENCY_LIMIT.labels(self.label, target).set(limit)
+            metrics.count_from_zero(self.label, target)
             metrics.MIGRATIONS_IN_FLIGHT.labels(self.label, target).set(
                 snapshot.running_per_target.get(target, 0)
             )
