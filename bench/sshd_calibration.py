@@ -26,7 +26,7 @@ from typing import Any
 
 from pvesim.model import Cluster, from_config
 from pvesim.model.migration import MigrationRequest
-from pvesim.model.params import ModelParams
+from pvesim.model.params import LOOPBACK_FIT, ModelParams, SshdParams
 
 DATA = Path(__file__).with_name("sshd_real.json")
 SIZES = (8, 12, 16, 24, 32, 48)
@@ -63,8 +63,8 @@ def step_shares(cluster: Cluster) -> dict[str, float]:
     return shares
 
 
-def model_run(n: int, seed: int) -> dict[str, float]:
-    cluster = star(n, seed=seed)
+def model_run(n: int, seed: int, sshd: SshdParams | None = None) -> dict[str, float]:
+    cluster = star(n, ModelParams(sshd=sshd or SshdParams()), seed=seed)
     fire(cluster)
     cluster.run_until_idle()
     return step_shares(cluster)
@@ -184,12 +184,10 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return {"p5": q[0], "p50": statistics.median(values), "p95": q[-1], "max": max(values)}
 
 
-def model_table(seeds: int = 40) -> dict[int, dict[str, float]]:
-    table = {}
-    for n in SIZES:
-        runs = [model_run(n, seed) for seed in range(seeds)]
-        table[n] = {k: statistics.fmean(r[k] for r in runs) for k in [*STEPS, "total"]}
-    return table
+def model_shares(n: int, sshd: SshdParams, seeds: int = 40) -> dict[str, float]:
+    """The model's mean shares over `seeds` seeds."""
+    runs = [model_run(n, seed, sshd) for seed in range(seeds)]
+    return {k: statistics.fmean(r[k] for r in runs) for k in [*STEPS, "total"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,12 +202,39 @@ def main(argv: list[str] | None = None) -> int:
         if args.add and DATA.exists():
             data = merged(json.loads(DATA.read_text()), data)
         DATA.write_text(json.dumps(data, indent=1) + "\n")
-    real = json.loads(DATA.read_text())["sizes"]
-    for n, modeled in model_table().items():
-        measured = real.get(str(n), {}).get("mean", {})
-        cells = [f"{k} {measured.get(k, float('nan')):.2f}/{v:.2f}" for k, v in modeled.items()]
-        print(f"N={n:2d} real/model " + "  ".join(cells))
+    print(markdown(json.loads(DATA.read_text())))
     return 0
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """docs/pvesim.md's tables: real vs the default model vs LOOPBACK_FIT, per step."""
+    keys = [*STEPS, "total"]
+    head = "| N | | " + " | ".join(keys) + " |"
+    lines = [head, "|---|---|" + "---|" * len(keys)]
+    for n in SIZES:
+        row = data["sizes"].get(str(n))
+        if row is None:
+            continue
+        for label, shares in (
+            (f"real ({len(row['runs'])} runs)", row["mean"]),
+            ("model default", model_shares(n, SshdParams())),
+            ("model LOOPBACK_FIT", model_shares(n, LOOPBACK_FIT)),
+        ):
+            cells = " | ".join(f"{shares[k]:.2f}" for k in keys)
+            lines.append(f"| {n} | {label} | {cells} |")
+    lines += ["", "| N | handshake p5 / p50 / p95 / max (s) | plain logins dropped | load1 |"]
+    lines.append("|---|---|---|---|")
+    for n in SIZES:
+        row = data["sizes"].get(str(n))
+        if row is None:
+            continue
+        hs = row["handshake_s"]
+        loads = [r["load1"] for r in row["runs"]]
+        lines.append(
+            f"| {n} | {hs['p5']:.1f} / {hs['p50']:.1f} / {hs['p95']:.1f} / {hs['max']:.1f} | "
+            f"{row['plain_login_drop']:.2f} | {min(loads):.0f}-{max(loads):.0f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

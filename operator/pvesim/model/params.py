@@ -48,10 +48,10 @@ class SshdParams:
 
 # Fitted to real sshd (`python -m bench.sshd_calibration`, bench/sshd_real.json; docs/pvesim.md
 # "Real OpenSSH"): N secure migrations fired at once into one loopback sshd on a shared 2-core
-# VM under heavy load. Within 1.25x of the real drop shares at N = 16, 24, 32 (first step and
-# total). Not the default: fitted to that loaded machine, it would slow every simulated login.
+# VM under heavy load. Within 1.25x of the real drop shares at N = 16, 24, 32, 48 (first step
+# and total). Not the default: fitted to that loaded machine, it would slow every simulated login.
 LOOPBACK_FIT = SshdParams(
-    handshake_median=0.6, handshake_sigma=0.8, handshake_contention=4.0, client_start_max=1.5
+    handshake_median=0.6, handshake_sigma=0.8, handshake_contention=3.5, client_start_max=0.9
 )
 
 
