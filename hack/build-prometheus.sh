@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Prometheus server (for the e2e alert test) from the Go module proxy into the
-# version-keyed cache, as hack/build-tools.sh builds promtool from the same module:
-# $CACHE/bin/prometheus-<version>.
+# build-prometheus.sh VERSION OUT: builds the Prometheus server (for the e2e alert test,
+# tests/e2e/test_prometheus_alerts.py) from the Go module proxy into OUT, as
+# hack/build-tools.sh builds promtool from the same module (hack/provision.py runs it and
+# moves OUT into the cache). The module has no `replace` directives at v0.316.0.
 #
 # The web UI: at this version web/ui/ui.go (build tag !builtinassets) serves the UI from
 # files on disk and web/ui/assets_embed.go (tag builtinassets) embeds a compiled React app
@@ -9,25 +10,23 @@
 # (/api/v1/...) is complete, only the UI pages are missing, which the test never opens.
 set -euo pipefail
 
-PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"  # 3.16.0; keep equal to build-tools.sh
-CACHE="${PROXMIGRATE_CACHE:-$HOME/.cache/proxmigrate}"
-BIN="$CACHE/bin"
-PROMETHEUS="$BIN/prometheus-$PROMETHEUS_VERSION"
+[[ $# -eq 2 ]] || { echo "usage: $0 VERSION OUT" >&2; exit 2; }
+version=$1 out=$2
 
 die() { echo "build-prometheus: $*" >&2; exit 1; }
 
-[[ -x "$PROMETHEUS" ]] && exit 0
 command -v go >/dev/null 2>&1 || die "Go is not installed. Install Go >= 1.26 (https://go.dev/doc/install) and run again."
 go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
-[[ "$go_minor" -ge 26 ]] || die "Go $(go env GOVERSION) is too old: prometheus $PROMETHEUS_VERSION needs Go >= 1.26."
-
-mkdir -p "$BIN"
+[[ "$go_minor" -ge 26 ]] || die "Go $(go env GOVERSION) is too old: prometheus $version needs Go >= 1.26."
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0
+
 gobin=$(mktemp -d)
 trap 'rm -rf "$gobin"' EXIT
-echo "build-prometheus: building prometheus $PROMETHEUS_VERSION (first run only; a few minutes)" >&2
-GOBIN="$gobin" go install -trimpath -ldflags "-s -w" \
-  "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
-  || die "building prometheus failed; check access to the Go module proxy ($(go env GOPROXY))"
-mv "$gobin/prometheus" "$PROMETHEUS"
-echo "build-prometheus: $PROMETHEUS" >&2
+# Prometheus 3.x publishes its Go module as v0.<major*100+minor>.<patch> (v0.316.0 is
+# 3.16.0); its Makefile stamps that release into `prometheus --version`.
+release=$(echo "$version" | sed -E 's/^v0\.([0-9]+)([0-9]{2})\.([0-9]+)$/\1.\2.\3/; s/\.0([0-9])\./.\1./')
+GOBIN="$gobin" go install -trimpath \
+  -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
+  "github.com/prometheus/prometheus/cmd/prometheus@$version" \
+  || die "cannot build prometheus $version from the Go module proxy ($(go env GOPROXY)): check network access or set GOPROXY"
+mv "$gobin/prometheus" "$out"
