@@ -1,7 +1,5 @@
 """Shared test set-up: import packages live under operator/ (see docs/architecture.md)."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,10 +10,7 @@ if str(OPERATOR_DIR) not in sys.path:
 
 def pytest_sessionstart(session: object) -> None:
     """pvesim validates requests against PVE's API schema, fetched at provisioning time
-    (`make provision`); fetch it here too so `make unit` works on a fresh machine."""
-    from pvesim.schema import schema_path
+    (hack/provision.py); fetch it here too so `pytest` alone works on a fresh machine."""
+    from proxmigrate.controlplane import tool
 
-    if not schema_path().exists():
-        script = Path(__file__).resolve().parents[1] / "hack" / "fetch-pve-schema.sh"
-        env = dict(os.environ, PYTHON=sys.executable)
-        subprocess.run(["bash", str(script)], check=True, env=env)
+    tool("pve-api-schema")
