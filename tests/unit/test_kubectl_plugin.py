@@ -1,22 +1,36 @@
-"""The plugin's pure parts: progress line, tables, summaries, exit codes, progress following."""
+"""The plugin: progress line, tables with the CRDs' columns, outputs, kubectl's flags anywhere,
+exit statuses, progress following, one-line errors."""
 
 from __future__ import annotations
 
 import datetime
 import io
+import json
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from proxmigrate.api.constants import NODEDRAINS
+from proxmigrate.controlplane import REPO_ROOT
 from proxmigrate.kubectl_plugin import (
+    EXIT_ERROR,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    PRINTER_COLUMNS,
     PluginError,
     build_parser,
     check_node,
     drain_manifest,
+    duration,
     exit_code,
     follow_drain,
+    main,
     progress_bar,
-    render_drains,
+    render_objects,
+    render_output,
     render_plan,
     render_progress,
     render_summary,
@@ -98,17 +112,20 @@ def test_drains_table_and_summary_with_problem() -> None:
         completionTime="2026-01-01T12:02:00Z",
         conditions=[{"type": "Degraded", "status": "True", "message": "2 VMs failed: 101: x"}],
     )
-    table = render_drains(
-        [{"metadata": {"name": "d"}, "spec": {"nodeName": "pve1"}, "status": failed}]
-    )
-    assert table.splitlines()[1].split() == ["d", "pve1", "Failed", "10/40", "2", "100%", "1m30s"]
+    created = {"name": "d", "creationTimestamp": "2026-01-01T12:00:00Z"}
+    drain = {"metadata": created, "spec": {"nodeName": "pve1"}, "status": failed}
+    table = render_objects(NODEDRAINS, [drain], NOW).splitlines()
+    assert table[0].split() == ["NAME", "NODE", "PHASE", "MIGRATED", "REMAINING", "FAILED", "AGE"]
+    assert table[1].split() == ["d", "pve1", "Failed", "10", "0", "2", "40s"]
+    wide = render_objects(NODEDRAINS, [drain], NOW, wide=True).splitlines()
+    assert wide[0].split()[-2:] == ["PROGRESS", "ETA"] and wide[1].split()[-2:] == ["1.0", "1m30s"]
     summary = render_summary("d", failed)
     assert summary.startswith("nodedrain/d Failed: 10 migrated, 2 failed, 0 skipped of 40 in 2m")
     assert summary.endswith("2 VMs failed: 101: x")
 
 
 @pytest.mark.parametrize(
-    ("phase", "code"), [("Drained", 0), ("Failed", 1), ("Blocked", 1), ("Cancelled", 1)]
+    ("phase", "code"), [("Drained", 0), ("Failed", 3), ("Blocked", 3), ("Cancelled", 3)]
 )
 def test_exit_code(phase: str, code: int) -> None:
     assert exit_code(phase) == code
@@ -152,7 +169,111 @@ def test_follow_fails_when_the_drain_disappears() -> None:
 
 def test_parser_reads_drain_options() -> None:
     args = build_parser().parse_args(
-        ["-n", "ops", "drain", "pve1", "--cluster", "lab", "--max-parallel", "4", "--wait"]
+        ["-n", "ops", "drain", "pve1", "--proxmox-cluster", "lab", "--max-parallel", "4", "--wait"]
     )
-    assert (args.namespace, args.node, args.cluster, args.max_parallel) == ("ops", "pve1", "lab", 4)
-    assert args.wait and not args.dry_run
+    assert (args.namespace, args.node, args.proxmox_cluster, args.max_parallel) == (
+        "ops",
+        "pve1",
+        "lab",
+        4,
+    )
+    assert args.wait and not args.dry_run and args.timeout is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-n", "ops", "--context", "c", "--kubeconfig", "k", "-o", "wide", "status"],
+        ["status", "-n", "ops", "--context", "c", "--kubeconfig", "k", "-o", "wide"],
+        ["--context", "c", "status", "--namespace=ops", "--output=wide", "--kubeconfig=k"],
+    ],
+)
+def test_kubectl_flags_anywhere_on_the_line(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.namespace, args.context, args.kubeconfig, args.output) == ("ops", "c", "k", "wide")
+
+
+def test_flags_not_given_keep_their_defaults() -> None:
+    args = build_parser().parse_args(["status"])
+    assert (args.namespace, args.context, args.kubeconfig, args.output) == (None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("5m", 300), ("1h30m", 5400)]
+)
+def test_timeouts_read_like_kubectls(text: str, seconds: float) -> None:
+    assert duration(text) == seconds
+    assert build_parser().parse_args(["drain", "a", "--wait", "--timeout", text]).timeout == seconds
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["drain", "a", "--timeout", "soon"],
+        ["status", "-o", "table"],
+        ["drain", "a", "--cluster", "lab"],  # kubectl's --cluster is a kubeconfig cluster
+        ["frobnicate"],
+    ],
+)
+def test_bad_usage_is_one_line_and_status_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == EXIT_USAGE == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("kubectl proxmigrate"), err
+
+
+def test_printer_columns_are_the_crds() -> None:
+    for plural, columns in PRINTER_COLUMNS.items():
+        crd = yaml.safe_load((REPO_ROOT / "crds" / f"{plural}.yaml").read_text())
+        declared = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        assert [(c["name"], c["jsonPath"], c.get("priority", 0)) for c in declared] == list(columns)
+
+
+def test_outputs_name_json_and_yaml_like_kubectl() -> None:
+    drain = {"kind": "NodeDrain", "metadata": {"name": "d"}, "spec": {"nodeName": "pve1"}}
+    placement = {"kind": "VMPlacement", "metadata": {"name": "p"}}
+    assert render_output([drain, placement], "name") == (
+        "nodedrain.proxmigrate.dev/d\nvmplacement.proxmigrate.dev/p"
+    )
+    assert json.loads(render_output([drain], "json")) == drain
+    listed = yaml.safe_load(render_output([drain, placement], "yaml"))
+    assert listed["kind"] == "List" and listed["items"] == [drain, placement]
+
+
+def test_follow_gives_up_at_the_timeout_with_its_own_status() -> None:
+    with pytest.raises(PluginError, match="timed out after") as error:
+        follow_drain(
+            lambda: {"status": draining()}, io.StringIO(), live=False, poll_seconds=0, timeout=0
+        )
+    assert error.value.code == EXIT_TIMEOUT == 4
+
+
+def test_an_api_server_that_does_not_answer_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u, namespace: ops}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+    )
+    assert main(["status", "--kubeconfig", str(config)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(
+        f"error: the Kubernetes API server http://127.0.0.1:{port} does not answer"
+    )
+
+
+def test_an_unknown_context_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    assert main(["status", "--kubeconfig", str(config), "--context", "nope"]) == EXIT_ERROR
+    assert capsys.readouterr().err.startswith("error: cannot load kubeconfig")
