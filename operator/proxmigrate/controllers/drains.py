@@ -97,7 +97,22 @@ def drain_request(
         local_disks=spec.local_disks.value,
         reserve=spec.memory_reserve(placement),
         anti_affinity_prefix=placement.anti_affinity_tag_prefix,
+        planned_elsewhere=planned_elsewhere(spec, drains),
     )
+
+
+def planned_elsewhere(spec: NodeDrainSpec, drains: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Bytes the cluster's other NodeDrains still move into each target (memory of their
+    entries not yet final): one plan per cluster, the planner counts them as load."""
+    totals: dict[str, int] = {}
+    for other in drains_of_cluster(drains, spec.cluster_name):
+        if other["spec"].get("nodeName") == spec.node_name:
+            continue
+        for entry in (other.get("status") or {}).get("vms") or []:
+            target = entry.get("to")
+            if target and progress.entry_phase(entry) in UNDER_WAY:
+                totals[target] = totals.get(target, 0) + int(entry.get("memoryBytes") or 0)
+    return totals
 
 
 async def with_local_resources(context: ClusterContext, node: str) -> ClusterContext:

@@ -85,6 +85,10 @@ class DrainRequest:
     reserve: MemoryReserve = field(default_factory=MemoryReserve)
     anti_affinity_prefix: str = DEFAULT_ANTI_AFFINITY_PREFIX
     pins: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    # One plan per cluster: bytes other drains still move into each target. They count in
+    # each target's load score, so concurrent drains do not send their tails to the same
+    # roomy target (whose ingress would then be the common bottleneck).
+    planned_elsewhere: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,10 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
         else:
             to_place.append(vm)
 
-    fair_share_cost = sum(_move_cost(vm) for vm in to_place) / max(1, len(ledgers))
+    for name, ledger in ledgers.items():
+        ledger.incoming_cost = request.planned_elsewhere.get(name, 0)
+    elsewhere = sum(ledger.incoming_cost for ledger in ledgers.values())
+    fair_share_cost = (sum(_move_cost(vm) for vm in to_place) + elsewhere) / max(1, len(ledgers))
     placed: list[tuple[VMInfo, str]] = []
     short_of_memory: list[tuple[VMInfo, tuple[str, ...]]] = []
     for vm in sorted(to_place, key=lambda guest: _placement_priority(guest, request)):

@@ -116,20 +116,24 @@ class LibraryDrain:
         return self.cluster.now
 
     async def plan(self, runtime: ClusterRuntime) -> tuple[DrainPlan, ...]:
-        """One plan per node, each seeing the previous plans' moves as done, from the
-        inventory the NodeDrain controller reads (`drained_inventory`)."""
+        """One plan per node, each seeing the previous plans' moves as done and their bytes
+        as its targets' load, from the inventory the NodeDrain controller reads
+        (`drained_inventory`)."""
         with self._cpu.measure():
             inventory = await drained_inventory(runtime, self.nodes)
             plans = []
+            incoming: Counter[str] = Counter()  # bytes the earlier plans send to each target
             for node in self.nodes:
                 request = DrainRequest(
                     node=node,
                     cordoned=frozenset(self.nodes),
                     local_disks=self.options.local_disks,  # type: ignore[arg-type]
                     stopped_vms=self.options.stopped_vms,  # type: ignore[arg-type]
+                    planned_elsewhere=dict(incoming),
                 )
                 plan = plan_drain(inventory, request)
                 plans.append(plan)
+                incoming.update(plan.transfer_bytes_by_target())
                 inventory = with_pending_moves(
                     inventory, {move.vmid: move.target for move in plan.moves}
                 )
