@@ -120,10 +120,10 @@ def test_forty_migrations_to_one_target_paced_without_ssh_drops(
 ) -> None:
     """Default sshd 10:30:100 on the target, maxParallel 32: pacing, not retries, avoids drops.
 
-    Without the stream-rate floor, which would hold one 10 Gbit/s source at about 8 streams:
-    this is about how many migrations one target's sshd takes at once."""
+    Without the stream rules (rate floor, convergence), which would hold one 10 Gbit/s source
+    at about 8 streams: this is about how many migrations one target's sshd takes at once."""
     api = control_plane.api_client()
-    policy = scaled_policy(maxParallel=32, minStreamRateMiBps=0)
+    policy = scaled_policy(maxParallel=32, minStreamRateMiBps=0, convergenceMargin=0)
     with PvesimProcess(*sim_args(cluster_file(tmp_path, vms=40, used_gib=4))) as sim:
         create_cluster_for_pvesim(api, namespace, "lab", sim, policy)
         wait_cluster_decided(api, namespace, operator)

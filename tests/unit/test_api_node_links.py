@@ -1,4 +1,4 @@
-"""`spec.migrationPolicy.nodeLinks`: declared link speeds reach the engine as payload bytes/s."""
+"""`spec.migrationPolicy.nodeLinks` and `convergenceMargin` reach the engine."""
 
 from __future__ import annotations
 
@@ -34,3 +34,13 @@ def test_declared_links_reach_the_engine() -> None:
 def test_bad_links_are_one_line_errors(links: object, message: str) -> None:
     with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
         MigrationPolicySpec.from_spec({"nodeLinks": links})
+
+
+def test_convergence_margin_is_off_at_0_and_at_least_1_otherwise() -> None:
+    assert MigrationPolicySpec.from_spec({}).to_engine_policy().convergence_margin == 2.0
+    off = MigrationPolicySpec.from_spec({"convergenceMargin": 0})
+    assert off.to_engine_policy().convergence_margin is None
+    three = MigrationPolicySpec.from_spec({"convergenceMargin": 3})
+    assert three.to_engine_policy().convergence_margin == 3.0
+    with pytest.raises(SpecError, match=r"convergenceMargin: expected 0 \(off\) or 1 to 100"):
+        MigrationPolicySpec.from_spec({"convergenceMargin": 0.5})

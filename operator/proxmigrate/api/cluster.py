@@ -124,6 +124,15 @@ class TransportRefusal(NamedTuple):
     message: str
 
 
+def _convergence_margin(reader: SpecReader) -> float:
+    margin = reader.get("convergenceMargin", float, 2.0)
+    if margin != 0 and not 1 <= margin <= 100:
+        raise SpecError(
+            f"{reader.path}.convergenceMargin: expected 0 (off) or 1 to 100, got {margin}"
+        )
+    return margin
+
+
 def _node_links(reader: SpecReader) -> tuple[tuple[str, float], ...]:
     """`nodeLinks` as (node, Gbit/s) pairs: each node once, each speed above 0."""
     links: dict[str, float] = {}
@@ -149,6 +158,7 @@ class MigrationPolicySpec:
     handshake_pacing: HandshakePacingSpec = field(default_factory=HandshakePacingSpec)
     bandwidth_limit_kib: int | None = None  # PVE `bwlimit`, KiB/s
     min_stream_rate_mib: int = 128  # 0: no stream-rate floor
+    convergence_margin: float = 2.0  # 0: no convergence rule
     node_links_gbps: tuple[tuple[str, float], ...] = ()  # declared link speeds, by node
     retry: RetrySpec = field(default_factory=RetrySpec)
     task_timeout_seconds: int = 14400
@@ -176,6 +186,7 @@ class MigrationPolicySpec:
             handshake_pacing=HandshakePacingSpec.read(reader.child("handshakePacing")),
             bandwidth_limit_kib=reader.get("bandwidthLimit", int, None),
             min_stream_rate_mib=reader.get("minStreamRateMiBps", int, 128),
+            convergence_margin=_convergence_margin(reader),
             node_links_gbps=_node_links(reader),
             retry=RetrySpec.read(reader.child("retry")),
             task_timeout_seconds=reader.get("taskTimeoutSeconds", int, 14400),
@@ -195,6 +206,7 @@ class MigrationPolicySpec:
                 start_spread_seconds=pacing.start_spread_seconds,
                 end_spread_seconds=pacing.end_spread_seconds,
                 min_stream_rate=self.min_stream_rate_mib * 2**20 or None,
+                convergence_margin=self.convergence_margin or None,
                 node_link_capacity=tuple(
                     (node, link_payload(gbps)) for node, gbps in self.node_links_gbps
                 ),
