@@ -9,7 +9,10 @@ API
 ssh_max_startups=MaxStartups(10, 30, 100), handshake_safety=0.5, handshake_seconds=0.25,
 start_spread_seconds=5.0, end_spread_seconds=2.0, aimd_increase_every=5,
 priority_aging_seconds=600.0, retry=RetryPolicy(max_attempts=5, backoff_base=5.0,
-backoff_max=300.0, jitter=0.2))`; `MaxStartups.parse("10:30:100")`.
+backoff_max=300.0, jitter=0.2), min_stream_rate=128 MiB/s, min_streams_per_source=2,
+unmeasured_streams_per_source=8, convergence_margin=2.0, assumed_dirty_share=1/128,
+assumed_dirty_floor=16 MiB/s, cold_link_capacity=link_payload(1.0), node_link_capacity=())`;
+`MaxStartups.parse("10:30:100")`; `link_payload(gbit)`: a link's TCP payload bytes/s.
 
 `MigrationEngine(policy, rng=None)`:
 - `submit(job, now)`: queue a `Job(key, vmid, source, target, priority=0, memory_bytes=0)`;
