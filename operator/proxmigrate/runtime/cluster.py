@@ -167,7 +167,7 @@ class ClusterRuntime:
     _statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     _withdrawn: set[str] = field(default_factory=set)  # taken back, VMMigration not deleted yet
     _accepting: set[str] = field(default_factory=set)  # accept() in progress
-    _ended: dict[str, float] = field(default_factory=dict)  # final status written, when
+    _ended: dict[str, float] = field(default_factory=dict)  # uid -> when its end was written
     # status patches the API server has not confirmed yet, merged per VMMigration, in order
     _unwritten: dict[str, tuple[MigrationRequest, dict[str, Any]]] = field(default_factory=dict)
     # the loop's health: when it last completed a tick (monotonic), why the last tick failed
@@ -238,10 +238,13 @@ class ClusterRuntime:
         """Take a VMMigration that is new, queued, or was running before a restart; False
         when it is known here already."""
         now = self.clock()
-        for key in [k for k, at in self._ended.items() if now - at > ENDED_MEMORY_SECONDS]:
-            del self._ended[key]
+        for uid in [u for u, at in self._ended.items() if now - at > ENDED_MEMORY_SECONDS]:
+            del self._ended[uid]
+        unwritten = self._unwritten.get(request.key)
+        if unwritten is not None and unwritten[0].uid != request.uid:
+            del self._unwritten[request.key]  # for an object of that name that is gone
         known = (self._queued, self._running, self._withdrawn, self._accepting, self._unwritten)
-        if any(request.key in keys for keys in (*known, self._ended)):
+        if any(request.key in keys for keys in known) or request.uid in self._ended:
             return False
         self._accepting.add(request.key)
         try:
@@ -943,7 +946,7 @@ class ClusterRuntime:
             del self._unwritten[key]
             if entry[1].get("phase") in FINAL_PHASES:
                 self._statuses.pop(key, None)
-                self._ended[key] = self.clock()
+                self._ended[entry[0].uid] = self.clock()
         return answer
 
     async def _send(
