@@ -21,9 +21,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.chaos)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def plane() -> Iterator[ControlPlane]:
-    """A control plane per module: the restart scenarios restart its kube-apiserver."""
+    """One control plane (its kube-apiserver restarted by one scenario, ready again after);
+    each scenario has its own namespace."""
     with ControlPlane() as control:
         control.apply_crds([*sorted((REPO_ROOT / "crds").glob("*.yaml")), KOPF_PEERING_CRDS])
         yield control

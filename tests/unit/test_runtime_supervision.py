@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 from typing import Any
 
@@ -189,5 +190,27 @@ def test_an_ended_migration_is_not_taken_again_from_a_stale_listing() -> None:
         await settle(rt)
         assert len(pve.posts) == 1
         assert sum(1 for p in kube.patches if p.get("phase") == "Succeeded") == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_new_object_of_a_reused_name_is_taken_despite_the_old_ones_leftovers() -> None:
+    """A drain withdraws a queued move and creates its guest's VMMigration again under the
+    same name: what is left of the old object (an unwritten or written end) is not the new
+    one's."""
+
+    async def scenario() -> None:
+        pve = FakePve()
+        rt, kube = _refusing_runtime(pve, [1000.0])
+        assert await rt.accept(REQUEST, {})
+        assert rt.withdraw(REQUEST.key)
+        kube.refusing = True
+        await rt.cancel(REQUEST)  # its Cancelled status waits to be written
+        again = dataclasses.replace(REQUEST, uid="uid-2")
+        assert await rt.accept(again, {})
+        kube.refusing = False
+        await rt.cancel(again)
+        third = dataclasses.replace(REQUEST, uid="uid-3")
+        assert await rt.accept(third, {})  # the written end was uid-2's
 
     asyncio.run(scenario())
