@@ -289,6 +289,14 @@ class Progress:
             self.out.flush()
 
 
+def busy(load: float, cores: int | None = os.cpu_count()) -> str:
+    """A note when other work shares the CPUs: the expected times are for idle ones."""
+    cores = cores or 1
+    if load <= cores:
+        return ""
+    return f" (this machine is busy, load average {load:.0f} on {cores} cores: expect longer)"
+
+
 def shown(path: Path) -> str:
     """`path` with the home directory as ~, as a user would type it."""
     home = str(Path.home())
@@ -358,8 +366,8 @@ def ensure(
     at_once = jobs(environ)
     out.write(
         f"provision: building {len(missing)} component(s) once, about "
-        f"{duration(estimate(missing, at_once))} on 2 cores; build output in "
-        f"{shown(cache_dir(environ) / 'logs')}/<name>-<version>.log\n"
+        f"{duration(estimate(missing, at_once))} on 2 idle cores{busy(*os.getloadavg()[:1])}; "
+        f"build output in {shown(cache_dir(environ) / 'logs')}/<name>-<version>.log\n"
     )
     progress = Progress(out)
 

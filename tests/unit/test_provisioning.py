@@ -195,10 +195,12 @@ def test_a_build_lands_in_the_cache_with_one_line_and_its_log(environ: dict[str,
     assert provision.Probe(("--version",), "v1.2.3").mismatch(cached) is None
     lines = out.getvalue().splitlines()
     log = provision.log_path(c, environ)
-    assert lines[0] == (
-        "provision: building 1 component(s) once, about 1 min on 2 cores; "
-        f"build output in {log.parent}/<name>-<version>.log"
-    )
+    assert re.fullmatch(
+        r"provision: building 1 component\(s\) once, about 1 min on 2 idle cores"
+        r"( \(this machine is busy, .*\))?; "
+        + re.escape(f"build output in {log.parent}/<name>-<version>.log"),
+        lines[0],
+    ), lines[0]
     assert lines[1] == "  kubething v1.2.3 (about 1 min): stands in for a real binary"
     assert re.fullmatch(r"  kubething v1\.2\.3 \(about 1 min\): done in \d+ s", lines[2])
     assert "go: downloading" not in out.getvalue()
@@ -255,6 +257,13 @@ def test_durations_read_as_a_person_says_them() -> None:
         "1 min 01 s",
         "4 min 05 s",
     ]
+
+
+def test_a_busy_machine_is_named_as_the_reason_for_a_slow_build() -> None:
+    assert provision.busy(1.5, 2) == ""
+    assert provision.busy(17.4, 2) == (
+        " (this machine is busy, load average 17 on 2 cores: expect longer)"
+    )
 
 
 def test_jobs_and_the_estimate() -> None:
