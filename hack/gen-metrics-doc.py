@@ -60,7 +60,9 @@ rows for: overview (in flight, queued, 24 h successes/failures/SSH drops, placem
 sync); in-flight per target and queued per cluster; finish rate by result and failure
 ratio; duration and queue-wait percentiles; SSH drops and adaptive limits per target, in
 flight against limit, retries by reason; drain progress and VMs left; placements out of
-sync; PVE API requests by code and method; inventory sync duration; replicas by version.
+sync; blocked drains by reason; PVE API requests by code and method; inventory sync
+duration; replicas by version; ProxmoxCluster readiness by reason. The e2e test
+tests/e2e/test_prometheus_alerts.py runs every panel's query on a real Prometheus.
 """
 
 
