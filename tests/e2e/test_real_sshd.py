@@ -50,9 +50,9 @@ def cluster_file(tmp_path: Path, vms: int) -> Path:
 
 
 def sim_args(config: Path) -> list[str]:
-    """Time scale 4: PVE's own waits (qm start, tunnel, end phase) pass 4x faster; sshd's
+    """Time scale 10: PVE's own waits (qm start, tunnel, end phase) pass 10x faster; sshd's
     handshakes stay real, so its pre-auth concurrency, all MaxStartups looks at, is real."""
-    return ["--config", str(config), "--seed", "7", "--time-scale", "4"]
+    return ["--config", str(config), "--seed", "7", "--time-scale", "10"]
 
 
 def sshd_pids(parent: int) -> set[int]:
