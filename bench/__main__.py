@@ -1,7 +1,8 @@
 """`python -m bench [--quick]`: run the scenarios, print a Markdown table, write results and plots.
 
 `make bench` also runs the operator overhead bench (`python -m bench.operator`) unless
-`--no-operator` is given; `--quick` (CI) never does.
+`--no-operator` is given, and the real-sshd scenario (`python -m bench.real_sshd`) unless
+`--no-real-sshd`; `--quick` (CI) runs neither.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-proxlb", action="store_true", help="skip the ProxLB contender")
     parser.add_argument(
         "--no-operator", action="store_true", help="skip the operator overhead bench"
+    )
+    parser.add_argument(
+        "--no-real-sshd", action="store_true", help="skip the real-sshd scenario (bench.real_sshd)"
     )
     return parser.parse_args(argv)
 
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     plots.inflight_over_time(
         picks, args.out / f"{ONE_NODE.name}-inflight.png", f"{ONE_NODE.name}: in flight (seed 1)"
     )
+    if not (args.quick or args.no_real_sshd):  # real sshd beside the model: real minutes
+        subprocess.call([sys.executable, "-m", "bench.real_sshd", "--out", str(args.out)])
     if not (args.quick or args.no_operator):
         return subprocess.call([sys.executable, "-m", "bench.operator", "--out", str(args.out)])
     return 0

@@ -19,6 +19,7 @@ from bench.figures import RunFigures
 from bench.scenarios import Scenario
 from pvesim.model import Cluster
 from pvesim.model.params import GiB
+from pvesim.openssh import OpenSshMissing, check_installed
 from pvesim.realtime import RealTime
 
 RUNS = (("proxmigrate", 8), ("proxmigrate", 32), ("migrateall", 16), ("migrateall", 32))
@@ -62,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.real_sshd", description=__doc__)
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     args = parser.parse_args(argv)
+    try:
+        check_installed()
+    except OpenSshMissing as exc:
+        print(f"bench.real_sshd: skipped: {exc}", file=sys.stderr)
+        return 0
     lines = [
         "| contender | level | drops model | drops real | makespan model (s) | "
         "makespan real (s) | moved model / real |",
