@@ -5,8 +5,13 @@ real one is exercised in tests/e2e/test_real_sshd.py."""
 
 from __future__ import annotations
 
+import random
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
 
 from pvesim.model import Cluster, from_config
 from pvesim.model.process import SshResult
@@ -101,3 +106,30 @@ def test_a_stop_while_logging_in_closes_the_late_session() -> None:
     cluster.stop_task(str(upid))
     cluster.run_until_idle()
     assert transport.sessions and all(s.closed_at is not None for s in transport.sessions)
+
+
+def test_fitted_handshakes_slow_down_with_competing_preauth_children() -> None:
+    from pvesim.model.params import LOOPBACK_FIT
+    from pvesim.model.sshd import Sshd
+
+    def median(pending: int) -> float:
+        sshd = Sshd(LOOPBACK_FIT, pending=pending)
+        rng = random.Random(1)
+        return statistics.median(sshd.handshake_seconds(rng) for _ in range(2000))
+
+    lone, crowded = median(1), median(1 + 7)
+    assert lone == pytest.approx(LOOPBACK_FIT.handshake_median, rel=0.1)
+    assert crowded / lone == pytest.approx(1 + 7 / LOOPBACK_FIT.handshake_contention, rel=0.1)
+
+
+def test_yaml_sshd_must_be_model_or_openssh(tmp_path: Path) -> None:
+    from pvesim.cli import build_cluster, parse_args
+
+    config = tmp_path / "c.yaml"
+    config.write_text("sshd: real\nnodes: [{name: pve1}]\n")
+    with pytest.raises(ValueError, match="sshd: 'real' is neither 'model' nor 'openssh'"):
+        build_cluster(parse_args(["serve", "--config", str(config)]))
+    config.write_text("sshd: openssh\nnodes: [{name: pve1}]\n")
+    args = parse_args(["serve", "--config", str(config), "--sshd", "model"])
+    build_cluster(args)
+    assert args.sshd == "model"  # the flag wins over the YAML
