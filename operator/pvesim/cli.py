@@ -154,8 +154,9 @@ def serve(args: argparse.Namespace) -> int:
 def start_openssh(sim: Simulator, workdir: Path) -> OpenSsh | Literal[False]:
     """`--sshd openssh`: real sshd per node. pvesim asks for SIGTERM when its parent dies
     (PR_SET_PDEATHSIG), so its sshd processes never outlive a killed caller."""
+    parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before prctl
+    if os.getppid() != parent:  # the parent died before prctl: nobody wants us any more
         return False
     try:
         ssh = attach(sim, workdir)
