@@ -191,3 +191,25 @@ def test_pvesim_serve_on_a_busy_port(
     port = sim.url.rsplit(":", 1)[1]
     assert pvesim(["serve", *SMALL, "--port", port]) == 1
     assert "Address already in use" in one_line(capsys)
+
+
+def test_run_logs_json_lines_on_request(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import logging
+
+    from proxmigrate import cli, runner
+
+    def run_operator(**_: object) -> int:
+        logging.getLogger("proxmigrate.test").warning("cluster %s: %s", "ns/lab", "unreachable")
+        return 0
+
+    monkeypatch.setattr(cli, "_check_kubernetes", lambda: None)
+    monkeypatch.setattr(runner, "run_operator", run_operator)
+    try:
+        assert proxmigrate(["run", "--log-format", "json"]) == 0
+    finally:
+        logging.getLogger().handlers.clear()  # kopf.configure's handler writes to capsys' stream
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["message"] == "cluster ns/lab: unreachable" and line["severity"] == "warn"
