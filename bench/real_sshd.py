@@ -2,8 +2,9 @@
 
 Scenario: drain pve1 of 3 nodes, its 40 small guests (1 GiB, 0.25 GiB in use, so a run takes
 tens of real seconds), default sshd 10:30:100. Contenders: proxmigrate at maxParallel 8 and 32,
-migrateall at maxworkers 16 and 32; each once with the modeled sshd and once with one real sshd
-per node on loopback (pvesim/openssh.py), on the real clock (time scale 1). Prints drops and
+migrateall at maxworkers 16 and 32; each with the modeled sshd (default parameters and
+LOOPBACK_FIT) and with one real sshd per node on loopback (pvesim/openssh.py), on the real
+clock (time scale 1). Prints drops and
 makespan per contender, real vs model; `make bench` runs it (not `bench-quick`).
 """
 
@@ -18,7 +19,7 @@ from bench.contenders import run_migrateall, run_proxmigrate
 from bench.figures import RunFigures
 from bench.scenarios import Scenario
 from pvesim.model import Cluster
-from pvesim.model.params import GiB
+from pvesim.model.params import LOOPBACK_FIT, GiB
 from pvesim.openssh import OpenSshMissing, check_installed
 from pvesim.realtime import RealTime
 
@@ -39,21 +40,31 @@ def _real(cluster: Cluster) -> None:
     _open.append(RealTime(cluster, Path(tempfile.mkdtemp(prefix="pvesim-bench-"))))
 
 
-def scenario(real: bool) -> Scenario:
+def _fitted(cluster: Cluster) -> None:
+    _small_guests(cluster)
+    for node in cluster.nodes.values():
+        node.sshd.params = LOOPBACK_FIT
+
+
+SHAPES = {"model": _small_guests, "fit": _fitted, "real": _real}
+
+
+def scenario(sshd: str) -> Scenario:
+    """`sshd`: model (default parameters), fit (LOOPBACK_FIT) or real."""
     return Scenario(
-        "real-sshd" if real else "model-sshd",
+        f"{sshd}-sshd",
         "Drain 1 of 3 nodes: 40 small guests, sshd 10:30:100, real sshd vs model",
         nodes=3,
         vms_per_node=40,
         drained=("pve1",),
-        shape=_real if real else _small_guests,
+        shape=SHAPES[sshd],
     )
 
 
-def run(contender: str, level: int, real: bool, seed: int = 1) -> RunFigures:
+def run(contender: str, level: int, sshd: str, seed: int = 1) -> RunFigures:
     runner = run_proxmigrate if contender == "proxmigrate" else run_migrateall
     try:
-        return runner(scenario(real), level, seed)
+        return runner(scenario(sshd), level, seed)
     finally:
         while _open:
             _open.pop().close()
@@ -69,16 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.real_sshd: skipped: {exc}", file=sys.stderr)
         return 0
     lines = [
-        "| contender | level | drops model | drops real | makespan model (s) | "
-        "makespan real (s) | moved model / real |",
-        "|---|---|---|---|---|---|---|",
+        "| contender | level | SSH drops model / fit / real | makespan (s) model / fit / real "
+        "| moved model / fit / real |",
+        "|---|---|---|---|---|",
     ]
     for contender, level in RUNS:
-        model, real = run(contender, level, False), run(contender, level, True)
-        lines.append(
-            f"| {contender} | {level} | {model.ssh_drops} | {real.ssh_drops} | "
-            f"{model.makespan:.0f} | {real.makespan:.0f} | {model.moved} / {real.moved} |"
-        )
+        runs = [run(contender, level, sshd) for sshd in SHAPES]
+        drops = " / ".join(str(r.ssh_drops) for r in runs)
+        makespans = " / ".join(f"{r.makespan:.0f}" for r in runs)
+        moved = " / ".join(str(r.moved) for r in runs)
+        lines.append(f"| {contender} | {level} | {drops} | {makespans} | {moved} |")
         print(lines[-1], file=sys.stderr, flush=True)
     table = "\n".join(lines)
     print(table)
