@@ -4,16 +4,19 @@ failing engine shows in Ready and in /healthz; kopf's settings bound every API c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import kopf
 import pytest
 
 from proxmigrate.controllers import clusters
+from proxmigrate.controllers.connection import Connection
 from proxmigrate.controllers.migrations import adopt_migrations
 from proxmigrate.controllers.options import OPTIONS
 from proxmigrate.controllers.registry import RUNTIMES
 from proxmigrate.controllers.settings import configure
+from proxmigrate.pve.transport import TokenAuth
 from proxmigrate.runtime.cluster import MigrationRequest
 from tests.unit.test_runtime_cluster import FakePve, runtime
 
@@ -109,3 +112,19 @@ def test_every_watch_and_request_has_a_timeout_and_peering_is_mandatory_when_con
     monkeypatch.setattr(OPTIONS, "peering_mandatory", False)
     configure(settings)
     assert not settings.peering.mandatory
+
+
+def test_a_connection_without_tls_verification_is_said_out_loud(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    posted: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        clusters, "post_event", lambda ref, kind, reason, message: posted.append((kind, reason))
+    )
+    rt, _ = runtime(FakePve(), [1000.0])
+    unverified = Connection(("pve:8006",), TokenAuth("a@pve!t", "s"), False, None)
+    clusters._warn_if_unverified(unverified, rt)
+    assert posted == [("Warning", "TLSVerificationOff")]
+    assert "TLS verification is off" in caplog.text
+    clusters._warn_if_unverified(dataclasses.replace(unverified, verify_tls=True), rt)
+    assert len(posted) == 1
