@@ -54,8 +54,8 @@ DEMO = REPO_ROOT / "examples" / "demo"
 NAMESPACE = "demo"
 TIME_SCALE = 30
 DRAIN_TIMEOUT = 150.0  # real seconds
-# Measured on 2 cores with everything provisioned: start to "nothing left running".
-DEMO_SECONDS = 45
+# Measured on 2 cores with everything provisioned: `make demo` to "nothing left running".
+DEMO_SECONDS = 20
 METRIC_PREFIXES = (
     "proxmigrate_migrations_total",
     "proxmigrate_ssh_drops_total",

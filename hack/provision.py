@@ -92,7 +92,7 @@ class Component:
     version: str  # pinned; the cache key
     why: str  # what it is for, shown while it builds
     targets: frozenset[str]  # which of TARGETS need it
-    seconds: int  # expected build time on 2 cores, cold caches (measured)
+    seconds: int  # expected build time on 2 idle cores, empty caches (hack/README.md)
     check: Probe | Sha256
     build: tuple[str, ...]  # argv run in the repository; {out} and {version} are filled in
     env: str = ""  # variable naming a prebuilt one; default PROXMIGRATE_<NAME>
@@ -118,7 +118,7 @@ COMPONENTS: tuple[Component, ...] = (
         version="v1.35.4",
         why="the Kubernetes API server the operator runs against",
         targets=frozenset({"demo", "e2e", "bench"}),
-        seconds=240,
+        seconds=180,
         check=Probe(("--version",), "v1.35.4"),  # "Kubernetes v1.35.4"
         build=_go("hack/build-control-plane.sh", "kube-apiserver"),
     ),
@@ -127,7 +127,7 @@ COMPONENTS: tuple[Component, ...] = (
         version="v3.6.16",
         why="the API server's storage",
         targets=frozenset({"demo", "e2e", "bench"}),
-        seconds=90,
+        seconds=60,
         check=Probe(("--version",), "3.6.16"),  # "etcd Version: 3.6.16"
         build=_go("hack/build-control-plane.sh", "etcd"),
     ),
