@@ -267,7 +267,7 @@ def main() -> int:
                 if log.exists()
                 else ""
             )
-            print(f"demo failed: {error}\n{tail}", file=sys.stderr)
+            print(f"demo failed: {error}" + (f"\n{tail}" if tail else ""), file=sys.stderr)
             return 1
     print(f"done in {time.monotonic() - began:.0f} s; nothing left running")
     return code
