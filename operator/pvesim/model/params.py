@@ -74,7 +74,7 @@ class TimingParams:
     migration_lock_timeout: float = 10.0
     hamigrate_duration: float = 0.5  # hamigrate ends before the move (#ha-migrations): assumption
     ha_crm_interval: float = 10.0  # CRM rounds of 10 s (#ha-migrations)
-    ha_lrm_interval: float = 10.0  # LRM loop: assumption, same cadence as the CRM
+    ha_lrm_interval: float = 10.0  # LRM round `$max_time = 10` (pve-ha-manager HA/LRM.pm work)
     migrateall_poll: float = 1.0  # migrateall checks worker PIDs every 1 s (#migrateall)
 
 
