@@ -233,6 +233,18 @@ def test_alerts_and_dashboard_on_a_live_operator(
                 api, namespace, "lab", sim, scaled_policy(), sync_interval_seconds=5
             )
             assert wait_cluster_decided(api, namespace, operator)["status"] == "True"
+            # Prometheus has scraped the operator (its discovery starts scraping after a few
+            # seconds) and pve2's drop counter at 0, so the first drop is an increase
+            drops = (
+                f'proxmigrate_ssh_drops_total{{target="pve2",proxmox_cluster="{namespace}/lab"}}'
+            )
+            wait_for(
+                lambda: prometheus.api("query", query=f"{drops} == 0")["result"],
+                timeout=30,
+                interval=0.25,
+                message=f"Prometheus to scrape {drops} at 0\n{prometheus.tail()}",
+            )
+            wait_for(lambda: "ProxmigrateOperatorDown" not in watch.poll(), timeout=10)
             placement = {
                 "apiVersion": "proxmigrate.dev/v1alpha1",
                 "kind": "VMPlacement",

@@ -66,12 +66,14 @@ def test_a_targets_counters_start_at_zero_before_its_first_event() -> None:
     async def scenario() -> None:
         rt, _ = runtime(FakePve(), [1000.0])
         rt.name = "zero"
-        await rt.accept(MigrationRequest("ns", "m", "u", 100, "pve2"), {})
-        await settle(rt)
-        by = {"proxmox_cluster": "ns/zero", "target": "pve2"}
-        assert value("proxmigrate_ssh_drops_total", **by) == 0
-        for result in ("succeeded", "failed", "cancelled"):
-            assert value("proxmigrate_migrations_total", **by, result=result) == 0
+        await rt.refresh_inventory()  # the ProxmoxCluster's sync: nodes pve1 and pve2
+        await settle(rt)  # nothing to migrate yet
+        for node in ("pve1", "pve2"):
+            by = {"proxmox_cluster": "ns/zero", "target": node}
+            assert value("proxmigrate_ssh_drops_total", **by) == 0
+            assert value("proxmigrate_migrations_in_flight", **by) == 0
+            for result in ("succeeded", "failed", "cancelled"):
+                assert value("proxmigrate_migrations_total", **by, result=result) == 0
 
     asyncio.run(scenario())
 

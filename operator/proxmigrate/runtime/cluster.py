@@ -555,11 +555,14 @@ class ClusterRuntime:
         metrics.forget(proxmox_cluster=self.label)
 
     def _export_metrics(self) -> None:
-        """Queue and per-target gauges; a target seen once keeps reporting (0 in flight and
-        its limit) after it goes idle, so no series is left at its last busy value."""
+        """Queue and per-target gauges and counters for every node the inventory lists (and
+        any target the engine knows): an idle one reports 0 in flight rather than its last
+        busy value, and its counters exist at 0 before their first event."""
         snapshot = self.engine.snapshot(self.clock())
         metrics.MIGRATIONS_QUEUED.labels(self.label).set(snapshot.queued)
         self._metric_targets.update(snapshot.limit_per_target)
+        if self.inventory is not None:
+            self._metric_targets.update(node.name for node in self.inventory.nodes)
         for target in self._metric_targets:
             limit = self.engine.concurrency_limit(target)
             metrics.TARGET_CONCURRENCY_LIMIT.labels(self.label, target).set(limit)
