@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 from bench.contenders import run_migrateall, run_proxmigrate
@@ -37,7 +36,7 @@ def _small_guests(cluster: Cluster) -> None:
 
 def _real(cluster: Cluster) -> None:
     _small_guests(cluster)
-    _open.append(RealTime(cluster, Path(tempfile.mkdtemp(prefix="pvesim-bench-"))))
+    _open.append(RealTime(cluster))
 
 
 def _fitted(cluster: Cluster) -> None:

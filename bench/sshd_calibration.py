@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,7 +77,8 @@ def real_run(n: int) -> tuple[dict[str, float], list[float]]:
 
     cluster = star(n)
     sim = Simulator(cluster, 1.0, 0)
-    ssh = attach(sim, Path(tempfile.mkdtemp(prefix="pvesim-cal-")))
+    workdir = Path(tempfile.mkdtemp(prefix="pvesim-cal-"))
+    ssh = attach(sim, workdir)
     try:
         sim.start()
         with sim.lock:
@@ -91,6 +93,7 @@ def real_run(n: int) -> tuple[dict[str, float], list[float]]:
     finally:
         sim.stop()
         ssh.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def plain_logins(n: int) -> float:
@@ -98,7 +101,8 @@ def plain_logins(n: int) -> float:
     from pvesim.model.params import SshdParams
     from pvesim.openssh import OpenSsh
 
-    ssh = OpenSsh(Path(tempfile.mkdtemp(prefix="pvesim-cal-")), lambda callback: callback())
+    workdir = Path(tempfile.mkdtemp(prefix="pvesim-cal-"))
+    ssh = OpenSsh(workdir, lambda callback: callback())
     try:
         ssh.start_node("target", 0, SshdParams())
         ssh.sources["source"] = 1
@@ -116,6 +120,7 @@ def plain_logins(n: int) -> float:
         return results.count(False) / n
     finally:
         ssh.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _close(result: Any, record: Any) -> None:

@@ -1,5 +1,5 @@
 """A `Cluster` on the real clock with real sshd, for code that drives it itself through
-`advance_to`/`run_until_idle` (the bench's contenders, the calibration): `advance_to(t)` waits
+`advance_to`/`run_until_idle` (the bench's contenders): `advance_to(t)` waits
 until the scaled real clock reaches `t` and meanwhile runs, in this thread, what the real ssh
 logins post (pvesim/openssh.py). `pvesim serve` needs none of this: its clock thread does it.
 """
@@ -7,6 +7,8 @@ logins post (pvesim/openssh.py). `pvesim serve` needs none of this: its clock th
 from __future__ import annotations
 
 import queue
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,17 +20,18 @@ POLL = 0.05  # real seconds between looks at the clock while nothing is posted
 
 
 class RealTime:
-    def __init__(self, cluster: Cluster, workdir: Path, scale: float = 1.0) -> None:
+    def __init__(self, cluster: Cluster, scale: float = 1.0) -> None:
         self.cluster = cluster
+        self.workdir = Path(tempfile.mkdtemp(prefix="pvesim-realtime-"))  # keys, sshd logs
         self.clock = ScaledClock(cluster.now, scale)
         self._inbox: queue.Queue[Callable[[], None]] = queue.Queue()
         self._advance = cluster.advance_to
-        self.ssh = OpenSsh(workdir, self._inbox.put)
+        self.ssh = OpenSsh(self.workdir, self._inbox.put)
         try:
             for node in cluster.nodes.values():
                 self.ssh.start_node(node.name, node.index, node.sshd.params)
         except BaseException:
-            self.ssh.stop()
+            self.close()
             raise
         cluster.ssh_transport = self.ssh
         # the drivers call these on the cluster: route them through the real clock
@@ -62,3 +65,4 @@ class RealTime:
 
     def close(self) -> None:
         self.ssh.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
