@@ -163,6 +163,15 @@ COMPONENTS: tuple[Component, ...] = (
         check=Probe(("--version",), "3.16.0"),  # "promtool, version 3.16.0 (branch: ..."
         build=_go("hack/build-tools.sh", "promtool"),
     ),
+    Component(
+        name="prometheus",
+        version="v0.316.0",  # the module version of Prometheus 3.16.0, as promtool
+        why="the Prometheus server the e2e alert test scrapes the operator with",
+        targets=frozenset({"e2e"}),
+        seconds=480,
+        check=Probe(("--version",), "3.16.0"),  # "prometheus, version 3.16.0 (branch: ..."
+        build=_go("hack/build-prometheus.sh"),
+    ),
 )
 
 

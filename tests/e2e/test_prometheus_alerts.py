@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import subprocess
 import time
 import urllib.error
@@ -24,14 +23,12 @@ import pytest
 import yaml
 from kubernetes import client
 
-from proxmigrate.controlplane import REPO_ROOT, ControlPlane, free_port, tail_file
+from proxmigrate.controlplane import ControlPlane, free_port, tail_file, tool
 from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import TIME_SCALE, create, get, scaled_policy, wait_cluster_decided
 from tests.unit.test_chart import CHART, only, render
 
-PROMETHEUS_VERSION = "v0.316.0"  # hack/build-prometheus.sh
-CACHE = Path(os.environ.get("PROXMIGRATE_CACHE", Path.home() / ".cache" / "proxmigrate"))
 FOR = "3s"  # `for:` of the alerts this test waits for (and of those it expects quiet)
 TEST_VALUES = {
     "prometheusRule": {
@@ -63,15 +60,8 @@ def namespace() -> str:
 
 
 def prometheus_binary() -> Path:
-    """The server hack/build-prometheus.sh builds (once, into the cache: ~8 min on 2 cores)."""
-    binary = CACHE / "bin" / f"prometheus-{PROMETHEUS_VERSION}"
-    if not binary.exists():  # until hack/provision.py builds it with the other tools
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        partial = binary.with_suffix(".partial")
-        script = REPO_ROOT / "hack" / "build-prometheus.sh"
-        subprocess.run(["bash", str(script), PROMETHEUS_VERSION, str(partial)], check=True)
-        partial.rename(binary)
-    return binary
+    """The pinned server from hack/provision.py's table (built once into the cache)."""
+    return tool("prometheus")
 
 
 class Prometheus:
