@@ -148,18 +148,8 @@ class Task:
     def status(self) -> dict[str, Any]:
         """`GET /nodes/{node}/tasks/{upid}/status` (Tasks.pm read_task_status: the owner split
         by $convert_token_task; `exitstatus` once stopped)."""
-        u = self.upid
-        data: dict[str, Any] = {
-            "upid": str(u),
-            "node": u.node,
-            "pid": u.pid,
-            "pstart": u.pstart,
-            "starttime": u.starttime,
-            "type": u.type,
-            "id": u.id,
-            **split_token(u.user),
-            "status": "running" if self.running else "stopped",
-        }
+        data = self._upid_fields() | split_token(self.upid.user)
+        data["status"] = "running" if self.running else "stopped"
         if not self.running:
             data["exitstatus"] = self.exitstatus
         return data
@@ -171,8 +161,19 @@ class Task:
         0, `status` set to `RUNNING`) and is not token-split (only index lines go through
         $convert_token_task); a finished one comes from the index with `endtime`, `status`.
         """
+        row = self._upid_fields()
+        if self.running:
+            return row | {"user": self.upid.user, "saved": "0", "status": "RUNNING"}
+        return (
+            row
+            | split_token(self.upid.user)
+            | {"endtime": int(self.endtime or 0), "status": self.exitstatus}
+        )
+
+    def _upid_fields(self) -> dict[str, Any]:
+        """The UPID's parts, which task lists and the status answer both carry."""
         u = self.upid
-        row: dict[str, Any] = {
+        return {
             "upid": str(u),
             "node": u.node,
             "pid": u.pid,
@@ -181,10 +182,3 @@ class Task:
             "type": u.type,
             "id": u.id,
         }
-        if self.running:
-            return row | {"user": u.user, "saved": "0", "status": "RUNNING"}
-        return (
-            row
-            | split_token(u.user)
-            | {"endtime": int(self.endtime or 0), "status": self.exitstatus}
-        )
