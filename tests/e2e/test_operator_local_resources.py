@@ -85,10 +85,9 @@ def test_local_disks_and_passthrough_are_handled_as_the_crd_says(
     # localDisks: fail: the drain is blocked before anything moves
     reason = condition({"status": blocked}, "Degraded")
     assert reason["reason"] == "InsufficientCapacity"
-    assert "202 (vm202): has local disks (local-lvm:vm-202-disk-1); localDisks is fail" in (
-        reason["message"]
-    )
-    assert "203 (vm203): uses local devices (hostpci0)" in reason["message"]
+    message = reason["message"]
+    assert "202 (vm202): has local disks (local-lvm:vm-202-disk-1); localDisks is fail" in message
+    assert "203 (vm203): uses local devices (hostpci0)" in message
     assert all(placement[str(vmid)] == "pve2" for vmid in (201, 202, 203))
 
     # localDisks: migrate: the local disk is copied (sent with with-local-disks)
