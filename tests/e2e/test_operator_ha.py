@@ -28,6 +28,7 @@ from tests.e2e.operator_env import (
     vmmigration,
     wait_cluster_decided,
 )
+from tests.e2e.test_operator_drains import nodedrain, wait_phase
 
 _namespaces = itertools.count()
 HA_ENDPOINT = "POST /cluster/ha/resources/{sid}/migrate"
@@ -76,22 +77,8 @@ def test_drain_moves_ha_ignored_and_plain_guests_without_the_ha_endpoint(
     api = control_plane.api_client()
     with start_sim(tmp_path, 8, {100: True, 101: "ignored", 102: False}) as sim:
         connect(api, namespace, sim, operator)
-        body = {
-            "apiVersion": "proxmigrate.dev/v1alpha1",
-            "kind": "NodeDrain",
-            "metadata": {"name": "pve1"},
-            "spec": {"clusterRef": {"name": "lab"}, "nodeName": "pve1"},
-        }
-        create(api, namespace, "nodedrains", body)
-        status = wait_for(
-            lambda: (
-                (s := get(api, namespace, "nodedrains", "pve1").get("status") or {}).get("phase")
-                in ("Drained", "Failed")
-                and s
-            ),
-            timeout=120,
-            message=f"the drain to end\n{operator.tail()}",
-        )
+        create(api, namespace, "nodedrains", nodedrain("pve1", "pve1"))
+        status = wait_phase(api, namespace, "pve1", {"Drained", "Failed"}, operator, timeout=120)
         state = sim.state()
         children = {m["spec"]["vmid"]: m["status"] for m in items(api, namespace, "vmmigrations")}
 

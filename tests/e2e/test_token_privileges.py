@@ -32,6 +32,7 @@ from tests.e2e.operator_env import (
     vmmigration,
     wait_cluster_decided,
 )
+from tests.e2e.test_operator_drains import nodedrain, wait_phase
 
 TOKEN = "proxmigrate@pve!operator"
 _namespaces = itertools.count()
@@ -103,22 +104,8 @@ def test_a_drain_needs_only_the_documented_privileges(
         connect(api, namespace, sim)
         ready = wait_cluster_decided(api, namespace, operator)
         assert ready["status"] == "True", ready
-        drain = {
-            "apiVersion": "proxmigrate.dev/v1alpha1",
-            "kind": "NodeDrain",
-            "metadata": {"name": "pve1"},
-            "spec": {"clusterRef": {"name": "lab"}, "nodeName": "pve1"},
-        }
-        create(api, namespace, "nodedrains", drain)
-        status = wait_for(
-            lambda: (
-                (s := get(api, namespace, "nodedrains", "pve1").get("status") or {}).get("phase")
-                in ("Drained", "Failed")
-                and s
-            ),
-            timeout=120,
-            message=f"drain to end\n{operator.tail()}",
-        )
+        create(api, namespace, "nodedrains", nodedrain("pve1", "pve1"))
+        status = wait_phase(api, namespace, "pve1", {"Drained", "Failed"}, operator, timeout=120)
         state = sim.state()
     assert status["phase"] == "Drained", status
     children = items(api, namespace, "vmmigrations")
