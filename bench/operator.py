@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-
-from proxmigrate.api.constants import GROUP, VERSION
-from proxmigrate.controlplane import REPO_ROOT, ControlPlane
-from proxmigrate.devenv import (
+from tests.support.controlplane import REPO_ROOT, ControlPlane
+from tests.support.devenv import (
     OperatorProcess,
     create_cluster_for_pvesim,
     ensure_namespace,
     wait_for,
 )
+
+from proxmigrate.api.constants import GROUP, VERSION
 from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.transport import TokenAuth
 from pvesim.testing import PvesimProcess

@@ -26,8 +26,15 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "operator"))
+sys.path.insert(0, str(REPO_ROOT))
 
 from kubernetes import client  # noqa: E402
+from tests.support.controlplane import (  # noqa: E402
+    KOPF_PEERING_CRDS,
+    ControlPlane,
+    provisioning,
+)
+from tests.support.devenv import OperatorProcess, ensure_namespace, wait_for  # noqa: E402
 
 from proxmigrate.api.constants import (  # noqa: E402
     GROUP,
@@ -36,12 +43,6 @@ from proxmigrate.api.constants import (  # noqa: E402
     VERSION,
     VMMIGRATIONS,
 )
-from proxmigrate.controlplane import (  # noqa: E402
-    KOPF_PEERING_CRDS,
-    ControlPlane,
-    provisioning,
-)
-from proxmigrate.devenv import OperatorProcess, ensure_namespace, wait_for  # noqa: E402
 from proxmigrate.kubectl_plugin import (  # noqa: E402
     exit_code,
     follow_drain,

@@ -11,6 +11,6 @@ if str(OPERATOR_DIR) not in sys.path:
 def pytest_sessionstart(session: object) -> None:
     """pvesim validates requests against PVE's API schema, fetched at provisioning time
     (hack/provision.py); fetch it here too so `pytest` alone works on a fresh machine."""
-    from proxmigrate.controlplane import tool
+    from tests.support.controlplane import tool
 
     tool("pve-api-schema")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxmigrate.controlplane import KOPF_PEERING_CRDS, REPO_ROOT, ControlPlane
+from tests.support.controlplane import KOPF_PEERING_CRDS, REPO_ROOT, ControlPlane
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -22,15 +22,15 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import (
+from pvesim.testing import PvesimProcess
+from tests.e2e.operator_env import create, get, items, scaled_policy
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import (
     OperatorProcess,
     create_cluster_for_pvesim,
     ensure_namespace,
     wait_for,
 )
-from pvesim.testing import PvesimProcess
-from tests.e2e.operator_env import create, get, items, scaled_policy
 
 FINAL = {"Succeeded", "Failed", "Cancelled"}
 DRAIN_ENDS = {"Drained", "Failed", "Blocked", "Cancelled"}

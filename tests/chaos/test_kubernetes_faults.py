@@ -7,9 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from proxmigrate.controlplane import ControlPlane
 from tests.chaos.apiproxy import ApiProxy
 from tests.chaos.scenario import Scene, run_drain
+from tests.support.controlplane import ControlPlane
 
 
 def test_status_writes_refused_for_10_s_then_connections_black_holed_for_30_s(

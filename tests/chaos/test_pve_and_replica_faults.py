@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from proxmigrate.controlplane import ControlPlane
 from tests.chaos.scenario import Scene, run_drain
+from tests.support.controlplane import ControlPlane
 
 
 def test_pve_5xx_with_latency_and_an_endpoint_closing(plane: ControlPlane, tmp_path: Path) -> None:

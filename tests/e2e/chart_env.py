@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError
 
-from proxmigrate.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane
 from tests.unit.test_chart import CHART, RELEASE, cached_tool
 
 Manifest = dict[str, Any]

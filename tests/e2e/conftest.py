@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxmigrate.controlplane import KOPF_PEERING_CRDS, REPO_ROOT, ControlPlane
-from proxmigrate.devenv import OperatorProcess, ensure_namespace
+from tests.support.controlplane import KOPF_PEERING_CRDS, REPO_ROOT, ControlPlane
+from tests.support.devenv import OperatorProcess, ensure_namespace
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

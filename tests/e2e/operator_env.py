@@ -7,7 +7,7 @@ from typing import Any
 from kubernetes import client
 
 from proxmigrate.api.constants import GROUP, VERSION
-from proxmigrate.devenv import OperatorProcess, wait_for
+from tests.support.devenv import OperatorProcess, wait_for
 
 TIME_SCALE = 20.0  # pvesim runs 20 simulated seconds per real second in these tests
 

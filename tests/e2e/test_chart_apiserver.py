@@ -15,8 +15,6 @@ from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess, ensure_namespace
 from tests.e2e.chart_env import (
     PROMETHEUS_OPERATOR_CRDS,
     Manifest,
@@ -29,6 +27,8 @@ from tests.e2e.chart_env import (
 )
 from tests.e2e.operator_env import condition, create
 from tests.e2e.test_operator_drains import connect, node, nodedrain, start_sim, vm, wait_phase
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess, ensure_namespace
 from tests.unit.test_chart import ALL_FEATURES, CLUSTER_WIDE, NAMESPACE
 
 RBAC_NAMESPACE = "e2e-chart-rbac"  # watched by no other operator in the suite

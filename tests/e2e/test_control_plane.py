@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from proxmigrate.controlplane import K8S_VERSION, ControlPlane
+from tests.support.controlplane import K8S_VERSION, ControlPlane
 
 GROUP, VERSION = "proxmigrate.dev", "v1alpha1"
 

@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from proxmigrate import api
-from proxmigrate.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane
 
 NAMESPACE = "crd-tests"
 Body = dict[str, Any]

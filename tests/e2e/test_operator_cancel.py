@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import (
     create,
@@ -31,6 +29,8 @@ from tests.e2e.operator_env import (
     wait_cluster_decided,
 )
 from tests.e2e.test_operator_migrations import cluster_file, sim_args
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 
 _namespaces = itertools.count()
 

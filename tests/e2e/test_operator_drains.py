@@ -13,8 +13,6 @@ import yaml
 from kubernetes import client
 
 from proxmigrate import kubectl_plugin
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import (
     TIME_SCALE,
@@ -25,6 +23,8 @@ from tests.e2e.operator_env import (
     scaled_policy,
     wait_cluster_decided,
 )
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 
 GIB = 1024**3
 RESERVE_RATIO = 0.10  # the cluster's default placement.memoryReservePercent

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess
 from tests.e2e.operator_env import create
 from tests.e2e.test_operator_drains import (
     connect,
@@ -19,6 +17,8 @@ from tests.e2e.test_operator_drains import (
     vm,
     wait_phase,
 )
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess
 
 
 @pytest.fixture

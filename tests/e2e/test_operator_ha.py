@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 import yaml
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from proxmigrate.pve.upid import parse_upid
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import (
@@ -29,6 +27,8 @@ from tests.e2e.operator_env import (
     wait_cluster_decided,
 )
 from tests.e2e.test_operator_drains import nodedrain, wait_phase
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 
 _namespaces = itertools.count()
 HA_ENDPOINT = "POST /cluster/ha/resources/{sid}/migrate"

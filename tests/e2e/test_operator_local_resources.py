@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess
 from tests.e2e.operator_env import condition, create, items
 from tests.e2e.test_operator_drains import connect, node, nodedrain, start_sim, vm, wait_phase
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess
 
 CHECK = "GET /nodes/{node}/qemu/{vmid}/migrate"
 LOCAL_DISK = [{"storage": "ceph", "size_gib": 8}, {"storage": "local-lvm", "size_gib": 4}]

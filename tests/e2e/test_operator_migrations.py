@@ -13,13 +13,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import (
-    OperatorProcess,
-    create_cluster_for_pvesim,
-    ensure_namespace,
-    wait_for,
-)
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import (
     TIME_SCALE,
@@ -30,6 +23,13 @@ from tests.e2e.operator_env import (
     scaled_policy,
     vmmigration,
     wait_cluster_decided,
+)
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import (
+    OperatorProcess,
+    create_cluster_for_pvesim,
+    ensure_namespace,
+    wait_for,
 )
 
 _namespaces = itertools.count()

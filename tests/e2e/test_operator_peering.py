@@ -7,16 +7,16 @@ from pathlib import Path
 
 from kubernetes import client
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import (
+from pvesim.testing import PvesimProcess
+from tests.e2e.operator_env import create, items, scaled_policy, vmmigration, wait_cluster_decided
+from tests.e2e.test_operator_migrations import cluster_file, sim_args, wait_all_terminal
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import (
     OperatorProcess,
     create_cluster_for_pvesim,
     ensure_namespace,
     wait_for,
 )
-from pvesim.testing import PvesimProcess
-from tests.e2e.operator_env import create, items, scaled_policy, vmmigration, wait_cluster_decided
-from tests.e2e.test_operator_migrations import cluster_file, sim_args, wait_all_terminal
 
 NAMESPACE = "e2e-peering"
 PEERING = "proxmigrate"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from kubernetes import client
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, ensure_namespace
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import condition, get, wait_cluster_decided
 from tests.e2e.test_operator_migrations import cluster_file, sim_args
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess, create_cluster_for_pvesim, ensure_namespace
 
 NAMESPACE = "e2e-peering-missing"
 PEERING = "proxmigrate"

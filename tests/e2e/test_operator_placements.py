@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess, wait_for
 from tests.e2e.operator_env import condition, create, get, items
 from tests.e2e.test_operator_drains import (
     connect,
@@ -22,6 +20,8 @@ from tests.e2e.test_operator_drains import (
     vm,
     wait_phase,
 )
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess, wait_for
 
 _namespaces = itertools.count()
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess, ensure_namespace
 from tests.e2e.operator_env import condition, create, get, wait_cluster_decided
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess, ensure_namespace
 
 VICTIM, ATTACKER = "e2e-victim", "e2e-attacker"
 TOKEN = {"tokenId": "root@pam!production", "tokenSecret": "5b1e0f4c-7d1a-4c1e-9a57-0123456789ab"}

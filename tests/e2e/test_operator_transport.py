@@ -11,8 +11,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess, ensure_namespace
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import (
     TIME_SCALE,
@@ -22,6 +20,8 @@ from tests.e2e.operator_env import (
     vmmigration,
     wait_cluster_decided,
 )
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess, ensure_namespace
 
 _namespaces = itertools.count()
 # Everything the operator reads and does, except Sys.Audit on `/`.

@@ -23,10 +23,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from proxmigrate.controlplane import ControlPlane, free_port, tail_file, tool
-from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import TIME_SCALE, create, get, scaled_policy, wait_cluster_decided
+from tests.support.controlplane import ControlPlane, free_port, tail_file, tool
+from tests.support.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from tests.unit.test_chart import CHART, only, render
 
 FOR = "3s"  # `for:` of the alerts this test waits for (and of those it expects quiet)

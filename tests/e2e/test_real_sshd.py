@@ -18,10 +18,10 @@ import pytest
 import yaml
 from proxmoxer import ProxmoxAPI
 
-from proxmigrate.controlplane import ControlPlane
-from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import create, items, vmmigration, wait_cluster_decided
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -19,8 +19,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from proxmigrate.controlplane import REPO_ROOT, ControlPlane
-from proxmigrate.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import (
     TIME_SCALE,
@@ -33,6 +31,8 @@ from tests.e2e.operator_env import (
     wait_cluster_decided,
 )
 from tests.e2e.test_operator_drains import nodedrain, wait_phase
+from tests.support.controlplane import REPO_ROOT, ControlPlane
+from tests.support.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 
 TOKEN = "proxmigrate@pve!operator"
 _namespaces = itertools.count()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxmigrate.controlplane import tool
+from tests.support.controlplane import tool
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "proxmigrate"

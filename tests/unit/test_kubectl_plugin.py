@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from proxmigrate.api.constants import NODEDRAINS
-from proxmigrate.controlplane import REPO_ROOT
 from proxmigrate.kubectl_plugin import (
     EXIT_ERROR,
     EXIT_TIMEOUT,
@@ -37,6 +36,7 @@ from proxmigrate.kubectl_plugin import (
     render_table,
     throughput,
 )
+from tests.support.controlplane import REPO_ROOT
 
 GIB = 1024**3
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 40, tzinfo=datetime.UTC)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from proxmigrate.controlplane import REPO_ROOT, provisioning
+from tests.support.controlplane import REPO_ROOT, provisioning
 
 provision: Any = provisioning()
 

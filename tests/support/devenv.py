@@ -26,7 +26,7 @@ from proxmigrate.api.constants import (
     PROXMOXCLUSTERS,
     VERSION,
 )
-from proxmigrate.controlplane import REPO_ROOT, free_port, tail_file
+from tests.support.controlplane import REPO_ROOT, free_port, tail_file
 
 
 class OperatorProcess:
