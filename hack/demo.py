@@ -43,12 +43,9 @@ from proxmigrate.api.constants import (  # noqa: E402
     VERSION,
     VMMIGRATIONS,
 )
-from proxmigrate.kubectl_plugin import (  # noqa: E402
-    exit_code,
-    follow_drain,
-    render_drains,
-    render_summary,
-)
+from proxmigrate.kubectl.errors import exit_code  # noqa: E402
+from proxmigrate.kubectl.progress import follow_drain  # noqa: E402
+from proxmigrate.kubectl.tables import render_drains, render_summary  # noqa: E402
 from pvesim.testing import PvesimProcess  # noqa: E402
 
 DEMO = REPO_ROOT / "examples" / "demo"

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from proxmigrate import kubectl_plugin
+from proxmigrate.kubectl import cli as kubectl_plugin
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import (
     TIME_SCALE,

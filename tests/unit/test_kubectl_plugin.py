@@ -14,27 +14,17 @@ import pytest
 import yaml
 
 from proxmigrate.api.constants import NODEDRAINS
-from proxmigrate.kubectl_plugin import (
-    EXIT_ERROR,
-    EXIT_TIMEOUT,
-    EXIT_USAGE,
+from proxmigrate.kubectl.cli import build_parser, duration, main
+from proxmigrate.kubectl.drain import check_node, drain_manifest
+from proxmigrate.kubectl.errors import EXIT_ERROR, EXIT_TIMEOUT, EXIT_USAGE, PluginError, exit_code
+from proxmigrate.kubectl.progress import follow_drain, progress_bar, render_progress, throughput
+from proxmigrate.kubectl.tables import (
     PRINTER_COLUMNS,
-    PluginError,
-    build_parser,
-    check_node,
-    drain_manifest,
-    duration,
-    exit_code,
-    follow_drain,
-    main,
-    progress_bar,
     render_objects,
     render_output,
     render_plan,
-    render_progress,
     render_summary,
     render_table,
-    throughput,
 )
 from tests.support.controlplane import REPO_ROOT
 

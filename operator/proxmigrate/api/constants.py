@@ -7,6 +7,9 @@ from dataclasses import dataclass
 GROUP = "proxmigrate.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# kopf's finalizer on every object of the four kinds while the operator runs (settings.py sets
+# it); `kubectl proxmigrate release-finalizers` removes it when the operator is gone.
+FINALIZER = f"{GROUP}/finalizer"
 
 
 @dataclass(frozen=True)

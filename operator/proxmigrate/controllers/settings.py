@@ -7,9 +7,8 @@ from typing import Any
 
 import kopf
 
+from proxmigrate.api.constants import FINALIZER
 from proxmigrate.controllers.options import OPTIONS
-
-FINALIZER = "proxmigrate.dev/finalizer"
 
 
 @kopf.on.startup()

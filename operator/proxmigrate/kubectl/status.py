@@ -1,0 +1,34 @@
+"""`status`: the namespace's NodeDrains and VMPlacements, as `kubectl get` shows them."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from proxmigrate.api.constants import NODEDRAINS, VMPLACEMENTS
+from proxmigrate.kubectl.errors import EXIT_OK
+from proxmigrate.kubectl.session import Session
+from proxmigrate.kubectl.tables import problem, render_drains, render_output, render_placements
+
+
+def cmd_status(session: Session, args: argparse.Namespace, out: TextIO) -> int:
+    drains = session.list_objects(NODEDRAINS)
+    placements = session.list_objects(VMPLACEMENTS)
+    if args.output in ("json", "yaml", "name"):
+        objects = [*drains, *placements]
+        if args.output != "name" or objects:
+            out.write(render_output(objects, args.output) + "\n")
+        return EXIT_OK
+    if not drains and not placements:
+        out.write(f"no NodeDrains or VMPlacements in namespace {session.namespace}\n")
+        return EXIT_OK
+    wide = args.output == "wide"
+    if drains:
+        out.write(render_drains(drains, wide) + "\n")
+        for drain in drains:
+            reason = problem(drain.get("status") or {})
+            if reason:
+                out.write(f"  {drain['metadata']['name']}: {reason}\n")
+    if placements:
+        out.write(("\n" if drains else "") + render_placements(placements, wide) + "\n")
+    return EXIT_OK
