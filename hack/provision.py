@@ -64,10 +64,22 @@ class Probe:
         except (OSError, subprocess.TimeoutExpired) as error:
             return f"cannot run it ({error})"
         output = result.stdout + result.stderr
-        if self.token in re.split(r"[\s,()]+", output):
+        if self.found(output):
             return None
         first = output.strip().splitlines()[0] if output.strip() else "(no output)"
         return f"`{path.name} {' '.join(self.args)}` says {first!r}, not {self.token}"
+
+    def found(self, output: str) -> bool:
+        return self.token in re.split(r"[\s,()]+", output)
+
+
+@dataclass(frozen=True)
+class AnyVersion(Probe):
+    """A system package's binary, whichever version the distribution ships: `token` is a
+    regular expression its output must contain."""
+
+    def found(self, output: str) -> bool:
+        return re.search(self.token, output) is not None
 
 
 @dataclass(frozen=True)
@@ -171,6 +183,15 @@ COMPONENTS: tuple[Component, ...] = (
         seconds=480,
         check=Probe(("--version",), "3.16.0"),  # "prometheus, version 3.16.0 (branch: ..."
         build=_go("hack/build-prometheus.sh"),
+    ),
+    Component(
+        name="sshd",
+        version="system",  # Debian's openssh-server and openssh-client, as apt-get has them
+        why="real OpenSSH for pvesim --sshd openssh (e2e real-sshd tests, bench.real_sshd)",
+        targets=frozenset({"e2e", "bench"}),
+        seconds=60,  # apt-get update and install
+        check=AnyVersion(("-V",), r"\bOpenSSH_\d"),  # "OpenSSH_9.2p1 Debian-2+deb12u10, ..."
+        build=("bash", "hack/install-openssh.sh", "{out}"),
     ),
 )
 

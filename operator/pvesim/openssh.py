@@ -45,17 +45,28 @@ from pvesim.model.process import SshResult
 if TYPE_CHECKING:
     from pvesim.server import Simulator
 
-SSHD = "/usr/sbin/sshd"
 READY = "pvesim-session"
-INSTALL_HINT = "run hack/install-openssh.sh (Debian: apt-get install openssh-server openssh-client)"
+INSTALL_HINT = (
+    "`python3 hack/provision.py path sshd` installs Debian's openssh-server and "
+    "openssh-client, or name an sshd in PROXMIGRATE_SSHD"
+)
+
+
+def sshd_path() -> str:
+    """PROXMIGRATE_SSHD (hack/provision.py's variable), else sshd on PATH or in /usr/sbin;
+    absolute, as sshd must be to re-exec itself (sshd.c)."""
+    given = os.environ.get("PROXMIGRATE_SSHD")
+    found = given or shutil.which("sshd") or "/usr/sbin/sshd"
+    return os.path.abspath(found)
 
 
 class OpenSshMissing(OSError):
     """sshd, ssh, ssh-keygen or setpriv is not installed."""
 
 
-def openssh_version(sshd: str = SSHD) -> tuple[int, int]:
+def openssh_version() -> tuple[int, int]:
     """`sshd -V` (OpenSSH >= 9.1; older ones print the version in their usage error)."""
+    sshd = sshd_path()
     out = subprocess.run([sshd, "-V"], capture_output=True, text=True, check=False)
     found = re.search(r"OpenSSH_(\d+)\.(\d+)", out.stderr + out.stdout)
     if not found:
@@ -64,7 +75,7 @@ def openssh_version(sshd: str = SSHD) -> tuple[int, int]:
 
 
 def check_installed() -> None:
-    missing = [p for p in (SSHD,) if not os.access(p, os.X_OK)]
+    missing = [p for p in (sshd_path(),) if not os.access(p, os.X_OK)]
     missing += [t for t in ("ssh", "ssh-keygen", "setpriv") if shutil.which(t) is None]
     if missing:
         raise OpenSshMissing(f"--sshd openssh needs {', '.join(missing)}: {INSTALL_HINT}")
@@ -167,7 +178,7 @@ class OpenSsh:
         config.write_text(self._config(port, host_key, params))
         log = self.workdir / f"sshd_{name}.log"
         process = self._spawner.popen(
-            [SSHD, "-D", "-f", str(config), "-E", str(log)],
+            [sshd_path(), "-D", "-f", str(config), "-E", str(log)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -20,7 +20,7 @@ from proxmoxer import ProxmoxAPI
 
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import create, items, vmmigration, wait_cluster_decided
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane, tool
 from tests.support.devenv import OperatorProcess, create_cluster_for_pvesim, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -30,9 +30,11 @@ TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def openssh_installed() -> None:
-    """hack/install-openssh.sh (idempotent) until provisioning runs it."""
-    subprocess.run(["bash", str(REPO / "hack/install-openssh.sh")], check=True)
+def openssh_installed() -> Iterator[None]:
+    """The provisioned sshd (hack/provision.py), for every pvesim these tests start."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROXMIGRATE_SSHD", str(tool("sshd")))
+        yield
 
 
 def cluster_file(tmp_path: Path, vms: int) -> Path:
@@ -57,7 +59,7 @@ def sim_args(config: Path) -> list[str]:
 
 def sshd_pids(parent: int) -> set[int]:
     """The sshd listeners started by process `parent` (their command line names pvesim's dir)."""
-    out = subprocess.run(["pgrep", "-f", "sshd -D -f /tmp/pvesim-"], capture_output=True)
+    out = subprocess.run(["pgrep", "-f", " -D -f /tmp/pvesim-"], capture_output=True)
     pids = {int(p) for p in out.stdout.split()}
     return {p for p in pids if _ancestor(p, parent)}
 
