@@ -32,6 +32,7 @@ from tests.support.devenv import OperatorProcess, ensure_namespace, wait_for
 
 NAMESPACE = "e2e-uninstall"
 PEERING = "proxmigrate"
+PEER_LIFETIME = 3  # seconds: a killed replica counts as running until then
 CLUSTER_REF = {"clusterRef": {"name": "lab"}}
 OBJECTS: dict[str, dict[str, Any]] = {
     PROXMOXCLUSTERS: {
@@ -79,18 +80,22 @@ def test_release_finalizers_unblocks_deletion_and_crd_removal(
         "kopfpeerings",
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}},
     )
+    for plural, body in OBJECTS.items():
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            NAMESPACE,
+            plural,
+            {"apiVersion": API_VERSION, "metadata": {"name": "lab"}, **body},
+        )
     operator = OperatorProcess(
-        plane.kubeconfig, tmp_path / "operator.log", namespace=NAMESPACE, peering=PEERING
+        plane.kubeconfig,
+        tmp_path / "operator.log",
+        namespace=NAMESPACE,
+        peering=PEERING,
+        peering_lifetime_seconds=PEER_LIFETIME,
     )
     with operator:
-        for plural, body in OBJECTS.items():
-            custom.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                NAMESPACE,
-                plural,
-                {"apiVersion": API_VERSION, "metadata": {"name": "lab"}, **body},
-            )
         for plural in OBJECTS:
             wait_for(
                 lambda plural=plural: (
@@ -98,6 +103,7 @@ def test_release_finalizers_unblocks_deletion_and_crd_removal(
                     in ((read(custom, plural) or {}).get("metadata", {}).get("finalizers") or [])
                 ),
                 timeout=15,
+                interval=0.2,
                 message=f"{plural}/lab to get {FINALIZER}\n{operator.tail()}",
             )
         # While a replica is alive in the peering object, the command refuses and changes nothing.
@@ -107,45 +113,62 @@ def test_release_finalizers_unblocks_deletion_and_crd_removal(
             capsys.readouterr().err
         )
         assert all(FINALIZER in read(custom, p)["metadata"]["finalizers"] for p in OBJECTS)  # type: ignore[index]
+        # Gone as by a crash: its peering entry stays, and counts until its lifetime passes.
+        operator.kill()
+        killed = time.monotonic()
 
-    # The operator is gone: a deleted drain and migration wait on the finalizer.
+    # A deleted drain and migration wait on the finalizer.
     for plural in (NODEDRAINS, VMMIGRATIONS):
         custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, "lab")
-    time.sleep(1)
+    time.sleep(0.5)
     for plural in (NODEDRAINS, VMMIGRATIONS):
         stuck = read(custom, plural)
         assert stuck is not None and stuck["metadata"].get("deletionTimestamp")
 
-    # Without --yes and no terminal: a list of what would change, and nothing changed.
-    code, listing = release(plane)
+    # Without --yes and no terminal: once the dead replica's lifetime has passed, a list of
+    # what would change, and nothing changed.
+    code, listing = wait_for(
+        lambda: (answer := release(plane)) and "would be removed" in answer[1] and answer,
+        timeout=PEER_LIFETIME + 5,
+        interval=0.2,
+        message="the killed replica's peering entry to expire",
+    )
+    # kopf touches its entry every second with this lifetime (peering.keepalive)
+    assert time.monotonic() - killed > PEER_LIFETIME - 2  # refused until then
     assert code == EXIT_ERROR and "nodedrain.proxmigrate.dev/lab" in listing
     assert "pass --yes to release 4 finalizers" in capsys.readouterr().err
     assert read(custom, NODEDRAINS) is not None
+
+    # Deleting the CRDs deletes every object first, so it waits too.
+    crds = client.ApiextensionsV1Api(api)
+    for resource in RESOURCES:
+        crds.delete_custom_resource_definition(resource.crd_name)
+
+    def crds_left() -> set[str]:
+        names = {c.metadata.name for c in crds.list_custom_resource_definition().items}
+        return names & {r.crd_name for r in RESOURCES}
+
+    wait_for(
+        lambda: all(
+            (read(custom, p) or {}).get("metadata", {}).get("deletionTimestamp") for p in OBJECTS
+        ),
+        timeout=10,
+        message="the CRDs' deletion to delete every object",
+    )
+    time.sleep(1)
+    assert crds_left() == {r.crd_name for r in RESOURCES}
+    assert all(read(custom, p) is not None for p in OBJECTS)
 
     code, report = release(plane, "--yes")
     assert code == EXIT_OK, capsys.readouterr().err
     lines = report.splitlines()
     assert len(lines) == 4, report
-    assert (
-        f"nodedrain.proxmigrate.dev/lab finalizer {FINALIZER} removed; it was being deleted: gone"
-        in lines
-    )
-    assert f"proxmoxcluster.proxmigrate.dev/lab finalizer {FINALIZER} removed" in lines
-    assert read(custom, NODEDRAINS) is None and read(custom, VMMIGRATIONS) is None
-    remaining = read(custom, PROXMOXCLUSTERS)
-    assert remaining is not None and FINALIZER not in (
-        remaining["metadata"].get("finalizers") or []
-    )
-    code, report = release(plane, "--yes")
-    assert code == EXIT_OK and report.startswith("no proxmigrate object holds")
-
-    # The CRDs delete, taking the remaining (released) objects with them.
-    crds = client.ApiextensionsV1Api(api)
-    for resource in RESOURCES:
-        crds.delete_custom_resource_definition(resource.crd_name)
-
-    def crds_gone() -> bool:
-        names = {c.metadata.name for c in crds.list_custom_resource_definition().items}
-        return not names & {r.crd_name for r in RESOURCES}
-
-    wait_for(crds_gone, timeout=20, message="the CRDs to be deleted")
+    assert all(
+        line.endswith(f"finalizer {FINALIZER} removed; it was being deleted: gone")
+        for line in lines
+    ), report
+    assert {line.split()[0] for line in lines} == {
+        f"{OBJECTS[p]['kind'].lower()}.{GROUP}/lab" for p in OBJECTS
+    }
+    assert all(read(custom, p) is None for p in OBJECTS)
+    wait_for(lambda: not crds_left(), timeout=20, message="the CRDs to be deleted")
