@@ -8,7 +8,7 @@ import re
 import sys
 from typing import TextIO
 
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from proxmigrate.api.constants import FINALIZER
@@ -41,10 +41,10 @@ def duration(text: str) -> float:
     return float(hours * 3600 + minutes * 60 + seconds)
 
 
-def _kubectl_flags(defaults: bool) -> argparse.ArgumentParser:
+def _kubectl_flags(defaults: bool) -> Parser:
     """kubectl's global flags, accepted before or after the subcommand: the top level holds
     the defaults, the subcommands leave a flag unset unless it is given there."""
-    flags = argparse.ArgumentParser(add_help=False)
+    flags = Parser(add_help=False)
 
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS

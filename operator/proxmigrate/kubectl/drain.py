@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from proxmigrate.api.constants import API_VERSION, NODE_DRAIN, NODEDRAINS, PROXMOXCLUSTERS
 from proxmigrate.kubectl.errors import EXIT_OK, PluginError, exit_code

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from proxmigrate.api.constants import FINALIZER, RESOURCES
 from proxmigrate.api.timestamps import format_duration, parse_rfc3339

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from proxmigrate.api.constants import GROUP, VERSION
 from proxmigrate.kubectl.errors import PluginError
@@ -20,7 +20,9 @@ class Session:
 
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
         try:
-            self.api = config.new_client_from_config(config_file=kubeconfig, context=context)
+            self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context
+            )
         except config.ConfigException as error:
             raise PluginError(f"cannot load kubeconfig: {error}") from None
         self.server = str(self.api.configuration.host)
@@ -34,14 +36,15 @@ class Session:
             answer = self.custom.list_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, plural
             )
-        return list(answer.get("items", []))
+        return list(cast(dict[str, Any], answer).get("items", []))
 
     def get(self, plural: str, name: str) -> dict[str, Any] | None:
         try:
-            return dict(
+            return cast(
+                dict[str, Any],
                 self.custom.get_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, plural, name
-                )
+                ),
             )
         except ApiException as error:
             if error.status == 404:
@@ -49,10 +52,11 @@ class Session:
             raise
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(
+        return cast(
+            dict[str, Any],
             self.custom.create_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, plural, body
-            )
+            ),
         )
 
     def delete(self, plural: str, name: str) -> None:
@@ -76,7 +80,8 @@ class Session:
         """kopf's ClusterKopfPeerings and the KopfPeerings of `namespaces` (empty or None:
         all); none where kopf's CRDs are not installed."""
         scopes: list[tuple[str, str | None]] = [("clusterkopfpeerings", None)]
-        scopes += [("kopfpeerings", ns) for ns in namespaces or [None]]
+        where: list[str | None] = list(namespaces) if namespaces else [None]
+        scopes += [("kopfpeerings", namespace) for namespace in where]
         found: list[dict[str, Any]] = []
         for plural, namespace in scopes:
             try:
@@ -91,13 +96,15 @@ class Session:
                 if error.status == 404:
                     continue
                 raise
-            found += answer.get("items", [])
+            found += cast(dict[str, Any], answer).get("items", [])
         return found
 
 
 def _context_namespace(kubeconfig: str | None, context: str | None) -> str:
     try:
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
     except config.ConfigException:
         return "default"
     chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
