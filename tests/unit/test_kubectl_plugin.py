@@ -267,3 +267,30 @@ def test_an_unknown_context_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     config.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
     assert main(["status", "--kubeconfig", str(config), "--context", "nope"]) == EXIT_ERROR
     assert capsys.readouterr().err.startswith("error: cannot load kubeconfig")
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "hint"),
+    [(["status"], "cmd_status", False), (["drain", "pve1", "--wait"], "cmd_drain", True)],
+)
+def test_ctrl_c_mentions_the_drain_only_where_one_runs(
+    command: list[str],
+    module: str,
+    hint: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def interrupted(*_: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"proxmigrate.kubectl.cli.{module}", interrupted)
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    assert main([*command, "--kubeconfig", str(config)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().startswith("interrupted") and ("NodeDrain keeps running" in err) == hint

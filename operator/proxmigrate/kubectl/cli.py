@@ -143,10 +143,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         print(f"error: Kubernetes API: {api_message(error)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(
-            "\ninterrupted (the NodeDrain keeps running; `kubectl proxmigrate cancel` stops it)",
-            file=sys.stderr,
+        hint = (
+            " (the NodeDrain keeps running; `kubectl proxmigrate cancel` stops it)"
+            if args.command in ("drain", "plan")
+            else ""
         )
+        print(f"\ninterrupted{hint}", file=sys.stderr)
         return 130
 
 
