@@ -164,4 +164,15 @@ def test_an_object_gone_meanwhile_is_fine_a_refused_patch_is_an_error(
     session.fail = {"gone": 404, "x": 422}
     code, out = run(session, "--yes")
     assert code == EXIT_ERROR and out == "nodedrain.proxmigrate.dev/gone already gone\n"
-    assert capsys.readouterr().err.startswith("error: nodedrain.proxmigrate.dev/x: ")
+    assert capsys.readouterr().err == (
+        "error: nodedrain.proxmigrate.dev/x: its finalizers changed meanwhile; "
+        "run the command again\n"
+    )
+
+
+def test_a_deleted_object_with_other_finalizers_is_not_called_gone() -> None:
+    session = FakeSession({NODEDRAINS: [obj("NodeDrain", "d", [FINALIZER, OTHER], True)]})
+    assert run(session, "--yes")[1] == (
+        f"nodedrain.proxmigrate.dev/d finalizer {FINALIZER} removed; it is being deleted, "
+        f"once {OTHER} is removed too\n"
+    )

@@ -65,6 +65,16 @@ def removal(index: int) -> list[dict[str, Any]]:
     return [{"op": "test", "path": path, "value": FINALIZER}, {"op": "remove", "path": path}]
 
 
+def outcome(meta: Mapping[str, Any]) -> str:
+    """What follows the removal: nothing, the deletion done, or other finalizers to wait on."""
+    if not meta.get("deletionTimestamp"):
+        return ""
+    others = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+    if others:
+        return f"; it is being deleted, once {', '.join(others)} is removed too"
+    return "; it was being deleted: gone"
+
+
 def describe(obj: Mapping[str, Any], all_namespaces: bool) -> str:
     name = object_name(obj)
     namespace = obj["metadata"].get("namespace")
@@ -109,10 +119,15 @@ def cmd_release_finalizers(session: Session, args: argparse.Namespace, out: Text
                 out.write(f"{label} already gone\n")
                 continue
             failures += 1
-            print(f"error: {label}: {api_message(error)}", file=sys.stderr)
+            # 422: the `test` operation failed, the finalizers changed since they were read
+            detail = (
+                "its finalizers changed meanwhile; run the command again"
+                if error.status == 422
+                else api_message(error)
+            )
+            print(f"error: {label}: {detail}", file=sys.stderr)
             continue
-        ending = "; it was being deleted: gone" if meta.get("deletionTimestamp") else ""
-        out.write(f"{label} finalizer {FINALIZER} removed{ending}\n")
+        out.write(f"{label} finalizer {FINALIZER} removed{outcome(meta)}\n")
     return EXIT_ERROR if failures else EXIT_OK
 
 
