@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxmigrate.engine import (
-    SSH_DROPPED,
     EnginePolicy,
     Job,
     MaxStartups,
@@ -17,15 +16,16 @@ from proxmigrate.engine import (
     Outcome,
     RetryPolicy,
 )
+from proxmigrate.failures import Reason
 
 TARGETS = ("n1", "n2", "n3")
 SOURCES = ("n1", "n4")
 OUTCOMES = (
     Outcome(True),
-    Outcome(False, SSH_DROPPED, True),
+    Outcome(False, Reason.SSH_DROPPED, True),
     Outcome(False, "timeout", True),
-    Outcome(False, "vm_locked", False),
-    Outcome(True, SSH_DROPPED, True),  # end-phase drop, VM moved
+    Outcome(False, Reason.VM_LOCKED, False),
+    Outcome(True, Reason.SSH_DROPPED, True),  # end-phase drop, VM moved
 )
 
 policies = st.builds(

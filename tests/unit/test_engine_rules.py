@@ -9,7 +9,6 @@ from dataclasses import replace
 import pytest
 
 from proxmigrate.engine import (
-    SSH_DROPPED,
     EnginePolicy,
     Job,
     MaxStartups,
@@ -17,10 +16,11 @@ from proxmigrate.engine import (
     Outcome,
     RetryPolicy,
 )
+from proxmigrate.failures import Reason
 
 OK = Outcome(succeeded=True)
-DROPPED = Outcome(succeeded=False, reason=SSH_DROPPED, transient=True)
-LOCKED = Outcome(succeeded=False, reason="local_resources", transient=False)
+DROPPED = Outcome(succeeded=False, reason=Reason.SSH_DROPPED, transient=True)
+LOCKED = Outcome(succeeded=False, reason=Reason.LOCAL_RESOURCES, transient=False)
 
 # No pacing in the way: a tiny start window lets every cap be tested on its own.
 UNPACED = EnginePolicy(
@@ -235,7 +235,7 @@ def test_ssh_drop_halves_allowances_and_successes_restore_them() -> None:
 def test_an_end_phase_drop_counts_as_done_but_still_slows_the_target() -> None:
     engine = MigrationEngine(EnginePolicy(max_parallel=8))
     engine.adopt_running(job(0), started_at=0.0)
-    decision = engine.finish("vm0", 30.0, Outcome(True, SSH_DROPPED, True))
+    decision = engine.finish("vm0", 30.0, Outcome(True, Reason.SSH_DROPPED, True))
     assert decision.kind == "done"
     assert engine.concurrency_limit("pve2") == 4
 
@@ -252,7 +252,7 @@ def test_transient_failures_retry_with_backoff_until_the_attempt_limit() -> None
         assert decision.attempt == attempt
         if attempt == 3:
             assert decision.kind == "failed"
-            assert decision.reason == SSH_DROPPED
+            assert decision.reason == Reason.SSH_DROPPED
             break
         assert decision.kind == "retry"
         assert decision.retry_at is not None

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from proxmigrate.failures import Failure, FailurePhase, Reason
 from proxmigrate.pve.classifier import (
-    Failure,
-    Phase,
-    Reason,
     classify,
     classify_api_error,
     is_success,
@@ -171,46 +169,46 @@ LOCK_FILE = ["TASK ERROR: can't lock file '/var/lock/pve-manager/pve-migrate-120
     ("exitstatus", "log", "reason", "transient", "phase", "moved", "decisive", "lock"),
     [
         ("migration aborted", drop_at_bin_true(KEX_CLOSED), Reason.SSH_DROPPED, True,
-         Phase.PREPARE, False, KEX_CLOSED[0], None),
+         FailurePhase.PREPARE, False, KEX_CLOSED[0], None),
         ("migration aborted", drop_at_bin_true(KEX_RESET), Reason.SSH_DROPPED, True,
-         Phase.PREPARE, False, KEX_RESET[0], None),
+         FailurePhase.PREPARE, False, KEX_RESET[0], None),
         ("migration aborted", drop_at_bin_true(OLD_SSH), Reason.SSH_DROPPED, True,
-         Phase.PREPARE, False, OLD_SSH[0], None),
+         FailurePhase.PREPARE, False, OLD_SSH[0], None),
         ("migration problems", drop_at_qm_start(KEX_CLOSED), Reason.SSH_DROPPED, True,
-         Phase.PHASE2, False, f"{T}2 [pve2] {KEX_CLOSED[0]}", None),
+         FailurePhase.PHASE2, False, f"{T}2 [pve2] {KEX_CLOSED[0]}", None),
         ("migration problems", drop_at_qm_start(KEX_RESET), Reason.SSH_DROPPED, True,
-         Phase.PHASE2, False, f"{T}2 [pve2] {KEX_RESET[0]}", None),
+         FailurePhase.PHASE2, False, f"{T}2 [pve2] {KEX_RESET[0]}", None),
         ("migration problems", drop_at_tunnel(KEX_RESET), Reason.SSH_DROPPED, True,
-         Phase.PHASE2, False, KEX_RESET[0], None),
-        ("migration problems", DROP_AT_RM, Reason.SSH_DROPPED, True, Phase.PHASE3, True,
+         FailurePhase.PHASE2, False, KEX_RESET[0], None),
+        ("migration problems", DROP_AT_RM, Reason.SSH_DROPPED, True, FailurePhase.PHASE3, True,
          RM_FAILED, None),
         ("migration problems", failed_rm(["ssh: connect to host 10.0.0.2 port 22: Connection "
-         "refused"]), Reason.TARGET_OFFLINE, True, Phase.PHASE3, None,
+         "refused"]), Reason.TARGET_OFFLINE, True, FailurePhase.PHASE3, None,
          "ssh: connect to host 10.0.0.2 port 22: Connection refused", None),
-        ("migration problems", failed_rm([]), Reason.UNKNOWN, False, Phase.PHASE3, None,
+        ("migration problems", failed_rm([]), Reason.UNKNOWN, False, FailurePhase.PHASE3, None,
          RM_FAILED, None),
-        ("migration problems", DROP_AT_UNLOCK, Reason.SSH_DROPPED, True, Phase.END, True,
+        ("migration problems", DROP_AT_UNLOCK, Reason.SSH_DROPPED, True, FailurePhase.END, True,
          DROP_AT_UNLOCK[-3], "migrate"),
-        (GET_IP_FAILED, NO_MIGRATION_IP, Reason.TARGET_OFFLINE, False, Phase.PREPARE, False,
+        (GET_IP_FAILED, NO_MIGRATION_IP, Reason.TARGET_OFFLINE, False, FailurePhase.PREPARE, False,
          NO_MIGRATION_IP[0], None),
-        (GET_IP_FAILED, DROP_AT_GET_IP, Reason.SSH_DROPPED, True, Phase.PREPARE, False,
+        (GET_IP_FAILED, DROP_AT_GET_IP, Reason.SSH_DROPPED, True, FailurePhase.PREPARE, False,
          KEX_CLOSED[0], None),
-        (GET_IP_FAILED, BARE_255, Reason.UNKNOWN, False, Phase.PREPARE, False, BARE_255[0],
+        (GET_IP_FAILED, BARE_255, Reason.UNKNOWN, False, FailurePhase.PREPARE, False, BARE_255[0],
          None),
         (NO_IP_FROM_TARGET[0][12:], NO_IP_FROM_TARGET, Reason.TARGET_OFFLINE, True,
-         Phase.PREPARE, False, NO_IP_FROM_TARGET[0], None),
-        ("migration problems", PORT_EXHAUSTED, Reason.PORT_UNAVAILABLE, True, Phase.PHASE2,
+         FailurePhase.PREPARE, False, NO_IP_FROM_TARGET[0], None),
+        ("migration problems", PORT_EXHAUSTED, Reason.PORT_UNAVAILABLE, True, FailurePhase.PHASE2,
          False, PORT_EXHAUSTED[2], None),
-        ("migration aborted", LOCKED_IN_TASK, Reason.VM_LOCKED, True, Phase.PREPARE, False,
+        ("migration aborted", LOCKED_IN_TASK, Reason.VM_LOCKED, True, FailurePhase.PREPARE, False,
          LOCKED_IN_TASK[0], "backup"),
-        ("migration aborted", LOCAL_DEVICES, Reason.LOCAL_RESOURCES, False, Phase.PREPARE,
+        ("migration aborted", LOCAL_DEVICES, Reason.LOCAL_RESOURCES, False, FailurePhase.PREPARE,
          False, LOCAL_DEVICES[0], None),
-        ("migration aborted", LOCAL_DISKS, Reason.LOCAL_RESOURCES, False, Phase.PHASE1, False,
-         LOCAL_DISKS[2], None),
-        ("migration aborted", STORAGE, Reason.STORAGE_UNAVAILABLE, False, Phase.PREPARE, False,
-         STORAGE[0], None),
+        ("migration aborted", LOCAL_DISKS, Reason.LOCAL_RESOURCES, False, FailurePhase.PHASE1,
+         False, LOCAL_DISKS[2], None),
+        ("migration aborted", STORAGE, Reason.STORAGE_UNAVAILABLE, False, FailurePhase.PREPARE,
+         False, STORAGE[0], None),
         ("can't lock file '/var/lock/pve-manager/pve-migrate-120' - got timeout", LOCK_FILE,
-         Reason.TIMEOUT, True, Phase.PREPARE, False, LOCK_FILE[0], None),
+         Reason.TIMEOUT, True, FailurePhase.PREPARE, False, LOCK_FILE[0], None),
     ],
     ids=[
         "bin-true-closed", "bin-true-reset", "bin-true-pve6", "qm-start-closed",
@@ -225,7 +223,7 @@ def test_task_failures(
     log: list[str],
     reason: Reason,
     transient: bool,
-    phase: Phase,
+    phase: FailurePhase,
     moved: bool,
     decisive: str,
     lock: str | None,
@@ -263,7 +261,7 @@ def test_target_qm_start_failing_for_another_reason_is_not_an_ssh_drop() -> None
     assert (failure.reason, failure.transient, failure.phase) == (
         Reason.UNKNOWN,
         False,
-        Phase.PHASE2,
+        FailurePhase.PHASE2,
     )
     assert failure.vm_moved is False
 
@@ -274,7 +272,7 @@ def test_unknown_failure_after_transfer_leaves_location_open() -> None:
     assert failure is not None
     assert (failure.reason, failure.phase, failure.vm_moved) == (
         Reason.UNKNOWN,
-        Phase.PHASE3,
+        FailurePhase.PHASE3,
         None,
     )
     assert failure.decisive_line == f"{T}9 ERROR: something odd"
@@ -286,13 +284,13 @@ def test_without_a_log_the_exit_status_decides() -> None:
     assert (failure.reason, failure.lock, failure.phase) == (
         Reason.VM_LOCKED,
         "migrate",
-        Phase.PREPARE,
+        FailurePhase.PREPARE,
     )
     unknown = classify("migration problems", [], None)
     assert unknown is not None
     assert (unknown.reason, unknown.phase, unknown.vm_moved) == (
         Reason.UNKNOWN,
-        Phase.UNKNOWN,
+        FailurePhase.UNKNOWN,
         None,
     )
 
@@ -340,7 +338,7 @@ def test_api_errors(
     assert (failure.reason, failure.transient, failure.phase, failure.vm_moved) == (
         reason,
         transient,
-        Phase.API,
+        FailurePhase.API,
         False,
     )
     assert failure.decisive_line

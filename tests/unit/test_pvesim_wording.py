@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from proxmigrate.pve.classifier import Phase, Reason, classify
+from proxmigrate.failures import FailurePhase, Reason
+from proxmigrate.pve.classifier import classify
 from pvesim.model import Cluster, ModelParams, from_config
 from tests.unit.test_pvesim_model import _drop_nth_connection, _vms
 
@@ -94,7 +95,7 @@ def test_bin_true_failure_prints_the_command_then_ssh_lines_then_aborts() -> Non
     failure = _classified(task)
     assert (failure.reason, failure.phase, failure.vm_moved) == (
         Reason.SSH_DROPPED,
-        Phase.PREPARE,
+        FailurePhase.PREPARE,
         False,
     )
 
@@ -129,7 +130,7 @@ def test_local_disk_of_a_running_vm_is_a_warning_line_then_phase1_aborts() -> No
     assert text[6:] == ["TASK ERROR: migration aborted"]
     assert cluster.vms[100].lock is None and cluster.vms[100].node == "pve1"
     failure = _classified(task)
-    assert (failure.reason, failure.phase) == (Reason.LOCAL_RESOURCES, Phase.PHASE1)
+    assert (failure.reason, failure.phase) == (Reason.LOCAL_RESOURCES, FailurePhase.PHASE1)
 
 
 def test_stopped_vm_with_a_local_disk_migrates_offline() -> None:
@@ -153,7 +154,7 @@ def test_qm_unlock_failure_prints_the_command_and_keeps_the_last_ssh_line_for_th
     failure = _classified(task)
     assert (failure.reason, failure.phase, failure.vm_moved, failure.lock) == (
         Reason.SSH_DROPPED,
-        Phase.END,
+        FailurePhase.END,
         True,
         "migrate",
     )

@@ -224,7 +224,7 @@ def test_lost_answer_to_the_post_is_found_as_a_task_not_sent_again() -> None:
         clock[0] += 1
         await settle(rt)  # the next poll identifies the task
         upid = pve.task_rows[0]["upid"]
-        assert rt._running[REQUEST.key].upid == upid
+        assert rt.attempts[REQUEST.key].upid == upid
         pve.finish(upid, "OK")
         clock[0] += 1
         await settle(rt)
@@ -274,7 +274,7 @@ def test_a_task_listed_as_running_stays_running_until_it_ends() -> None:
             clock[0] += 1
             await settle(rt)
         assert [p["phase"] for p in kube.patches if "phase" in p] == ["Queued", "Running"]
-        assert rt._running[REQUEST.key].upid == upid
+        assert rt.attempts[REQUEST.key].upid == upid
         assert pve.log_reads == 0  # no failure to classify
         pve.finish(upid, "OK")
         clock[0] += 1
@@ -353,7 +353,7 @@ def test_a_request_the_client_refuses_before_sending_ends_at_once() -> None:
         assert last["phase"] == "Failed", last
         assert last["reason"] == "api_error"
         assert "root@pam" in last["message"]
-        assert REQUEST.key not in rt._running
+        assert not rt.attempts[REQUEST.key].running
 
     asyncio.run(scenario())
 
@@ -392,7 +392,7 @@ class HaPve(FakePve):
 
 def _status(kube: FakeKube) -> dict[str, Any]:
     """The VMMigration's status: every merge patch applied in order."""
-    from proxmigrate.runtime.status import merged
+    from proxmigrate.status.migration import merged
 
     status: dict[str, Any] = {}
     for patch in kube.patches:
@@ -418,7 +418,7 @@ def test_ha_guest_is_posted_to_the_qemu_endpoint_and_its_qmigrate_followed() -> 
         pve.hastate = "migrate"
         pve.task_rows.append({"upid": CHILD, "starttime": 0x6B000005})
         await settle(rt)
-        assert rt._running[REQUEST.key].upid == CHILD
+        assert rt.attempts[REQUEST.key].upid == CHILD
         pve.finish(CHILD, "OK")
         clock[0] += 20
         await settle(rt)
@@ -482,7 +482,7 @@ def test_ha_request_still_migrating_in_the_ha_manager_keeps_waiting() -> None:
         pve.task_rows.append({"upid": CHILD, "starttime": 0x6B000005 + 70})
         clock[0] += 1
         await settle(rt)
-        assert rt._running[REQUEST.key].upid == CHILD
+        assert rt.attempts[REQUEST.key].upid == CHILD
 
     asyncio.run(scenario())
 
@@ -533,7 +533,7 @@ def test_lost_answer_of_an_ha_guest_is_found_as_its_hamigrate() -> None:
         await settle(rt)
         clock[0] += 2
         await settle(rt)
-        assert rt._running[REQUEST.key].upid == HAMIGRATE  # then judged like any HA request
+        assert rt.attempts[REQUEST.key].upid == HAMIGRATE  # then judged like any HA request
         for _ in range(14):
             clock[0] += 2.5
             await settle(rt)

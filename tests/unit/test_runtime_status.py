@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from proxmigrate.pve.classifier import Failure, Phase, Reason
-from proxmigrate.runtime import status as vmstatus
+from proxmigrate.failures import Failure, FailurePhase, Reason
+from proxmigrate.status import migration as vmstatus
 
 T0 = 1_800_000_000.0
-DROP = Failure(Reason.SSH_DROPPED, True, Phase.PREPARE, "kex_exchange_identification: ...", False)
+DROP = Failure(
+    Reason.SSH_DROPPED, True, FailurePhase.PREPARE, "kex_exchange_identification: ...", False
+)
 
 
 def test_intent_is_written_before_the_post_and_upid_after() -> None:
@@ -40,7 +42,7 @@ def test_retry_closes_the_attempt_with_its_classified_reason() -> None:
 
 def test_success_after_a_final_phase_drop_counts_as_moved_with_problems() -> None:
     unlock = Failure(
-        Reason.SSH_DROPPED, True, Phase.END, "failed to clear migrate lock", True, "migrate"
+        Reason.SSH_DROPPED, True, FailurePhase.END, "failed to clear migrate lock", True, "migrate"
     )
     intent = vmstatus.start_requested({}, "pve1", 1, T0)
     done = vmstatus.merged(intent, vmstatus.succeeded(intent, T0 + 30, unlock, "lock cleared"))
@@ -52,7 +54,7 @@ def test_success_after_a_final_phase_drop_counts_as_moved_with_problems() -> Non
 
 def test_permanent_failure_and_cancel_are_terminal_with_reasons() -> None:
     intent = vmstatus.start_requested({}, "pve1", 2, T0)
-    failed = vmstatus.failed(intent, T0 + 3, "local_resources", "uses local devices: hostpci0")
+    failed = vmstatus.failed(intent, T0 + 3, Reason.LOCAL_RESOURCES, "uses local devices: hostpci0")
     assert (failed["phase"], failed["reason"]) == ("Failed", "local_resources")
     assert failed["attempts"][-1]["outcome"] == "Failed"
     assert failed["conditions"][0]["status"] == "False"

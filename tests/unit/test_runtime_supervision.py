@@ -9,9 +9,11 @@ import datetime
 from typing import Any
 
 from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.failures import Failure, FailurePhase, Reason
 from proxmigrate.inventory import Inventory
-from proxmigrate.pve.classifier import Failure, Phase, Reason
 from proxmigrate.pve.errors import PveUnreachable
+from proxmigrate.runtime import outcomes
+from proxmigrate.runtime.attempt import AttemptState
 from proxmigrate.runtime.cluster import ClusterRuntime
 from tests.unit.test_runtime_cluster import REQUEST, FakeKube, FakePve, runtime, settle
 
@@ -51,9 +53,9 @@ def test_a_refused_final_write_is_kept_and_written_once_the_api_server_answers()
         assert rt.engine.snapshot(1000.0).running_per_target.get("pve2", 0) == 0
         assert kube.patches[-1].get("phase") != "Succeeded"
         kube.refusing = False
-        await rt.flush_unwritten()
+        await rt.journal.flush()
         assert kube.patches[-1]["phase"] == "Succeeded"
-        await rt.flush_unwritten()
+        await rt.journal.flush()
         assert sum(1 for p in kube.patches if p.get("phase") == "Succeeded") == 1
 
     asyncio.run(scenario())
@@ -135,16 +137,16 @@ def test_a_failed_pve_read_while_judging_an_end_keeps_the_slot() -> None:
         rt, kube = runtime(pve, [1000.0])
         await rt.accept(REQUEST, {})
         await settle(rt)
-        running = rt._running[REQUEST.key]
+        running = rt.attempts[REQUEST.key]
         pve.unreachable = True
-        unknown = Failure(Reason.UNKNOWN, True, Phase.PHASE2, "lost", None)
+        unknown = Failure(Reason.UNKNOWN, True, FailurePhase.PHASE2, "lost", None)
         with contextlib.suppress(PveUnreachable):
-            await rt._finish(running, unknown)
-        assert rt._running.get(REQUEST.key) is running  # judged again later, not dropped
+            await outcomes.finish(rt, running, unknown)
+        assert running.state is AttemptState.TRACKING  # judged again later, not dropped
         pve.unreachable = False
         pve.vm_node = "pve2"
-        await rt._finish(running, unknown)
-        assert REQUEST.key not in rt._running
+        await outcomes.finish(rt, running, unknown)
+        assert running.state is AttemptState.ENDED
         assert kube.patches[-1]["phase"] == "Succeeded"
 
     asyncio.run(scenario())

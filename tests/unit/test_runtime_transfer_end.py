@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from proxmigrate.pve.tracker import transfer_progress
-from proxmigrate.runtime.cluster import IDLE_POLLS
+from proxmigrate.runtime.tracking import IDLE_POLLS
 from tests.unit.test_runtime_cluster import REQUEST, FakePve, runtime, settle
 
 POLL = 2.0

@@ -86,11 +86,10 @@ Rules enforced together at each start
 """
 
 from proxmigrate.engine.core import MigrationEngine
-from proxmigrate.engine.jobs import SSH_DROPPED, Decision, EngineSnapshot, Job, Outcome
+from proxmigrate.engine.jobs import Decision, EngineSnapshot, Job, Outcome
 from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy, link_payload
 
 __all__ = [
-    "SSH_DROPPED",
     "Decision",
     "EnginePolicy",
     "EngineSnapshot",

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxmigrate.engine.aimd import AdaptiveAllowances
-from proxmigrate.engine.jobs import SSH_DROPPED, Decision, EngineSnapshot, Job, Outcome
+from proxmigrate.engine.jobs import Decision, EngineSnapshot, Job, Outcome
 from proxmigrate.engine.pacing import HandshakePacer
 from proxmigrate.engine.policy import EnginePolicy
 from proxmigrate.engine.retry import backoff_delay
+from proxmigrate.failures import Reason
 
 
 @dataclass
@@ -181,7 +182,7 @@ class MigrationEngine:
         self._running_per_source[running.job.source] -= 1
         self._running_vmids[running.job.vmid] -= 1
         self._pacer.release(target, key)
-        if outcome.reason == SSH_DROPPED:
+        if outcome.reason is Reason.SSH_DROPPED:
             self._allowances.on_drop(target, running.started_at, now)
         elif outcome.succeeded:
             self._allowances.on_success(target)

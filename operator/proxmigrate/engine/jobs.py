@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-SSH_DROPPED = "ssh_dropped"
-"""Failure reason (from the PVE classifier) that means a target's sshd refused a login."""
+from proxmigrate.failures import Reason
 
 
 @dataclass(frozen=True)
@@ -27,11 +26,12 @@ class Outcome:
     """How an attempt ended, as the controller classified it.
 
     An end-phase `ssh_dropped` (the VM already runs on the target) may be reported as
-    `succeeded=True, reason="ssh_dropped"`: the job is done, and the drop still slows the target.
+    `succeeded=True, reason=Reason.SSH_DROPPED`: the job is done, and the drop still slows
+    the target.
     """
 
     succeeded: bool
-    reason: str | None = None
+    reason: Reason | None = None
     transient: bool = False
 
 
@@ -42,7 +42,7 @@ class Decision:
     kind: Literal["done", "retry", "failed"]
     attempt: int  # the attempt that just ended, counting from 1
     retry_at: float | None = None  # set for "retry": the job is queued again, not before this
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 @dataclass(frozen=True)

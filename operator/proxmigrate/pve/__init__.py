@@ -1,7 +1,7 @@
 """The Proxmox VE adapter: API client (sync and async), task tracking, failure classifier."""
 
 from proxmigrate.pve.async_client import AsyncPveClient
-from proxmigrate.pve.classifier import Failure, Phase, Reason, classify, classify_api_error
+from proxmigrate.pve.classifier import classify, classify_api_error
 from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveTLSError, PveUnreachable
 from proxmigrate.pve.precondition import MigrationPrecondition
@@ -10,18 +10,15 @@ from proxmigrate.pve.transport import PasswordAuth, RetryPolicy, TokenAuth
 
 __all__ = [
     "AsyncPveClient",
-    "Failure",
     "MigrationPrecondition",
     "MigrationSettings",
     "PasswordAuth",
-    "Phase",
     "PveApiError",
     "PveAuthError",
     "PveClient",
     "PveError",
     "PveTLSError",
     "PveUnreachable",
-    "Reason",
     "RetryPolicy",
     "TokenAuth",
     "classify",

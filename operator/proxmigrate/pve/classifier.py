@@ -12,55 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-
-class Reason(StrEnum):
-    SSH_DROPPED = "ssh_dropped"  # sshd refused/reset a connection during key exchange
-    PORT_UNAVAILABLE = "port_unavailable"  # insecure mode found no free port on the target
-    VM_LOCKED = "vm_locked"  # the VM config carries a lock (backup, migrate, ...)
-    TARGET_OFFLINE = "target_offline"  # target unknown or unreachable
-    LOCAL_RESOURCES = "local_resources"  # passthrough devices or local disks pin the VM
-    STORAGE_UNAVAILABLE = "storage_unavailable"  # a storage is missing on the target
-    TIMEOUT = "timeout"  # a lock or start-up wait timed out
-    API_ERROR = "api_error"  # the migration POST itself was refused
-    CANCELLED = "cancelled"  # the task was stopped
-    HA_REFUSED = "ha_refused"  # the HA manager refused or dropped the request: no migration
-    UNKNOWN = "unknown"
-
-
-class Phase(StrEnum):
-    """Where it failed, in PVE's order (AbstractMigrate::migrate), plus the API call itself."""
-
-    API = "api"
-    PREPARE = "prepare"
-    PHASE1 = "phase1"  # local volumes scanned and copied
-    PHASE2 = "phase2"  # target VM started, tunnel opened, RAM transferred
-    PHASE3 = "phase3"  # RAM transfer done, config moved, cleanup over SSH (`rm -f`)
-    END = "end"  # final `qm unlock` on the target
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A classified failure.
-
-    `vm_moved`: False when the VM certainly stayed on its source, True when it already runs
-    on the target (the task still ends `migration problems`), None when the log cannot tell.
-    `lock` is the config lock involved (`migrate` after a failed final `qm unlock`).
-    """
-
-    reason: Reason
-    transient: bool
-    phase: Phase
-    decisive_line: str
-    vm_moved: bool | None
-    lock: str | None = None
-
-    @property
-    def summary(self) -> str:
-        return f"{self.reason} in {self.phase}: {self.decisive_line}"
+from proxmigrate.failures import Failure, FailurePhase, Reason
 
 
 @dataclass(frozen=True)
@@ -68,7 +22,7 @@ class _Rule:
     pattern: re.Pattern[str]
     reason: Reason
     transient: bool
-    phase: Phase | None = None  # None: infer from the progress lines before the match
+    phase: FailurePhase | None = None  # None: infer from the progress lines before the match
     vm_moved: bool | None = None  # None: infer from the phase
     lock: str | None = None  # the lock this failure leaves, when the wording implies one
     after: re.Pattern[str] | None = None  # must match a line before the matching one
@@ -78,7 +32,7 @@ class _Rule:
             return False
         return self.after is None or any(self.after.search(line) for line in lines[:index])
 
-    def verdict(self, line: str, phase: Phase, moved: bool | None) -> Failure:
+    def verdict(self, line: str, phase: FailurePhase, moved: bool | None) -> Failure:
         match = self.pattern.search(line)
         lock = (match.groupdict().get("lock") if match else None) or self.lock
         transient = self.transient and lock not in _PERSISTENT_LOCKS
@@ -89,7 +43,7 @@ def _rule(
     pattern: str,
     reason: Reason,
     transient: bool,
-    phase: Phase | None = None,
+    phase: FailurePhase | None = None,
     vm_moved: bool | None = None,
     lock: str | None = None,
     after: str | None = None,
@@ -108,17 +62,22 @@ _PERSISTENT_LOCKS = frozenset({"suspended"})
 _SSH_DROP = r"(?:kex|ssh)_exchange_identification:|Connection (?:closed|reset) by \S+ port \d+"
 
 # Checked against every line, in this order; the first rule with a matching line decides.
-_LOCK = _rule(r"VM is locked \((?P<lock>[\w-]+)\)", Reason.VM_LOCKED, True, Phase.PREPARE)
-_LOCK_FILE = _rule(r"can't lock file '[^']*' - got timeout", Reason.TIMEOUT, True, Phase.PREPARE)
+_LOCK = _rule(r"VM is locked \((?P<lock>[\w-]+)\)", Reason.VM_LOCKED, True, FailurePhase.PREPARE)
+_LOCK_FILE = _rule(
+    r"can't lock file '[^']*' - got timeout", Reason.TIMEOUT, True, FailurePhase.PREPARE
+)
 _NO_NODE = _rule(r"no such cluster node", Reason.TARGET_OFFLINE, False)
 _LOCAL_DEVICES = _rule(
-    r"can't migrate VM which uses local devices", Reason.LOCAL_RESOURCES, False, Phase.PREPARE
+    r"can't migrate VM which uses local devices",
+    Reason.LOCAL_RESOURCES,
+    False,
+    FailurePhase.PREPARE,
 )
 _LOCAL_DISK = _rule(
     r"can't migrate local disk|Problem found while scanning volumes",
     Reason.LOCAL_RESOURCES,
     False,
-    Phase.PHASE1,
+    FailurePhase.PHASE1,
 )
 _STORAGE = _rule(r"storage '[^']+' is not available on node", Reason.STORAGE_UNAVAILABLE, False)
 
@@ -131,11 +90,13 @@ _LOG_RULES: tuple[_Rule, ...] = (
         r"failed to clear migrate lock: .*(?:" + _SSH_DROP + ")",
         Reason.SSH_DROPPED,
         True,
-        Phase.END,
+        FailurePhase.END,
         True,
         "migrate",
     ),
-    _rule(r"failed to clear migrate lock", Reason.UNKNOWN, False, Phase.END, True, "migrate"),
+    _rule(
+        r"failed to clear migrate lock", Reason.UNKNOWN, False, FailurePhase.END, True, "migrate"
+    ),
     _rule(
         # pve-guest-common `PVE/Tunnel.pm` finish_tunnel: `rm -f` of the tunnel's sockets on
         # the target after the transfer, through pve-common `PVE/Tools.pm` run_command, which
@@ -144,11 +105,11 @@ _LOG_RULES: tuple[_Rule, ...] = (
         r"command '/usr/bin/ssh .* rm -f /run/qemu-server/\d+\.migrate' failed: exit code 255",
         Reason.SSH_DROPPED,
         True,
-        Phase.PHASE3,
+        FailurePhase.PHASE3,
         True,
         after=_SSH_DROP,
     ),
-    _rule(r"unable to find free port", Reason.PORT_UNAVAILABLE, True, Phase.PHASE2),
+    _rule(r"unable to find free port", Reason.PORT_UNAVAILABLE, True, FailurePhase.PHASE2),
     # ssh refusing to trust or log in is configuration, not sshd load.
     _rule(
         r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|"
@@ -169,9 +130,12 @@ _LOG_RULES: tuple[_Rule, ...] = (
     # several, in that network: it dies (the task: `command '/usr/bin/ssh ...
     # -get_migration_ip' failed: exit code 255`). Without quorum it prints `no quorum`
     # instead, and get_ssh_info dies `failed to get ip for node ...`: that one passes.
-    _rule(r"could not get migration ip", Reason.TARGET_OFFLINE, False, Phase.PREPARE),
+    _rule(r"could not get migration ip", Reason.TARGET_OFFLINE, False, FailurePhase.PREPARE),
     _rule(
-        r"failed to get ip for node '[^']+' in network", Reason.TARGET_OFFLINE, True, Phase.PREPARE
+        r"failed to get ip for node '[^']+' in network",
+        Reason.TARGET_OFFLINE,
+        True,
+        FailurePhase.PREPARE,
     ),
     _LOCK,
     _LOCK_FILE,
@@ -201,10 +165,13 @@ _API_RULES: tuple[_Rule, ...] = (
 )
 
 # Progress lines (qemu-server QemuMigrate.pm log wording) and the phase they open.
-_PHASE_MARKERS: tuple[tuple[re.Pattern[str], Phase], ...] = (
-    (re.compile(r"found local(?: disk|, replicated disk)|copying local disk images"), Phase.PHASE1),
-    (re.compile(r"starting VM \d+ on remote node"), Phase.PHASE2),
-    (re.compile(r"migration status: completed|migration completed"), Phase.PHASE3),
+_PHASE_MARKERS: tuple[tuple[re.Pattern[str], FailurePhase], ...] = (
+    (
+        re.compile(r"found local(?: disk|, replicated disk)|copying local disk images"),
+        FailurePhase.PHASE1,
+    ),
+    (re.compile(r"starting VM \d+ on remote node"), FailurePhase.PHASE2),
+    (re.compile(r"migration status: completed|migration completed"), FailurePhase.PHASE3),
 )
 _TIMESTAMP = r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?"
 
@@ -241,39 +208,45 @@ def classify_api_error(
     for rule in _API_RULES:
         for text in texts:
             if rule.pattern.search(text):
-                return rule.verdict(text, Phase.API, False)
+                return rule.verdict(text, FailurePhase.API, False)
     decisive = "; ".join(text for text in texts if text) or f"HTTP {status}"
     transient = status == 0 or status >= 500
-    return Failure(Reason.API_ERROR, transient, Phase.API, decisive, False)
+    return Failure(Reason.API_ERROR, transient, FailurePhase.API, decisive, False)
 
 
-def _phase_at(lines: Sequence[str], index: int, target: str | None, have_log: bool) -> Phase:
+def _phase_at(lines: Sequence[str], index: int, target: str | None, have_log: bool) -> FailurePhase:
     if not have_log:
-        return Phase.UNKNOWN
+        return FailurePhase.UNKNOWN
     target_prefix = re.compile(
         _TIMESTAMP + r"\[" + (re.escape(target) if target else r"[^\]]+") + r"\] "
     )
-    phase = Phase.PREPARE
+    phase = FailurePhase.PREPARE
     for line in lines[: index + 1]:
         for pattern, opens in _PHASE_MARKERS:
             if pattern.search(line) and _order(opens) > _order(phase):
                 phase = opens
-        if target_prefix.search(line) and _order(Phase.PHASE2) > _order(phase):
-            phase = Phase.PHASE2
+        if target_prefix.search(line) and _order(FailurePhase.PHASE2) > _order(phase):
+            phase = FailurePhase.PHASE2
     return phase
 
 
-_ORDER = (Phase.PREPARE, Phase.PHASE1, Phase.PHASE2, Phase.PHASE3, Phase.END)
+_ORDER = (
+    FailurePhase.PREPARE,
+    FailurePhase.PHASE1,
+    FailurePhase.PHASE2,
+    FailurePhase.PHASE3,
+    FailurePhase.END,
+)
 
 
-def _order(phase: Phase) -> int:
+def _order(phase: FailurePhase) -> int:
     return _ORDER.index(phase)
 
 
-def _moved_after(phase: Phase) -> bool | None:
-    if phase in (Phase.API, Phase.PREPARE, Phase.PHASE1, Phase.PHASE2):
+def _moved_after(phase: FailurePhase) -> bool | None:
+    if phase in (FailurePhase.API, FailurePhase.PREPARE, FailurePhase.PHASE1, FailurePhase.PHASE2):
         return False
-    return True if phase is Phase.END else None
+    return True if phase is FailurePhase.END else None
 
 
 def _first_error(lines: Sequence[str]) -> str:
@@ -293,7 +266,7 @@ _HA_TASK_RULES: tuple[_Rule, ...] = (
         r"resource '[^']+' on target node '[^']+' in negative affinity",
         Reason.HA_REFUSED,
         False,
-        Phase.API,
+        FailurePhase.API,
         False,
     ),
     _rule(r"cannot (?:migrate|relocate) resource '[^']+' to node", Reason.HA_REFUSED, False),
@@ -314,7 +287,7 @@ def classify_hamigrate(
     for rule in _HA_TASK_RULES:
         for line in log_lines:
             if rule.pattern.search(line):
-                return rule.verdict(line, Phase.API, False)
+                return rule.verdict(line, FailurePhase.API, False)
     return classify(exitstatus, log_lines, target)
 
 
@@ -331,14 +304,14 @@ def classify_unstarted_ha(target: str, target_online: bool, lock: str | None) ->
     """
     if not target_online:
         line = f"the HA manager dropped the request: target node {target} is not online"
-        return Failure(Reason.TARGET_OFFLINE, True, Phase.API, line, False)
+        return Failure(Reason.TARGET_OFFLINE, True, FailurePhase.API, line, False)
     if lock:
         line = f"the HA manager started no migration: VM is locked ({lock})"
         transient = lock not in _PERSISTENT_LOCKS
-        return Failure(Reason.VM_LOCKED, transient, Phase.API, line, False, lock)
+        return Failure(Reason.VM_LOCKED, transient, FailurePhase.API, line, False, lock)
     line = (
         "the HA manager started no migration (node maintenance, PVE 9 affinity rules, a "
         "failed LRM worker: see journalctl -u pve-ha-crm on the HA master, -u pve-ha-lrm on "
         "the source)"
     )
-    return Failure(Reason.HA_REFUSED, True, Phase.API, line, False)
+    return Failure(Reason.HA_REFUSED, True, FailurePhase.API, line, False)

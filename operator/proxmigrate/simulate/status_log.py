@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from proxmigrate.api.enums import FINAL_MIGRATION_PHASES
-from proxmigrate.runtime import status as vmstatus
+from proxmigrate.status import migration as vmstatus
 
 
 class StatusLog:

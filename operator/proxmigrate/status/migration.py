@@ -10,9 +10,10 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from proxmigrate.api.conditions import set_condition
+from proxmigrate.api.conditions import ConditionType, set_condition
+from proxmigrate.api.enums import AttemptOutcome, MigrationPhase
 from proxmigrate.api.timestamps import parse_rfc3339, to_rfc3339
-from proxmigrate.pve.classifier import Failure
+from proxmigrate.failures import Failure, Reason
 
 Status = dict[str, Any]
 
@@ -30,27 +31,33 @@ def _ready(
 ) -> list[dict[str, Any]]:
     generation = current.get("observedGeneration")
     return set_condition(
-        current.get("conditions"), "Ready", status, reason, message, generation, _now(now)
+        current.get("conditions"),
+        ConditionType.READY,
+        status,
+        reason,
+        message,
+        generation,
+        _now(now),
     )
 
 
 def queued(current: Mapping[str, Any], source: str, now: float, message: str) -> Status:
     """Accepted and waiting in the engine's queue."""
     return {
-        "phase": "Queued",
+        "phase": MigrationPhase.QUEUED.value,
         "sourceNode": source,
         "message": message,
-        "conditions": _ready(current, None, "Queued", message, now),
+        "conditions": _ready(current, None, MigrationPhase.QUEUED, message, now),
     }
 
 
 def start_requested(current: Mapping[str, Any], source: str, attempt: int, now: float) -> Status:
     """Intent, written before the POST: a restarted operator looks for the task first."""
     attempts = list(current.get("attempts") or [])
-    attempts.append({"startTime": _ts(now), "outcome": "Running"})
+    attempts.append({"startTime": _ts(now), "outcome": AttemptOutcome.RUNNING.value})
     message = f"attempt {attempt}: migration requested from {source}"
     return {
-        "phase": "Running",
+        "phase": MigrationPhase.RUNNING.value,
         "sourceNode": source,
         "upid": None,
         "startRequestedTime": _ts(now),
@@ -59,7 +66,7 @@ def start_requested(current: Mapping[str, Any], source: str, attempt: int, now: 
         "attempts": attempts,
         "nextAttemptTime": None,
         "message": message,
-        "conditions": _ready(current, None, "Running", message, now),
+        "conditions": _ready(current, None, MigrationPhase.RUNNING, message, now),
     }
 
 
@@ -67,7 +74,11 @@ def not_sent(current: Mapping[str, Any]) -> Status:
     """Take back an intent whose request never reached PVE (no task was found for it after a
     restart): that attempt did not happen, so it neither counts nor stays open."""
     attempts = list(current.get("attempts") or [])
-    if not attempts or attempts[-1].get("upid") or attempts[-1].get("outcome") != "Running":
+    if (
+        not attempts
+        or attempts[-1].get("upid")
+        or attempts[-1].get("outcome") != AttemptOutcome.RUNNING
+    ):
         return {}
     count = int(current.get("attemptCount") or len(attempts))
     return {"attempts": attempts[:-1] or None, "attemptCount": max(count - 1, 0) or None}
@@ -82,13 +93,13 @@ def started(current: Mapping[str, Any], upid: str, now: float) -> Status:
         "upid": upid,
         "attempts": attempts,
         "message": f"task {upid} running",
-        "conditions": _ready(current, None, "Running", f"task {upid} running", now),
+        "conditions": _ready(current, None, MigrationPhase.RUNNING, f"task {upid} running", now),
     }
 
 
 def _close_attempt(
     current: Mapping[str, Any],
-    outcome: str,
+    outcome: AttemptOutcome,
     now: float,
     failure: Failure | None,
     message: str | None = None,
@@ -97,7 +108,7 @@ def _close_attempt(
     if not attempts:
         attempts.append({"startTime": _ts(now)})
     last = attempts[-1]
-    last["outcome"] = outcome
+    last["outcome"] = outcome.value
     last["endTime"] = _ts(now)
     if failure is not None:
         last.update(
@@ -123,18 +134,20 @@ def succeeded(
     current: Mapping[str, Any], now: float, failure: Failure | None = None, note: str = ""
 ) -> Status:
     """Done: the VM runs on the target (with `failure` set: moved, but the task had problems)."""
-    outcome = "SucceededWithProblems" if failure is not None else "Succeeded"
+    outcome = (
+        AttemptOutcome.SUCCEEDED if failure is None else AttemptOutcome.SUCCEEDED_WITH_PROBLEMS
+    )
     message = note or (
         "migrated" if failure is None else f"migrated with problems: {failure.summary}"
     )
     return {
-        "phase": "Succeeded",
+        "phase": MigrationPhase.SUCCEEDED.value,
         "attempts": _close_attempt(current, outcome, now, failure, message),
         "completionTime": _ts(now),
         "durationSeconds": _duration(current, now),
         "reason": failure.reason.value if failure is not None else None,
         "message": message,
-        "conditions": _ready(current, True, "Succeeded", message, now),
+        "conditions": _ready(current, True, MigrationPhase.SUCCEEDED, message, now),
     }
 
 
@@ -145,9 +158,9 @@ def retrying(
         f"attempt {attempt} failed ({failure.summary}); transient, retrying at {_ts(retry_at)}"
     )
     return {
-        "phase": "Queued",
+        "phase": MigrationPhase.QUEUED.value,
         "upid": None,
-        "attempts": _close_attempt(current, "Failed", now, failure),
+        "attempts": _close_attempt(current, AttemptOutcome.FAILED, now, failure),
         "reason": failure.reason.value,
         "nextAttemptTime": _ts(retry_at),
         "message": message,
@@ -158,34 +171,34 @@ def retrying(
 def failed(
     current: Mapping[str, Any],
     now: float,
-    reason: str,
+    reason: Reason,
     message: str,
     failure: Failure | None = None,
 ) -> Status:
     """Ended for good: a permanent failure, attempts used up, or a request that cannot be met."""
     status: Status = {
-        "phase": "Failed",
+        "phase": MigrationPhase.FAILED.value,
         "completionTime": _ts(now),
         "durationSeconds": _duration(current, now),
-        "reason": reason,
+        "reason": reason.value,
         "message": message,
-        "conditions": _ready(current, False, "Failed", message, now),
+        "conditions": _ready(current, False, MigrationPhase.FAILED, message, now),
     }
-    if current.get("attempts") and current.get("phase") == "Running":
-        status["attempts"] = _close_attempt(current, "Failed", now, failure, message)
+    if current.get("attempts") and current.get("phase") == MigrationPhase.RUNNING:
+        status["attempts"] = _close_attempt(current, AttemptOutcome.FAILED, now, failure, message)
     return status
 
 
 def cancelled(current: Mapping[str, Any], now: float, message: str) -> Status:
     status: Status = {
-        "phase": "Cancelled",
+        "phase": MigrationPhase.CANCELLED.value,
         "completionTime": _ts(now),
-        "reason": "cancelled",
+        "reason": Reason.CANCELLED.value,
         "message": message,
-        "conditions": _ready(current, False, "Cancelled", message, now),
+        "conditions": _ready(current, False, MigrationPhase.CANCELLED, message, now),
     }
-    if current.get("phase") == "Running" and current.get("attempts"):
-        status["attempts"] = _close_attempt(current, "Cancelled", now, None, message)
+    if current.get("phase") == MigrationPhase.RUNNING and current.get("attempts"):
+        status["attempts"] = _close_attempt(current, AttemptOutcome.CANCELLED, now, None, message)
     return status
 
 

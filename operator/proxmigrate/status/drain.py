@@ -1,0 +1,227 @@
+"""A NodeDrain's status documents, derived from its entries (status/drain_entry.py).
+
+Everything in the status besides `status.vms` (counts, progress, phase, conditions, ETA) is
+derived from the entries, so a restarted operator rebuilds it from the API server alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxmigrate.api.conditions import ConditionType, set_condition
+from proxmigrate.api.enums import DrainPhase, DrainVMPhase
+from proxmigrate.api.timestamps import format_duration, parse_rfc3339, to_rfc3339
+from proxmigrate.planning import DrainPlan, PlannedMove, estimate_remaining_seconds
+from proxmigrate.status.drain_entry import DrainEntry
+
+
+def _move_document(move: PlannedMove) -> dict[str, Any]:
+    """One planned move as status shows it (order from 1)."""
+    return {
+        "vmid": move.vmid,
+        "name": move.name,
+        "memoryBytes": move.memory_bytes,
+        "from": move.source,
+        "to": move.target,
+        "order": move.order + 1,
+    }
+
+
+def plan_document(plan: DrainPlan, now: datetime.datetime) -> dict[str, Any]:
+    """`status.plan`: moves in order (1 first), unplaceable guests with reasons."""
+    return {
+        "generatedTime": to_rfc3339(now),
+        "entries": [_move_document(move) for move in plan.moves],
+        "unplaceable": [
+            {"vmid": vm.vmid, "name": vm.name, "memoryBytes": vm.memory_bytes, "reason": vm.reason}
+            for vm in plan.unplaceable
+        ],
+        "missingMemoryBytes": plan.missing_memory_bytes,
+    }
+
+
+@dataclass(frozen=True)
+class DrainCounts:
+    total: int
+    migrated: int
+    failed: int
+    skipped: int
+    running: int
+    memory_total: int
+    memory_migrated: int
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.migrated - self.failed - self.skipped
+
+    @property
+    def progress(self) -> float:
+        if self.total == 0:
+            return 1.0
+        return round((self.migrated + self.failed + self.skipped) / self.total, 4)
+
+    @property
+    def phase(self) -> DrainPhase:
+        if self.remaining > 0:
+            return DrainPhase.DRAINING
+        return DrainPhase.FAILED if self.failed else DrainPhase.DRAINED
+
+
+def count(entries: Sequence[DrainEntry]) -> DrainCounts:
+    phases = [entry.phase for entry in entries]
+    moving = [e for e in entries if e.phase is not DrainVMPhase.SKIPPED]
+    return DrainCounts(
+        total=len(entries),
+        migrated=phases.count(DrainVMPhase.MIGRATED),
+        failed=sum(1 for entry in entries if entry.failed),
+        skipped=phases.count(DrainVMPhase.SKIPPED),
+        running=phases.count(DrainVMPhase.MIGRATING),
+        memory_total=sum(e.memory_bytes or 0 for e in moving),
+        memory_migrated=sum(
+            e.memory_bytes or 0 for e in moving if e.phase is DrainVMPhase.MIGRATED
+        ),
+    )
+
+
+def remaining_seconds(
+    entries: Sequence[DrainEntry], counts: DrainCounts, elapsed_seconds: float
+) -> float | None:
+    """Time left from the throughput seen so far; None before the first guest has moved.
+
+    Memory is the size measure (what the drain records per guest); the observed aggregate
+    rate is shared evenly by the moves running now to estimate one link's rate. `counts` are
+    `count(entries)`.
+    """
+    if counts.memory_migrated <= 0 or elapsed_seconds <= 0:
+        return None
+    remaining_by_target: dict[str, int] = {}
+    for entry in entries:
+        if entry.final:
+            continue
+        target = entry.target or ""
+        remaining_by_target[target] = remaining_by_target.get(target, 0) + (entry.memory_bytes or 0)
+    aggregate_rate = counts.memory_migrated / elapsed_seconds
+    running = max(1, counts.running)
+    return estimate_remaining_seconds(remaining_by_target, aggregate_rate / running, running)
+
+
+def progress_status(
+    entries: Sequence[DrainEntry],
+    current: Mapping[str, Any],
+    generation: int | None,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """Counts, progress, phase, times, ETA and conditions of a drain that is executing."""
+    counts = count(entries)
+    phase = counts.phase
+    started = current.get("startTime") or to_rfc3339(now)
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "vms": [entry.document() for entry in entries],
+        "total": counts.total,
+        "migrated": counts.migrated,
+        "failed": counts.failed,
+        "skipped": counts.skipped,
+        "remaining": counts.remaining,
+        "progress": counts.progress,
+        "memoryBytesTotal": counts.memory_total,
+        "memoryBytesMigrated": counts.memory_migrated,
+        "startTime": started,
+        "completionTime": None,
+        "estimatedSecondsRemaining": None,
+        "eta": None,
+        "observedGeneration": generation,
+    }
+    if phase is DrainPhase.DRAINING:
+        elapsed = (now - parse_rfc3339(started)).total_seconds()
+        seconds = remaining_seconds(entries, counts, elapsed)
+        if seconds is not None:
+            status["estimatedSecondsRemaining"] = round(seconds)
+            status["eta"] = format_duration(seconds)
+    else:
+        status["completionTime"] = current.get("completionTime") or to_rfc3339(now)
+        status["estimatedSecondsRemaining"] = 0
+    status["conditions"] = _progress_conditions(current, counts, entries, generation, now)
+    return status
+
+
+def _progress_conditions(
+    current: Mapping[str, Any],
+    counts: DrainCounts,
+    entries: Sequence[DrainEntry],
+    generation: int | None,
+    now: datetime.datetime,
+) -> list[dict[str, Any]]:
+    phase = counts.phase
+    summary = (
+        f"{counts.migrated} of {counts.total} VMs migrated, {counts.failed} failed, "
+        f"{counts.skipped} skipped, {counts.remaining} remaining"
+    )
+    conditions = current.get("conditions")
+    conditions = set_condition(
+        conditions,
+        ConditionType.READY,
+        phase is DrainPhase.DRAINED,
+        phase.value,
+        summary,
+        generation,
+        now,
+    )
+    conditions = set_condition(
+        conditions,
+        ConditionType.PROGRESSING,
+        phase is DrainPhase.DRAINING,
+        "Draining" if phase is DrainPhase.DRAINING else "Finished",
+        summary,
+        generation,
+        now,
+    )
+    failed = [e for e in entries if e.failed]
+    unplaced = [e for e in entries if e.unplaceable]
+    if failed:
+        details = "; ".join(f"{e.vmid}: {e.reason or 'failed'}" for e in failed[:10])
+        degraded = (True, "MigrationsFailed", f"{len(failed)} VMs failed: {details}")
+    elif unplaced:
+        details = "; ".join(f"{e.vmid}: {e.reason}" for e in unplaced[:10])
+        degraded = (True, "PartialPlan", f"{len(unplaced)} VMs left on the node: {details}")
+    else:
+        degraded = (False, "AsExpected", "no failures")
+    return set_condition(conditions, ConditionType.DEGRADED, *degraded, generation, now)
+
+
+def waiting_status(
+    current: Mapping[str, Any],
+    phase: DrainPhase,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime.datetime,
+    *,
+    degraded: bool,
+) -> dict[str, Any]:
+    """Status of a drain that moves nothing: Pending, Planning (dry run) or Blocked."""
+    conditions = set_condition(
+        current.get("conditions"), ConditionType.READY, False, reason, message, generation, now
+    )
+    conditions = set_condition(
+        conditions,
+        ConditionType.PROGRESSING,
+        phase is DrainPhase.PLANNING,
+        reason,
+        message,
+        generation,
+        now,
+    )
+    conditions = set_condition(
+        conditions,
+        ConditionType.DEGRADED,
+        degraded,
+        reason if degraded else "AsExpected",
+        message if degraded else "nothing wrong",
+        generation,
+        now,
+    )
+    return {"phase": phase.value, "observedGeneration": generation, "conditions": conditions}
