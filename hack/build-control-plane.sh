@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# build-control-plane.sh kube-apiserver|etcd VERSION OUT: builds one control-plane binary from
-# the Go module proxy into OUT (hack/provision.py runs it and moves OUT into the cache).
+# build-control-plane.sh kube-apiserver|kube-controller-manager|etcd VERSION OUT: builds one
+# control-plane binary from the Go module proxy into OUT (hack/provision.py runs it and moves
+# OUT into the cache).
 # k8s.io/kubernetes and etcd's server module both carry `replace` directives, so
 # `go install pkg@version` refuses them; a throwaway wrapper module requires the
 # release and replaces each staging module with its published version instead.
 set -euo pipefail
 
-[[ $# -eq 3 ]] || { echo "usage: $0 kube-apiserver|etcd VERSION OUT" >&2; exit 2; }
+[[ $# -eq 3 ]] || { echo "usage: $0 kube-apiserver|kube-controller-manager|etcd VERSION OUT" >&2; exit 2; }
 component=$1 version=$2 out=$3
 
 die() { echo "build-control-plane: $*" >&2; exit 1; }
@@ -48,15 +49,15 @@ build() {
 }
 
 case "$component" in
-  kube-apiserver)
+  kube-apiserver|kube-controller-manager)
     minor=$(echo "$version" | sed -E 's/^v1\.([0-9]+)\..*/\1/')
     wrapper_module k8s.io/kubernetes "$version" "v0.${version#v1.}"
-    build k8s.io/kubernetes/cmd/kube-apiserver \
+    build "k8s.io/kubernetes/cmd/$component" \
       "-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     ;;
   etcd)
     wrapper_module go.etcd.io/etcd/server/v3 "$version" "$version"
     build go.etcd.io/etcd/server/v3 ""
     ;;
-  *) die "unknown component $component (kube-apiserver or etcd)" ;;
+  *) die "unknown component $component (kube-apiserver, kube-controller-manager or etcd)" ;;
 esac

@@ -1,4 +1,5 @@
-"""End-to-end fixtures: a real kube-apiserver + etcd on loopback, started once per session."""
+"""End-to-end fixtures: a real kube-apiserver, etcd and kube-controller-manager on loopback,
+started once per session."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    """The control plane with our CRDs and kopf's peering CRDs applied."""
-    with ControlPlane() as plane:
-        plane.apply_crds([*sorted((REPO_ROOT / "crds").glob("*.yaml")), KOPF_PEERING_CRDS])
+    """The control plane with our CRDs and kopf's peering CRDs applied, and a
+    kube-controller-manager: garbage collection and namespace deletion as in a cluster."""
+    crds = [*sorted((REPO_ROOT / "crds").glob("*.yaml")), KOPF_PEERING_CRDS]
+    with ControlPlane(controller_manager=True, crds=crds) as plane:
         yield plane
 
 
