@@ -123,6 +123,11 @@ def test_insecure_without_consent_is_accepted_for_the_controller_to_report(
         ({"migrationPolicy": {"type": "fast"}}, 'supported values: "secure", "insecure"'),
         ({"endpoints": ["pve1:99999"]}, "port of an endpoint must be between 1 and 65535"),
         ({"endpoints": ["https://pve1"]}, "spec.endpoints[0]"),
+        (
+            {"endpoints": ["pve2", "https://pve1:8006/#v1:0:18:4"]},
+            "write 'pve1:8006' instead of 'https://pve1:8006/#v1:0:18:4'",
+        ),
+        ({"endpoints": ["pve1/api2/json"]}, "write 'pve1' instead of 'pve1/api2/json'"),
         ({"endpoints": []}, "spec.endpoints"),
         (
             {"tls": {"caBundle": "PEM", "caSecretRef": {"name": "ca"}}},
@@ -169,7 +174,7 @@ def test_migration_rejections(
     assert expected in rejection(lambda: create(custom, api.VM_MIGRATION, spec))
 
 
-def test_drain_node_is_immutable_but_other_fields_change(custom: client.CustomObjectsApi) -> None:
+def test_drain_node_and_cluster_are_immutable_but_other_fields_change(custom: client.CustomObjectsApi) -> None:
     created = create(custom, api.NODE_DRAIN, DRAIN)
     assert created["spec"]["localDisks"] == "skip"
     assert created["spec"]["stoppedVMs"] == "migrate"
@@ -183,6 +188,26 @@ def test_drain_node_is_immutable_but_other_fields_change(custom: client.CustomOb
 
     assert patch({"maxParallel": 2})["spec"]["maxParallel"] == 2
     assert "spec.nodeName is immutable" in rejection(lambda: patch({"nodeName": "pve9"}))
+    assert "spec.clusterRef is immutable" in rejection(
+        lambda: patch({"clusterRef": {"name": "other"}})
+    )
+    assert "spec.dryRun cannot be turned on" in rejection(lambda: patch({"dryRun": True}))
+
+
+def test_a_dry_run_drain_can_be_run_but_not_made_dry_again(
+    custom: client.CustomObjectsApi,
+) -> None:
+    """dryRun goes one way: true -> false runs the previewed drain; back is refused."""
+    name = create(custom, api.NODE_DRAIN, with_changes(DRAIN, dryRun=True))["metadata"]["name"]
+
+    def patch(spec: Body) -> Body:
+        patched: Body = custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, NAMESPACE, api.NODEDRAINS, name, {"spec": spec}
+        )
+        return patched
+
+    assert patch({"dryRun": False})["spec"]["dryRun"] is False
+    assert "spec.dryRun cannot be turned on" in rejection(lambda: patch({"dryRun": True}))
 
 
 @pytest.mark.parametrize(
@@ -205,6 +230,23 @@ def test_placement_defaults(custom: client.CustomObjectsApi) -> None:
     assert spec["flapGuard"] == {"maxMigrations": 3, "windowSeconds": 3600}
     selector_spec = {"clusterRef": {"name": "lab"}, "selector": {"tags": ["web"]}, "nodes": ["a"]}
     assert create(custom, api.VM_PLACEMENT, selector_spec)["spec"]["selector"]["tags"] == ["web"]
+
+
+def test_placement_cluster_is_immutable_but_its_target_changes(
+    custom: client.CustomObjectsApi,
+) -> None:
+    name = create(custom, api.VM_PLACEMENT, PLACEMENT)["metadata"]["name"]
+
+    def patch(spec: Body) -> Body:
+        patched: Body = custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, NAMESPACE, api.VMPLACEMENTS, name, {"spec": spec}
+        )
+        return patched
+
+    assert patch({"node": "pve3"})["spec"]["node"] == "pve3"
+    assert "spec.clusterRef is immutable" in rejection(
+        lambda: patch({"clusterRef": {"name": "other"}})
+    )
 
 
 @pytest.mark.parametrize(
