@@ -13,7 +13,7 @@ from proxmigrate.pve.classifier import Reason, classify, classify_api_error
 from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.errors import PveApiError, PveAuthError
 from proxmigrate.pve.tracker import TaskEnd, TrackedTask, evaluate, nodes_to_poll, poll_since
-from proxmigrate.pve.transport import PasswordAuth, RetryPolicy, TokenAuth
+from proxmigrate.pve.transport import PasswordAuth, RequestRetry, TokenAuth
 from pvesim.testing import PvesimProcess
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ def token_client(sim: PvesimProcess) -> PveClient:
         TokenAuth(sim.token_id, sim.token_secret),
         cluster="e2e",
         ca_bundle=sim.ca_cert,
-        retry=RetryPolicy(attempts=2, base_delay=0.05),
+        retry=RequestRetry(attempts=2, base_delay=0.05),
     )
 
 

@@ -172,11 +172,14 @@ def test_policies_skip_or_refuse_with_reasons() -> None:
     assert [(u.vmid, u.cause) for u in plan.unplaceable] == [(104, UnplaceableCause.LOCAL_DEVICES)]
     assert "hostpci0" in plan.unplaceable[0].reason
 
-    default = drain(inv)
-    assert {u.vmid: u.cause for u in default.unplaceable} == {
+    failing = drain(inv, local_disks="fail")
+    assert {u.vmid: u.cause for u in failing.unplaceable} == {
         103: UnplaceableCause.LOCAL_DISKS,
         104: UnplaceableCause.LOCAL_DEVICES,
     }
+    default = drain(inv)  # localDisks defaults to skip, as the CRD and docs/api.md say
+    assert {u.vmid for u in default.unplaceable} == {104}
+    assert "localDisks: skip" in {s.vmid: s.reason for s in default.skipped}[103]
     moved = drain(inv, local_disks="migrate")
     assert {m.vmid: m.with_local_disks for m in moved.moves} == {
         101: False,

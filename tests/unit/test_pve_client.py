@@ -28,7 +28,7 @@ from proxmigrate.metrics import REGISTRY
 from proxmigrate.pve.async_client import AsyncPveClient
 from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveTLSError, PveUnreachable
-from proxmigrate.pve.transport import PasswordAuth, RetryPolicy, TokenAuth
+from proxmigrate.pve.transport import PasswordAuth, RequestRetry, TokenAuth
 
 TOKEN = TokenAuth("root@pam!operator", "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
 QMIGRATE = "UPID:pve1:0000A1B2:0012F4C8:67C2E0A0:qmigrate:120:root@pam!operator:"
@@ -204,7 +204,7 @@ def make_client(
         cluster=f"test-{next(_cluster_names)}",
         ca_bundle=str(certificate[0]),
         timeout=5,
-        retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
+        retry=RequestRetry(attempts=3, base_delay=0.01, max_delay=0.05),
     )
     client.transport._sleep = sleeps if sleeps is not None else Sleeps()
     return client
@@ -425,7 +425,7 @@ def test_unreachable_names_endpoint_and_cause(
 ) -> None:
     sleeps = Sleeps()
     client = PveClient(
-        [f"127.0.0.1:{closed_port}"], TOKEN, retry=RetryPolicy(attempts=3, base_delay=0.01)
+        [f"127.0.0.1:{closed_port}"], TOKEN, retry=RequestRetry(attempts=3, base_delay=0.01)
     )
     client.transport._sleep = sleeps
     with pytest.raises(
@@ -582,7 +582,7 @@ def test_lost_answer_to_migration_post_is_flagged_not_repeated(
         TOKEN,
         ca_bundle=str(certificate[0]),
         timeout=0.2,
-        retry=RetryPolicy(attempts=2, base_delay=0.01),
+        retry=RequestRetry(attempts=2, base_delay=0.01),
     )
     with pytest.raises(PveUnreachable, match="no answer from") as raised:
         client.migrate("pve1", 120, "pve2")

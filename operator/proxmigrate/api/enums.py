@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The drain policies are the planner's own vocabulary (it sits below the API), named here too.
+from proxmigrate.planning.drain import LocalDisksPolicy as LocalDisksPolicy
+from proxmigrate.planning.drain import StoppedVMsPolicy as StoppedVMsPolicy
+from proxmigrate.planning.drain import TemplatesPolicy as TemplatesPolicy
+
 
 class MigrationPhase(StrEnum):
     """`VMMigration.status.phase`."""
@@ -80,28 +85,6 @@ class AuthMethod(StrEnum):
 
     TOKEN = "token"
     TICKET = "ticket"
-
-
-class StoppedVMsPolicy(StrEnum):
-    """`NodeDrain.spec.stoppedVMs`."""
-
-    MIGRATE = "migrate"
-    LEAVE = "leave"
-
-
-class TemplatesPolicy(StrEnum):
-    """`NodeDrain.spec.templates`."""
-
-    MIGRATE = "migrate"
-    LEAVE = "leave"
-
-
-class LocalDisksPolicy(StrEnum):
-    """`NodeDrain.spec.localDisks`."""
-
-    MIGRATE = "migrate"
-    SKIP = "skip"
-    FAIL = "fail"
 
 
 class PlacementPolicy(StrEnum):

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
 
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 from proxmigrate.planning.capacity import MemoryReserve, TargetLedger, memory_need, transfer_bytes
@@ -38,9 +37,28 @@ from proxmigrate.planning.selection import (
 )
 from proxmigrate.planning.units import MIB, format_bytes
 
-StoppedVMsPolicy = Literal["migrate", "leave"]
-TemplatesPolicy = Literal["migrate", "leave"]
-LocalDisksPolicy = Literal["migrate", "skip", "fail"]
+
+class StoppedVMsPolicy(StrEnum):
+    """`NodeDrain.spec.stoppedVMs`."""
+
+    MIGRATE = "migrate"
+    LEAVE = "leave"
+
+
+class TemplatesPolicy(StrEnum):
+    """`NodeDrain.spec.templates`."""
+
+    MIGRATE = "migrate"
+    LEAVE = "leave"
+
+
+class LocalDisksPolicy(StrEnum):
+    """`NodeDrain.spec.localDisks`."""
+
+    MIGRATE = "migrate"
+    SKIP = "skip"
+    FAIL = "fail"
+
 
 # Load score weights: memory dominates, received bytes keep links and target sshds balanced,
 # CPU only separates otherwise close targets.
@@ -70,18 +88,18 @@ class DrainRequest:
 
     `targets` None means every other online node that is not cordoned; `cordoned` holds every
     node under a NodeDrain (the drained node may be in it). `pins` maps a vmid to the nodes a
-    VMPlacement allows, in preference order. `local_disks` defaults to `fail`: copying disks
-    can take hours and leaving a guest behind on a node about to go down may surprise, so
-    the drain blocks until the user chooses.
+    VMPlacement allows, in preference order. `local_disks` defaults to `skip`, as the CRD
+    does: copying disks can take far longer than a maintenance window and local disks are
+    often deliberate pinning, so such a guest stays on the node, reported with its reason.
     """
 
     node: str
     targets: tuple[str, ...] | None = None
     cordoned: frozenset[str] = frozenset()
     selector: VMSelector = field(default_factory=VMSelector)
-    stopped_vms: StoppedVMsPolicy = "migrate"
-    templates: TemplatesPolicy = "migrate"
-    local_disks: LocalDisksPolicy = "fail"
+    stopped_vms: StoppedVMsPolicy = StoppedVMsPolicy.MIGRATE
+    templates: TemplatesPolicy = TemplatesPolicy.MIGRATE
+    local_disks: LocalDisksPolicy = LocalDisksPolicy.SKIP
     reserve: MemoryReserve = field(default_factory=MemoryReserve)
     anti_affinity_prefix: str = DEFAULT_ANTI_AFFINITY_PREFIX
     pins: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
@@ -267,18 +285,18 @@ def _triage(vm: VMInfo, request: DrainRequest) -> SkippedVM | UnplaceableVM | No
     rejection = request.selector.rejection(vm)
     if rejection is not None:
         return SkippedVM(vm.vmid, vm.name, rejection)
-    if vm.template and request.templates == "leave":
+    if vm.template and request.templates == TemplatesPolicy.LEAVE:
         return SkippedVM(vm.vmid, vm.name, "template (templates: leave)")
-    if not vm.running and not vm.template and request.stopped_vms == "leave":
+    if not vm.running and not vm.template and request.stopped_vms == StoppedVMsPolicy.LEAVE:
         return SkippedVM(vm.vmid, vm.name, "stopped (stoppedVMs: leave)")
     if vm.local_devices:
         devices = ", ".join(vm.local_devices)
         return _unplaceable(
             vm, UnplaceableCause.LOCAL_DEVICES, f"uses local devices ({devices}): PVE refuses"
         )
-    if vm.local_disks and request.local_disks != "migrate":
+    if vm.local_disks and request.local_disks != LocalDisksPolicy.MIGRATE:
         disks = ", ".join(vm.local_disks)
-        if request.local_disks == "skip":
+        if request.local_disks == LocalDisksPolicy.SKIP:
             return SkippedVM(vm.vmid, vm.name, f"has local disks ({disks}) (localDisks: skip)")
         return _unplaceable(
             vm,

@@ -6,7 +6,7 @@ from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveTLSError, PveUnreachable
 from proxmigrate.pve.precondition import MigrationPrecondition
 from proxmigrate.pve.resources import MigrationSettings
-from proxmigrate.pve.transport import PasswordAuth, RetryPolicy, TokenAuth
+from proxmigrate.pve.transport import PasswordAuth, RequestRetry, TokenAuth
 
 __all__ = [
     "AsyncPveClient",
@@ -19,7 +19,7 @@ __all__ = [
     "PveError",
     "PveTLSError",
     "PveUnreachable",
-    "RetryPolicy",
+    "RequestRetry",
     "TokenAuth",
     "classify",
     "classify_api_error",

@@ -18,7 +18,7 @@ from proxmigrate.pve.resources import (
     parse_migration_settings,
 )
 from proxmigrate.pve.tracker import first_migration_since
-from proxmigrate.pve.transport import Auth, PveTransport, RetryPolicy, is_root_ticket
+from proxmigrate.pve.transport import Auth, PveTransport, RequestRetry, is_root_ticket
 from proxmigrate.pve.upid import is_upid
 
 TASK_LOG_PAGE = 500  # lines per `GET .../log` request
@@ -39,7 +39,7 @@ class PveClient:
         ca_bundle: str | None = None,
         connect_timeout: float = 5.0,
         timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
+        retry: RequestRetry | None = None,
         clock: Callable[[], float] = time.time,
         transport: PveTransport | None = None,
     ) -> None:

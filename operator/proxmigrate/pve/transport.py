@@ -86,8 +86,10 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """`attempts` rounds over all endpoints, with full-jitter exponential backoff between them."""
+class RequestRetry:
+    """How one API request is retried: `attempts` rounds over all endpoints, with full-jitter
+    exponential backoff between them (a migration's own retries are the engine's
+    `RetryPolicy`)."""
 
     attempts: int = 3
     base_delay: float = 0.5
@@ -121,7 +123,7 @@ class PveTransport:
         ca_bundle: str | None = None,
         connect_timeout: float = 5.0,
         timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
+        retry: RequestRetry | None = None,
         sleep: Callable[[float], None] = time.sleep,
         unit_random: Callable[[], float] = random.random,
         api_factory: ApiFactory = ProxmoxAPI,
@@ -134,7 +136,7 @@ class PveTransport:
         # proxmoxer hands verify_ssl to requests as `verify`, which also takes a CA bundle path.
         self._verify: bool | str = (ca_bundle or True) if verify_tls else False
         self._timeout = (min(connect_timeout, timeout), timeout)
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or RequestRetry()
         self._sleep = sleep
         self._unit_random = unit_random
         self._api_factory = api_factory
