@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 
 from proxmigrate.api.constants import GROUP, VERSION
@@ -33,9 +33,9 @@ class Secret(NamedTuple):
 
 def _load_api_client() -> client.ApiClient:
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]  # untyped upstream
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     configuration = client.Configuration.get_default_copy()
     configuration.socket_options = tcp_keepalive_socket_options(**KEEPALIVE)
     return client.ApiClient(configuration)
@@ -65,12 +65,16 @@ class Kube:
         annotations = secret.metadata.annotations if secret.metadata else None
         return Secret(data, dict(annotations or {}))
 
-    async def _unless_missing(self, call: Callable[..., Any], *args: Any) -> Any:
-        """`call(GROUP, VERSION, *args)` off the event loop; None when the object is gone (404)."""
+    async def _unless_missing(
+        self, call: Callable[..., object], *args: Any
+    ) -> dict[str, Any] | None:
+        """`call(GROUP, VERSION, *args)` off the event loop (its answer, a JSON object); None
+        when the object is gone (404)."""
         try:
-            return await asyncio.to_thread(
+            answer = await asyncio.to_thread(
                 call, GROUP, VERSION, *args, _request_timeout=REQUEST_TIMEOUT
             )
+            return cast(dict[str, Any], answer)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -93,10 +97,10 @@ class Kube:
             label_selector=label_selector,
             _request_timeout=REQUEST_TIMEOUT,
         )
-        return list(answer.get("items", []))
+        return list(cast(dict[str, Any], answer).get("items", []))
 
     async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await asyncio.to_thread(
+        answer: object = await asyncio.to_thread(
             self._custom.create_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -105,6 +109,7 @@ class Kube:
             body,
             _request_timeout=REQUEST_TIMEOUT,
         )
+        return cast(dict[str, Any], answer)
 
     async def delete(self, plural: str, namespace: str, name: str) -> bool:
         """Delete an object; False when it was already gone."""

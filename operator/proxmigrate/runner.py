@@ -24,6 +24,7 @@ def run_operator(
 
     from proxmigrate import controllers  # noqa: F401  (registers the kopf handlers)
     from proxmigrate.controllers.options import OPTIONS
+    from proxmigrate.controllers.registry import Registry
 
     OPTIONS.task_poll_seconds = task_poll_seconds
     OPTIONS.peering_lifetime_seconds = peering_lifetime_seconds
@@ -38,5 +39,6 @@ def run_operator(
         peering_name=peering,
         priority=priority,
         liveness_endpoint=f"http://{bind_address}:{health_port}/healthz",
+        memo=kopf.Memo(registry=Registry()),
     )
     return 0

@@ -14,7 +14,7 @@ from proxmigrate.controllers import clusters
 from proxmigrate.controllers.connection import Connection
 from proxmigrate.controllers.migrations import adopt_migrations
 from proxmigrate.controllers.options import OPTIONS
-from proxmigrate.controllers.registry import RUNTIMES
+from proxmigrate.controllers.registry import Registry
 from proxmigrate.controllers.settings import configure
 from proxmigrate.pve.transport import TokenAuth
 from proxmigrate.runtime.cluster import MigrationRequest
@@ -64,15 +64,14 @@ def test_a_rebuilt_runtime_adopts_every_unfinished_migration_of_its_cluster() ->
     assert count == 3
 
 
-def test_a_stalled_engine_fails_healthz_and_a_failing_one_is_not_ready(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_stalled_engine_fails_healthz_and_a_failing_one_is_not_ready() -> None:
     rt, _ = runtime(FakePve(), [1000.0])
-    monkeypatch.setitem(RUNTIMES, ("ns", "lab"), rt)
-    assert clusters.engines_alive() == {"ns/lab": pytest.approx(0.0, abs=1.0)}
+    memo = kopf.Memo(registry=Registry())
+    memo.registry.runtimes[("ns", "lab")] = rt
+    assert clusters.engines_alive(memo) == {"ns/lab": pytest.approx(0.0, abs=1.0)}
     rt.heartbeat -= clusters.ENGINE_STALL_SECONDS + 1
     with pytest.raises(kopf.PermanentError, match="ns/lab"):
-        clusters.engines_alive()
+        clusters.engines_alive(memo)
 
     async def check() -> None:
         loop = asyncio.create_task(asyncio.sleep(10))

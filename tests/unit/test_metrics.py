@@ -7,12 +7,14 @@ import asyncio
 import datetime
 from typing import Any
 
+import kopf
 import pytest
 from prometheus_client import generate_latest
 
 from proxmigrate import metrics
 from proxmigrate.api.enums import DrainPhase
 from proxmigrate.controllers import clusters, drains
+from proxmigrate.controllers.registry import Registry, Waker
 from proxmigrate.metrics import REGISTRY
 from proxmigrate.runtime import drain_progress as progress
 from proxmigrate.runtime.cluster import MigrationRequest
@@ -174,7 +176,11 @@ def test_the_cluster_daemon_removes_its_series_when_it_stops(
 
     monkeypatch.setattr(clusters, "_manage", manage)
     with pytest.raises(asyncio.CancelledError):
-        asyncio.run(clusters.proxmox_cluster("paused", "ns", {}, {}, {}))
+        asyncio.run(
+            clusters.proxmox_cluster(
+                name="paused", namespace="ns", spec={}, meta={}, status={}, memo=memo()
+            )
+        )
     assert series("proxmigrate_cluster_ready") == []
 
 
@@ -186,9 +192,17 @@ def drain_body(dry_run: bool = False) -> dict[str, Any]:
     }
 
 
+def memo() -> kopf.Memo:
+    return kopf.Memo(registry=Registry())
+
+
+def drain_reconciler(body: dict[str, Any]) -> drains.DrainReconciler:
+    return drains.DrainReconciler(FakeKube(), body, None, Registry(), Waker())  # type: ignore[arg-type]
+
+
 def blocked(reason: str, dry_run: bool = False) -> list[dict[str, str]]:
     async def scenario() -> None:
-        reconciler = drains.DrainReconciler(FakeKube(), drain_body(dry_run))  # type: ignore[arg-type]
+        reconciler = drain_reconciler(drain_body(dry_run))
         await reconciler._wait(DrainPhase.BLOCKED, reason, "no room", NOW, degraded=True)
 
     asyncio.run(scenario())
@@ -207,7 +221,7 @@ def test_a_blocked_drain_exports_its_reason_until_it_moves_on() -> None:
     assert [s["reason"] for s in blocked("InsufficientCapacity")] == ["InsufficientCapacity"]
 
     async def moving() -> None:
-        reconciler = drains.DrainReconciler(FakeKube(), drain_body())  # type: ignore[arg-type]
+        reconciler = drain_reconciler(drain_body())
         await reconciler._write(progress.progress_status([], {}, 1, NOW))
 
     asyncio.run(moving())
@@ -225,7 +239,9 @@ def test_the_drain_daemon_removes_its_blocked_series_when_it_stops(
         metrics.DRAIN_BLOCKED.labels("ns/lab", "pve1", "ns/d2", "InvalidNode").set(1)
         raise asyncio.CancelledError
 
-    monkeypatch.setattr(drains, "reconcile_forever", reconcile)
+    monkeypatch.setattr(drains, "reconcile_until_stopped", reconcile)
+    monkeypatch.setattr(drains.Caches, "of", lambda kwargs: None)
+    body = kopf.Body({"metadata": {"namespace": "ns", "name": "d2"}})
     with pytest.raises(asyncio.CancelledError):
-        asyncio.run(drains.node_drain("ns", "d2", None))
+        asyncio.run(drains.node_drain(body=body, memo=memo(), stopped=None))
     assert series("proxmigrate_drain_blocked") == []

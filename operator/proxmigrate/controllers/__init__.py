@@ -1,5 +1,13 @@
 """kopf handlers. Importing this package registers them all."""
 
-from proxmigrate.controllers import clusters, drains, migrations, placements, settings
+from proxmigrate.controllers import (
+    cache,
+    clusters,
+    drains,
+    migrations,
+    placements,
+    settings,
+    wakeups,
+)
 
-__all__ = ["clusters", "drains", "migrations", "placements", "settings"]
+__all__ = ["cache", "clusters", "drains", "migrations", "placements", "settings", "wakeups"]

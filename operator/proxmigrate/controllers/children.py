@@ -11,11 +11,10 @@ import logging
 from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
-from proxmigrate.api.constants import API_VERSION, VM_MIGRATION, VMMIGRATIONS
+from proxmigrate.api.constants import API_VERSION, VM_MIGRATION
 from proxmigrate.api.enums import MigrationPhase
 from proxmigrate.api.migration import migration_phase
-from proxmigrate.controllers.registry import runtime_for
-from proxmigrate.kube import Kube
+from proxmigrate.runtime.cluster import ClusterRuntime
 
 log = logging.getLogger(__name__)
 DRAIN_LABEL = "proxmigrate.dev/drain"
@@ -91,14 +90,6 @@ def migration_manifest(
     }
 
 
-async def list_children(
-    kube: Kube, namespace: str, label_key: str, owner_name: str
-) -> list[dict[str, Any]]:
-    return await kube.list(
-        VMMIGRATIONS, namespace, label_selector=f"{label_key}={label_value(owner_name)}"
-    )
-
-
 def waiting_onto(children: Iterable[Mapping[str, Any]], nodes: Set[str]) -> list[Mapping[str, Any]]:
     """The VMMigrations among `children` not started yet whose target is one of `nodes`."""
     waiting = (MigrationPhase.PENDING, MigrationPhase.QUEUED)
@@ -110,14 +101,12 @@ def waiting_onto(children: Iterable[Mapping[str, Any]], nodes: Set[str]) -> list
 
 
 def withdraw_onto(
-    children: Iterable[Mapping[str, Any]], nodes: Set[str], namespace: str, cluster: str
+    children: Iterable[Mapping[str, Any]], nodes: Set[str], runtime: ClusterRuntime
 ) -> list[Mapping[str, Any]]:
     """Those of `children` queued onto `nodes` (cordoned since their owner made them) that
     the cluster's runtime took back before they started; the owner deletes them once its
     status no longer counts on them."""
-    runtime = runtime_for(namespace, cluster)
-    if runtime is None:
-        return []
+    namespace = runtime.namespace
     withdrawn = [
         child
         for child in waiting_onto(children, nodes)

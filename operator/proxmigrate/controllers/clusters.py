@@ -12,7 +12,7 @@ import datetime
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -22,10 +22,12 @@ from proxmigrate.api.conditions import set_condition
 from proxmigrate.api.constants import GROUP, PROXMOXCLUSTERS, VERSION
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.controllers.cache import namespaced
 from proxmigrate.controllers.connection import ConfigurationError, Connection, read_connection
 from proxmigrate.controllers.migrations import adopt_migrations
 from proxmigrate.controllers.options import OPTIONS
-from proxmigrate.controllers.registry import RUNTIMES
+from proxmigrate.controllers.registry import Registry, registry_of
+from proxmigrate.controllers.wakeups import DRAINS_AND_PLACEMENTS, inventory_synced
 from proxmigrate.kube import Kube, shared_kube
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveTLSError
 from proxmigrate.runtime.cluster import ClusterRuntime
@@ -40,7 +42,7 @@ ENGINE_FAILING_TICKS = 3  # this many failed ticks in a row make the cluster not
 
 
 def post_event(ref: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(dict(ref), type=kind, reason=reason, message=message)
+    kopf.event(cast(kopf.Body, dict(ref)), type=kind, reason=reason, message=message)
 
 
 def build_runtime(
@@ -140,24 +142,33 @@ async def sync(
 
 @kopf.daemon(GROUP, VERSION, PROXMOXCLUSTERS, cancellation_timeout=10.0, backoff=5.0)
 async def proxmox_cluster(
-    name: str, namespace: str, spec: Any, meta: Any, status: Any, **_: Any
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: Any,
+    **_: Any,
 ) -> None:
     """Lives as long as the ProxmoxCluster on the active replica: kopf stops it when the
     object goes or peering pauses this replica, and then its series go too."""
     try:
-        await _manage(name, namespace, spec, meta, status)
+        await _manage(name, namespaced(namespace), spec, meta, status, registry_of(memo))
     finally:
         metrics.forget(proxmox_cluster=f"{namespace}/{name}")
 
 
-async def _manage(name: str, namespace: str, spec: Any, meta: Any, status: Any) -> None:
+async def _manage(
+    name: str, namespace: str, spec: Any, meta: Any, status: Any, registry: Registry
+) -> None:
     """Connect, adopt the cluster's VMMigrations, then sync and supervise the engine. No
     error ends this loop (an API server that fails now may answer in a second): its runtime,
     with every migration it follows, lives as long as the daemon."""
     kube = shared_kube()
     writer = _StatusWriter(kube, namespace, name, status)
     runtime, connection = await _connect(kube, writer, name, namespace, spec, meta)
-    RUNTIMES[(namespace, name)] = runtime
+    registry.runtimes[(namespace, name)] = runtime
+    registry.wake_cluster(namespace, name, DRAINS_AND_PLACEMENTS)
     engine_loop = asyncio.create_task(runtime.run())
     try:
         while True:
@@ -182,6 +193,8 @@ async def _manage(name: str, namespace: str, spec: Any, meta: Any, status: Any) 
                 if adopted:
                     log.info("cluster %s: adopted %d VMMigrations", runtime.label, adopted)
                 await sync(runtime, writer, generation, trouble)
+                if runtime.inventory is not None:
+                    inventory_synced(registry, namespace, name, runtime.inventory)
                 not_ready = None
             except SpecError as error:
                 not_ready = ("InvalidSpec", str(error))
@@ -197,7 +210,8 @@ async def _manage(name: str, namespace: str, spec: Any, meta: Any, status: Any) 
                 await _report(writer, generation, *not_ready)
             await asyncio.sleep(interval)
     finally:
-        RUNTIMES.pop((namespace, name), None)
+        registry.runtimes.pop((namespace, name), None)
+        registry.inventories.pop((namespace, name), None)
         engine_loop.cancel()
         await runtime.close()
 
@@ -264,16 +278,13 @@ def _engine_trouble(runtime: ClusterRuntime, loop: asyncio.Task[None]) -> tuple[
 
 
 @kopf.on.probe(id="engines")
-def engines_alive(**_: Any) -> dict[str, float]:
+def engines_alive(memo: Any, **_: Any) -> dict[str, float]:
     """`/healthz`: fails (HTTP 500) while any engine loop has not completed a tick for
     ENGINE_STALL_SECONDS (hung on a call, or stopped); else seconds since each one's tick."""
     now = time.monotonic()
-    silent = {label: round(now - rt.heartbeat, 1) for (label, rt) in _labelled()}
+    runtimes = list(registry_of(memo).runtimes.values())
+    silent = {rt.label: round(now - rt.heartbeat, 1) for rt in runtimes}
     stalled = {label: age for label, age in silent.items() if age > ENGINE_STALL_SECONDS}
     if stalled:
         raise kopf.PermanentError(f"engine loops stalled (seconds without a tick): {stalled}")
     return silent
-
-
-def _labelled() -> list[tuple[str, ClusterRuntime]]:
-    return [(runtime.label, runtime) for runtime in list(RUNTIMES.values())]

@@ -17,8 +17,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
+from proxmigrate import metrics
 from proxmigrate.api.cluster import ProxmoxClusterSpec
 from proxmigrate.api.enums import AuthMethod
 from proxmigrate.api.refs import SecretRef
@@ -141,7 +142,7 @@ class Connection:
             PveClient(
                 list(self.endpoints),
                 self.auth,
-                cluster=cluster,
+                on_answer=metrics.pve_answer_counter(cluster),
                 verify_tls=self.verify_tls,
                 ca_bundle=self.ca_bundle,
             )

@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxmigrate.api.cluster import ProxmoxClusterSpec
-from proxmigrate.api.constants import NODEDRAINS, PROXMOXCLUSTERS
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.placement import VMPlacementSpec
+from proxmigrate.controllers.cache import Caches
 from proxmigrate.controllers.children import is_deleting
-from proxmigrate.controllers.registry import runtime_for
+from proxmigrate.controllers.registry import Registry
 from proxmigrate.inventory import Inventory
-from proxmigrate.kube import Kube
 from proxmigrate.runtime.cluster import ClusterRuntime
 
 INVENTORY_MAX_AGE = 2.0  # seconds; drains and placements re-read the inventory at most this often
@@ -42,9 +41,11 @@ class ClusterContext:
         return self.runtime.label
 
 
-async def cluster_context(kube: Kube, namespace: str, cluster: str) -> ClusterContext:
+async def cluster_context(
+    caches: Caches, registry: Registry, namespace: str, cluster: str
+) -> ClusterContext:
     """The connected cluster with a fresh inventory; ClusterNotReady says why not."""
-    body = await kube.get(PROXMOXCLUSTERS, namespace, cluster)
+    body = caches.cluster(namespace, cluster)
     if body is None:
         raise ClusterNotReady(
             "ClusterNotFound", f"ProxmoxCluster {cluster} does not exist in namespace {namespace}"
@@ -53,7 +54,7 @@ async def cluster_context(kube: Kube, namespace: str, cluster: str) -> ClusterCo
         spec = ProxmoxClusterSpec.from_spec(body.get("spec"))
     except SpecError as error:
         raise ClusterNotReady("ClusterInvalid", f"ProxmoxCluster {cluster}: {error}") from None
-    runtime = runtime_for(namespace, cluster)
+    runtime = registry.runtime_for(namespace, cluster)
     if runtime is None:
         raise ClusterNotReady(
             "ClusterNotConnected", f"waiting for ProxmoxCluster {cluster} to connect"
@@ -81,10 +82,6 @@ def unusable_targets(cordoned: frozenset[str], inventory: Inventory) -> frozense
     """Nodes a move not started yet must not go to: cordoned by a NodeDrain, or offline now
     (PVE would refuse each attempt until the guest's retries are spent)."""
     return cordoned | {node.name for node in inventory.nodes if not node.online}
-
-
-async def list_drains(kube: Kube, namespace: str) -> list[dict[str, Any]]:
-    return await kube.list(NODEDRAINS, namespace)
 
 
 def placement_pins(

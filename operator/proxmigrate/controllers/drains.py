@@ -11,25 +11,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from proxmigrate import metrics
-from proxmigrate.api.constants import GROUP, NODEDRAINS, VERSION, VMMIGRATIONS, VMPLACEMENTS
+from proxmigrate.api.constants import GROUP, NODEDRAINS, VERSION, VMMIGRATIONS
 from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy, MigrationPhase
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.migration import migration_phase
 from proxmigrate.api.timestamps import parse_rfc3339
+from proxmigrate.controllers.cache import Caches, namespaced
 from proxmigrate.controllers.children import (
     DRAIN_LABEL,
     child_name,
     child_vmid,
     is_deleting,
-    list_children,
     migration_manifest,
     withdraw_onto,
 )
@@ -40,11 +41,11 @@ from proxmigrate.controllers.context import (
     cluster_context,
     cordoned_nodes,
     drains_of_cluster,
-    list_drains,
     placement_pins,
     unusable_targets,
 )
-from proxmigrate.controllers.reconcile import Reconciler, reconcile_forever
+from proxmigrate.controllers.reconcile import Reconciler, reconcile_until_stopped
+from proxmigrate.controllers.registry import registry_of
 from proxmigrate.kube import shared_kube
 from proxmigrate.planning import (
     DrainPlan,
@@ -55,7 +56,6 @@ from proxmigrate.planning import (
 )
 from proxmigrate.runtime import drain_progress as progress
 
-SYNC_SECONDS = 2.0  # how often a drain re-reads its migrations and the inventory
 # A new NodeDrain plans once it is this old (creationTimestamp has whole seconds): the drains
 # created with it (one `kubectl create -f` of several) exist by then, and its first plan
 # honours their cordons instead of sending guests onto nodes they are draining.
@@ -92,9 +92,9 @@ def drain_request(
         targets=spec.targets,
         cordoned=cordoned_nodes(drains, spec.cluster_name) | {spec.node_name},
         selector=spec.vm_selector,
-        stopped_vms=spec.stopped_vms.value,
-        templates=spec.templates.value,
-        local_disks=spec.local_disks.value,
+        stopped_vms=spec.stopped_vms,
+        templates=spec.templates,
+        local_disks=spec.local_disks,
         reserve=spec.memory_reserve(placement),
         anti_affinity_prefix=placement.anti_affinity_tag_prefix,
         planned_elsewhere=planned_elsewhere(spec, drains),
@@ -144,6 +144,7 @@ class DrainReconciler(Reconciler):
             await self._wait(DrainPhase.BLOCKED, "InvalidSpec", str(error), now, degraded=True)
             return
         drains = await self._drains_created_together()
+        self.waker.cluster = spec.cluster_name
         owner = owning_drain(drains, spec.cluster_name, spec.node_name)
         if not spec.dry_run and owner is not None and owner["metadata"]["name"] != self.name:
             message = (
@@ -153,7 +154,9 @@ class DrainReconciler(Reconciler):
             await self._wait(DrainPhase.BLOCKED, "DuplicateDrain", message, now, degraded=True)
             return
         try:
-            context = await cluster_context(self.kube, self.namespace, spec.cluster_name)
+            context = await cluster_context(
+                self.caches, self.registry, self.namespace, spec.cluster_name
+            )
         except ClusterNotReady as error:
             await self._wait(DrainPhase.PENDING, error.reason, str(error), now, degraded=False)
             return
@@ -177,7 +180,7 @@ class DrainReconciler(Reconciler):
             age = (_now() - parse_rfc3339(str(created))).total_seconds()
             if age < CREATED_TOGETHER_SECONDS:
                 await asyncio.sleep(CREATED_TOGETHER_SECONDS - age)
-        return await list_drains(self.kube, self.namespace)
+        return self.caches.drains(self.namespace)
 
     async def _start(
         self, spec: NodeDrainSpec, context: ClusterContext, plan: DrainPlan, now: datetime.datetime
@@ -219,13 +222,13 @@ class DrainReconciler(Reconciler):
     ) -> None:
         children = {
             child_vmid(child): child
-            for child in await list_children(self.kube, self.namespace, DRAIN_LABEL, self.name)
+            for child in self.caches.children(self.namespace, DRAIN_LABEL, self.name)
             if not is_deleting(child)
         }
         location = {vm.vmid: vm.node for vm in context.inventory.vms}
         entries = progress.advance(self.status.get("vms") or [], children, location)
         unusable = unusable_targets(request.cordoned, context.inventory)
-        withdrawn = withdraw_onto(children.values(), unusable, self.namespace, spec.cluster_name)
+        withdrawn = withdraw_onto(children.values(), unusable, context.runtime)
         entries = progress.without_moves_onto(
             entries, unusable, {child_vmid(child) for child in withdrawn}
         )
@@ -239,7 +242,7 @@ class DrainReconciler(Reconciler):
 
     async def _pinned(self, request: DrainRequest, context: ClusterContext) -> DrainRequest:
         """`request` with the nodes every VMPlacement allows its guests."""
-        placements = await self.kube.list(VMPLACEMENTS, self.namespace)
+        placements = self.caches.placements(self.namespace)
         pins = placement_pins(placements, context.inventory, context.runtime.name)
         return dataclasses.replace(request, pins=pins)
 
@@ -351,27 +354,37 @@ class DrainReconciler(Reconciler):
             metrics.DRAIN_PROGRESS.labels(*labels).set(float(status.get("progress", 0.0)))
             metrics.DRAIN_REMAINING.labels(*labels).set(int(status.get("remaining", 0)))
         if any(self.status.get(key) != value for key, value in status.items()):
-            await self.kube.patch_status(NODEDRAINS, self.namespace, self.name, dict(status))
+            await self.write_status(status)
 
 
 @kopf.daemon(GROUP, VERSION, NODEDRAINS, cancellation_timeout=5.0, backoff=5.0)
-async def node_drain(namespace: str, name: str, logger: Any, **_: Any) -> None:
-    """Lives as long as the NodeDrain on the active replica: reconcile every SYNC_SECONDS.
+async def node_drain(
+    body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
+) -> None:
+    """Lives as long as the NodeDrain on the active replica and reconciles when woken.
     When it ends (deleted, or peering paused this replica) its blocked series goes."""
     try:
-        await reconcile_forever(DrainReconciler, namespace, name, SYNC_SECONDS, logger)
+        await reconcile_until_stopped(
+            DrainReconciler, body, Caches.of(kwargs), registry_of(memo), stopped
+        )
     finally:
-        metrics.DRAIN_BLOCKED.remove_by_labels({"nodedrain": f"{namespace}/{name}"})
+        drain = f"{body.metadata['namespace']}/{body.metadata['name']}"
+        metrics.DRAIN_BLOCKED.remove_by_labels({"nodedrain": drain})
 
 
 @kopf.on.delete(GROUP, VERSION, NODEDRAINS)
 async def release_drain(
-    namespace: str, name: str, spec: Any, status: Any, logger: Any, **_: Any
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **kwargs: Any,
 ) -> None:
     """Cancel queued migrations, detach running ones so they finish, lift the cordon."""
-    kube = shared_kube()
+    kube, namespace = shared_kube(), namespaced(namespace)
     cancelled = detached = 0
-    for child in await list_children(kube, namespace, DRAIN_LABEL, name):
+    for child in Caches.of(kwargs).children(namespace, DRAIN_LABEL, name):
         phase = migration_phase(child)
         child_name_ = child["metadata"]["name"]
         if phase.is_final:

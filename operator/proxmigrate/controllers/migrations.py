@@ -11,7 +11,7 @@ from proxmigrate.api.enums import FINAL_MIGRATION_PHASES, MigrationPhase
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.migration import VMMigrationSpec
 from proxmigrate.controllers.children import is_deleting
-from proxmigrate.controllers.registry import runtime_for
+from proxmigrate.controllers.registry import registry_of
 from proxmigrate.kube import Kube
 from proxmigrate.pve.errors import PveError
 from proxmigrate.runtime.cluster import ClusterRuntime, MigrationRequest
@@ -59,12 +59,14 @@ async def adopt_migrations(kube: Kube, runtime: ClusterRuntime) -> int:
 
 @kopf.on.resume(GROUP, VERSION, VMMIGRATIONS)
 @kopf.on.create(GROUP, VERSION, VMMIGRATIONS)
-async def accept_migration(body: Any, status: Any, patch: kopf.Patch, **_: Any) -> None:
+async def accept_migration(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: Any, **_: Any
+) -> None:
     """Queue a new VMMigration, or resume one that was running before a restart."""
     if status.get("phase") in FINAL_MIGRATION_PHASES:
         return
     cluster, request = request_from(body)
-    runtime = runtime_for(request.namespace, cluster)
+    runtime = registry_of(memo).runtime_for(request.namespace, cluster)
     if runtime is None:
         if status.get("phase") is None:
             patch.status["phase"] = MigrationPhase.PENDING.value
@@ -79,12 +81,14 @@ async def accept_migration(body: Any, status: Any, patch: kopf.Patch, **_: Any) 
 
 
 @kopf.on.delete(GROUP, VERSION, VMMIGRATIONS)
-async def cancel_migration(body: Any, status: Any, logger: Any, **_: Any) -> None:
+async def cancel_migration(
+    body: kopf.Body, status: kopf.Status, logger: kopf.Logger, memo: Any, **_: Any
+) -> None:
     """Deleting a queued VMMigration drops it; deleting a running one stops its PVE task."""
     if status.get("phase") in FINAL_MIGRATION_PHASES:
         return
     cluster, request = request_from(body)
-    runtime = runtime_for(request.namespace, cluster)
+    runtime = registry_of(memo).runtime_for(request.namespace, cluster)
     if runtime is None:
         return
     logger.info(await runtime.cancel(request))

@@ -10,11 +10,12 @@ never writes spec, so GitOps tools see no diff.
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from proxmigrate import metrics
 from proxmigrate.api.constants import GROUP, VERSION, VMMIGRATIONS, VMPLACEMENTS
@@ -23,11 +24,11 @@ from proxmigrate.api.fields import SpecError
 from proxmigrate.api.migration import migration_phase
 from proxmigrate.api.placement import VMPlacementSpec
 from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.controllers.cache import Caches
 from proxmigrate.controllers.children import (
     PLACEMENT_LABEL,
     child_name,
     child_vmid,
-    list_children,
     migration_manifest,
     withdraw_onto,
 )
@@ -37,9 +38,9 @@ from proxmigrate.controllers.context import (
     ClusterNotReady,
     cluster_context,
     cordoned_nodes,
-    list_drains,
 )
-from proxmigrate.controllers.reconcile import Reconciler, reconcile_forever
+from proxmigrate.controllers.reconcile import Reconciler, reconcile_until_stopped
+from proxmigrate.controllers.registry import registry_of
 from proxmigrate.planning import (
     PlacementAction,
     PlacementDecision,
@@ -49,8 +50,10 @@ from proxmigrate.planning import (
 )
 from proxmigrate.runtime import placement_sync as sync
 
-SYNC_SECONDS = 3.0  # how often a placement is compared with the inventory
 FINISHED_CHILDREN_KEPT = 10  # newest finished VMMigrations kept per placement, for history
+FLAPPED_RETRY_SECONDS = 60.0  # a placement held back by its flap guard looks again this soon
+UNSEEN_CHILD_SECONDS = 60.0  # a created VMMigration the watch has not shown is trusted this long
+UNWRITTEN = frozenset({"lastSyncTime"})  # changes that alone are not worth a status write
 
 _out_of_sync: dict[tuple[str, str], bool] = {}  # (cluster label, placement key) -> drifted
 
@@ -80,12 +83,16 @@ class PlacementReconciler(Reconciler):
         except SpecError as error:
             await self._invalid("InvalidSpec", str(error), now, degraded=True)
             return
+        self.waker.cluster = spec.cluster_name
+        self.waker.vmids = frozenset({spec.vmid}) if spec.vmid is not None else None
         try:
-            context = await cluster_context(self.kube, self.namespace, spec.cluster_name)
+            context = await cluster_context(
+                self.caches, self.registry, self.namespace, spec.cluster_name
+            )
         except ClusterNotReady as error:
             await self._invalid(error.reason, str(error), now, degraded=False)
             return
-        drains = await list_drains(self.kube, self.namespace)
+        drains = self.caches.drains(self.namespace)
         request = self._request(spec, context, drains)
         try:
             decisions = await self._decide(context, request)
@@ -95,8 +102,8 @@ class PlacementReconciler(Reconciler):
             )
             _export_out_of_sync(context.label, f"{self.namespace}/{self.name}", None)
             return
-        children = await list_children(self.kube, self.namespace, PLACEMENT_LABEL, self.name)
-        withdrawn = withdraw_onto(children, request.cordoned, self.namespace, spec.cluster_name)
+        children = self.caches.children(self.namespace, PLACEMENT_LABEL, self.name)
+        withdrawn = withdraw_onto(children, request.cordoned, context.runtime)
         gone = {child["metadata"]["name"] for child in withdrawn}
         children = [child for child in children if child["metadata"]["name"] not in gone]
         outcome = await self._enforce(spec, decisions, children, now)
@@ -111,7 +118,7 @@ class PlacementReconciler(Reconciler):
             now,
         )
         _export_out_of_sync(context.label, f"{self.namespace}/{self.name}", not status["inSync"])
-        await self.kube.patch_status(VMPLACEMENTS, self.namespace, self.name, status)
+        await self._write(status)
         for child in withdrawn:
             await self.kube.delete(VMMIGRATIONS, self.namespace, child["metadata"]["name"])
         await self._prune(children)
@@ -156,12 +163,14 @@ class PlacementReconciler(Reconciler):
         children: Sequence[Mapping[str, Any]],
         now: datetime.datetime,
     ) -> sync.SyncOutcome:
-        """Create a VMMigration for each drifted guest that has none in flight."""
+        """Create a VMMigration for each drifted guest that has none in flight (those
+        created by an earlier pass count until the watch has delivered them)."""
         in_flight = {
             child_vmid(child): child["metadata"]["name"]
             for child in children
             if not migration_phase(child).is_final
         }
+        in_flight.update(self._created_unseen(children))
         if spec.policy is not PlacementPolicy.ENFORCE:
             return sync.SyncOutcome(in_flight=in_flight)
         guard = spec.flap_guard.guard()
@@ -175,6 +184,7 @@ class PlacementReconciler(Reconciler):
                 flapped.append(decision.vmid)
                 continue
             name = await self._create_child(spec, decision, now)
+            self.waker.created[name] = (decision.vmid, time.monotonic())
             in_flight[decision.vmid] = name
             created.append(
                 {
@@ -186,7 +196,19 @@ class PlacementReconciler(Reconciler):
                     "phase": "Pending",
                 }
             )
+        if flapped:
+            self.requeue_after = FLAPPED_RETRY_SECONDS
         return sync.SyncOutcome(in_flight=in_flight, created=created, flapped=flapped)
+
+    def _created_unseen(self, children: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+        """vmid -> name of the VMMigrations this placement created that the cache does not
+        hold yet (forgotten once seen, or after UNSEEN_CHILD_SECONDS)."""
+        seen = {child["metadata"]["name"] for child in children}
+        created = self.waker.created
+        for name, (_, at) in list(created.items()):
+            if name in seen or time.monotonic() - at > UNSEEN_CHILD_SECONDS:
+                del created[name]
+        return {vmid: name for name, (vmid, _) in created.items()}
 
     async def _create_child(
         self, spec: VMPlacementSpec, decision: PlacementDecision, now: datetime.datetime
@@ -226,17 +248,29 @@ class PlacementReconciler(Reconciler):
         status = sync.invalid_status(
             self.status, reason, message, self.generation, now, degraded=degraded
         )
-        await self.kube.patch_status(VMPLACEMENTS, self.namespace, self.name, status)
+        await self._write(status)
+
+    async def _write(self, status: Mapping[str, Any]) -> None:
+        """Write the status when anything but its sync time changed: a placement at rest
+        costs the API server nothing."""
+        if any(
+            self.status.get(key) != value for key, value in status.items() if key not in UNWRITTEN
+        ):
+            await self.write_status(status)
 
 
 @kopf.daemon(GROUP, VERSION, VMPLACEMENTS, cancellation_timeout=5.0, backoff=5.0)
-async def vm_placement(namespace: str, name: str, logger: Any, **_: Any) -> None:
-    """Lives as long as the VMPlacement: sync every SYNC_SECONDS."""
-    await reconcile_forever(PlacementReconciler, namespace, name, SYNC_SECONDS, logger)
+async def vm_placement(
+    body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
+) -> None:
+    """Lives as long as the VMPlacement and syncs it whenever woken."""
+    await reconcile_until_stopped(
+        PlacementReconciler, body, Caches.of(kwargs), registry_of(memo), stopped
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, VMPLACEMENTS)
-async def release_placement(namespace: str, name: str, spec: Any, **_: Any) -> None:
+async def release_placement(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> None:
     """Forget the placement's gauge entry; its migrations finish on their own."""
     cluster = f"{namespace}/{(spec.get('clusterRef') or {}).get('name', '')}"
     _export_out_of_sync(cluster, f"{namespace}/{name}", None)

@@ -1,11 +1,85 @@
-"""The live ClusterRuntime of every ProxmoxCluster this replica manages, by namespace/name."""
+"""What this replica keeps in memory, held in kopf's `memo` (`memo.registry`): the live
+ClusterRuntime of every ProxmoxCluster it manages, and a wake-up for every NodeDrain and
+VMPlacement reconciler.
+
+Reconcilers sleep until something they depend on changes (controllers/wakeups.py sets
+their wakers from watch events and inventory syncs), not on a timer.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
 from proxmigrate.runtime.cluster import ClusterRuntime
 
-RUNTIMES: dict[tuple[str, str], ClusterRuntime] = {}
+WakerKey = tuple[str, str, str]  # (plural, namespace, name as a label value)
+# What reconcilers read of an inventory: nodes' online state, each guest's placement facts
+Fingerprint = tuple[frozenset[tuple[str, bool]], dict[int, tuple[Any, ...]]]
 
 
-def runtime_for(namespace: str, cluster: str) -> ClusterRuntime | None:
-    return RUNTIMES.get((namespace, cluster))
+class Waker:
+    """Wakes one reconciler. Wake-ups while it works are not lost: the event stays set."""
+
+    def __init__(self, cluster: str | None = None) -> None:
+        self.cluster = cluster  # the ProxmoxCluster its object names, as of its last pass
+        self.seen: object = None  # a fingerprint of what others read of its object
+        self.created: dict[str, tuple[int, float]] = {}  # child name -> (vmid, loop time)
+        self.vmids: frozenset[int] | None = None  # the guests its pass reads; None: any
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Wait for a wake-up or `seconds`; True when woken."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
+        woken = self._event.is_set()
+        self._event.clear()
+        return woken
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.runtimes: dict[tuple[str, str], ClusterRuntime] = {}
+        self.wakers: dict[WakerKey, Waker] = {}
+        self.cluster_generations: dict[tuple[str, str], int | None] = {}
+        self.cordons: dict[tuple[str, str], frozenset[str]] = {}  # (ns, cluster) -> nodes
+        self.marks: dict[WakerKey, object] = {}  # the spec generation each object last had
+        self.inventories: dict[tuple[str, str], Fingerprint] = {}  # as of the last PVE sync
+
+    def runtime_for(self, namespace: str, cluster: str) -> ClusterRuntime | None:
+        return self.runtimes.get((namespace, cluster))
+
+    def waker(self, key: WakerKey) -> Waker:
+        return self.wakers.setdefault(key, Waker())
+
+    def wake(self, key: WakerKey) -> None:
+        waker = self.wakers.get(key)
+        if waker is not None:
+            waker.wake()
+
+    def wake_cluster(
+        self,
+        namespace: str,
+        cluster: str,
+        plurals: frozenset[str],
+        vmids: frozenset[int] | None = None,
+    ) -> None:
+        """Wake every reconciler of `plurals` whose object names `cluster` (and, given
+        `vmids`, reads one of those guests or any)."""
+        for (plural, ns, _), waker in list(self.wakers.items()):
+            if ns != namespace or plural not in plurals or waker.cluster != cluster:
+                continue
+            if vmids is None or waker.vmids is None or waker.vmids & vmids:
+                waker.wake()
+
+
+def registry_of(memo: Any) -> Registry:
+    """The Registry in kopf's memo (runner.py puts it there)."""
+    registry = getattr(memo, "registry", None)
+    if not isinstance(registry, Registry):
+        raise RuntimeError("kopf's memo has no Registry: start the operator with run_operator")
+    return registry

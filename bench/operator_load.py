@@ -1,0 +1,388 @@
+"""`python -m bench.operator_load`: what the operator costs the Kubernetes API server, how fast
+it reacts to a change, and its memory, with many VMPlacements present.
+
+kube-apiserver's `apiserver_request_total` has no client label, so the operator's share is
+the counter's growth minus the growth without the operator (measured first, same control
+plane, nothing else running) minus this bench's own requests (one `/metrics` read per
+sample; nothing else is sent while a window is measured).
+
+Per placement count N (10, 100, 1,000): one pvesim cluster (26 nodes x 40 VMs, 20x time) with
+N VMPlacements each pinning one guest to the node it is on (in sync: nothing moves) and 5
+dry-run NodeDrains; at rest, requests/s over REST_SECONDS once every object reported; during
+a drain, requests/s from creating a NodeDrain of pve1 (40 guests) until it is Drained.
+Reaction times are measured on a second, small cluster in real time (so that a migration
+lasts long enough to tell its start from others') while the N placements exist: NodeDrain
+created, VMPlacement's node changed, `maxParallel` raised, each to the first migration POST
+pvesim records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from tests.support.controlplane import REPO_ROOT, ControlPlane
+from tests.support.devenv import (
+    OperatorProcess,
+    create_cluster_for_pvesim,
+    ensure_namespace,
+    wait_for,
+)
+
+from bench.operator import percentile, scaled_policy
+from proxmigrate.api.constants import GROUP, VERSION
+from pvesim.testing import PvesimProcess
+
+TIME_SCALE = 20.0
+REST_SECONDS = 30.0  # at-rest window
+BASELINE_SECONDS = 20.0
+NODES, VMS_PER_NODE = 26, 40  # pve1 is drained: 40 guests; the other 1,000 can be pinned
+TRIALS = 5  # reaction trials per kind of change
+_SAMPLE = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$")
+
+
+def request_total(api: Any) -> float:
+    """The sum of kube-apiserver's `apiserver_request_total` (this read included)."""
+    answer = api.call_api("GET", f"{api.configuration.host}/metrics")
+    answer.read()
+    total = 0.0
+    for line in answer.data.decode().splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            total += float(match.group(2))
+    return total
+
+
+def request_rate(api: Any, seconds: float, baseline: float = 0.0) -> float:
+    """Requests/s over `seconds`, less this read and `baseline` (requests/s without us)."""
+    before = request_total(api)
+    time.sleep(seconds)
+    after = request_total(api)
+    return max(0.0, (after - before - 1) / seconds - baseline)
+
+
+class Bench:
+    def __init__(self, plane: ControlPlane, workdir: Path) -> None:
+        self.plane = plane
+        self.api = plane.api_client()
+        self.custom = client.CustomObjectsApi(self.api)
+        self.workdir = workdir
+
+    def create(self, namespace: str, plural: str, body: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+
+    def patch(self, namespace: str, plural: str, name: str, body: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, body)
+
+    def items(self, namespace: str, plural: str) -> list[dict[str, Any]]:
+        answer = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        return list(answer["items"])
+
+    def ready(self, namespace: str, name: str) -> bool:
+        obj = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "proxmoxclusters", name
+        )
+        conditions = (obj.get("status") or {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def pin(self, namespace: str, sim: PvesimProcess, count: int, skip: set[str]) -> list[int]:
+        """`count` VMPlacements, each pinning one guest (not on `skip`) where it is."""
+        placement = sim.state()["placement"]
+        vmids = sorted(int(v) for v, node in placement.items() if node not in skip)[:count]
+        for vmid in vmids:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "VMPlacement",
+                "metadata": {"name": f"pin-{vmid}"},
+                "spec": {
+                    "clusterRef": {"name": "lab"},
+                    "vmid": vmid,
+                    "nodes": [placement[str(vmid)]],
+                    "policy": "enforce",
+                },
+            }
+            self.create(namespace, "vmplacements", body)
+        return vmids
+
+    def drain(self, namespace: str, name: str, node: str, *, dry_run: bool = False) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "NodeDrain",
+            "metadata": {"name": name},
+            "spec": {
+                "clusterRef": {"name": "lab"},
+                "nodeName": node,
+                "localDisks": "migrate",
+                "dryRun": dry_run,
+            },
+        }
+        self.create(namespace, "nodedrains", body)
+
+    def synced(self, namespace: str) -> int:
+        """How many VMPlacements have reported whether they are in sync."""
+        return sum(
+            "inSync" in (p.get("status") or {}) for p in self.items(namespace, "vmplacements")
+        )
+
+    def settled(self, namespace: str, placements: int) -> bool:
+        planned = [
+            d for d in self.items(namespace, "nodedrains") if (d.get("status") or {}).get("plan")
+        ]
+        return self.synced(namespace) == placements and len(planned) == 5
+
+
+def _first_start(sim: PvesimProcess, after: float, vmid: int | None = None) -> float | None:
+    """The sim time of the first migration start after `after` (of `vmid` if given)."""
+    starts = [
+        float(record["start"])
+        for key, records in sim.state()["migrations"].items()
+        if vmid is None or int(key) == vmid
+        for record in records
+        if float(record["start"]) > after
+    ]
+    return min(starts, default=None)
+
+
+def _starts(sim: PvesimProcess) -> list[float]:
+    return sorted(
+        float(r["start"]) for records in sim.state()["migrations"].values() for r in records
+    )
+
+
+def reaction_times(
+    bench: Bench, operator: OperatorProcess, namespace: str
+) -> dict[str, list[float]]:
+    """Seconds from a change to the first PVE migration POST it causes, on a real-time cluster
+    (a trial that sees none within TRIAL_TIMEOUT counts as TRIAL_TIMEOUT)."""
+    out: dict[str, list[float]] = {"drain": [], "placement": [], "policy": []}
+    args = ["--nodes", "6", "--vms-per-node", "20", "--seed", "3", "--time-scale", "1"]
+    with PvesimProcess(*args) as sim:
+        create_cluster_for_pvesim(bench.api, namespace, "lab", sim, {"maxParallel": 1})
+        wait_for(lambda: bench.ready(namespace, "lab"), 60, message=operator.tail())
+
+        def measure(change: Callable[[], None], vmid: int | None = None) -> float:
+            # maxParallel is 1: wait until a detached earlier migration has ended
+            wait_for(lambda: not _running(sim), 300, interval=0.2)
+            began = float(sim.state()["now"])
+            change()
+            return _wait_start(sim, began, lambda: _first_start(sim, began, vmid), operator)
+
+        for trial in range(TRIALS):  # a drain each of pve1..pve5, deleted after its first POST
+            name = f"drain-{trial}"
+            out["drain"].append(
+                measure(lambda n=name, t=trial: bench.drain(namespace, n, f"pve{t + 1}"))
+            )
+            bench.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "nodedrains", name
+            )
+        vmids = bench.pin(namespace, sim, TRIALS, {f"pve{n}" for n in range(1, 6)})
+        wait_for(lambda: bench.synced(namespace) == TRIALS, 60, message=operator.tail())
+        change = {"spec": {"nodes": ["pve5"]}}
+        for vmid in vmids:
+            out["placement"].append(
+                measure(
+                    lambda v=vmid: bench.patch(namespace, "vmplacements", f"pin-{v}", change), vmid
+                )
+            )
+        # A drain at maxParallel 1; each raise lets one more migration start than ended.
+        wait_for(lambda: not _running(sim), 300, interval=0.2)
+        bench.drain(namespace, "policy", "pve6")
+        wait_for(lambda: _running(sim), 60, interval=0.1, message=operator.tail())
+        for level in range(2, 2 + TRIALS):
+            began = float(sim.state()["now"])
+            bench.patch(
+                namespace,
+                "proxmoxclusters",
+                "lab",
+                {"spec": {"migrationPolicy": {"maxParallel": level}}},
+            )
+            out["policy"].append(
+                _wait_start(sim, began, lambda b=began: _unexplained_start(sim, b), operator)
+            )
+        clean(bench, namespace)
+    return out
+
+
+TRIAL_TIMEOUT = 60.0
+
+
+def _wait_start(
+    sim: PvesimProcess, began: float, start: Callable[[], float | None], operator: OperatorProcess
+) -> float:
+    try:
+        return float(wait_for(start, TRIAL_TIMEOUT, interval=0.05)) - began
+    except TimeoutError:
+        print(f"no migration POST within {TRIAL_TIMEOUT} s\n{operator.tail(10)}", file=sys.stderr)
+        return TRIAL_TIMEOUT
+
+
+def _unexplained_start(sim: PvesimProcess, after: float) -> float | None:
+    """The first start after `after` that no migration ending since explains."""
+    records = [r for rs in sim.state()["migrations"].values() for r in rs]
+    starts = sorted(float(r["start"]) for r in records if float(r["start"]) > after)
+    ends = sum(1 for r in records if r.get("end") is not None and float(r["end"]) > after)
+    return starts[ends] if len(starts) > ends else None
+
+
+def clean(bench: Bench, namespace: str) -> None:
+    """Delete what a run made (no namespace controller runs here), the operator still up."""
+    for plural in ("nodedrains", "vmplacements", "vmmigrations", "proxmoxclusters"):
+        bench.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+    for plural in ("nodedrains", "vmplacements", "vmmigrations", "proxmoxclusters"):
+        wait_for(lambda p=plural: not bench.items(namespace, p), 300, interval=1.0)
+
+
+def _running(sim: PvesimProcess) -> list[dict[str, Any]]:
+    return [
+        r for records in sim.state()["migrations"].values() for r in records if r.get("end") is None
+    ]
+
+
+def load_run(bench: Bench, placements: int, baseline: float) -> dict[str, Any]:
+    """Requests/s at rest and during a 40-guest drain, and reaction times, with N placements."""
+    namespace = f"bench-load-{placements}"
+    ensure_namespace(bench.api, namespace)
+    log = bench.workdir / f"operator-{placements}.log"
+    sim_args = ["--nodes", str(NODES), "--vms-per-node", str(VMS_PER_NODE), "--seed", "1"]
+    with (
+        PvesimProcess(*sim_args, "--time-scale", str(TIME_SCALE)) as sim,
+        OperatorProcess(bench.plane.kubeconfig, log) as operator,
+    ):
+        create_cluster_for_pvesim(bench.api, namespace, "lab", sim, scaled_policy())
+        wait_for(lambda: bench.ready(namespace, "lab"), 120, message=operator.tail())
+        bench.pin(namespace, sim, placements, {"pve1"})
+        for index in range(5):
+            bench.drain(namespace, f"dry-{index}", f"pve{NODES - index}", dry_run=True)
+        wait_for(
+            lambda: bench.settled(namespace, placements), 600, interval=2, message=operator.tail()
+        )
+        time.sleep(5.0)
+        at_rest = request_rate(bench.api, REST_SECONDS, baseline)
+        before = request_total(bench.api)
+        began = time.monotonic()
+        bench.drain(namespace, "drain", "pve1")
+        wait_for(
+            lambda: (
+                bench.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "nodedrains", "drain"
+                )
+                .get("status", {})
+                .get("phase")
+                == "Drained"
+            ),
+            900,
+            interval=1.0,
+            message=operator.tail(),
+        )
+        seconds = time.monotonic() - began
+        polls = seconds  # this bench's own GETs of the drain, one a second
+        during = max(0.0, (request_total(bench.api) - before - 2 - polls) / seconds - baseline)
+        reactions = reaction_times(bench, operator, f"bench-reaction-{placements}")
+        rss = _rss_mib(operator.process.pid if operator.process else 0)
+        clean(bench, namespace)
+    return {
+        "placements": placements,
+        "at_rest_rps": at_rest,
+        "drain_rps": during,
+        "drain_seconds": seconds,
+        "reactions": reactions,
+        "rss_mib": rss,
+    }
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss_run(bench: Bench, placements: int, vms: int) -> float:
+    """Operator RSS (MiB) with `placements` VMPlacements on a cluster of `vms` VMs, settled."""
+    namespace = "bench-rss"
+    ensure_namespace(bench.api, namespace)
+    with (
+        PvesimProcess(
+            "--nodes", "50", "--vms-per-node", str(vms // 50), "--time-scale", "1"
+        ) as sim,
+        OperatorProcess(bench.plane.kubeconfig, bench.workdir / "operator-rss.log") as operator,
+    ):
+        create_cluster_for_pvesim(bench.api, namespace, "lab", sim)
+        wait_for(lambda: bench.ready(namespace, "lab"), 120, message=operator.tail())
+        bench.pin(namespace, sim, placements, set())
+        wait_for(
+            lambda: bench.synced(namespace) == placements,
+            600,
+            interval=2,
+            message=operator.tail(),
+        )
+        time.sleep(10.0)
+        rss = _rss_mib(operator.process.pid if operator.process else 0)
+        clean(bench, namespace)
+        return rss
+
+
+def _summary(values: list[float]) -> str:
+    return f"p50 {percentile(values, 0.5):.2f} s, p99 {percentile(values, 0.99):.2f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.operator_load", description=__doc__)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out")
+    parser.add_argument("--placements", default="10,100,1000")
+    parser.add_argument("--rss-vms", type=int, default=5000, help="0: no RSS run")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    rss: float | None = None
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, ControlPlane() as plane:
+        plane.apply_crds(
+            [
+                *sorted((REPO_ROOT / "crds").glob("*.yaml")),
+                REPO_ROOT / "hack/kopf-peering-crds.yaml",
+            ]
+        )
+        bench = Bench(plane, Path(tmp))
+        time.sleep(5.0)
+        baseline = request_rate(bench.api, BASELINE_SECONDS)
+        for count in (int(n) for n in args.placements.split(",")):
+            rows.append(load_run(bench, count, baseline))
+            print(json.dumps(rows[-1]), flush=True)
+        if args.rss_vms:
+            rss = rss_run(bench, 1000, args.rss_vms)
+    lines = [
+        f"API server without the operator: {baseline:.2f} requests/s (subtracted below).",
+        "",
+        "| VMPlacements (+5 dry-run NodeDrains) | requests/s at rest | requests/s during a "
+        "40-VM drain (drain s) | NodeDrain created -> POST | VMPlacement node changed -> POST "
+        "| maxParallel raised -> POST | operator RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {r['placements']} | {r['at_rest_rps']:.2f} | {r['drain_rps']:.1f} "
+            f"({r['drain_seconds']:.0f}) | {_summary(r['reactions']['drain'])} "
+            f"| {_summary(r['reactions']['placement'])} | {_summary(r['reactions']['policy'])} "
+            f"| {r['rss_mib']:.0f} |"
+            for r in rows
+        ),
+    ]
+    if rss is not None:
+        lines += ["", f"Operator RSS with 1,000 VMPlacements on {args.rss_vms} VMs: {rss:.0f} MiB."]
+    markdown = "\n".join(lines)
+    print(markdown)
+    (args.out / "operator_load.md").write_text(markdown + "\n")
+    (args.out / "operator_load.json").write_text(
+        json.dumps({"baseline": baseline, "rows": rows, "rss_mib": rss}, indent=1) + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

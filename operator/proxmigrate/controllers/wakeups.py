@@ -1,0 +1,180 @@
+"""Who is woken when something changes: the event-driven half of the reconcilers.
+
+kopf has updated its indexes (controllers/cache.py) by the time these handlers run, so a
+woken reconciler reads what woke it. Each wakes only those whose inputs changed:
+
+- a NodeDrain or VMPlacement: itself when its spec changes or it is being deleted (its own
+  status writes do not wake it);
+- a NodeDrain's cordon (node, dry run, existence): every drain and placement of its
+  cluster; its moves under way (which other drains count as load on their targets): the
+  other drains of its cluster;
+- a VMMigration: the drain or placement that made it;
+- a ProxmoxCluster's spec: its runtime gets the new migration policy at once, and its
+  drains and placements re-plan with the new settings;
+- its inventory (clusters.py, after each PVE sync that changed something): its drains and
+  placements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from proxmigrate.api.cluster import ProxmoxClusterSpec
+from proxmigrate.api.constants import (
+    GROUP,
+    NODEDRAINS,
+    PROXMOXCLUSTERS,
+    VERSION,
+    VMMIGRATIONS,
+    VMPLACEMENTS,
+)
+from proxmigrate.api.fields import SpecError
+from proxmigrate.controllers.cache import Caches, namespaced
+from proxmigrate.controllers.children import DRAIN_LABEL, PLACEMENT_LABEL, label_value
+from proxmigrate.controllers.context import cordoned_nodes
+from proxmigrate.controllers.registry import Fingerprint, Registry, registry_of
+from proxmigrate.inventory import Inventory
+
+log = logging.getLogger(__name__)
+DRAINS_AND_PLACEMENTS = frozenset({NODEDRAINS, VMPLACEMENTS})
+_UNDER_WAY = ("Pending", "Queued", "Migrating")  # drain entries that load their targets
+
+
+def _cluster_of(spec: Mapping[str, Any]) -> str | None:
+    ref = spec.get("clusterRef")
+    return str(ref.get("name")) if isinstance(ref, Mapping) and ref.get("name") else None
+
+
+def _wake_owner(registry: Registry, plural: str, namespace: str, name: str, spec: Any) -> None:
+    """Wake the object's own reconciler when what it was asked changed (not its status)."""
+    waker = registry.wakers.get((plural, namespace, label_value(name)))
+    if waker is None:
+        return
+    waker.cluster = _cluster_of(spec) or waker.cluster
+    waker.wake()
+
+
+@kopf.on.event(GROUP, VERSION, NODEDRAINS)
+def drain_changed(
+    type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **kwargs: Any
+) -> None:
+    registry, namespace = registry_of(memo), namespaced(namespace)
+    spec = body.get("spec") or {}
+    if _changed_own(registry, type, NODEDRAINS, namespace, name, body):
+        _wake_owner(registry, NODEDRAINS, namespace, name, spec)
+    cluster = _cluster_of(spec)
+    if cluster is None:
+        return
+    caches = Caches.of(kwargs)
+    cordoned = cordoned_nodes(caches.drains(namespace), cluster)
+    if registry.cordons.get((namespace, cluster)) != cordoned:
+        registry.cordons[(namespace, cluster)] = cordoned
+        registry.wake_cluster(namespace, cluster, DRAINS_AND_PLACEMENTS)
+        return
+    waker = registry.wakers.get((NODEDRAINS, namespace, label_value(name)))
+    load = tuple(
+        (entry.get("to"), entry.get("phase"), entry.get("memoryBytes"))
+        for entry in (body.get("status") or {}).get("vms") or []
+        if entry.get("phase") in _UNDER_WAY
+    )
+    if waker is not None and waker.seen != load:
+        waker.seen = load
+        registry.wake_cluster(namespace, cluster, frozenset({NODEDRAINS}))
+
+
+def _changed_own(
+    registry: Registry, type: str, plural: str, namespace: str, name: str, body: Any
+) -> bool:
+    """Whether the event changed the spec (generation) or started the deletion: a status
+    write alone does not count."""
+    key = (plural, namespace, label_value(name))
+    if type == "DELETED":
+        registry.marks.pop(key, None)
+        return False
+    meta = body.get("metadata") or {}
+    mark = (meta.get("generation"), bool(meta.get("deletionTimestamp")))
+    if registry.marks.get(key) == mark:
+        return False
+    registry.marks[key] = mark
+    return True
+
+
+@kopf.on.event(GROUP, VERSION, VMPLACEMENTS)
+def placement_changed(
+    type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    registry, namespace = registry_of(memo), namespaced(namespace)
+    if _changed_own(registry, type, VMPLACEMENTS, namespace, name, body):
+        _wake_owner(registry, VMPLACEMENTS, namespace, name, body.get("spec") or {})
+
+
+@kopf.on.event(GROUP, VERSION, VMMIGRATIONS)
+def child_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    registry, namespace = registry_of(memo), namespaced(namespace)
+    for label, plural in ((DRAIN_LABEL, NODEDRAINS), (PLACEMENT_LABEL, VMPLACEMENTS)):
+        owner = labels.get(label)
+        if owner:
+            registry.wake((plural, namespace, owner))
+
+
+@kopf.on.event(GROUP, VERSION, PROXMOXCLUSTERS)
+def cluster_changed(
+    type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    """A new spec takes effect now: the migration policy in the engine, the placement
+    settings in the next pass of every drain and placement."""
+    registry, namespace = registry_of(memo), namespaced(namespace)
+    generation = (body.get("metadata") or {}).get("generation")
+    if type == "DELETED" or registry.cluster_generations.get((namespace, name)) == generation:
+        return
+    registry.cluster_generations[(namespace, name)] = generation
+    runtime = registry.runtime_for(namespace, name)
+    if runtime is not None:
+        with contextlib.suppress(SpecError):  # the cluster's daemon reports it
+            spec = ProxmoxClusterSpec.from_spec(dict(body.get("spec") or {}))
+            runtime.update_policy(spec.migration_policy)
+    registry.wake_cluster(namespace, name, DRAINS_AND_PLACEMENTS)
+
+
+def _fingerprint(inventory: Inventory) -> Fingerprint:
+    nodes = frozenset((node.name, node.online) for node in inventory.nodes)
+    vms = {
+        vm.vmid: (
+            vm.node,
+            vm.name,
+            vm.running,
+            vm.template,
+            vm.tags,
+            vm.pool,
+            vm.ha_state,
+            vm.lock,
+            vm.max_memory,
+        )
+        for vm in inventory.vms
+    }
+    return nodes, vms
+
+
+def inventory_synced(
+    registry: Registry, namespace: str, cluster: str, inventory: Inventory
+) -> None:
+    """After a PVE sync: wake the cluster's drains, and the placements that read a guest
+    whose facts changed (all of them when a node went on- or offline). Memory and CPU
+    usage, which change at every sync, wake nobody: a plan reads them when it is made."""
+    nodes, vms = _fingerprint(inventory)
+    before = registry.inventories.get((namespace, cluster))
+    registry.inventories[(namespace, cluster)] = (nodes, vms)
+    if before is not None and before == (nodes, vms):
+        return
+    changed: frozenset[int] | None = None
+    if before is not None and before[0] == nodes:
+        changed = frozenset(
+            vmid for vmid in vms.keys() | before[1].keys() if vms.get(vmid) != before[1].get(vmid)
+        )
+    registry.wake_cluster(namespace, cluster, frozenset({NODEDRAINS}))
+    registry.wake_cluster(namespace, cluster, frozenset({VMPLACEMENTS}), changed)
