@@ -47,8 +47,9 @@ OBJECTS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture
 def plane() -> Iterator[ControlPlane]:
-    with ControlPlane() as plane:
-        plane.apply_crds([*sorted((REPO_ROOT / "crds").glob("*.yaml")), KOPF_PEERING_CRDS])
+    with ControlPlane(
+        crds=[*sorted((REPO_ROOT / "crds").glob("*.yaml")), KOPF_PEERING_CRDS]
+    ) as plane:
         yield plane
 
 
