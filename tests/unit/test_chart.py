@@ -27,6 +27,7 @@ KUBE_VERSION = "1.35.0"
 RELEASE, NAMESPACE = "pm", "proxmigrate"
 
 Manifest = dict[str, Any]
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
 
 
 def cached_tool(name: str) -> Path:
@@ -61,6 +62,15 @@ def only(manifests: tuple[Manifest, ...], kind: str) -> Manifest:
     found = of_kind(manifests, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
+
+
+def operator_roles(manifests: tuple[Manifest, ...], kind: str) -> list[Manifest]:
+    """The operator's Roles or ClusterRoles: not the ones aggregated into view/edit/admin."""
+    return [
+        m
+        for m in of_kind(manifests, kind)
+        if not any(label.startswith(AGGREGATE_TO) for label in m["metadata"]["labels"])
+    ]
 
 
 def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
@@ -172,7 +182,7 @@ def test_replicas_get_distinct_peering_priorities_from_their_ordinal() -> None:
 
 def test_namespaced_mode_keeps_everything_but_the_crd_and_namespace_reads_in_roles() -> None:
     manifests = render(ALL_FEATURES)
-    cluster_role = only(manifests, "ClusterRole")
+    (cluster_role,) = operator_roles(manifests, "ClusterRole")
     assert granted(cluster_role["rules"]) == CRD_READ | NAMESPACE_READ
     roles = [r for r in of_kind(manifests, "Role") if r["metadata"]["name"] == "pm-proxmigrate"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["pve-lab", "pve-prod"]
@@ -191,7 +201,8 @@ def test_cluster_mode_uses_one_cluster_role_and_a_cluster_peering() -> None:
     assert not of_kind(manifests, "Role")
     assert not of_kind(manifests, "KopfPeering")
     assert only(manifests, "ClusterKopfPeering")["metadata"]["name"] == "proxmigrate"
-    rules = granted(only(manifests, "ClusterRole")["rules"])
+    (cluster_role,) = operator_roles(manifests, "ClusterRole")
+    rules = granted(cluster_role["rules"])
     assert rules >= NEEDED_IN_WATCHED_NAMESPACE | CRD_READ
     assert ("kopf.dev", "clusterkopfpeerings", "patch") in rules
     args = only(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -201,7 +212,7 @@ def test_cluster_mode_uses_one_cluster_role_and_a_cluster_peering() -> None:
 @pytest.mark.parametrize("values", [(), (ALL_FEATURES,), (CLUSTER_WIDE,)], ids=str)
 def test_rbac_has_no_wildcards_and_reads_only_named_secrets(values: tuple[Path, ...]) -> None:
     manifests = render(*values)
-    for role in of_kind(manifests, "Role") + of_kind(manifests, "ClusterRole"):
+    for role in operator_roles(manifests, "Role") + operator_roles(manifests, "ClusterRole"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
             assert not {"update", "deletecollection", "escalate", "bind"} & set(rule["verbs"])
