@@ -134,10 +134,25 @@ def test_a_dry_run_is_done_when_its_plan_is_written() -> None:
     assert health("NodeDrain", {**would_block, "plan": plan}, dryRun=True)[0] == "Degraded"
 
 
-def test_a_status_older_than_the_spec_is_progressing() -> None:
-    done = drain_progress("Migrated")
-    assert health("NodeDrain", done, generation=1)[0] == "Healthy"
-    assert health("NodeDrain", done, generation=2) == (
+def done(kind: str) -> dict[str, Any]:
+    """A finished, healthy status of each kind, as the operator writes it (generation 1)."""
+    if kind == "NodeDrain":
+        return drain_progress("Migrated")
+    if kind == "VMMigration":
+        running = migration.start_requested({}, "pve1", 1, EPOCH)
+        return {
+            **migration.merged(running, migration.succeeded(running, EPOCH)),
+            "observedGeneration": 1,
+        }
+    if kind == "VMPlacement":
+        return placement(PlacementAction.IN_SYNC)
+    return cluster(True, "Connected", "4 nodes")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_status_older_than_the_spec_is_progressing(kind: str) -> None:
+    assert health(kind, done(kind), generation=1)[0] == "Healthy"
+    assert health(kind, done(kind), generation=2) == (
         "Progressing",
         "waiting for the operator to see generation 2",
     )
