@@ -1,7 +1,7 @@
-"""The krew manifest passes what krew checks (pkg/index/validation: name, semver version with
-`v`, short description, platforms with a selector, uri, sha256 and bin) and its sha256 is the
-one of the archive hack/krew-archive.py builds, whose bin is the launcher; the launcher runs
-the plugin, or says in one line what is missing."""
+"""The krew manifest passes what krew checks (kubernetes-sigs/krew pkg/index/validation/
+validate.go: ValidatePlugin, validatePlatform, validateSelector) and its sha256 is the one of
+the archive hack/krew-archive.py builds, whose bin is the launcher; the launcher runs the
+plugin, or says in one line what is missing."""
 
 from __future__ import annotations
 
@@ -40,26 +40,30 @@ def test_manifest_has_what_krew_requires() -> None:
     assert plugin["apiVersion"] == "krew.googlecontainertools.github.com/v1alpha2"
     assert plugin["kind"] == "Plugin"
     name = plugin["metadata"]["name"]
-    assert name == MANIFEST.stem and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name)
+    assert name == MANIFEST.stem and re.fullmatch(r"[\w-]+", name)  # IsSafePluginName
     spec = plugin["spec"]
     package = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    assert spec["version"] == f"v{package['version']}"
+    assert spec["version"] == f"v{package['version']}"  # krew's semver.Parse wants the `v`
     assert re.fullmatch(r"v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", spec["version"])
-    assert spec["shortDescription"].strip() and len(spec["shortDescription"]) <= 60
+    assert spec["shortDescription"].strip()
     assert spec["homepage"].startswith("https://")
     assert spec["platforms"]
     for platform in spec["platforms"]:
-        selector = platform["selector"]
-        labels = selector.get("matchLabels") or {}
-        expressions = selector.get("matchExpressions") or []
-        assert labels or expressions
-        oses = set(labels.get("os", "").split()) | {
-            value for e in expressions if e["key"] == "os" for value in e["values"]
-        }
-        assert oses and oses <= OS_NAMES
         assert platform["uri"].startswith("https://") and platform["uri"].endswith(".tar.gz")
-        assert re.fullmatch(r"[0-9a-f]{64}", platform["sha256"])
+        assert re.fullmatch(r"[a-f0-9]{64}", platform["sha256"])
         assert platform["bin"] and "/" not in platform["bin"]
+        assert platform["files"] and all(f["from"] and f["to"] for f in platform["files"])
+        selector = platform["selector"]
+        labels = selector.get("matchLabels")
+        expressions = selector.get("matchExpressions")
+        assert labels or expressions  # no empty selector, matchLabels or matchExpressions
+        assert labels is None or len(labels) > 0
+        assert expressions is None or len(expressions) > 0
+        keys = set(labels or {}) | {e["key"] for e in expressions or []}
+        assert keys <= {"os", "arch"}
+        oses = {labels["os"]} if labels and "os" in labels else set()
+        oses |= {v for e in expressions or [] if e["key"] == "os" for v in e["values"]}
+        assert oses and oses <= OS_NAMES
 
 
 def test_sha256_is_the_archive_the_script_builds(tmp_path: Path) -> None:
