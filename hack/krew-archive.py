@@ -28,7 +28,7 @@ DEFAULT_OUT = ROOT / "dist" / "kubectl-proxmigrate.tar.gz"
 MEMBERS = {
     "kubectl-proxmigrate": (ROOT / "plugins" / "krew" / "kubectl-proxmigrate", 0o755),
     "LICENSE": (ROOT / "LICENSE", 0o644),
-    "README.md": (ROOT / "docs" / "kubectl.md", 0o644),
+    "README.md": (ROOT / "plugins" / "krew" / "README.md", 0o644),
 }
 
 
