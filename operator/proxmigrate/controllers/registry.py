@@ -67,11 +67,15 @@ class Registry:
         cluster: str,
         plurals: frozenset[str],
         vmids: frozenset[int] | None = None,
+        but: WakerKey | None = None,
     ) -> None:
         """Wake every reconciler of `plurals` whose object names `cluster` (and, given
-        `vmids`, reads one of those guests or any)."""
-        for (plural, ns, _), waker in list(self.wakers.items()):
+        `vmids`, reads one of those guests or any), `but` one."""
+        for key, waker in list(self.wakers.items()):
+            plural, ns, _ = key
             if ns != namespace or plural not in plurals or waker.cluster != cluster:
+                continue
+            if key == but:
                 continue
             if vmids is None or waker.vmids is None or waker.vmids & vmids:
                 waker.wake()

@@ -76,7 +76,8 @@ def drain_changed(
         registry.cordons[(namespace, cluster)] = cordoned
         registry.wake_cluster(namespace, cluster, DRAINS_AND_PLACEMENTS)
         return
-    waker = registry.wakers.get((NODEDRAINS, namespace, label_value(name)))
+    key = (NODEDRAINS, namespace, label_value(name))
+    waker = registry.wakers.get(key)
     load = tuple(
         (entry.get("to"), entry.get("phase"), entry.get("memoryBytes"))
         for entry in (body.get("status") or {}).get("vms") or []
@@ -84,7 +85,7 @@ def drain_changed(
     )
     if waker is not None and waker.seen != load:
         waker.seen = load
-        registry.wake_cluster(namespace, cluster, frozenset({NODEDRAINS}))
+        registry.wake_cluster(namespace, cluster, frozenset({NODEDRAINS}), but=key)
 
 
 def _changed_own(

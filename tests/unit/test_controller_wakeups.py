@@ -1,0 +1,231 @@
+"""Event-driven reconcilers: who is woken by what, and how a failing pass backs off.
+
+The watch events are fed to the handlers as kopf would (its indexes as plain mappings of
+key -> list of values); nothing here talks to an API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import pytest
+
+from proxmigrate.api.constants import NODEDRAINS, VMPLACEMENTS
+from proxmigrate.controllers import reconcile, wakeups
+from proxmigrate.controllers.registry import Registry, Waker
+from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
+
+GIB = 1 << 30
+
+
+def woken(waker: Waker) -> bool:
+    return asyncio.run(waker.sleep(0))
+
+
+def registered(registry: Registry, plural: str, name: str, cluster: str = "lab") -> Waker:
+    waker = registry.waker((plural, "ns", name))
+    waker.cluster = cluster
+    return waker
+
+
+def drain(name: str, node: str, *, generation: int = 1, vms: list[Any] | None = None) -> Any:
+    return kopf.Body(
+        {
+            "metadata": {"namespace": "ns", "name": name, "generation": generation},
+            "spec": {"clusterRef": {"name": "lab"}, "nodeName": node},
+            "status": {"vms": vms or []},
+        }
+    )
+
+
+def drain_event(registry: Registry, body: Any, drains: list[Any], type: str = "MODIFIED") -> None:
+    wakeups.drain_changed(
+        type=type,
+        namespace="ns",
+        name=body["metadata"]["name"],
+        body=body,
+        memo=kopf.Memo(registry=registry),
+        drains_index={"ns": [dict(d) for d in drains]},
+        placements_index={},
+        clusters_index={},
+        children_index={},
+    )
+
+
+def test_a_drain_is_not_woken_by_its_own_status_but_by_its_spec() -> None:
+    registry = Registry()
+    own = registered(registry, NODEDRAINS, "d1")
+    placement = registered(registry, VMPLACEMENTS, "p1")
+    body = drain("d1", "pve1")
+    drain_event(registry, body, [body], type="ADDED")
+    assert woken(own) and woken(placement)  # a new cordon: placements must avoid pve1
+    progressed = drain("d1", "pve1", vms=[{"vmid": 100, "to": "pve2", "phase": "Migrated"}])
+    drain_event(registry, progressed, [progressed])
+    assert not woken(own) and not woken(placement)
+    edited = drain("d1", "pve1", generation=2)
+    drain_event(registry, edited, [edited])
+    assert woken(own) and not woken(placement)
+
+
+def test_moves_under_way_wake_the_other_drains_of_the_cluster_only() -> None:
+    registry = Registry()
+    first, second = drain("d1", "pve1"), drain("d2", "pve2")
+    drain_event(registry, first, [first, second], type="ADDED")
+    other = registered(registry, NODEDRAINS, "d2")
+    elsewhere = registered(registry, NODEDRAINS, "d9", cluster="other")
+    placement = registered(registry, VMPLACEMENTS, "p1")
+    registered(registry, NODEDRAINS, "d1")
+    moving = drain("d1", "pve1", vms=[{"to": "pve3", "phase": "Queued", "memoryBytes": GIB}])
+    drain_event(registry, moving, [moving, second])
+    assert woken(other) and not woken(elsewhere) and not woken(placement)
+    drain_event(registry, moving, [moving, second])  # the same load again: nobody
+    assert not woken(other)
+
+
+def test_a_child_wakes_the_drain_or_placement_that_made_it() -> None:
+    registry = Registry()
+    owner = registered(registry, VMPLACEMENTS, "pin")
+    bystander = registered(registry, VMPLACEMENTS, "other")
+    wakeups.child_changed(
+        namespace="ns",
+        labels={"proxmigrate.dev/placement": "pin"},
+        memo=kopf.Memo(registry=registry),
+    )
+    assert woken(owner) and not woken(bystander)
+
+
+def inventory(**nodes: list[VMInfo]) -> Inventory:
+    return Inventory(
+        tuple(NodeInfo(name, True, 64 * GIB, 0, 8) for name in nodes),
+        tuple(vm for vms in nodes.values() for vm in vms),
+    )
+
+
+def vm(vmid: int, node: str, used: int = GIB) -> VMInfo:
+    return VMInfo(vmid, f"vm{vmid}", node, True, 4 * GIB, used)
+
+
+def test_an_inventory_change_wakes_the_placements_of_the_guests_that_changed() -> None:
+    registry = Registry()
+    pin100, pin101 = (
+        registered(registry, VMPLACEMENTS, "p100"),
+        registered(registry, VMPLACEMENTS, "p101"),
+    )
+    pin100.vmids, pin101.vmids = frozenset({100}), frozenset({101})
+    selector = registered(registry, VMPLACEMENTS, "by-tag")  # vmids None: any guest
+    a_drain = registered(registry, NODEDRAINS, "d1")
+    wakeups.inventory_synced(
+        registry, "ns", "lab", inventory(pve1=[vm(100, "pve1"), vm(101, "pve1")], pve2=[])
+    )
+    assert all(woken(w) for w in (pin100, pin101, selector, a_drain))  # the first sync
+    busier = inventory(pve1=[vm(100, "pve1", used=2 * GIB), vm(101, "pve1")], pve2=[])
+    wakeups.inventory_synced(registry, "ns", "lab", busier)
+    assert not any(woken(w) for w in (pin100, pin101, selector, a_drain))  # usage only
+    moved = inventory(pve1=[vm(101, "pve1")], pve2=[vm(100, "pve2")])
+    wakeups.inventory_synced(registry, "ns", "lab", moved)
+    assert woken(pin100) and not woken(pin101) and woken(selector) and woken(a_drain)
+
+
+def test_a_policy_edit_reaches_the_runtime_at_once_and_wakes_the_cluster() -> None:
+    registry = Registry()
+    policies: list[int] = []
+
+    class Runtime:
+        def update_policy(self, policy: Any) -> None:
+            policies.append(policy.max_parallel)
+
+    registry.runtimes[("ns", "lab")] = Runtime()  # type: ignore[assignment]
+    placement = registered(registry, VMPLACEMENTS, "p1")
+
+    def event(generation: int, max_parallel: int) -> None:
+        spec = {
+            "endpoints": ["pve:8006"],
+            "credentialsSecretRef": {"name": "token"},
+            "migrationPolicy": {"maxParallel": max_parallel},
+        }
+        body = kopf.Body({"metadata": {"generation": generation}, "spec": spec})
+        wakeups.cluster_changed(
+            type="MODIFIED",
+            namespace="ns",
+            name="lab",
+            body=body,
+            memo=kopf.Memo(registry=registry),
+        )
+
+    event(1, 4)
+    assert policies == [4] and woken(placement)
+    event(1, 4)  # a status write: same generation
+    assert policies == [4] and not woken(placement)
+    event(2, 16)
+    assert policies == [4, 16] and woken(placement)
+
+
+class FailingThenFine(reconcile.Reconciler):
+    plural = NODEDRAINS
+    passes: list[float] = []
+    failures = 2
+
+    async def run(self) -> None:
+        FailingThenFine.passes.append(asyncio.get_running_loop().time())
+        if FailingThenFine.failures:
+            FailingThenFine.failures -= 1
+            raise OSError("connection reset")
+
+
+class StatusKube:
+    """Answers a status patch with the object as the API server would."""
+
+    def __init__(self) -> None:
+        self.writes: list[dict[str, Any]] = []
+
+    async def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> Any:
+        self.writes.append(status)
+        meta = {"namespace": ns, "name": name, "resourceVersion": str(len(self.writes))}
+        return {"metadata": meta, "spec": {"clusterRef": {"name": "lab"}}, "status": status}
+
+
+def test_a_failing_pass_is_retried_with_backoff_and_its_error_shown_until_one_succeeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = StatusKube()
+    monkeypatch.setattr(reconcile, "shared_kube", lambda: kube)
+    monkeypatch.setattr(reconcile, "BACKOFF_FIRST_SECONDS", 0.05)
+    body = kopf.Body(
+        {"metadata": {"namespace": "ns", "name": "d1"}, "spec": {"clusterRef": {"name": "lab"}}}
+    )
+
+    async def scenario() -> None:
+        stopped = asyncio.Event()
+
+        class Stopped:
+            def __bool__(self) -> bool:
+                return stopped.is_set()
+
+        task = asyncio.create_task(
+            reconcile.reconcile_until_stopped(
+                FailingThenFine,
+                body,
+                None,
+                Registry(),
+                Stopped(),  # type: ignore[arg-type]
+            )
+        )
+        while len(FailingThenFine.passes) < 3:
+            await asyncio.sleep(0.01)
+        stopped.set()
+        task.cancel()
+
+    asyncio.run(scenario())
+    first, second, third = FailingThenFine.passes[:3]
+    assert second - first == pytest.approx(0.05, abs=0.04)
+    assert third - second == pytest.approx(0.10, abs=0.05)  # doubled
+    reported = kube.writes[0]["conditions"][0]
+    assert (reported["type"], reported["status"], reported["reason"]) == (
+        "Reconciled",
+        "False",
+        "ReconcileFailed",
+    )
+    assert "OSError: connection reset" in reported["message"]
+    assert [c["type"] for c in kube.writes[-1]["conditions"]] == []  # cleared once it passes
