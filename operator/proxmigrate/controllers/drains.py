@@ -1,9 +1,11 @@
 """NodeDrain: plan the drain of a node, then move its guests through VMMigrations.
 
-A kopf daemon per NodeDrain reconciles every few seconds: plan (or re-plan while nothing
-moves yet), then create VMMigrations in plan order within the drain's window and derive the
-status from them (runtime/drain_progress.py). Deleting the NodeDrain cancels queued
-migrations, lets running ones finish (detached from the drain) and lifts the cordon.
+A kopf daemon per NodeDrain reconciles whenever woken (controllers/wakeups.py: its spec,
+its VMMigrations, other drains' cordons and loads, the cluster's inventory or spec): plan
+(or re-plan while nothing moves yet), then create VMMigrations in plan order within the
+drain's window and derive the status from them (runtime/drain_progress.py). Deleting the
+NodeDrain cancels queued migrations, lets running ones finish (detached from the drain) and
+lifts the cordon.
 """
 
 from __future__ import annotations

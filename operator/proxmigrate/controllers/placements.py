@@ -1,10 +1,12 @@
 """VMPlacement: keep guests on their declared nodes by creating VMMigrations on drift.
 
-A kopf daemon per VMPlacement compares the placement with the inventory every few seconds
-(`plan_placement`); with policy enforce it creates one VMMigration per drifted guest (never
-two at a time for one guest, never onto a node cordoned by a NodeDrain, never beyond the
-flap guard; one still queued when its target gets cordoned is withdrawn and waits). It
-never writes spec, so GitOps tools see no diff.
+A kopf daemon per VMPlacement compares the placement with the inventory whenever woken
+(controllers/wakeups.py: its spec, its VMMigrations, a cordon, a change to its guests in
+the inventory, the cluster's spec) with `plan_placement`; with policy enforce it creates
+one VMMigration per drifted guest (never two at a time for one guest, never onto a node
+cordoned by a NodeDrain, never beyond the flap guard; one still queued when its target gets
+cordoned is withdrawn and waits). It never writes spec, so GitOps tools see no diff; it
+writes status only when more than its sync time changed.
 """
 
 from __future__ import annotations
