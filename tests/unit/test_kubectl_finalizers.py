@@ -176,3 +176,11 @@ def test_a_deleted_object_with_other_finalizers_is_not_called_gone() -> None:
         f"nodedrain.proxmigrate.dev/d finalizer {FINALIZER} removed; it is being deleted, "
         f"once {OTHER} is removed too\n"
     )
+
+
+def test_output_name_lists_the_released_objects_and_other_outputs_are_refused() -> None:
+    session = FakeSession({NODEDRAINS: [obj("NodeDrain", "d", [FINALIZER])]})
+    assert run(session, "--yes", "-o", "name") == (EXIT_OK, "nodedrain.proxmigrate.dev/d\n")
+    with pytest.raises(PluginError, match="-o name only") as error:
+        run(session, "--yes", "-o", "json")
+    assert error.value.code == 2

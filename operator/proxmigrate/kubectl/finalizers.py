@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from proxmigrate.api.constants import FINALIZER, RESOURCES
 from proxmigrate.api.timestamps import format_duration, parse_rfc3339
-from proxmigrate.kubectl.errors import EXIT_ERROR, EXIT_OK, PluginError
+from proxmigrate.kubectl.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, PluginError
 from proxmigrate.kubectl.session import Session, api_message
 from proxmigrate.kubectl.tables import object_name
 
@@ -82,6 +82,8 @@ def describe(obj: Mapping[str, Any], all_namespaces: bool) -> str:
 
 
 def cmd_release_finalizers(session: Session, args: argparse.Namespace, out: TextIO) -> int:
+    if args.output not in (None, "name"):
+        raise PluginError(f"release-finalizers prints no {args.output}: -o name only", EXIT_USAGE)
     everywhere = bool(args.all_namespaces)
     if not args.force:
         try:
@@ -127,7 +129,10 @@ def cmd_release_finalizers(session: Session, args: argparse.Namespace, out: Text
             )
             print(f"error: {label}: {detail}", file=sys.stderr)
             continue
-        out.write(f"{label} finalizer {FINALIZER} removed{outcome(meta)}\n")
+        if args.output == "name":
+            out.write(f"{object_name(obj)}\n")
+        else:
+            out.write(f"{label} finalizer {FINALIZER} removed{outcome(meta)}\n")
     return EXIT_ERROR if failures else EXIT_OK
 
 
