@@ -8,6 +8,8 @@ label, `node` from ServiceMonitors): `proxmox_cluster` is the ProxmoxCluster
 module (hack/gen-metrics-doc.py).
 """
 
+from collections.abc import Callable
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -154,3 +156,12 @@ def forget(**labels: str) -> None:
     for metric in LABELLED:
         if set(labels) <= set(metric._labelnames):
             metric.remove_by_labels(labels)
+
+
+def pve_answer_counter(proxmox_cluster: str) -> Callable[[str, int], None]:
+    """What the PVE adapter calls for each answer (method, status): counts it for a cluster."""
+
+    def count(method: str, code: int) -> None:
+        PVE_API_REQUESTS.labels(proxmox_cluster, method, str(code)).inc()
+
+    return count

@@ -35,7 +35,6 @@ def token_client(sim: PvesimProcess) -> PveClient:
     return PveClient(
         endpoints(sim),
         TokenAuth(sim.token_id, sim.token_secret),
-        cluster="e2e",
         ca_bundle=sim.ca_cert,
         retry=RequestRetry(attempts=2, base_delay=0.05),
     )

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from proxmigrate.metrics import REGISTRY
+from proxmigrate.metrics import REGISTRY, pve_answer_counter
 from proxmigrate.pve.async_client import AsyncPveClient
 from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveTLSError, PveUnreachable
@@ -43,6 +43,7 @@ FULL_OPTIONS = {
     "allowed-tags": [],
 }
 _cluster_names = itertools.count()
+_cluster_of: dict[int, str] = {}  # the metrics label each client's answers are counted under
 
 
 @dataclass
@@ -198,20 +199,22 @@ def make_client(
     auth: TokenAuth | PasswordAuth = TOKEN,
     sleeps: Sleeps | None = None,
 ) -> PveClient:
+    cluster = f"test-{next(_cluster_names)}"
     client = PveClient(
         endpoints or [f"127.0.0.1:{fake.port}"],
         auth,
-        cluster=f"test-{next(_cluster_names)}",
+        on_answer=pve_answer_counter(cluster),
         ca_bundle=str(certificate[0]),
         timeout=5,
         retry=RequestRetry(attempts=3, base_delay=0.01, max_delay=0.05),
     )
     client.transport._sleep = sleeps if sleeps is not None else Sleeps()
+    _cluster_of[id(client)] = cluster
     return client
 
 
 def requests_counted(client: PveClient, method: str, code: str) -> float:
-    labels = {"proxmox_cluster": client.transport.cluster, "method": method, "code": code}
+    labels = {"proxmox_cluster": _cluster_of[id(client)], "method": method, "code": code}
     return REGISTRY.get_sample_value("proxmigrate_pve_api_requests_total", labels) or 0.0
 
 
@@ -412,7 +415,7 @@ def test_untrusted_certificate_is_a_tls_error(
     fake: FakePve, certificate: tuple[Path, Path]
 ) -> None:
     fake.on("GET", "version", Reply(data={}))
-    client = PveClient([f"127.0.0.1:{fake.port}"], TOKEN, cluster="tls-test")
+    client = PveClient([f"127.0.0.1:{fake.port}"], TOKEN)
     with pytest.raises(PveTLSError, match=f"TLS verification failed for 127.0.0.1:{fake.port}"):
         client.version()
     assert fake.seen == []

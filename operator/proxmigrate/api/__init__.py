@@ -64,7 +64,7 @@ from proxmigrate.api.migration import VMMigrationSpec
 from proxmigrate.api.placement import FlapGuardSpec, VMPlacementSpec
 from proxmigrate.api.refs import SecretRef
 from proxmigrate.api.timestamps import format_duration, parse_rfc3339, to_rfc3339
-from proxmigrate.pve.transport import Endpoint
+from proxmigrate.endpoint import Endpoint
 
 __all__ = [
     "API_VERSION",

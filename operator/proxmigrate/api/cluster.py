@@ -9,10 +9,10 @@ from typing import Any, NamedTuple
 from proxmigrate.api.enums import ClusterMigrationType, MigrationType
 from proxmigrate.api.fields import SpecError, SpecReader
 from proxmigrate.api.refs import SecretRef
+from proxmigrate.endpoint import Endpoint
 from proxmigrate.engine.policy import EnginePolicy, MaxStartups, RetryPolicy, link_payload
 from proxmigrate.planning.capacity import MemoryReserve
 from proxmigrate.planning.selection import DEFAULT_ANTI_AFFINITY_PREFIX
-from proxmigrate.pve.transport import Endpoint
 
 GIB = 1024**3
 

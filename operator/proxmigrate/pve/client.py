@@ -18,7 +18,13 @@ from proxmigrate.pve.resources import (
     parse_migration_settings,
 )
 from proxmigrate.pve.tracker import first_migration_since
-from proxmigrate.pve.transport import Auth, PveTransport, RequestRetry, is_root_ticket
+from proxmigrate.pve.transport import (
+    AnswerCounter,
+    Auth,
+    PveTransport,
+    RequestRetry,
+    is_root_ticket,
+)
 from proxmigrate.pve.upid import is_upid
 
 TASK_LOG_PAGE = 500  # lines per `GET .../log` request
@@ -34,7 +40,7 @@ class PveClient:
         endpoints: Sequence[str],
         auth: Auth,
         *,
-        cluster: str = "",
+        on_answer: AnswerCounter | None = None,
         verify_tls: bool = True,
         ca_bundle: str | None = None,
         connect_timeout: float = 5.0,
@@ -46,7 +52,7 @@ class PveClient:
         self.transport = transport or PveTransport(
             endpoints,
             auth,
-            cluster=cluster,
+            on_answer=on_answer,
             verify_tls=verify_tls,
             ca_bundle=ca_bundle,
             connect_timeout=connect_timeout,

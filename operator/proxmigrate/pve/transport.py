@@ -1,4 +1,4 @@
-"""One PVE API request, made robust: endpoint failover, retries, auth renewal, metrics.
+"""One PVE API request, made robust: endpoint failover, retries, auth renewal, counting.
 
 Safety rule: a request that may start work on PVE (a migration POST) is never repeated
 once it may have reached a server, because a second POST could migrate the VM twice. Only
@@ -21,10 +21,8 @@ import urllib3
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
-from proxmigrate.metrics import PVE_API_REQUESTS
+from proxmigrate.endpoint import Endpoint
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveTLSError, PveUnreachable
-
-DEFAULT_PORT = 8006  # pveproxy
 
 
 @dataclass(frozen=True)
@@ -57,35 +55,6 @@ def is_root_ticket(auth: Auth) -> bool:
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int = DEFAULT_PORT
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        """`host`, `host:port`, `[v6]` or `[v6]:port`."""
-        text = text.strip()
-        match = re.fullmatch(
-            r"\[(?P<v6>[^\]]+)\](?::(?P<v6port>\d+))?|(?P<host>[^:\s]+)(?::(?P<port>\d+))?", text
-        )
-        if match is None:
-            raise ValueError(f"endpoint {text!r} is not host or host:port")
-        host = match["v6"] or match["host"]
-        port = int(match["v6port"] or match["port"] or DEFAULT_PORT)
-        if not 1 <= port <= 65535:
-            raise ValueError(f"endpoint {text!r} has port {port}, outside 1-65535")
-        return cls(host, port)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"https://{self}"
-
-
-@dataclass(frozen=True)
 class RequestRetry:
     """How one API request is retried: `attempts` rounds over all endpoints, with full-jitter
     exponential backoff between them (a migration's own retries are the engine's
@@ -108,6 +77,9 @@ class _TryNext(Exception):
 
 
 ApiFactory = Callable[..., Any]
+# Told of every answer PVE gives (HTTP method, status; 0 for a login refused without one):
+# the operator counts them in its metrics, which this adapter does not know.
+AnswerCounter = Callable[[str, int], None]
 
 
 class PveTransport:
@@ -118,7 +90,7 @@ class PveTransport:
         endpoints: Sequence[str],
         auth: Auth,
         *,
-        cluster: str = "",
+        on_answer: AnswerCounter | None = None,
         verify_tls: bool = True,
         ca_bundle: str | None = None,
         connect_timeout: float = 5.0,
@@ -132,7 +104,7 @@ class PveTransport:
             raise ValueError("at least one PVE endpoint is needed")
         self.endpoints = tuple(Endpoint.parse(e) for e in endpoints)
         self.auth = auth
-        self.cluster = cluster
+        self._on_answer = on_answer
         # proxmoxer hands verify_ssl to requests as `verify`, which also takes a CA bundle path.
         self._verify: bool | str = (ca_bundle or True) if verify_tls else False
         self._timeout = (min(connect_timeout, timeout), timeout)
@@ -288,7 +260,8 @@ class PveTransport:
         self._count(response.request.method or "GET", response.status_code)
 
     def _count(self, method: str, code: int) -> None:
-        PVE_API_REQUESTS.labels(proxmox_cluster=self.cluster, method=method, code=str(code)).inc()
+        if self._on_answer is not None:
+            self._on_answer(method, code)
 
 
 def _never_sent(error: requests.exceptions.RequestException) -> bool:
