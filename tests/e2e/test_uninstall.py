@@ -32,7 +32,7 @@ from tests.support.devenv import OperatorProcess, ensure_namespace, wait_for
 
 NAMESPACE = "e2e-uninstall"
 PEERING = "proxmigrate"
-PEER_LIFETIME = 3  # seconds: a killed replica counts as running until then
+PEER_LIFETIME = 5  # seconds: a killed replica counts as running until then
 CLUSTER_REF = {"clusterRef": {"name": "lab"}}
 OBJECTS: dict[str, dict[str, Any]] = {
     PROXMOXCLUSTERS: {
