@@ -27,11 +27,17 @@ def server_version(api: client.ApiClient) -> str:
 
 
 def render(
-    kube_version: str, namespace: str, *values_files: Path, sets: tuple[str, ...] = ()
+    kube_version: str,
+    namespace: str,
+    *values_files: Path,
+    sets: tuple[str, ...] = (),
+    release: str = RELEASE,
+    options: tuple[str, ...] = (),
 ) -> list[Manifest]:
-    """Every object `helm install` would create, CRDs included."""
-    argv = [str(cached_tool("helm")), "template", RELEASE, str(CHART), "--include-crds"]
-    argv += ["-n", namespace, "--kube-version", kube_version]
+    """Every object `helm install` would create, CRDs included; `options` are more of
+    helm's (e.g. `--set-file`)."""
+    argv = [str(cached_tool("helm")), "template", release, str(CHART), "--include-crds"]
+    argv += ["-n", namespace, "--kube-version", kube_version, *options]
     for values in values_files:
         argv += ["-f", str(values)]
     for assignment in sets:
