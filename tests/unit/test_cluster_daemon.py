@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 import pytest
 
-from proxmigrate.controllers import clusters
+from proxmigrate.controllers import clusters, events
 from proxmigrate.controllers.connection import Connection
 from proxmigrate.controllers.migrations import adopt_migrations
 from proxmigrate.controllers.options import OPTIONS
@@ -118,7 +118,7 @@ def test_a_connection_without_tls_verification_is_said_out_loud(
 ) -> None:
     posted: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        clusters, "post_event", lambda ref, kind, reason, message: posted.append((kind, reason))
+        events, "post", lambda ref, kind, reason, message: posted.append((kind, reason))
     )
     rt, _ = runtime(FakePve(), [1000.0])
     unverified = Connection(("pve:8006",), TokenAuth("a@pve!t", "s"), False, None)

@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 
 from proxmigrate import metrics
 from proxmigrate.api.enums import DrainPhase
-from proxmigrate.controllers import clusters, drains
+from proxmigrate.controllers import clusters, drains, events
 from proxmigrate.controllers.registry import Registry, Waker
 from proxmigrate.metrics import REGISTRY
 from proxmigrate.runtime import drain_progress as progress
@@ -190,6 +190,12 @@ def drain_body(dry_run: bool = False) -> dict[str, Any]:
         "spec": {"clusterRef": {"name": "lab"}, "nodeName": "pve1", "dryRun": dry_run},
         "status": {},
     }
+
+
+@pytest.fixture(autouse=True)
+def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside kopf there is nobody to post Events."""
+    monkeypatch.setattr(events, "post", lambda *_: None)
 
 
 def memo() -> kopf.Memo:

@@ -12,7 +12,7 @@ import datetime
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -22,6 +22,7 @@ from proxmigrate.api.conditions import set_condition
 from proxmigrate.api.constants import GROUP, PROXMOXCLUSTERS, VERSION
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.controllers import events
 from proxmigrate.controllers.cache import namespaced
 from proxmigrate.controllers.connection import ConfigurationError, Connection, read_connection
 from proxmigrate.controllers.migrations import adopt_migrations
@@ -41,10 +42,6 @@ ENGINE_STALL_SECONDS = 60.0
 ENGINE_FAILING_TICKS = 3  # this many failed ticks in a row make the cluster not Ready
 
 
-def post_event(ref: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(cast(kopf.Body, dict(ref)), type=kind, reason=reason, message=message)
-
-
 def build_runtime(
     kube: Kube, spec: ProxmoxClusterSpec, connection: Connection, namespace: str, name: str
 ) -> ClusterRuntime:
@@ -55,7 +52,7 @@ def build_runtime(
         policy=spec.migration_policy,
         auth=connection.auth_method,
         kube=kube,
-        events=post_event,
+        events=events.post,
         task_poll_seconds=OPTIONS.task_poll_seconds,
     )
 
@@ -87,9 +84,11 @@ class _StatusWriter:
         degraded: tuple[bool, str, str] = (False, "AsExpected", "all nodes online"),
     ) -> None:
         now = datetime.datetime.now(datetime.UTC)
+        before = next((c for c in self.conditions if c.get("type") == "Ready"), {})
         conditions = set_condition(
             self.conditions, "Ready", ready, reason, message, generation, now
         )
+        after = next(c for c in conditions if c.get("type") == "Ready")
         conditions = set_condition(
             conditions, "Degraded", degraded[0], degraded[1], degraded[2], generation, now
         )
@@ -99,6 +98,22 @@ class _StatusWriter:
         metrics.CLUSTER_READY.labels(label, reason).set(1 if ready else 0)
         status = {"conditions": conditions, "observedGeneration": generation, **(extra or {})}
         await self.kube.patch_status(PROXMOXCLUSTERS, self.namespace, self.name, status)
+        if (before.get("status"), before.get("reason")) != (after["status"], reason):
+            kind, event = (
+                ("Normal", events.Reason.CLUSTER_READY)
+                if ready
+                else ("Warning", events.Reason.CLUSTER_NOT_READY)
+            )
+            events.post(cluster_ref(self.namespace, self.name), kind, event, f"{reason}: {message}")
+
+
+def cluster_ref(namespace: str, name: str) -> dict[str, Any]:
+    """What an Event about a ProxmoxCluster names."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ProxmoxCluster",
+        "metadata": {"namespace": namespace, "name": name},
+    }
 
 
 async def sync(
@@ -255,12 +270,8 @@ def _warn_if_unverified(connection: Connection, runtime: ClusterRuntime) -> None
             "whoever answers at the endpoints"
         )
         log.warning("cluster %s: %s", runtime.label, message)
-        ref = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ProxmoxCluster",
-            "metadata": {"namespace": runtime.namespace, "name": runtime.name},
-        }
-        post_event(ref, "Warning", "TLSVerificationOff", message)
+        ref = cluster_ref(runtime.namespace, runtime.name)
+        events.post(ref, "Warning", events.Reason.TLS_VERIFICATION_OFF, message)
 
 
 def _engine_trouble(runtime: ClusterRuntime, loop: asyncio.Task[None]) -> tuple[str, str] | None:

@@ -27,6 +27,7 @@ from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy, Mi
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.migration import migration_phase
 from proxmigrate.api.timestamps import parse_rfc3339
+from proxmigrate.controllers import events
 from proxmigrate.controllers.cache import Caches, namespaced
 from proxmigrate.controllers.children import (
     DRAIN_LABEL,
@@ -357,6 +358,7 @@ class DrainReconciler(Reconciler):
             metrics.DRAIN_REMAINING.labels(*labels).set(int(status.get("remaining", 0)))
         if any(self.status.get(key) != value for key, value in status.items()):
             await self.write_status(status)
+            events.drain_transition(self.body, self.status, status)
 
 
 @kopf.daemon(GROUP, VERSION, NODEDRAINS, cancellation_timeout=5.0, backoff=5.0)

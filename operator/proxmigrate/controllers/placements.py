@@ -26,6 +26,7 @@ from proxmigrate.api.fields import SpecError
 from proxmigrate.api.migration import migration_phase
 from proxmigrate.api.placement import VMPlacementSpec
 from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.controllers import events
 from proxmigrate.controllers.cache import Caches
 from proxmigrate.controllers.children import (
     PLACEMENT_LABEL,
@@ -121,6 +122,7 @@ class PlacementReconciler(Reconciler):
         )
         _export_out_of_sync(context.label, f"{self.namespace}/{self.name}", not status["inSync"])
         await self._write(status)
+        events.placement_transition(self.body, self.status, status, len(outcome.created))
         for child in withdrawn:
             await self.kube.delete(VMMIGRATIONS, self.namespace, child["metadata"]["name"])
         await self._prune(children)
