@@ -24,6 +24,10 @@ class ConditionType(StrEnum):
     DEGRADED = "Degraded"
     BLOCKED = "Blocked"
     IN_SYNC = "InSync"
+    # kstatus' pair (sigs.k8s.io/cli-utils kstatus, read by Flux's `wait`): Reconciling True
+    # reads as in progress, Stalled True as failed, whatever Ready says.
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
 
 
 class ConditionStatus(StrEnum):

@@ -33,6 +33,7 @@ def request_from(body: Any) -> tuple[str, MigrationRequest]:
         with_local_disks=spec.with_local_disks,
         bandwidth_limit_kib=spec.bandwidth_limit_kib,
         priority=spec.priority,
+        generation=int(meta.get("generation") or 1),
     )
     return spec.cluster_name, request
 

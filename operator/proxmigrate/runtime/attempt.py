@@ -37,6 +37,7 @@ class MigrationRequest:
     with_local_disks: bool = False
     bandwidth_limit_kib: int | None = None
     priority: int = 0
+    generation: int = 1  # metadata.generation, what every status written observes
 
     @property
     def key(self) -> str:
@@ -196,7 +197,8 @@ class Attempts:
             held.state is not AttemptState.ENDED or held.request.uid == request.uid
         ):
             return None
-        attempt = self._by_key[request.key] = Attempt(request, dict(status))
+        status = {**status, "observedGeneration": request.generation}
+        attempt = self._by_key[request.key] = Attempt(request, status)
         return attempt
 
     def drop(self, attempt: Attempt) -> None:

@@ -17,6 +17,8 @@ from proxmigrate.api.timestamps import format_duration, parse_rfc3339, to_rfc333
 from proxmigrate.planning import DrainPlan, PlannedMove, estimate_remaining_seconds
 from proxmigrate.status.drain_entry import DrainEntry
 
+DRY_RUN = "DryRun"  # the reason of a dry run's status once its plan is written
+
 
 def _move_document(move: PlannedMove) -> dict[str, Any]:
     """One planned move as status shows it (order from 1)."""
@@ -189,7 +191,43 @@ def _progress_conditions(
         degraded = (True, "PartialPlan", f"{len(unplaced)} VMs left on the node: {details}")
     else:
         degraded = (False, "AsExpected", "no failures")
-    return set_condition(conditions, ConditionType.DEGRADED, *degraded, generation, now)
+    conditions = set_condition(conditions, ConditionType.DEGRADED, *degraded, generation, now)
+    stalled = phase is DrainPhase.FAILED
+    return _kstatus(
+        conditions, phase is DrainPhase.DRAINING, stalled, phase.value, summary, generation, now
+    )
+
+
+def _kstatus(
+    conditions: list[dict[str, Any]],
+    reconciling: bool,
+    stalled: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime.datetime,
+) -> list[dict[str, Any]]:
+    """kstatus' pair (Flux's `wait`): Reconciling while work goes on; Stalled when the drain
+    ended failed or is blocked until someone acts, so it reads as failed, not in progress."""
+    settled = "Settled" if not (reconciling or stalled) else reason
+    conditions = set_condition(
+        conditions,
+        ConditionType.RECONCILING,
+        reconciling,
+        reason if reconciling else settled,
+        message,
+        generation,
+        now,
+    )
+    return set_condition(
+        conditions,
+        ConditionType.STALLED,
+        stalled,
+        reason if stalled else settled,
+        message,
+        generation,
+        now,
+    )
 
 
 def waiting_status(
@@ -202,19 +240,26 @@ def waiting_status(
     *,
     degraded: bool,
 ) -> dict[str, Any]:
-    """Status of a drain that moves nothing: Pending, Planning (dry run) or Blocked."""
+    """Status of a drain that moves nothing: Pending, Planning or Blocked, or a dry run
+    (reason `DRY_RUN`) whose plan is written: done, Ready unless a real drain would be
+    Blocked (`degraded`)."""
+    dry_run = reason == DRY_RUN
+    blocked = phase is DrainPhase.BLOCKED or (dry_run and degraded)
+    ready = dry_run and not degraded
     conditions = set_condition(
-        current.get("conditions"), ConditionType.READY, False, reason, message, generation, now
+        current.get("conditions"), ConditionType.READY, ready, reason, message, generation, now
     )
     conditions = set_condition(
         conditions,
         ConditionType.PROGRESSING,
-        phase is DrainPhase.PLANNING,
+        phase is DrainPhase.PLANNING and not dry_run,
         reason,
         message,
         generation,
         now,
     )
+    reconciling = not (blocked or dry_run)
+    conditions = _kstatus(conditions, reconciling, blocked, reason, message, generation, now)
     conditions = set_condition(
         conditions,
         ConditionType.DEGRADED,

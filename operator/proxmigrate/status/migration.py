@@ -26,19 +26,31 @@ def _now(epoch: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
 
 
-def _ready(
-    current: Mapping[str, Any], status: bool | None, reason: str, message: str, now: float
-) -> list[dict[str, Any]]:
+def _state(
+    current: Mapping[str, Any],
+    ready: bool | None,
+    reason: str,
+    message: str,
+    now: float,
+    *,
+    stalled: bool = False,
+) -> Status:
+    """`observedGeneration` and the conditions: `Ready` (None: not decided yet),
+    `Progressing` (True until it is), and `Stalled` on a failure no controller will undo, so
+    that kstatus (Flux's `wait`) reads a Failed VMMigration as failed, not in progress."""
     generation = current.get("observedGeneration")
-    return set_condition(
-        current.get("conditions"),
-        ConditionType.READY,
-        status,
-        reason,
-        message,
-        generation,
-        _now(now),
+    at = _now(now)
+    conditions = set_condition(
+        current.get("conditions"), ConditionType.READY, ready, reason, message, generation, at
     )
+    conditions = set_condition(
+        conditions, ConditionType.PROGRESSING, ready is None, reason, message, generation, at
+    )
+    if stalled:
+        conditions = set_condition(
+            conditions, ConditionType.STALLED, True, reason, message, generation, at
+        )
+    return {"observedGeneration": generation, "conditions": conditions}
 
 
 def queued(current: Mapping[str, Any], source: str, now: float, message: str) -> Status:
@@ -47,7 +59,7 @@ def queued(current: Mapping[str, Any], source: str, now: float, message: str) ->
         "phase": MigrationPhase.QUEUED.value,
         "sourceNode": source,
         "message": message,
-        "conditions": _ready(current, None, MigrationPhase.QUEUED, message, now),
+        **_state(current, None, MigrationPhase.QUEUED, message, now),
     }
 
 
@@ -66,7 +78,7 @@ def start_requested(current: Mapping[str, Any], source: str, attempt: int, now: 
         "attempts": attempts,
         "nextAttemptTime": None,
         "message": message,
-        "conditions": _ready(current, None, MigrationPhase.RUNNING, message, now),
+        **_state(current, None, MigrationPhase.RUNNING, message, now),
     }
 
 
@@ -93,7 +105,7 @@ def started(current: Mapping[str, Any], upid: str, now: float) -> Status:
         "upid": upid,
         "attempts": attempts,
         "message": f"task {upid} running",
-        "conditions": _ready(current, None, MigrationPhase.RUNNING, f"task {upid} running", now),
+        **_state(current, None, MigrationPhase.RUNNING, f"task {upid} running", now),
     }
 
 
@@ -147,7 +159,7 @@ def succeeded(
         "durationSeconds": _duration(current, now),
         "reason": failure.reason.value if failure is not None else None,
         "message": message,
-        "conditions": _ready(current, True, MigrationPhase.SUCCEEDED, message, now),
+        **_state(current, True, MigrationPhase.SUCCEEDED, message, now),
     }
 
 
@@ -164,7 +176,7 @@ def retrying(
         "reason": failure.reason.value,
         "nextAttemptTime": _ts(retry_at),
         "message": message,
-        "conditions": _ready(current, None, "Retrying", message, now),
+        **_state(current, None, "Retrying", message, now),
     }
 
 
@@ -182,7 +194,7 @@ def failed(
         "durationSeconds": _duration(current, now),
         "reason": reason.value,
         "message": message,
-        "conditions": _ready(current, False, MigrationPhase.FAILED, message, now),
+        **_state(current, False, reason.condition_reason, message, now, stalled=True),
     }
     if current.get("attempts") and current.get("phase") == MigrationPhase.RUNNING:
         status["attempts"] = _close_attempt(current, AttemptOutcome.FAILED, now, failure, message)
@@ -195,7 +207,7 @@ def cancelled(current: Mapping[str, Any], now: float, message: str) -> Status:
         "completionTime": _ts(now),
         "reason": Reason.CANCELLED.value,
         "message": message,
-        "conditions": _ready(current, False, MigrationPhase.CANCELLED, message, now),
+        **_state(current, False, MigrationPhase.CANCELLED, message, now),
     }
     if current.get("phase") == MigrationPhase.RUNNING and current.get("attempts"):
         status["attempts"] = _close_attempt(current, AttemptOutcome.CANCELLED, now, None, message)
