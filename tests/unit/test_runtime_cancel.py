@@ -91,3 +91,34 @@ def test_a_clean_stop_says_so_only() -> None:
     message, events, _ = _cancel(pve)
     assert message == f"cancelled; PVE task {pve.task_rows[0]['upid']} stopped"
     assert events[-1][0] == "Normal" and pve.unlocks == []
+
+
+class SlowPve(StoppablePve):
+    """Its migration POST answers only once `answer` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("migration problems", None, root=False)
+        self.answer = asyncio.Event()
+
+    async def migrate(self, node: str, vmid: int, target: str, **options: Any) -> str:
+        upid = await super().migrate(node, vmid, target, **options)
+        await self.answer.wait()
+        return upid
+
+
+def test_a_task_whose_request_was_out_when_cancelled_is_stopped_once_pve_answers() -> None:
+    async def scenario() -> None:
+        pve = SlowPve()
+        rt, kube = runtime(pve, [0x6B000000 + 5.0])
+        await rt.accept(REQUEST, {})
+        await rt.run_once()
+        while not pve.posts:  # the intent is written, the POST is out
+            await asyncio.sleep(0)
+        message = await rt.cancel(REQUEST)
+        assert message == "cancelled; no PVE task known yet"
+        pve.answer.set()
+        await rt.settle()
+        assert pve.stops == [("pve1", pve.task_rows[0]["upid"])]  # not left to move the VM
+        assert kube.patches[-1]["phase"] == "Cancelled"
+
+    asyncio.run(scenario())

@@ -152,7 +152,8 @@ async def cancel(rt: ClusterRuntime, request: MigrationRequest) -> str:
     elif attempt.running:
         notes, attention = await stop_task(rt, attempt, "stopping")
         rt.engine.finish(request.key, now, Outcome(False, Reason.CANCELLED, False))
-        stopped = "; ".join([f"PVE task {attempt.upid or '(none)'} stopped", *notes])
+        task = f"PVE task {attempt.upid} stopped" if attempt.upid else "no PVE task known yet"
+        stopped = "; ".join([task, *notes])
         message = f"cancelled; {stopped}"
     else:
         return "nothing to cancel"

@@ -17,6 +17,7 @@ from proxmigrate.pve.classifier import classify_api_error
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveUnreachable
 from proxmigrate.runtime.attempt import Attempt, AttemptState
 from proxmigrate.runtime.outcomes import finish
+from proxmigrate.runtime.stopping import stop_task
 from proxmigrate.runtime.tracking import record_upid
 from proxmigrate.status import migration as vmstatus
 
@@ -79,6 +80,10 @@ async def start(rt: ClusterRuntime, attempt: Attempt) -> None:
         log.exception("%s: the migration request failed unexpectedly", request.key)
         upid = None
     if attempt.state is not AttemptState.STARTING:  # cancelled while the request was out
+        if upid:  # nobody follows that task: stop it rather than let the guest move
+            attempt.upid = upid
+            notes, _ = await stop_task(rt, attempt, "stopping the cancelled")
+            log.warning("%s: cancelled during its request; %s stopped %s", request.key, upid, notes)
         return
     if upid:
         await record_upid(rt, attempt, upid)
