@@ -2,10 +2,10 @@
 
 Scenario: drain pve1 of 3 nodes, its 40 small guests (1 GiB, 0.25 GiB in use, so a run takes
 tens of real seconds), default sshd 10:30:100. Contenders: proxmigrate at maxParallel 8 and 32,
-migrateall at maxworkers 16 and 32; each with the modeled sshd (default parameters and
-LOOPBACK_FIT) and with one real sshd per node on loopback (pvesim/openssh.py), on the real
-clock (time scale 1). Prints drops and
-makespan per contender, real vs model; `make bench` runs it (not `bench-quick`).
+migrateall at maxworkers 16 and 32; each with the modeled sshd (its default parameters, fitted
+to real sshd) and with one real sshd per node on loopback (pvesim/openssh.py), on the real
+clock (time scale 1). Prints drops and makespan per contender, real vs model; `make bench`
+runs it (not `bench-quick`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from bench.contenders import run_migrateall, run_proxmigrate
 from bench.figures import RunFigures
 from bench.scenarios import Scenario
 from pvesim.model import Cluster
-from pvesim.model.params import LOOPBACK_FIT, GiB
+from pvesim.model.params import GiB
 from pvesim.openssh import OpenSshMissing, check_installed
 from pvesim.realtime import RealTime
 
@@ -39,17 +39,11 @@ def _real(cluster: Cluster) -> None:
     _open.append(RealTime(cluster))
 
 
-def _fitted(cluster: Cluster) -> None:
-    _small_guests(cluster)
-    for node in cluster.nodes.values():
-        node.sshd.params = LOOPBACK_FIT
-
-
-SHAPES = {"model": _small_guests, "fit": _fitted, "real": _real}
+SHAPES = {"model": _small_guests, "real": _real}
 
 
 def scenario(sshd: str) -> Scenario:
-    """`sshd`: model (default parameters), fit (LOOPBACK_FIT) or real."""
+    """`sshd`: model or real."""
     return Scenario(
         f"{sshd}-sshd",
         "Drain 1 of 3 nodes: 40 small guests, sshd 10:30:100, real sshd vs model",
@@ -79,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.real_sshd: skipped: {exc}", file=sys.stderr)
         return 0
     lines = [
-        "| contender | level | SSH drops model / fit / real | makespan (s) model / fit / real "
-        "| moved model / fit / real |",
+        "| contender | level | SSH drops model / real | makespan (s) model / real "
+        "| moved model / real |",
         "|---|---|---|---|---|",
     ]
     for contender, level in RUNS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -126,6 +127,9 @@ def test_sixty_insecure_migrations_exhaust_ports() -> None:
     cluster = _cluster(
         nodes=4, vms=vms, max_startups="200:30:300", datacenter={"migration": "type=insecure"}
     )
+    # a big target whose handshakes do not slow down in a crowd: the `qm start`s come together
+    pve4 = cluster.nodes["pve4"].sshd
+    pve4.params = replace(pve4.params, handshake_contention=float("inf"), client_start_max=0.0)
     upids = [cluster.migrate(v["node"], v["vmid"], "pve4", online=True) for v in vms]
     cluster.run_until_idle()
     wording = "[pve4] unable to find free port (60000-60050)"

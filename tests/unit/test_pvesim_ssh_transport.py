@@ -108,18 +108,20 @@ def test_a_stop_while_logging_in_closes_the_late_session() -> None:
     assert transport.sessions and all(s.closed_at is not None for s in transport.sessions)
 
 
-def test_fitted_handshakes_slow_down_with_competing_preauth_children() -> None:
-    from pvesim.model.params import LOOPBACK_FIT
+def test_handshakes_slow_down_with_competing_preauth_children() -> None:
+    from pvesim.model.params import SshdParams
     from pvesim.model.sshd import Sshd
 
+    params = SshdParams()
+
     def median(pending: int) -> float:
-        sshd = Sshd(LOOPBACK_FIT, pending=pending)
+        sshd = Sshd(params, pending=pending)
         rng = random.Random(1)
         return statistics.median(sshd.handshake_seconds(rng) for _ in range(2000))
 
     lone, crowded = median(1), median(1 + 7)
-    assert lone == pytest.approx(LOOPBACK_FIT.handshake_median, rel=0.1)
-    assert crowded / lone == pytest.approx(1 + 7 / LOOPBACK_FIT.handshake_contention, rel=0.1)
+    assert lone == pytest.approx(params.handshake_median, rel=0.1)
+    assert crowded / lone == pytest.approx(1 + 7 / params.handshake_contention, rel=0.1)
 
 
 def test_yaml_sshd_must_be_model_or_openssh(tmp_path: Path) -> None:

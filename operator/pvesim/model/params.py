@@ -37,22 +37,16 @@ class SshdParams:
     per_source_penalties: bool = False  # on from OpenSSH 9.8, i.e. PVE 9 (#persourcepenalties)
     penalty_refuse_threshold: float = 15.0  # above 15 s refuse the source (#persourcepenalties)
     penalty_max: float = 600.0  # refusals last up to 600 s (#persourcepenalties)
-    handshake_median: float = 0.24  # connect-to-authenticated, measured (#figures-and-measurements)
-    handshake_sigma: float = 0.35  # lognormal spread: assumption (only the median is measured)
-    # Slower by one median for every `handshake_contention` other pre-auth children (they
-    # share the CPU); the ssh client's start (fork, exec, keys) before its TCP connect is
-    # uniform 0..client_start_max. Off by default; LOOPBACK_FIT below sets them.
-    handshake_contention: float = float("inf")
-    client_start_max: float = 0.0
-
-
-# Fitted to real sshd (`python -m bench.sshd_calibration`, bench/sshd_real.json; docs/pvesim.md
-# "Real OpenSSH"): N secure migrations fired at once into one loopback sshd on a shared 2-core
-# VM under heavy load. Within 1.25x of the real drop shares at N = 16, 24, 32, 48 (first step
-# and total). Not the default: fitted to that loaded machine, it would slow every simulated login.
-LOOPBACK_FIT = SshdParams(
-    handshake_median=0.6, handshake_sigma=0.8, handshake_contention=3.5, client_start_max=0.9
-)
+    # Connect to authenticated: lognormal around the median, slower by one median for every
+    # `handshake_contention` other pre-auth children (they share the CPU); the ssh client's
+    # start (fork, exec, keys) before its TCP connect is uniform 0..client_start_max. Fitted
+    # to real OpenSSH on loopback (`python -m bench.sshd_calibration`, bench/sshd_real.json;
+    # docs/pvesim.md "Real OpenSSH"): N secure migrations fired at once into one sshd on a
+    # 2-core VM shared with other jobs.
+    handshake_median: float = 0.6
+    handshake_sigma: float = 0.8
+    handshake_contention: float = 3.5
+    client_start_max: float = 0.9
 
 
 @dataclass(frozen=True)
