@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from proxmigrate import metrics
 from proxmigrate.controllers import clusters, events
 
 
@@ -64,6 +65,7 @@ def test_a_cluster_tells_when_it_becomes_ready_or_not_and_why(
         await writer.write(1, True, "Connected", "connected")
 
     asyncio.run(scenario())
+    metrics.forget(proxmox_cluster="ns/lab")  # the readiness series, global to the process
     assert posted == [
         ("Warning", "ClusterNotReady"),
         ("Warning", "ClusterNotReady"),

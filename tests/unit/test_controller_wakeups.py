@@ -229,3 +229,32 @@ def test_a_failing_pass_is_retried_with_backoff_and_its_error_shown_until_one_su
     )
     assert "OSError: connection reset" in reported["message"]
     assert [c["type"] for c in kube.writes[-1]["conditions"]] == []  # cleared once it passes
+
+
+class CreatingKube:
+    async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> Any:
+        return body
+
+
+class Children:
+    def __init__(self) -> None:
+        self.listed: list[dict[str, Any]] = []
+
+    def children(self, namespace: str, label_key: str, owner: str) -> list[dict[str, Any]]:
+        return list(self.listed)
+
+
+def test_a_child_just_created_counts_until_the_watch_delivers_it() -> None:
+    """Else a pass woken before the watch has the child would take it for deleted (a drain
+    entry failed) or missing (a placement's second VMMigration for one guest)."""
+    cache = Children()
+    body = {"metadata": {"namespace": "ns", "name": "d1"}, "spec": {}}
+    waker = Waker()
+    reconciler = reconcile.Reconciler(CreatingKube(), body, cache, Registry(), waker)  # type: ignore[arg-type]
+    manifest = {"metadata": {"name": "d1-100"}, "spec": {"vmid": 100, "target": "pve2"}}
+    asyncio.run(reconciler.create_child(manifest))
+    assert reconciler.children("proxmigrate.dev/drain") == [manifest]
+    delivered = {**manifest, "status": {"phase": "Queued"}}
+    cache.listed = [delivered]
+    assert reconciler.children("proxmigrate.dev/drain") == [delivered]
+    assert waker.created == {}

@@ -34,6 +34,7 @@ from proxmigrate.controllers.children import (
     child_name,
     child_vmid,
     is_deleting,
+    label_value,
     migration_manifest,
     withdraw_onto,
 )
@@ -225,7 +226,7 @@ class DrainReconciler(Reconciler):
     ) -> None:
         children = {
             child_vmid(child): child
-            for child in self.caches.children(self.namespace, DRAIN_LABEL, self.name)
+            for child in self.children(DRAIN_LABEL)
             if not is_deleting(child)
         }
         location = {vm.vmid: vm.node for vm in context.inventory.vms}
@@ -307,7 +308,7 @@ class DrainReconciler(Reconciler):
             name=name,
         )
         try:
-            await self.kube.create(VMMIGRATIONS, self.namespace, manifest)
+            await self.create_child(manifest)
         except ApiException as error:
             if error.status != 409:
                 raise
@@ -383,12 +384,15 @@ async def release_drain(
     spec: kopf.Spec,
     status: kopf.Status,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
-    """Cancel queued migrations, detach running ones so they finish, lift the cordon."""
+    """Cancel queued migrations, detach running ones so they finish, lift the cordon.
+    Its VMMigrations are listed, not read from the cache: one created a moment ago and not
+    delivered by the watch yet must be cancelled too."""
     kube, namespace = shared_kube(), namespaced(namespace)
     cancelled = detached = 0
-    for child in Caches.of(kwargs).children(namespace, DRAIN_LABEL, name):
+    selector = f"{DRAIN_LABEL}={label_value(name)}"
+    for child in await kube.list(VMMIGRATIONS, namespace, label_selector=selector):
         phase = migration_phase(child)
         child_name_ = child["metadata"]["name"]
         if phase.is_final:

@@ -12,7 +12,6 @@ writes status only when more than its sync time changed.
 from __future__ import annotations
 
 import datetime
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,7 +54,6 @@ from proxmigrate.runtime import placement_sync as sync
 
 FINISHED_CHILDREN_KEPT = 10  # newest finished VMMigrations kept per placement, for history
 FLAPPED_RETRY_SECONDS = 60.0  # a placement held back by its flap guard looks again this soon
-UNSEEN_CHILD_SECONDS = 60.0  # a created VMMigration the watch has not shown is trusted this long
 UNWRITTEN = frozenset({"lastSyncTime"})  # changes that alone are not worth a status write
 
 _out_of_sync: dict[tuple[str, str], bool] = {}  # (cluster label, placement key) -> drifted
@@ -105,7 +103,7 @@ class PlacementReconciler(Reconciler):
             )
             _export_out_of_sync(context.label, f"{self.namespace}/{self.name}", None)
             return
-        children = self.caches.children(self.namespace, PLACEMENT_LABEL, self.name)
+        children = self.children(PLACEMENT_LABEL)
         withdrawn = withdraw_onto(children, request.cordoned, context.runtime)
         gone = {child["metadata"]["name"] for child in withdrawn}
         children = [child for child in children if child["metadata"]["name"] not in gone]
@@ -167,14 +165,12 @@ class PlacementReconciler(Reconciler):
         children: Sequence[Mapping[str, Any]],
         now: datetime.datetime,
     ) -> sync.SyncOutcome:
-        """Create a VMMigration for each drifted guest that has none in flight (those
-        created by an earlier pass count until the watch has delivered them)."""
+        """Create a VMMigration for each drifted guest that has none in flight."""
         in_flight = {
             child_vmid(child): child["metadata"]["name"]
             for child in children
             if not migration_phase(child).is_final
         }
-        in_flight.update(self._created_unseen(children))
         if spec.policy is not PlacementPolicy.ENFORCE:
             return sync.SyncOutcome(in_flight=in_flight)
         guard = spec.flap_guard.guard()
@@ -188,7 +184,6 @@ class PlacementReconciler(Reconciler):
                 flapped.append(decision.vmid)
                 continue
             name = await self._create_child(spec, decision, now)
-            self.waker.created[name] = (decision.vmid, time.monotonic())
             in_flight[decision.vmid] = name
             created.append(
                 {
@@ -203,16 +198,6 @@ class PlacementReconciler(Reconciler):
         if flapped:
             self.requeue_after = FLAPPED_RETRY_SECONDS
         return sync.SyncOutcome(in_flight=in_flight, created=created, flapped=flapped)
-
-    def _created_unseen(self, children: Sequence[Mapping[str, Any]]) -> dict[int, str]:
-        """vmid -> name of the VMMigrations this placement created that the cache does not
-        hold yet (forgotten once seen, or after UNSEEN_CHILD_SECONDS)."""
-        seen = {child["metadata"]["name"] for child in children}
-        created = self.waker.created
-        for name, (_, at) in list(created.items()):
-            if name in seen or time.monotonic() - at > UNSEEN_CHILD_SECONDS:
-                del created[name]
-        return {vmid: name for name, (vmid, _) in created.items()}
 
     async def _create_child(
         self, spec: VMPlacementSpec, decision: PlacementDecision, now: datetime.datetime
@@ -231,7 +216,7 @@ class PlacementReconciler(Reconciler):
             name=name,
         )
         try:
-            await self.kube.create(VMMIGRATIONS, self.namespace, manifest)
+            await self.create_child(manifest)
         except ApiException as error:
             if error.status != 409:
                 raise

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import kopf
 
 from proxmigrate.api.conditions import set_condition
+from proxmigrate.api.constants import VMMIGRATIONS
 from proxmigrate.controllers.cache import Body, Caches, snapshot
 from proxmigrate.controllers.children import is_deleting, label_value
 from proxmigrate.controllers.registry import Registry, Waker
@@ -29,6 +31,7 @@ DEBOUNCE_SECONDS = 0.05  # wake-ups this close together make one pass
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 120.0
 RECONCILED = "Reconciled"  # condition type present (False) only while passes fail
+UNSEEN_CHILD_SECONDS = 60.0  # a created VMMigration the watch has not shown is trusted this long
 
 
 class Reconciler:
@@ -54,6 +57,23 @@ class Reconciler:
 
     async def run(self) -> None:
         raise NotImplementedError
+
+    def children(self, label_key: str) -> list[dict[str, Any]]:
+        """This object's VMMigrations: those in the cache, and those its passes created
+        that the watch has not delivered yet (as created: no status, phase Pending), so
+        that no pass takes a child it just made for missing."""
+        cached = self.caches.children(self.namespace, label_key, self.name)
+        seen = {child["metadata"]["name"] for child in cached}
+        created = self.waker.created
+        for name, (_, at) in list(created.items()):
+            if name in seen or time.monotonic() - at > UNSEEN_CHILD_SECONDS:
+                del created[name]
+        return cached + [manifest for manifest, _ in created.values()]
+
+    async def create_child(self, manifest: dict[str, Any]) -> None:
+        """Create a VMMigration (ApiException 409 when one of that name exists)."""
+        await self.kube.create(VMMIGRATIONS, self.namespace, manifest)
+        self.waker.created[manifest["metadata"]["name"]] = (manifest, time.monotonic())
 
     async def write_status(self, status: Mapping[str, Any]) -> None:
         written = await self.kube.patch_status(self.plural, self.namespace, self.name, dict(status))

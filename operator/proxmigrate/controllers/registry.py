@@ -25,7 +25,8 @@ class Waker:
     def __init__(self, cluster: str | None = None) -> None:
         self.cluster = cluster  # the ProxmoxCluster its object names, as of its last pass
         self.seen: object = None  # a fingerprint of what others read of its object
-        self.created: dict[str, tuple[int, float]] = {}  # child name -> (vmid, loop time)
+        # VMMigrations its passes created, by name: (manifest, time.monotonic() of creation)
+        self.created: dict[str, tuple[dict[str, Any], float]] = {}
         self.vmids: frozenset[int] | None = None  # the guests its pass reads; None: any
         self._event = asyncio.Event()
 

@@ -9,6 +9,7 @@ import kopf
 
 from proxmigrate.api.constants import FINALIZER
 from proxmigrate.controllers.options import OPTIONS
+from proxmigrate.controllers.wakeups import QuietWakeups
 
 
 @kopf.on.startup()
@@ -17,6 +18,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Our own Events (Started, Retrying, Failed...) are the audit trail; kopf's per-handler
     # chatter would drown them.
     settings.posting.level = logging.WARNING
+    logging.getLogger("kopf.objects").addFilter(QuietWakeups())
     # Every watch ends after 50 s at the latest and is opened again, a connect hangs 10 s at
     # most, any other request 30 s: a connection silently dropped on the way to the API
     # server is noticed and replaced within a minute, with a log line.

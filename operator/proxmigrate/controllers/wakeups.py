@@ -41,6 +41,20 @@ from proxmigrate.controllers.registry import Fingerprint, Registry, registry_of
 from proxmigrate.inventory import Inventory
 
 log = logging.getLogger(__name__)
+HANDLERS = ("drain_changed", "placement_changed", "child_changed", "cluster_changed")
+
+
+class QuietWakeups(logging.Filter):
+    """Drops kopf's "Handler ... succeeded." for these handlers: they run on every watch
+    event and only set wakers, so their success says nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.endswith("succeeded.") and any(f"'{name}'" in message for name in HANDLERS)
+        )
+
+
 DRAINS_AND_PLACEMENTS = frozenset({NODEDRAINS, VMPLACEMENTS})
 _UNDER_WAY = ("Pending", "Queued", "Migrating")  # drain entries that load their targets
 
