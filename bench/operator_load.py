@@ -22,7 +22,6 @@ import argparse
 import json
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,7 +111,15 @@ class Bench:
             self.create(namespace, "vmplacements", body)
         return vmids
 
-    def drain(self, namespace: str, name: str, node: str, *, dry_run: bool = False) -> None:
+    def drain(
+        self,
+        namespace: str,
+        name: str,
+        node: str,
+        *,
+        dry_run: bool = False,
+        allow_partial: bool = False,
+    ) -> None:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "NodeDrain",
@@ -122,6 +129,7 @@ class Bench:
                 "nodeName": node,
                 "localDisks": "migrate",
                 "dryRun": dry_run,
+                "allowPartial": allow_partial,
             },
         }
         self.create(namespace, "nodedrains", body)
@@ -163,7 +171,7 @@ def reaction_times(
     """Seconds from a change to the first PVE migration POST it causes, on a real-time cluster
     (a trial that sees none within TRIAL_TIMEOUT counts as TRIAL_TIMEOUT)."""
     out: dict[str, list[float]] = {"drain": [], "placement": [], "policy": []}
-    args = ["--nodes", "6", "--vms-per-node", "20", "--seed", "3", "--time-scale", "1"]
+    args = ["--nodes", "8", "--vms-per-node", "12", "--seed", "3", "--time-scale", "1"]
     with PvesimProcess(*args) as sim:
         create_cluster_for_pvesim(bench.api, namespace, "lab", sim, {"maxParallel": 1})
         wait_for(lambda: bench.ready(namespace, "lab"), 60, message=operator.tail())
@@ -183,9 +191,9 @@ def reaction_times(
             bench.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, namespace, "nodedrains", name
             )
-        vmids = bench.pin(namespace, sim, TRIALS, {f"pve{n}" for n in range(1, 6)})
+        vmids = bench.pin(namespace, sim, TRIALS, {f"pve{n}" for n in (1, 2, 3, 4, 5, 6, 8)})
         wait_for(lambda: bench.synced(namespace) == TRIALS, 60, message=operator.tail())
-        change = {"spec": {"nodes": ["pve5"]}}
+        change = {"spec": {"nodes": ["pve1", "pve2", "pve3"]}}
         for vmid in vmids:
             out["placement"].append(
                 measure(
@@ -194,7 +202,7 @@ def reaction_times(
             )
         # A drain at maxParallel 1; each raise lets one more migration start than ended.
         wait_for(lambda: not _running(sim), 300, interval=0.2)
-        bench.drain(namespace, "policy", "pve6")
+        bench.drain(namespace, "policy", "pve8", allow_partial=True)
         wait_for(lambda: _running(sim), 60, interval=0.1, message=operator.tail())
         for level in range(2, 2 + TRIALS):
             began = float(sim.state()["now"])
@@ -246,7 +254,7 @@ def _running(sim: PvesimProcess) -> list[dict[str, Any]]:
     ]
 
 
-def load_run(bench: Bench, placements: int, baseline: float) -> dict[str, Any]:
+def load_run(bench: Bench, placements: int, baseline: float, reactions: bool) -> dict[str, Any]:
     """Requests/s at rest and during a 40-guest drain, and reaction times, with N placements."""
     namespace = f"bench-load-{placements}"
     ensure_namespace(bench.api, namespace)
@@ -268,7 +276,7 @@ def load_run(bench: Bench, placements: int, baseline: float) -> dict[str, Any]:
         at_rest = request_rate(bench.api, REST_SECONDS, baseline)
         before = request_total(bench.api)
         began = time.monotonic()
-        bench.drain(namespace, "drain", "pve1")
+        bench.drain(namespace, "drain", "pve1", allow_partial=True)  # a hostpci0 guest stays
         wait_for(
             lambda: (
                 bench.custom.get_namespaced_custom_object(
@@ -276,7 +284,7 @@ def load_run(bench: Bench, placements: int, baseline: float) -> dict[str, Any]:
                 )
                 .get("status", {})
                 .get("phase")
-                == "Drained"
+                in ("Drained", "Failed")
             ),
             900,
             interval=1.0,
@@ -285,7 +293,7 @@ def load_run(bench: Bench, placements: int, baseline: float) -> dict[str, Any]:
         seconds = time.monotonic() - began
         polls = seconds  # this bench's own GETs of the drain, one a second
         during = max(0.0, (request_total(bench.api) - before - 2 - polls) / seconds - baseline)
-        reactions = reaction_times(bench, operator, f"bench-reaction-{placements}")
+        times = reaction_times(bench, operator, f"bench-reaction-{placements}") if reactions else {}
         rss = _rss_mib(operator.process.pid if operator.process else 0)
         clean(bench, namespace)
     return {
@@ -293,7 +301,7 @@ def load_run(bench: Bench, placements: int, baseline: float) -> dict[str, Any]:
         "at_rest_rps": at_rest,
         "drain_rps": during,
         "drain_seconds": seconds,
-        "reactions": reactions,
+        "reactions": times,
         "rss_mib": rss,
     }
 
@@ -330,7 +338,9 @@ def rss_run(bench: Bench, placements: int, vms: int) -> float:
         return rss
 
 
-def _summary(values: list[float]) -> str:
+def _summary(values: list[float] | None) -> str:
+    if not values:
+        return "-"
     return f"p50 {percentile(values, 0.5):.2f} s, p99 {percentile(values, 0.99):.2f} s"
 
 
@@ -339,22 +349,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out")
     parser.add_argument("--placements", default="10,100,1000")
     parser.add_argument("--rss-vms", type=int, default=5000, help="0: no RSS run")
+    parser.add_argument(
+        "--reactions", default="1000", help="placement counts with reaction-time trials"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     rss: float | None = None
-    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, ControlPlane() as plane:
+    logs = args.out / "operator-load-logs"  # the operator's logs, kept for a look
+    logs.mkdir(exist_ok=True)
+    with ControlPlane() as plane:
         plane.apply_crds(
             [
                 *sorted((REPO_ROOT / "crds").glob("*.yaml")),
                 REPO_ROOT / "hack/kopf-peering-crds.yaml",
             ]
         )
-        bench = Bench(plane, Path(tmp))
+        bench = Bench(plane, logs)
         time.sleep(5.0)
         baseline = request_rate(bench.api, BASELINE_SECONDS)
         for count in (int(n) for n in args.placements.split(",")):
-            rows.append(load_run(bench, count, baseline))
+            with_reactions = str(count) in args.reactions.split(",")
+            rows.append(load_run(bench, count, baseline, with_reactions))
             print(json.dumps(rows[-1]), flush=True)
         if args.rss_vms:
             rss = rss_run(bench, 1000, args.rss_vms)
@@ -367,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|",
         *(
             f"| {r['placements']} | {r['at_rest_rps']:.2f} | {r['drain_rps']:.1f} "
-            f"({r['drain_seconds']:.0f}) | {_summary(r['reactions']['drain'])} "
-            f"| {_summary(r['reactions']['placement'])} | {_summary(r['reactions']['policy'])} "
+            f"({r['drain_seconds']:.0f}) | {_summary(r['reactions'].get('drain'))} "
+            f"| {_summary(r['reactions'].get('placement'))} "
+            f"| {_summary(r['reactions'].get('policy'))} "
             f"| {r['rss_mib']:.0f} |"
             for r in rows
         ),
