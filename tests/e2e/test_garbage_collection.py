@@ -5,6 +5,7 @@ that finishes deleting."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from proxmigrate.api.constants import (
     VMMIGRATIONS,
     VMPLACEMENTS,
 )
+from proxmigrate.controllers.children import DRAIN_LABEL
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import create, get, items, vmmigration
 from tests.e2e.test_operator_drains import connect, node, nodedrain, start_sim, vm, wait_phase
@@ -31,7 +33,8 @@ from tests.support.devenv import OperatorProcess, ensure_namespace, wait_for
 
 NAMESPACE = "e2e-gc"  # the operator's; deleted by the last test
 PLAIN_NAMESPACE = "e2e-gc-plain"  # watched by no operator: no finalizers
-DRAIN_LABEL = "proxmigrate.dev/drain"
+# After the sentinel is gone, how long the other dependents may take (concurrent workers).
+GC_SETTLE_SECONDS = 5
 
 
 @dataclass
@@ -85,6 +88,15 @@ def gone(read: Any) -> bool:
             return True
         raise
     return False
+
+
+def children(api: client.ApiClient, drain: str) -> dict[str, dict[str, Any]]:
+    """The VMMigrations labelled with `drain`'s name, by name."""
+    return {
+        m["metadata"]["name"]: m
+        for m in items(api, NAMESPACE, VMMIGRATIONS)
+        if m["metadata"].get("labels", {}).get(DRAIN_LABEL) == drain
+    }
 
 
 def delete(api: client.ApiClient, namespace: str, plural: str, name: str) -> None:
@@ -142,7 +154,7 @@ def test_finished_migrations_outlive_their_deleted_drain(scene: Scene) -> None:
     assert status["phase"] == "Drained", status.get("conditions")
     drain = get(api, NAMESPACE, NODEDRAINS, "pve1")
     config_map = sentinel(api, NAMESPACE, drain)
-    moved = {m["metadata"]["name"] for m in items(api, NAMESPACE, VMMIGRATIONS)}
+    moved = set(children(api, "pve1"))
     assert len(moved) == 2
 
     delete(api, NAMESPACE, NODEDRAINS, "pve1")
@@ -157,11 +169,9 @@ def test_finished_migrations_outlive_their_deleted_drain(scene: Scene) -> None:
         message=f"the drain and its sentinel gone\n{scene.operator.tail()}",
     )
 
-    kept = {
-        m["metadata"]["name"]: m
-        for m in items(api, NAMESPACE, VMMIGRATIONS)
-        if m["metadata"].get("labels", {}).get(DRAIN_LABEL) == "pve1"
-    }
+    with contextlib.suppress(TimeoutError):  # the collector's workers run concurrently
+        wait_for(lambda: not children(api, "pve1"), timeout=GC_SETTLE_SECONDS)
+    kept = children(api, "pve1")
     assert set(kept) == moved
     assert {m["status"]["phase"] for m in kept.values()} == {"Succeeded"}
 
