@@ -113,3 +113,32 @@ def test_two_jobs_for_one_vm_never_run_together() -> None:
     assert [job.key for job in start_all(eng, 0.0)] == ["drain-100"]
     eng.finish("drain-100", 5.0, Outcome(True))
     assert [job.key for job in start_all(eng, 5.0)] == ["placement-100"]
+
+
+def test_streams_at_the_cipher_cap_add_up_to_the_link() -> None:
+    """A stream at the cap tells only that the link carries at least its rate: alone at
+    1 GiB/s, then eight at 1 GiB/s each, the link carries 8 GiB/s, not the lone 1 GiB/s."""
+    eng = engine(min_stream_rate=128 * MIB, unmeasured_streams_per_source=64)
+    submit(eng, 1)
+    eng.observe_rate(start_all(eng, 0.0)[0].key, 1024 * MIB)  # alone at the cipher cap
+    for index in range(1, 40):
+        eng.submit(Job(f"m{index}", 100 + index, "pve1", f"pve{2 + index % 8}"), 1.0)
+    more = start_all(eng, 1.0)
+    assert len(more) == 7  # 1 GiB/s shared by 8 is the floor's 128 MiB/s
+    eng.observe_rate(more[0].key, 1024 * MIB)  # still at the cap with 8 sharing the link
+    assert len(start_all(eng, 2.0)) == 24  # up to the cluster cap of 32 (8 GiB/s carry 64)
+
+
+def test_a_rate_below_the_cap_tells_the_link_whatever_capped_streams_said() -> None:
+    eng = engine(min_stream_rate=128 * MIB, unmeasured_streams_per_source=64)
+    submit(eng, 1)
+    eng.observe_rate(start_all(eng, 0.0)[0].key, 1024 * MIB)  # alone at the cap: >= 1 GiB/s
+    for index in range(1, 40):
+        eng.submit(Job(f"m{index}", 100 + index, "pve1", f"pve{2 + index % 8}"), 1.0)
+    more = start_all(eng, 1.0)
+    eng.observe_rate(more[0].key, 300 * MIB)  # set by the link: 8 x 300 MiB/s = 2.4 GiB/s
+    # 2400 MiB/s keeps 128 MiB/s each for 18 streams: 10 more (the lone capped rate, 8 in all)
+    assert len(start_all(eng, 2.0)) == 10
+    eng.observe_rate(more[1].key, 100 * MIB)  # the link is fuller now: 18 x 100 MiB/s
+    eng.submit(Job("n", 300, "pve1", "pve2"), 3.0)
+    assert start_all(eng, 3.0) == []  # the least rate below the cap counts, as before

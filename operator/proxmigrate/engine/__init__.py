@@ -10,8 +10,9 @@ ssh_max_startups=MaxStartups(10, 30, 100), handshake_safety=0.5, handshake_secon
 start_spread_seconds=5.0, end_spread_seconds=2.0, aimd_increase_every=5,
 priority_aging_seconds=600.0, retry=RetryPolicy(max_attempts=5, backoff_base=5.0,
 backoff_max=300.0, jitter=0.2), min_stream_rate=128 MiB/s, min_streams_per_source=2,
-unmeasured_streams_per_source=8, convergence_margin=2.0, assumed_dirty_share=1/128,
-assumed_dirty_floor=16 MiB/s, cold_link_capacity=link_payload(1.0), node_link_capacity=())`;
+unmeasured_streams_per_source=8, capped_stream_rate=768 MiB/s, convergence_margin=2.0,
+assumed_dirty_share=1/128, assumed_dirty_floor=16 MiB/s, cold_link_capacity=link_payload(1.0),
+node_link_capacity=())`;
 `MaxStartups.parse("10:30:100")`; `link_payload(gbit)`: a link's TCP payload bytes/s.
 
 `MigrationEngine(policy, rng=None)`:
@@ -70,9 +71,13 @@ Rules enforced together at each start
    reported with `observe_rate(key, bytes_per_second, dirty_bounds)` times the streams then
    leaving the source tells the outflow; the least told counts (streams in a start or end
    phase send nothing, so the others overstate it), and the last outflow told stands in
-   while no stream of the source is measured. More streams than the link carries at that
-   rate only re-send dirtied memory (bench/RESULTS.md: at 64 parallel on 10 Gbit/s the
-   drain took 4.3x the bandwidth bound without it).
+   while no stream of the source is measured. A rate at `capped_stream_rate` (768 MiB/s:
+   one ssh/sshd pair's cipher, not the link, set it) only bounds the outflow from below:
+   such rates count only while no stream is below it, and then the most told, so a
+   25 Gbit/s link is learned as its capped streams add up, not as one stream's speed.
+   More streams than the link carries at that rate only re-send dirtied memory
+   (bench/RESULTS.md: at 64 parallel on 10 Gbit/s the drain took 4.3x the bandwidth
+   bound without it).
 8. Convergence: a migration starts only while every stream on its source's link (and its
    target's, when `node_link_capacity` declares it), itself included, keeps an equal share
    of at least `convergence_margin` (2) times its guest's dirty rate. That rate is guessed

@@ -34,6 +34,8 @@ class _Running:
     # the source's outflow as told by this stream's latest rate: that rate times the streams
     # then leaving the source, which share its link (bytes/s)
     source_rate: float | None = None
+    # that rate was at the stream's own cap: the link carries at least `source_rate`, maybe more
+    capped: bool = False
     # bytes/s its guest re-dirties, (at least, at most) as its progress lines tell
     dirty_bounds: tuple[float, float] = (0.0, float("inf"))
 
@@ -160,11 +162,12 @@ class MigrationEngine:
         if running is not None:
             source = running.job.source
             running.source_rate = bytes_per_second * self._running_per_source[source]
-            self._outflow[source] = min(
-                r.source_rate
-                for r in self._running.values()
-                if r.job.source == source and r.source_rate is not None
-            )
+            capped = self._policy.capped_stream_rate
+            running.capped = capped is not None and bytes_per_second >= capped
+            streams = [r for r in self._running.values() if r.job.source == source]
+            outflow = _outflow(streams)
+            if outflow is not None:
+                self._outflow[source] = outflow
             if dirty_bounds is not None:
                 running.dirty_bounds = dirty_bounds
 
@@ -287,19 +290,17 @@ class MigrationEngine:
         and every stream on the source's link (and the target's, if declared) at
         `convergence_margin` times its guest's dirty rate.
 
-        The source's outflow is taken as the least of its streams' `source_rate`s: streams
-        in their start or end phase send no memory, so a rate times the streams then
-        running overstates the link, and the least overstates it least. Rates observed
-        when fewer streams ran are scaled by that count, not by today's. With no stream
+        The source's outflow is what its streams' rates tell (`_outflow`); with no stream
         measured now, the outflow last told stands in; before any, a declared capacity.
         Convergence takes the larger of that and the declared capacity (else
         `cold_link_capacity`): a declared link is not shrunk by rates of capped streams.
         """
         streams = [r for r in self._running.values() if r.job.source == job.source]
         outflows = [r.source_rate for r in streams if r.source_rate is not None]
+        told = _outflow(streams)
         capacity = (
-            min(outflows)
-            if outflows
+            told
+            if told is not None
             else self._outflow.get(job.source, self._policy.declared_link(job.source))
         )
         floor = self._policy.min_stream_rate
@@ -341,3 +342,22 @@ class MigrationEngine:
             return False
         budget = self._allowances.handshakes(job.target)
         return self._pacer.ready_at(job.target, now, budget) <= now
+
+
+def _outflow(streams: list[_Running]) -> float | None:
+    """A source's outflow as its streams' rates tell it; None if none was measured.
+
+    A rate below the stream cap was set by the link: times the streams then leaving the
+    source it tells the outflow, and the least of these counts (streams in their start or
+    end phase send no memory, so the others overstate the link; the least overstates it
+    least; rates seen when fewer streams ran are scaled by that count, not by today's).
+    A rate at the cap (`capped_stream_rate`: one ssh/sshd pair's cipher) was not set by
+    the link, which carries at least that rate times the streams: such readings count only
+    while no stream is below the cap, and then the most told, so a fast link is learned
+    as its capped streams add up instead of being read as one stream's cipher speed.
+    """
+    limited = [r.source_rate for r in streams if r.source_rate is not None and not r.capped]
+    if limited:
+        return min(limited)
+    bounds = [r.source_rate for r in streams if r.source_rate is not None and r.capped]
+    return max(bounds) if bounds else None

@@ -102,6 +102,12 @@ class EnginePolicy:
     # cipher cap (~1 GiB/s, docs/reference/proxmox.md#figures-and-measurements), i.e. ~8
     # streams on 10 Gbit/s, ~21 on 25 Gbit/s.
     min_stream_rate: float | None = 128 * 2**20
+    # A stream reporting at least this rate (bytes/s; None: never) may be held back by its
+    # own cipher, not by the link: one ssh/sshd pair runs on one core, about 800 MiB/s with
+    # 1.0-1.1 GiB/s peaks in published PVE 9 logs (docs/reference/proxmox.md
+    # #figures-and-measurements). Its rate tells only that the link carries at least that
+    # much (times the streams sharing it), not what the link is.
+    capped_stream_rate: float | None = 768 * 2**20
     # Below this many migrations a source is never held back by `min_stream_rate`: slow links
     # (1 Gbit/s) still overlap the fixed per-migration cost (qm start, tunnel, cleanup).
     min_streams_per_source: int = 2
@@ -145,6 +151,8 @@ class EnginePolicy:
             raise ValueError("aimd_increase_every must be >= 1")
         if self.min_stream_rate is not None and self.min_stream_rate <= 0:
             raise ValueError("min_stream_rate must be > 0 or None")
+        if self.capped_stream_rate is not None and self.capped_stream_rate <= 0:
+            raise ValueError("capped_stream_rate must be > 0 or None")
         if self.min_streams_per_source < 1 or self.unmeasured_streams_per_source < 1:
             raise ValueError(
                 "min_streams_per_source and unmeasured_streams_per_source must be >= 1"
