@@ -166,7 +166,8 @@ class ClusterRuntime:
     async def run_once(self) -> None:
         """One tick: start what the engine allows, then look at running tasks."""
         now = self.clock()
-        if self.attempts.any_queued:
+        wakeup = self.engine.next_wakeup(now) if self.attempts.any_queued else None
+        if wakeup is not None and wakeup <= now:  # a batch may start: its transport rule
             if self.settings is None or now - self.settings_read_at > OPTIONS_MAX_AGE:
                 await self.refresh_settings()
             if self.transport_refusal() is None:

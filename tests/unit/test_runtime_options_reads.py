@@ -1,0 +1,55 @@
+"""The datacenter's migration setting is read before a batch of starts, not while the
+engine holds every queued migration back (a long drain read it every 10 s for nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from proxmigrate.api.cluster import MigrationPolicySpec
+from proxmigrate.inventory import Inventory, VMInfo
+from proxmigrate.pve.resources import MigrationSettings
+from proxmigrate.runtime.cluster import MigrationRequest
+from tests.unit.test_runtime_cluster import FakePve, runtime
+
+
+class CountingPve(FakePve):
+    def __init__(self) -> None:
+        super().__init__()
+        self.options_reads = 0
+
+    async def inventory(self) -> Inventory:
+        known = await super().inventory()
+        other = VMInfo(101, "db", "pve1", True, 4 * 2**30, 2 * 2**30)
+        return Inventory(known.nodes, (*known.vms, other), taken_at=0.0)
+
+    async def cluster_options(self) -> MigrationSettings:
+        self.options_reads += 1
+        return await super().cluster_options()
+
+
+def test_options_are_not_read_while_nothing_may_start() -> None:
+    async def scenario() -> None:
+        clock = [0x6B000000 + 5.0]
+        pve = CountingPve()
+        rt, _ = runtime(pve, clock)
+        rt.update_policy(MigrationPolicySpec.from_spec({"maxParallel": 1}))
+        for index, vmid in enumerate((100, 101)):
+            await rt.accept(MigrationRequest("ns", f"m{index}", f"u{index}", vmid, "pve2"), {})
+        await rt.run_once()
+        await rt.settle()
+        assert len(pve.posts) == 1 and pve.options_reads == 1
+        for _ in range(30):  # a minute with the second held back by maxParallel
+            clock[0] += 2.0
+            await rt.run_once()
+            await rt.settle()
+        assert len(pve.posts) == 1
+        assert pve.options_reads == 1
+        pve.finish(pve.task_rows[0]["upid"], "OK")
+        for _ in range(3):  # the first ends: the second may start, after a fresh read
+            clock[0] += 2.0
+            await rt.run_once()
+            await rt.settle()
+        assert len(pve.posts) == 2
+        assert pve.options_reads == 2
+
+    asyncio.run(scenario())
