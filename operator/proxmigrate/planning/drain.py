@@ -107,6 +107,9 @@ class DrainRequest:
     # each target's load score, so concurrent drains do not send their tails to the same
     # roomy target (whose ingress would then be the common bottleneck).
     planned_elsewhere: Mapping[str, int] = field(default_factory=dict)
+    # Targets taken only when no other fits: nodes a rolling maintenance drains later, where
+    # a guest parked now would have to move again (planning/rolling.py).
+    avoid: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,9 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
         if not candidates:
             unplaceable.append(_no_candidate(vm, request, excluded + refused))
             continue
-        outcome = _place(vm, candidates, vm.vmid in request.pins, ledgers, fair_share_cost)
+        outcome = _place(
+            vm, candidates, vm.vmid in request.pins, ledgers, fair_share_cost, request.avoid
+        )
         if isinstance(outcome, str):
             ledgers[outcome].admit(vm, _move_cost(vm))
             placed.append((vm, outcome))
@@ -351,10 +356,12 @@ def _place(
     pinned: bool,
     ledgers: Mapping[str, TargetLedger],
     fair_share_cost: float,
+    avoid: frozenset[str],
 ) -> str | UnplaceableVM:
-    """The chosen target's name, or why there is none."""
+    """The chosen target's name, or why there is none; an avoided target only as a last resort."""
     open_targets = [ledgers[name] for name in _conflict_free(vm, candidates, ledgers)]
     fitting = [ledger for ledger in open_targets if ledger.fits(vm)]
+    fitting = [ledger for ledger in fitting if ledger.name not in avoid] or fitting
     if fitting and pinned:
         return fitting[0].name
     if fitting:
