@@ -40,7 +40,8 @@ PY
   } > "$work/go.mod"
 }
 
-# build PACKAGE LDFLAGS: build PACKAGE of the wrapper module into $out.
+# build PACKAGE LDFLAGS: build PACKAGE of the wrapper module into $out. `-s -w` drops the
+# symbol table and DWARF: a quarter less link CPU, a 30 % smaller binary (hack/README.md).
 build() {
   cd "$work"
   printf '//go:build tools\npackage main\nimport _ "%s"\n' "$1" > tools.go
