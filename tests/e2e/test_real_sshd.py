@@ -149,7 +149,7 @@ def test_forty_through_the_operator_at_max_parallel_32_end_without_drops(
             return f"40 migrations: {dict(phases)}, ssh {sim.state()['ssh']['pve2']}"
 
         try:
-            ended = wait_for(done, timeout=240, message="40 migrations")
+            ended = wait_for(done, timeout=360, message="40 migrations")
         except TimeoutError as exc:
             raise AssertionError(f"{progress()}\n{operator.tail()}") from exc
         phases = {m["metadata"]["name"]: m["status"]["phase"] for m in ended}
