@@ -34,13 +34,12 @@ from proxmigrate.simulate.drain import LibraryDrain
 from proxmigrate.simulate.inventory import drained_inventory
 from pvesim.model import Cluster
 
-NODES = tuple(f"pve{n}" for n in range(1, 9))
 ROLLING = Scenario(
     "rolling-8",
     "8 nodes (448 GiB) x 25 VMs, 10 Gbit/s, drained one at a time with return home",
     nodes=8,
     vms_per_node=25,
-    drained=NODES,
+    drained=tuple(f"pve{n}" for n in range(1, 9)),  # in this order
 )
 
 LEVELS = (8, 32)
@@ -91,8 +90,9 @@ def run_proxmigrate(scenario: Scenario, level: int, seed: int) -> RollingFigures
     cluster = scenario.build(seed)
     homes, start = _homes(cluster), cluster.now
     policy = EnginePolicy(max_parallel=level)
-    for index, node in enumerate(NODES):
-        drained = _StepDrain(cluster, (node,), policy, seed=seed, remaining=NODES[index:]).run()
+    nodes = scenario.drained
+    for index, node in enumerate(nodes):
+        drained = _StepDrain(cluster, (node,), policy, seed=seed, remaining=nodes[index:]).run()
         departures = tuple(d for plan in drained.plans for d in departures_of(plan.moves))
         _ReturnDrain(cluster, (node,), policy, seed=seed, departures=departures).run()
     return _figures(scenario, "proxmigrate", level, seed, cluster, homes, start)
@@ -101,7 +101,7 @@ def run_proxmigrate(scenario: Scenario, level: int, seed: int) -> RollingFigures
 def run_naive(scenario: Scenario, level: int, seed: int) -> RollingFigures:
     cluster = scenario.build(seed)
     homes, start = _homes(cluster), cluster.now
-    for node in NODES:
+    for node in scenario.drained:
         (target,) = _roomiest_targets(cluster, (node,))
         leaving = sorted(vm.vmid for vm in cluster.vms.values() if vm.node == node)
         _wait(cluster, cluster.migrateall(node, target, maxworkers=level, with_local_disks=True))
