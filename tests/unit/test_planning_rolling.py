@@ -179,6 +179,13 @@ def test_bad_requests_raise_plan_error(kw: dict[str, object], message: str) -> N
         plan_rolling(four_nodes(), RollingRequest(**kw))  # type: ignore[arg-type]
 
 
+def test_an_offline_node_in_the_list_fails_the_whole_plan() -> None:
+    inv = four_nodes()
+    down = Inventory(tuple(replace(n, online=n.name != "pve3") for n in inv.nodes), inv.vms)
+    with pytest.raises(PlanError, match="'pve3' is offline"):
+        rolling(down, ("pve1", "pve3"))
+
+
 def test_steps_cut_the_node_list_in_order() -> None:
     assert rolling_steps(("a", "b", "c"), 2) == (("a", "b"), ("c",))
 
@@ -261,7 +268,7 @@ def _load(inv: Inventory, where: dict[int, str]) -> dict[str, int]:
     return load
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(clusters(), st.booleans())
 def test_rolling_properties(
     scenario: tuple[Inventory, tuple[str, ...], int, dict[int, tuple[str, ...]]],
