@@ -11,7 +11,7 @@ small ones; the moves then keep the order the guests left in.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from proxmigrate.inventory import Inventory, VMInfo
 from proxmigrate.planning.capacity import TargetLedger, memory_need, transfer_bytes
@@ -33,7 +33,7 @@ class ReturnPlan:
     """Every departure appears once: in `moves` (source = parked, target = home) or `skipped`."""
 
     moves: tuple[PlannedMove, ...] = ()
-    skipped: tuple[SkippedVM, ...] = field(default=())
+    skipped: tuple[SkippedVM, ...] = ()
 
     @property
     def total_transfer_bytes(self) -> int:
