@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(plane, logs)
         time.sleep(5.0)
         baseline = request_rate(bench.api, BASELINE_SECONDS)
-        for count in (int(n) for n in args.placements.split(",")):
+        for count in (int(n) for n in args.placements.split(",") if n):
             with_reactions = str(count) in args.reactions.split(",")
             rows.append(load_run(bench, count, baseline, with_reactions))
             print(json.dumps(rows[-1]), flush=True)

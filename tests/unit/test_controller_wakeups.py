@@ -258,3 +258,17 @@ def test_a_child_just_created_counts_until_the_watch_delivers_it() -> None:
     cache.listed = [delivered]
     assert reconciler.children("proxmigrate.dev/drain") == [delivered]
     assert waker.created == {}
+
+
+def test_a_new_cordon_wakes_only_the_placements_that_may_use_that_node() -> None:
+    registry = Registry()
+    first = drain("d1", "pve1")
+    drain_event(registry, first, [first], type="ADDED")
+    onto_pve2, onto_pve3 = (
+        registered(registry, VMPLACEMENTS, "a"),
+        registered(registry, VMPLACEMENTS, "b"),
+    )
+    onto_pve2.nodes, onto_pve3.nodes = frozenset({"pve2"}), frozenset({"pve3", "pve4"})
+    second = drain("d2", "pve2")
+    drain_event(registry, second, [first, second], type="ADDED")
+    assert woken(onto_pve2) and not woken(onto_pve3)

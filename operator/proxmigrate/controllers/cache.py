@@ -27,10 +27,16 @@ from proxmigrate.controllers.children import DRAIN_LABEL, PLACEMENT_LABEL, label
 
 Body = dict[str, Any]
 OwnerKey = tuple[str, str, str]  # (namespace, label key, label value of the owner's name)
+CHILD_STATUS = ("phase", "message", "reason")  # what owners read of a VMMigration's status
 
 
-def snapshot(body: Mapping[str, Any]) -> Body:
-    """A copy of what the controllers read: the watch's body changes under a live view."""
+def snapshot(body: Mapping[str, Any], status_keys: tuple[str, ...] | None = None) -> Body:
+    """A copy of what the controllers read (of the status, only `status_keys` if given):
+    the watch's body changes under a live view, and a cache of every object is held in
+    memory."""
+    status = dict(body.get("status") or {})
+    if status_keys is not None:
+        status = {key: status[key] for key in status_keys if key in status}
     meta = body.get("metadata") or {}
     kept = (
         "name",
@@ -49,7 +55,7 @@ def snapshot(body: Mapping[str, Any]) -> Body:
             "labels": dict(meta.get("labels") or {}),
         },
         "spec": copy.deepcopy(dict(body.get("spec") or {})),
-        "status": copy.deepcopy(dict(body.get("status") or {})),
+        "status": copy.deepcopy(status),
     }
 
 
@@ -67,7 +73,8 @@ def drains_index(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, 
 
 @kopf.index(GROUP, VERSION, VMPLACEMENTS)
 def placements_index(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, Body]:
-    return {namespaced(namespace): snapshot(body)}
+    """Drains read placements' pins: their spec."""
+    return {namespaced(namespace): snapshot(body, status_keys=())}
 
 
 @kopf.index(GROUP, VERSION, PROXMOXCLUSTERS)
@@ -83,7 +90,8 @@ def children_index(
 ) -> dict[OwnerKey, Body] | None:
     """VMMigrations by the label of the NodeDrain or VMPlacement that made them."""
     owners = [key for key in (DRAIN_LABEL, PLACEMENT_LABEL) if key in labels]
-    return {(namespaced(namespace), key, labels[key]): snapshot(body) for key in owners} or None
+    child = snapshot(body, status_keys=CHILD_STATUS)
+    return {(namespaced(namespace), key, labels[key]): child for key in owners} or None
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ class PlacementReconciler(Reconciler):
             return
         self.waker.cluster = spec.cluster_name
         self.waker.vmids = frozenset({spec.vmid}) if spec.vmid is not None else None
+        self.waker.nodes = frozenset(spec.nodes)
         try:
             context = await cluster_context(
                 self.caches, self.registry, self.namespace, spec.cluster_name

@@ -28,6 +28,7 @@ class Waker:
         # VMMigrations its passes created, by name: (manifest, time.monotonic() of creation)
         self.created: dict[str, tuple[dict[str, Any], float]] = {}
         self.vmids: frozenset[int] | None = None  # the guests its pass reads; None: any
+        self.nodes: frozenset[str] | None = None  # the nodes whose cordon it reads; None: any
         self._event = asyncio.Event()
 
     def wake(self) -> None:
@@ -69,14 +70,17 @@ class Registry:
         plurals: frozenset[str],
         vmids: frozenset[int] | None = None,
         but: WakerKey | None = None,
+        nodes: frozenset[str] | None = None,
     ) -> None:
         """Wake every reconciler of `plurals` whose object names `cluster` (and, given
-        `vmids`, reads one of those guests or any), `but` one."""
+        `vmids` or `nodes`, reads one of those guests or nodes, or any), `but` one."""
         for key, waker in list(self.wakers.items()):
             plural, ns, _ = key
             if ns != namespace or plural not in plurals or waker.cluster != cluster:
                 continue
             if key == but:
+                continue
+            if nodes is not None and waker.nodes is not None and not waker.nodes & nodes:
                 continue
             if vmids is None or waker.vmids is None or waker.vmids & vmids:
                 waker.wake()

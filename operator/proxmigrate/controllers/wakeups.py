@@ -5,9 +5,9 @@ woken reconciler reads what woke it. Each wakes only those whose inputs changed:
 
 - a NodeDrain or VMPlacement: itself when its spec changes or it is being deleted (its own
   status writes do not wake it);
-- a NodeDrain's cordon (node, dry run, existence): every drain and placement of its
-  cluster; its moves under way (which other drains count as load on their targets): the
-  other drains of its cluster;
+- a NodeDrain's cordon (node, dry run, existence): every drain of its cluster, and the
+  placements that may use that node; its moves under way (which other drains count as load
+  on their targets): the other drains of its cluster;
 - a VMMigration: the drain or placement that made it;
 - a ProxmoxCluster's spec: its runtime gets the new migration policy at once, and its
   drains and placements re-plan with the new settings;
@@ -86,9 +86,12 @@ def drain_changed(
         return
     caches = Caches.of(kwargs)
     cordoned = cordoned_nodes(caches.drains(namespace), cluster)
-    if registry.cordons.get((namespace, cluster)) != cordoned:
+    before = registry.cordons.get((namespace, cluster))
+    if before != cordoned:
         registry.cordons[(namespace, cluster)] = cordoned
-        registry.wake_cluster(namespace, cluster, DRAINS_AND_PLACEMENTS)
+        changed = None if before is None else before ^ cordoned
+        registry.wake_cluster(namespace, cluster, frozenset({NODEDRAINS}))
+        registry.wake_cluster(namespace, cluster, frozenset({VMPLACEMENTS}), nodes=changed)
         return
     key = (NODEDRAINS, namespace, label_value(name))
     waker = registry.wakers.get(key)
