@@ -5,6 +5,8 @@
 2. Inventory sync with 500 to 5,000 VMs on 50 nodes: the time of one `PveClient.inventory()`
    (one `GET /cluster/resources`), and the operator's CPU and memory while it keeps that
    cluster's inventory in sync every `SYNC_INTERVAL` seconds.
+3. Then `bench.operator_load`: kube-apiserver requests/s caused by the operator at rest and
+   during a drain with 10 to 1,000 VMPlacements, reaction times, RSS.
 """
 
 from __future__ import annotations
@@ -160,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out")
     parser.add_argument("--runs", type=int, default=5, help="NodeDrain latency runs")
     parser.add_argument("--sizes", default="500,1000,2000,5000", help="VM counts on 50 nodes")
+    parser.add_argument(
+        "--load-placements",
+        default="10,100,1000",
+        help="VMPlacement counts for bench.operator_load (API requests/s, reaction, RSS); "
+        "empty: skip it",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -196,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "operator.json").write_text(
         json.dumps({"latencies": latencies, "sizing": sizing}, indent=1) + "\n"
     )
-    return 0
+    if not args.load_placements:
+        return 0
+    from bench import operator_load  # imports this module: loaded only when run
+
+    return operator_load.main(["--out", str(args.out), "--placements", args.load_placements])
 
 
 if __name__ == "__main__":
