@@ -24,7 +24,7 @@ from proxmigrate.api.constants import (
     VMMIGRATIONS,
     VMPLACEMENTS,
 )
-from proxmigrate.controllers.children import DRAIN_LABEL
+from proxmigrate.controllers.children import DRAIN_HISTORY_LABEL, DRAIN_LABEL
 from pvesim.testing import PvesimProcess
 from tests.e2e.operator_env import create, get, items, vmmigration
 from tests.e2e.test_operator_drains import connect, node, nodedrain, start_sim, vm, wait_phase
@@ -90,12 +90,14 @@ def gone(read: Any) -> bool:
     return False
 
 
-def children(api: client.ApiClient, drain: str) -> dict[str, dict[str, Any]]:
-    """The VMMigrations labelled with `drain`'s name, by name."""
+def children(
+    api: client.ApiClient, drain: str, label: str = DRAIN_LABEL
+) -> dict[str, dict[str, Any]]:
+    """The VMMigrations whose `label` is `drain`'s name, by name."""
     return {
         m["metadata"]["name"]: m
         for m in items(api, NAMESPACE, VMMIGRATIONS)
-        if m["metadata"].get("labels", {}).get(DRAIN_LABEL) == drain
+        if m["metadata"].get("labels", {}).get(label) == drain
     }
 
 
@@ -136,18 +138,9 @@ def test_the_garbage_collector_deletes_what_a_deleted_drain_owns(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 14, maintenance record: release_drain (controllers/drains.py) detaches only "
-        "running VMMigrations; finished ones keep the drain's ownerReference and the garbage "
-        "collector deletes them with the drain. Needs the controller to detach final "
-        "children too (and a rule to clean detached ones up later)."
-    ),
-)
 def test_finished_migrations_outlive_their_deleted_drain(scene: Scene) -> None:
     """Deleting a NodeDrain lifts the cordon; the record of what moved stays: its finished
-    VMMigrations, still labelled with the drain's name."""
+    VMMigrations, labelled `proxmigrate.dev/drain-history=<drain>` and owned by nobody."""
     api = scene.api
     create(api, NAMESPACE, NODEDRAINS, nodedrain("pve1", "pve1"))
     status = wait_phase(api, NAMESPACE, "pve1", {"Drained", "Failed"}, scene.operator)
@@ -170,10 +163,13 @@ def test_finished_migrations_outlive_their_deleted_drain(scene: Scene) -> None:
     )
 
     with contextlib.suppress(TimeoutError):  # the collector's workers run concurrently
-        wait_for(lambda: not children(api, "pve1"), timeout=GC_SETTLE_SECONDS)
-    kept = children(api, "pve1")
+        wait_for(lambda: not children(api, "pve1", DRAIN_HISTORY_LABEL), timeout=GC_SETTLE_SECONDS)
+    kept = children(api, "pve1", DRAIN_HISTORY_LABEL)
     assert set(kept) == moved
     assert {m["status"]["phase"] for m in kept.values()} == {"Succeeded"}
+    assert all(not m["metadata"].get("ownerReferences") for m in kept.values())
+    # A NodeDrain re-created with the same name neither sees nor adopts them.
+    assert not children(api, "pve1")
 
 
 def test_a_namespace_with_our_objects_finishes_deleting(scene: Scene) -> None:

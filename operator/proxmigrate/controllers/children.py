@@ -18,6 +18,10 @@ from proxmigrate.runtime.cluster import ClusterRuntime
 
 log = logging.getLogger(__name__)
 DRAIN_LABEL = "proxmigrate.dev/drain"
+# A deleted NodeDrain's VMMigrations that ran (or still run) keep this label instead of
+# DRAIN_LABEL and lose their owner: the record of the maintenance outlives the drain, and a
+# drain re-created with the same name neither adopts nor counts them (docs/api.md).
+DRAIN_HISTORY_LABEL = "proxmigrate.dev/drain-history"
 PLACEMENT_LABEL = "proxmigrate.dev/placement"
 LABEL_VALUE_MAX = 63  # Kubernetes label values
 NAME_MAX = 253  # object names (DNS subdomain)

@@ -30,6 +30,7 @@ from proxmigrate.api.timestamps import parse_rfc3339
 from proxmigrate.controllers import events
 from proxmigrate.controllers.cache import Caches, namespaced
 from proxmigrate.controllers.children import (
+    DRAIN_HISTORY_LABEL,
     DRAIN_LABEL,
     child_name,
     child_vmid,
@@ -293,7 +294,9 @@ class DrainReconciler(Reconciler):
     ) -> dict[str, Any]:
         vmid = int(entry["vmid"])
         vm = context.inventory.vm(vmid)
-        name = child_name(self.name, str(vmid))
+        # The drain's uid in the name: the VMMigrations a deleted drain of the same name
+        # left as its record (DRAIN_HISTORY_LABEL) never take the name a new one needs.
+        name = child_name(self.name, f"{vmid}-{self.body['metadata']['uid'][:5]}")
         manifest = migration_manifest(
             owner=self.body,
             label_key=DRAIN_LABEL,
@@ -386,22 +389,30 @@ async def release_drain(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     **_: Any,
 ) -> None:
-    """Cancel queued migrations, detach running ones so they finish, lift the cordon.
+    """Cancel queued migrations, keep the others as the drain's record, lift the cordon.
+
+    Running and finished VMMigrations lose their owner (the garbage collector would delete
+    them with the drain) and trade DRAIN_LABEL for DRAIN_HISTORY_LABEL; running ones finish.
     Its VMMigrations are listed, not read from the cache: one created a moment ago and not
     delivered by the watch yet must be cancelled too."""
     kube, namespace = shared_kube(), namespaced(namespace)
-    cancelled = detached = 0
+    cancelled = detached = kept = 0
     selector = f"{DRAIN_LABEL}={label_value(name)}"
+    as_record = {
+        "metadata": {
+            "ownerReferences": None,
+            "labels": {DRAIN_LABEL: None, DRAIN_HISTORY_LABEL: label_value(name)},
+        }
+    }
     for child in await kube.list(VMMIGRATIONS, namespace, label_selector=selector):
         phase = migration_phase(child)
         child_name_ = child["metadata"]["name"]
-        if phase.is_final:
-            continue
-        if phase is MigrationPhase.RUNNING:
-            await kube.patch(
-                VMMIGRATIONS, namespace, child_name_, {"metadata": {"ownerReferences": None}}
-            )
-            detached += 1
+        if phase.is_final or phase is MigrationPhase.RUNNING:
+            await kube.patch(VMMIGRATIONS, namespace, child_name_, as_record)
+            if phase.is_final:
+                kept += 1
+            else:
+                detached += 1
         else:
             await kube.delete(VMMIGRATIONS, namespace, child_name_)
             cancelled += 1
@@ -410,7 +421,7 @@ async def release_drain(
     _forget_metrics(namespace, spec)
     logger.info(
         f"NodeDrain deleted: {cancelled} queued migrations cancelled, "
-        f"{detached} running ones left to finish"
+        f"{detached} running ones left to finish, {kept} finished ones kept as its record"
     )
 
 
