@@ -20,6 +20,7 @@ from proxmigrate import metrics
 from proxmigrate.api.cluster import ProxmoxClusterSpec
 from proxmigrate.api.conditions import set_condition
 from proxmigrate.api.constants import GROUP, PROXMOXCLUSTERS, VERSION
+from proxmigrate.api.events import EventReason
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.timestamps import to_rfc3339
 from proxmigrate.controllers import events
@@ -100,9 +101,9 @@ class _StatusWriter:
         await self.kube.patch_status(PROXMOXCLUSTERS, self.namespace, self.name, status)
         if (before.get("status"), before.get("reason")) != (after["status"], reason):
             kind, event = (
-                ("Normal", events.Reason.CLUSTER_READY)
+                ("Normal", EventReason.CLUSTER_READY)
                 if ready
-                else ("Warning", events.Reason.CLUSTER_NOT_READY)
+                else ("Warning", EventReason.CLUSTER_NOT_READY)
             )
             events.post(cluster_ref(self.namespace, self.name), kind, event, f"{reason}: {message}")
 
@@ -271,7 +272,7 @@ def _warn_if_unverified(connection: Connection, runtime: ClusterRuntime) -> None
         )
         log.warning("cluster %s: %s", runtime.label, message)
         ref = cluster_ref(runtime.namespace, runtime.name)
-        events.post(ref, "Warning", events.Reason.TLS_VERIFICATION_OFF, message)
+        events.post(ref, "Warning", EventReason.TLS_VERIFICATION_OFF, message)
 
 
 def _engine_trouble(runtime: ClusterRuntime, loop: asyncio.Task[None]) -> tuple[str, str] | None:

@@ -1,40 +1,25 @@
 """Kubernetes Events for the lifecycle of drains, placements and clusters.
 
-Every reason the controllers post is here, so `kubectl get events --field-selector
-reason=...` and alerting rules have one list to read. Events are posted on transitions
-only (a phase or condition that changed), never on a pass that changed nothing.
-(VMMigrations' own Events, Started, Retrying, Succeeded, Failed, Cancelled, come from
-the runtime.)
+Events are posted on transitions only (a phase or condition that changed), never on a
+pass that changed nothing. Every reason, the VMMigrations' own ones the runtime posts
+included, is in `api.events.Reason`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any, cast
 
 import kopf
 
 from proxmigrate.api.enums import DrainPhase
-
-
-class Reason(StrEnum):
-    DRAIN_STARTED = "DrainStarted"  # the first VMMigrations of a drain exist
-    DRAIN_BLOCKED = "DrainBlocked"  # a drain cannot proceed (capacity, invalid, duplicate)
-    DRAIN_FINISHED = "DrainFinished"  # every guest moved or skipped
-    DRAIN_FAILED = "DrainFailed"  # finished, some guests not moved
-    DRIFT_DETECTED = "DriftDetected"  # a placement created VMMigrations to correct drift
-    DRIFT_CORRECTED = "DriftCorrected"  # a placement is in sync again
-    CLUSTER_READY = "ClusterReady"
-    CLUSTER_NOT_READY = "ClusterNotReady"
-    TLS_VERIFICATION_OFF = "TLSVerificationOff"
-
+from proxmigrate.api.events import EventReason
 
 _DRAIN_REASONS = {
-    DrainPhase.DRAINING: ("Normal", Reason.DRAIN_STARTED),
-    DrainPhase.BLOCKED: ("Warning", Reason.DRAIN_BLOCKED),
-    DrainPhase.DRAINED: ("Normal", Reason.DRAIN_FINISHED),
-    DrainPhase.FAILED: ("Warning", Reason.DRAIN_FAILED),
+    DrainPhase.DRAINING: ("Normal", EventReason.DRAIN_STARTED),
+    DrainPhase.BLOCKED: ("Warning", EventReason.DRAIN_BLOCKED),
+    DrainPhase.DRAINED: ("Normal", EventReason.DRAIN_FINISHED),
+    DrainPhase.FAILED: ("Warning", EventReason.DRAIN_FAILED),
 }
 
 
@@ -64,6 +49,6 @@ def placement_transition(
     """DriftDetected when VMMigrations were created to correct drift, DriftCorrected when
     the placement is in sync again after it was not."""
     if created:
-        post(body, "Normal", Reason.DRIFT_DETECTED, f"{created} VMMigrations created")
+        post(body, "Normal", EventReason.DRIFT_DETECTED, f"{created} VMMigrations created")
     if after.get("inSync") is True and before.get("inSync") is False:
-        post(body, "Normal", Reason.DRIFT_CORRECTED, "every selected guest is on its node")
+        post(body, "Normal", EventReason.DRIFT_CORRECTED, "every selected guest is on its node")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxmigrate import metrics
 from proxmigrate.api.enums import MigrationPhase
+from proxmigrate.api.events import EventReason
 from proxmigrate.engine import Job, Outcome
 from proxmigrate.failures import Reason
 from proxmigrate.runtime import outcomes, tracking
@@ -161,5 +162,5 @@ async def cancel(rt: ClusterRuntime, request: MigrationRequest) -> str:
     metrics.MIGRATIONS.labels(rt.label, request.target, "cancelled").inc()
     await rt.journal.write(attempt, vmstatus.cancelled(attempt.status, now, message))
     kind = "Warning" if attention else "Normal"  # something is left for a human to do
-    rt.events(request.event_ref, kind, "Cancelled", message)
+    rt.events(request.event_ref, kind, EventReason.MIGRATION_CANCELLED, message)
     return message

@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from proxmigrate import metrics
+from proxmigrate.api.events import EventReason
 from proxmigrate.engine import Outcome
 from proxmigrate.failures import Failure, Reason
 from proxmigrate.pve.errors import PveError
@@ -57,7 +58,7 @@ async def finish(rt: ClusterRuntime, attempt: Attempt, failure: Failure | None) 
         metrics.MIGRATION_DURATION.labels(rt.label, "succeeded").observe(duration)
         await rt.journal.write(attempt, vmstatus.succeeded(current, now, failure, note))
         message = f"VM {request.vmid} now on {request.target} after {duration:.1f} s"
-        rt.events(request.event_ref, "Normal", "Succeeded", message)
+        rt.events(request.event_ref, "Normal", EventReason.MIGRATION_SUCCEEDED, message)
         rt.inventory = None  # placement changed: the next reader re-reads
     elif decision.kind == "retry" and failure is not None:
         assert attempt.job is not None
@@ -67,7 +68,7 @@ async def finish(rt: ClusterRuntime, attempt: Attempt, failure: Failure | None) 
         patch = vmstatus.retrying(current, now, failure, retry_at, decision.attempt)
         await rt.journal.write(attempt, patch)
         message = f"attempt {decision.attempt} failed: {failure.summary}"
-        rt.events(request.event_ref, "Warning", "Retrying", message)
+        rt.events(request.event_ref, "Warning", EventReason.MIGRATION_RETRYING, message)
     else:
         attempt.end()
         metrics.MIGRATIONS.labels(rt.label, request.target, "failed").inc()
@@ -75,7 +76,7 @@ async def finish(rt: ClusterRuntime, attempt: Attempt, failure: Failure | None) 
         reason = failure.reason if failure else Reason.UNKNOWN
         message = f"attempt {decision.attempt} failed: {failure.summary if failure else 'failed'}"
         await rt.journal.write(attempt, vmstatus.failed(current, now, reason, message, failure))
-        rt.events(request.event_ref, "Warning", "Failed", message)
+        rt.events(request.event_ref, "Warning", EventReason.MIGRATION_FAILED, message)
     rt.wake()
 
 
@@ -85,7 +86,7 @@ async def refused(rt: ClusterRuntime, attempt: Attempt, reason: Reason, message:
     attempt.end()
     await rt.journal.write(attempt, vmstatus.failed(attempt.status, rt.clock(), reason, message))
     metrics.MIGRATIONS.labels(rt.label, request.target, "failed").inc()
-    rt.events(request.event_ref, "Warning", "Failed", message)
+    rt.events(request.event_ref, "Warning", EventReason.MIGRATION_FAILED, message)
 
 
 async def _clear_stale_lock(rt: ClusterRuntime, request: MigrationRequest) -> str:

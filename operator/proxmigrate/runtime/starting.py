@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from proxmigrate import metrics
+from proxmigrate.api.events import EventReason
 from proxmigrate.engine import Outcome
 from proxmigrate.failures import Failure, FailurePhase, Reason
 from proxmigrate.pve.classifier import classify_api_error
@@ -92,7 +93,7 @@ async def start(rt: ClusterRuntime, attempt: Attempt) -> None:
     rt.events(
         request.event_ref,
         "Normal",
-        "Started",
+        EventReason.MIGRATION_STARTED,
         f"VM {request.vmid}: {attempt.source} -> {request.target} ({upid or 'task pending'})",
     )
     rt.wake()

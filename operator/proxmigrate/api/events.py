@@ -1,0 +1,23 @@
+"""The reasons of every Kubernetes Event the operator posts, in one place, so
+`kubectl get events --field-selector reason=...` and alerting rules have one list to read."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventReason(StrEnum):
+    MIGRATION_STARTED = "Started"  # a VMMigration's PVE task was requested
+    MIGRATION_RETRYING = "Retrying"  # a transient failure; it is queued again
+    MIGRATION_SUCCEEDED = "Succeeded"
+    MIGRATION_FAILED = "Failed"
+    MIGRATION_CANCELLED = "Cancelled"  # deleted, or withdrawn from a cordoned node
+    DRAIN_STARTED = "DrainStarted"  # the first VMMigrations of a drain exist
+    DRAIN_BLOCKED = "DrainBlocked"  # a drain cannot proceed (capacity, invalid, duplicate)
+    DRAIN_FINISHED = "DrainFinished"  # every guest moved or skipped
+    DRAIN_FAILED = "DrainFailed"  # finished, some guests not moved
+    DRIFT_DETECTED = "DriftDetected"  # a placement created VMMigrations to correct drift
+    DRIFT_CORRECTED = "DriftCorrected"  # a placement is in sync again
+    CLUSTER_READY = "ClusterReady"
+    CLUSTER_NOT_READY = "ClusterNotReady"
+    TLS_VERIFICATION_OFF = "TLSVerificationOff"
