@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from pvesim.api import router
@@ -25,7 +26,8 @@ USERS = {"root": ROOT, "token": TOKEN_ID}  # pvesim's token: root's, not privile
 def cluster(spec: Mapping[str, Any]) -> Cluster:
     """Three nodes; `vm`/`disks`/`local_devices`/`ha` shape VM 100 (or `vms` lists guests of
     pve1), `crowd` adds that many small guests on pve3 (VMIDs from 1000), `max_startups`
-    sets every sshd's; `datacenter` and `access` are the cluster YAML's (docs/pvesim.md)."""
+    sets every sshd's and `sshd` overrides their model parameters; `datacenter` and `access`
+    are the cluster YAML's (docs/pvesim.md)."""
     vm = _VM | dict(spec.get("vm", {}))
     for key in ("disks", "local_devices", "ha"):
         if key in spec:
@@ -42,7 +44,10 @@ def cluster(spec: Mapping[str, Any]) -> Cluster:
         "datacenter": dict(spec.get("datacenter", {})),
         "access": dict(spec.get("access", {})),
     }
-    return from_config(config, seed=1)
+    sim = from_config(config, seed=1)
+    for each in sim.nodes.values():
+        each.sshd.params = replace(each.sshd.params, **spec.get("sshd", {}))
+    return sim
 
 
 def api(sim: Cluster, method: str, path: str, user: str = ROOT, **params: Any) -> Any:

@@ -146,8 +146,15 @@ def test_running_task_listed_first_and_delete_answers_once_it_ended(sim: PvesimP
     api.nodes("pve2").tasks(upid).delete()
     status = api.nodes("pve2").tasks(upid).status.get()
     assert status["status"] == "stopped"
-    # by the step the SIGTERM found: fork_worker's handler, prepare/phase 1, phase 2
-    assert status["exitstatus"] in ("received interrupt", "migration aborted", "migration problems")
+    # by the step the SIGTERM found: fork_worker's handler, prepare/phase 1, phase 2; or
+    # SIGKILL (no end line: UPID.pm read_status's `unexpected status`) when the cleanup's
+    # own ssh logins outlast kill_process_group's 5 s (sshd's handshake times are sampled)
+    assert status["exitstatus"] in (
+        "received interrupt",
+        "migration aborted",
+        "migration problems",
+        "unexpected status",
+    )
     assert sim.state()["placement"][str(vmid)] == "pve2"
 
 
