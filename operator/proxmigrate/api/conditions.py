@@ -88,6 +88,26 @@ def set_condition(
     return updated
 
 
+def set_degraded(
+    conditions: Sequence[Condition] | None,
+    degraded: bool,
+    reason: str,
+    message: str,
+    observed_generation: int | None,
+    now: datetime.datetime,
+) -> list[Condition]:
+    """`Degraded` carrying the object's reason and message when degraded, else `AsExpected`."""
+    return set_condition(
+        conditions,
+        ConditionType.DEGRADED,
+        degraded,
+        reason if degraded else "AsExpected",
+        message if degraded else "nothing wrong",
+        observed_generation,
+        now,
+    )
+
+
 def _condition(
     type: str,
     status: str,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxmigrate.api.conditions import ConditionType, set_condition
+from proxmigrate.api.conditions import ConditionType, set_condition, set_degraded
 from proxmigrate.api.enums import PlacementPolicy
 from proxmigrate.api.timestamps import parse_rfc3339, to_rfc3339
 from proxmigrate.planning import PlacementAction, PlacementDecision
@@ -183,15 +183,7 @@ def invalid_status(
     conditions = set_condition(
         conditions, ConditionType.IN_SYNC, None, reason, message, generation, now
     )
-    conditions = set_condition(
-        conditions,
-        ConditionType.DEGRADED,
-        degraded,
-        reason if degraded else "AsExpected",
-        message if degraded else "nothing wrong",
-        generation,
-        now,
-    )
+    conditions = set_degraded(conditions, degraded, reason, message, generation, now)
     return {
         "observedGeneration": generation,
         "conditions": conditions,

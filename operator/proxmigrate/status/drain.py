@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxmigrate.api.conditions import ConditionType, set_condition
+from proxmigrate.api.conditions import ConditionType, set_condition, set_degraded
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase
 from proxmigrate.api.timestamps import format_duration, parse_rfc3339, to_rfc3339
 from proxmigrate.planning import DrainPlan, PlannedMove, estimate_remaining_seconds
@@ -260,13 +260,5 @@ def waiting_status(
     )
     reconciling = not (blocked or dry_run)
     conditions = _kstatus(conditions, reconciling, blocked, reason, message, generation, now)
-    conditions = set_condition(
-        conditions,
-        ConditionType.DEGRADED,
-        degraded,
-        reason if degraded else "AsExpected",
-        message if degraded else "nothing wrong",
-        generation,
-        now,
-    )
+    conditions = set_degraded(conditions, degraded, reason, message, generation, now)
     return {"phase": phase.value, "observedGeneration": generation, "conditions": conditions}
