@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from proxmigrate.api.fields import SpecReader
 
@@ -20,6 +22,14 @@ class SecretRef:
 
     def namespace_or(self, default: str) -> str:
         return self.namespace or default
+
+
+def raw_cluster_name(spec: Any) -> str | None:
+    """`spec.clusterRef.name` of a raw spec that may not be valid (watch events, deletions,
+    metric labels), or None where there is none."""
+    ref = spec.get("clusterRef") if isinstance(spec, Mapping) else None
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    return str(name) if name else None
 
 
 def cluster_name(spec: SpecReader) -> str:

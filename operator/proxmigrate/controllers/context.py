@@ -13,6 +13,7 @@ from typing import Any
 from proxmigrate.api.cluster import ProxmoxClusterSpec
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.placement import VMPlacementSpec
+from proxmigrate.api.refs import raw_cluster_name
 from proxmigrate.controllers.cache import Caches
 from proxmigrate.controllers.children import is_deleting
 from proxmigrate.controllers.registry import Registry
@@ -68,7 +69,7 @@ def drains_of_cluster(drains: Iterable[Mapping[str, Any]], cluster: str) -> list
     return [
         drain
         for drain in drains
-        if (drain.get("spec") or {}).get("clusterRef", {}).get("name") == cluster
+        if raw_cluster_name(drain.get("spec")) == cluster
         and not (drain.get("spec") or {}).get("dryRun")
         and not is_deleting(drain)
     ]

@@ -26,6 +26,7 @@ from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy, MigrationPhase
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.migration import migration_phase
+from proxmigrate.api.refs import raw_cluster_name
 from proxmigrate.api.timestamps import parse_rfc3339
 from proxmigrate.controllers import events
 from proxmigrate.controllers.cache import Caches, namespaced
@@ -427,10 +428,8 @@ async def release_drain(
 
 def _metric_labels(namespace: str, spec: Any) -> tuple[str, str]:
     """(proxmox_cluster, pve_node) of a NodeDrain, read from its raw spec (valid or not)."""
-    spec = spec if isinstance(spec, Mapping) else {}
-    ref = spec.get("clusterRef")
-    name = ref.get("name", "") if isinstance(ref, Mapping) else ""
-    return f"{namespace}/{name}", str(spec.get("nodeName", ""))
+    node = spec.get("nodeName", "") if isinstance(spec, Mapping) else ""
+    return f"{namespace}/{raw_cluster_name(spec) or ''}", str(node)
 
 
 def _forget_metrics(namespace: str, spec: Any) -> None:

@@ -20,6 +20,7 @@ import kopf
 
 from proxmigrate.api.conditions import set_condition
 from proxmigrate.api.constants import VMMIGRATIONS
+from proxmigrate.api.refs import raw_cluster_name
 from proxmigrate.controllers.cache import Body, Caches, snapshot
 from proxmigrate.controllers.children import is_deleting, label_value
 from proxmigrate.controllers.registry import Registry, Waker
@@ -114,7 +115,7 @@ async def reconcile_until_stopped(
             current = newest(snapshot(body), written)
             if is_deleting(current):
                 return
-            waker.cluster = ((current["spec"].get("clusterRef") or {}).get("name")) or None
+            waker.cluster = raw_cluster_name(current.get("spec"))
             reconciler = kind(kube, current, caches, registry, waker)
             delay = RESYNC_SECONDS
             try:

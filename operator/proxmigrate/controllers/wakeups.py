@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -34,6 +33,7 @@ from proxmigrate.api.constants import (
     VMPLACEMENTS,
 )
 from proxmigrate.api.fields import SpecError
+from proxmigrate.api.refs import raw_cluster_name
 from proxmigrate.controllers.cache import Caches, namespaced
 from proxmigrate.controllers.children import DRAIN_LABEL, PLACEMENT_LABEL, label_value
 from proxmigrate.controllers.context import cordoned_nodes
@@ -59,17 +59,12 @@ DRAINS_AND_PLACEMENTS = frozenset({NODEDRAINS, VMPLACEMENTS})
 _UNDER_WAY = ("Pending", "Queued", "Migrating")  # drain entries that load their targets
 
 
-def _cluster_of(spec: Mapping[str, Any]) -> str | None:
-    ref = spec.get("clusterRef")
-    return str(ref.get("name")) if isinstance(ref, Mapping) and ref.get("name") else None
-
-
 def _wake_owner(registry: Registry, plural: str, namespace: str, name: str, spec: Any) -> None:
     """Wake the object's own reconciler when what it was asked changed (not its status)."""
     waker = registry.wakers.get((plural, namespace, label_value(name)))
     if waker is None:
         return
-    waker.cluster = _cluster_of(spec) or waker.cluster
+    waker.cluster = raw_cluster_name(spec) or waker.cluster
     waker.wake()
 
 
@@ -81,7 +76,7 @@ def drain_changed(
     spec = body.get("spec") or {}
     if _changed_own(registry, type, NODEDRAINS, namespace, name, body):
         _wake_owner(registry, NODEDRAINS, namespace, name, spec)
-    cluster = _cluster_of(spec)
+    cluster = raw_cluster_name(spec)
     if cluster is None:
         return
     caches = Caches.of(kwargs)
