@@ -206,6 +206,35 @@ def test_a_dry_run_drain_stays_one(custom: client.CustomObjectsApi) -> None:
     assert "spec.dryRun is immutable" in message
 
 
+def test_maintenance_done_needs_return_guests_and_stays_set(
+    custom: client.CustomObjectsApi,
+) -> None:
+    assert "spec.maintenanceDone only ends a drain with spec.returnGuests: true" in rejection(
+        lambda: create(custom, api.NODE_DRAIN, with_changes(DRAIN, maintenanceDone=True))
+    )
+    dry_run = with_changes(DRAIN, dryRun=True, returnGuests=True, maintenanceDone=True)
+    assert "cannot be set on a dry run" in rejection(
+        lambda: create(custom, api.NODE_DRAIN, dry_run)
+    )
+    created = create(custom, api.NODE_DRAIN, with_changes(DRAIN, avoidTargets=["pve3"]))
+    assert (created["spec"]["returnGuests"], created["spec"]["maintenanceDone"]) == (False, False)
+    name = created["metadata"]["name"]
+
+    def patch(spec: Body) -> Body:
+        patched: Body = custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, NAMESPACE, api.NODEDRAINS, name, {"spec": spec}
+        )
+        return patched
+
+    assert patch({"returnGuests": True, "maintenanceDone": True})["spec"]["maintenanceDone"]
+    assert "spec.maintenanceDone cannot be set back to false" in rejection(
+        lambda: patch({"maintenanceDone": False})
+    )
+    assert "spec.maintenanceDone only ends a drain" in rejection(
+        lambda: patch({"returnGuests": False})
+    )
+
+
 def test_placement_defaults(custom: client.CustomObjectsApi) -> None:
     spec = create(custom, api.VM_PLACEMENT, PLACEMENT)["spec"]
     assert spec["policy"] == "enforce"

@@ -241,6 +241,7 @@ def test_list_item_enums_match_python() -> None:
     assert attempt["outcome"]["enum"] == [m.value for m in enums.AttemptOutcome]
     entry = node_at(api.NODE_DRAIN, "status.vms")["items"]["properties"]
     assert entry["phase"]["enum"] == [m.value for m in enums.DrainVMPhase]
+    assert entry["returnPhase"]["enum"] == [m.value for m in enums.DrainReturnPhase]
 
 
 def resolve_json_path(schema: Schema, json_path: str) -> Schema | None:
@@ -282,7 +283,7 @@ EXPECTED_COLUMNS = {
     ),
     api.NODE_DRAIN: (
         ["NODE", "PHASE", "MIGRATED", "REMAINING", "FAILED", "AGE"],
-        ["PROGRESS", "ETA"],
+        ["PROGRESS", "ETA", "RETURNED"],
     ),
     api.VM_PLACEMENT: (["VM", "DESIRED", "CURRENT", "SYNCED", "AGE"], ["POLICY"]),
 }
@@ -315,6 +316,9 @@ CEL_RULES: list[tuple[api.Resource, str, str]] = [
     (api.VM_MIGRATION, "spec", "self.source != self.target"),
     (api.NODE_DRAIN, "spec.nodeName", "self == oldSelf"),
     (api.NODE_DRAIN, "spec", "self.nodeName in self.targets"),
+    (api.NODE_DRAIN, "spec", "self.maintenanceDone) || (has(self.returnGuests)"),
+    (api.NODE_DRAIN, "spec", "!(has(self.dryRun) && self.dryRun)"),
+    (api.NODE_DRAIN, "spec.maintenanceDone", "!oldSelf || self"),
     (api.VM_PLACEMENT, "spec", "[has(self.vmid), has(self.name), has(self.selector)]"),
     (api.VM_PLACEMENT, "spec", "has(self.node) != has(self.nodes)"),
     (api.VM_PLACEMENT, "spec.selector", "has(self.tags) || has(self.pool)"),

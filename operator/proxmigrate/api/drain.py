@@ -40,6 +40,9 @@ class NodeDrainSpec:
     memory_reserve_minimum_bytes: int | None = None
     dry_run: bool = False
     allow_partial: bool = False
+    return_guests: bool = False  # maintenance_done sends the moved guests home
+    maintenance_done: bool = False  # only with return_guests (the CRD refuses it otherwise)
+    avoid_targets: frozenset[str] = frozenset()  # targets of last resort (NodeMaintenance)
 
     @classmethod
     def from_spec(cls, data: Mapping[str, Any] | None, path: str = "spec") -> NodeDrainSpec:
@@ -48,6 +51,13 @@ class NodeDrainSpec:
         targets = reader.list_of("targets", str) if reader.has("targets") else None
         if targets is not None and node_name in targets:
             raise SpecError(f"{path}.targets must not contain {path}.nodeName ({node_name})")
+        return_guests = reader.get("returnGuests", bool, False)
+        maintenance_done = reader.get("maintenanceDone", bool, False)
+        if maintenance_done and not return_guests:
+            raise SpecError(
+                f"{path}.maintenanceDone only ends a drain with {path}.returnGuests: true; "
+                "delete the NodeDrain to end it and keep the guests where they are"
+            )
         return cls(
             cluster_name=cluster_name(reader),
             node_name=node_name,
@@ -62,6 +72,9 @@ class NodeDrainSpec:
             memory_reserve_minimum_bytes=reader.quantity("memoryReserveMinimum"),
             dry_run=reader.get("dryRun", bool, False),
             allow_partial=reader.get("allowPartial", bool, False),
+            return_guests=return_guests,
+            maintenance_done=maintenance_done,
+            avoid_targets=frozenset(reader.list_of("avoidTargets", str)),
         )
 
     def effective_max_parallel(self, cluster_max_parallel: int) -> int:

@@ -51,6 +51,8 @@ class DrainPhase(StrEnum):
     BLOCKED = "Blocked"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
+    RETURNING = "Returning"  # maintenanceDone with returnGuests: the guests go home
+    RETURNED = "Returned"  # every return ended (moved, skipped with a reason, or failed)
 
 
 class DrainVMPhase(StrEnum):
@@ -63,6 +65,17 @@ class DrainVMPhase(StrEnum):
     FAILED = "Failed"
     SKIPPED = "Skipped"
     CANCELLED = "Cancelled"
+
+
+class DrainReturnPhase(StrEnum):
+    """`NodeDrain.status.vms[].returnPhase`: a moved guest's way home."""
+
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    MIGRATING = "Migrating"
+    RETURNED = "Returned"
+    SKIPPED = "ReturnSkipped"
+    FAILED = "Failed"
 
 
 class MigrationType(StrEnum):
@@ -92,3 +105,50 @@ class PlacementPolicy(StrEnum):
 
     ENFORCE = "enforce"
     REPORT = "report"
+
+
+class MaintenancePhase(StrEnum):
+    """`NodeMaintenance.status.phase`."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    BLOCKED = "Blocked"
+    CANCELLED = "Cancelled"
+
+
+class MaintenanceNodePhase(StrEnum):
+    """`NodeMaintenance.status.nodes[].phase`."""
+
+    PENDING = "Pending"
+    DRAINING = "Draining"
+    IN_MAINTENANCE = "InMaintenance"
+    RETURNING = "Returning"
+    DONE = "Done"
+    FAILED = "Failed"
+    BLOCKED = "Blocked"
+    SKIPPED = "Skipped"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (self.DONE, self.FAILED, self.SKIPPED)
+
+    @property
+    def is_active(self) -> bool:
+        """The node has a drain that still runs, waits or returns."""
+        return self in (self.DRAINING, self.IN_MAINTENANCE, self.RETURNING)
+
+
+class FailurePolicy(StrEnum):
+    """`NodeMaintenance.spec.onFailure`."""
+
+    STOP = "stop"
+    CONTINUE = "continue"
+
+
+class DoneSignal(StrEnum):
+    """`NodeMaintenance.spec.done.signal`."""
+
+    ANNOTATION = "annotation"
