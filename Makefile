@@ -15,13 +15,6 @@ help:
 	@echo "make lint | typecheck | unit | e2e | bench | bench-quick | clean"
 
 # hack/venv.sh says what it installs in one line; pip's output goes to .venv/pip.log.
-# The demo needs only the runtime dependencies; a virtualenv whose dev dependencies are
-# up to date has them too.
-$(RUNTIME_STAMP): pyproject.toml
-	@[ $(STAMP) -nt pyproject.toml ] \
-	  || PYTHON=$(PYTHON) bash hack/venv.sh $(VENV) . "the runtime Python dependencies" "40 s"
-	@touch $@
-
 $(STAMP): pyproject.toml
 	@PYTHON=$(PYTHON) bash hack/venv.sh $(VENV) '.[dev]' \
 	  "the Python dependencies of the tests and linters" "2 min"
@@ -60,8 +53,12 @@ test: lint typecheck
 	@$(PROVISION) unit e2e
 	$(VENV)/bin/pytest -q tests
 
-# demo.py provisions what it runs itself, after saying what will happen and how long.
-demo: $(RUNTIME_STAMP)
+# The demo needs only the runtime dependencies, installed while the control plane builds
+# (hack/provision.py; a virtualenv with the dev dependencies has them too); then demo.py
+# says what will happen and how long, and runs it.
+demo:
+	@$(PYTHON) hack/provision.py for demo --venv $(VENV) \
+	  --say "make demo: the operator will drain a node of a simulated Proxmox VE cluster; first it sets up what that needs, once:"
 	@$(PY) hack/demo.py
 
 bench: venv

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +278,61 @@ def test_jobs_and_the_estimate() -> None:
     assert provision.estimate(times, 1) == 340
     assert provision.estimate(times, 2) == 250  # 10 then 240 side by side with 90
     assert provision.estimate(times, 3) == 240
+
+
+# ----- the virtualenv beside the builds --------------------------------------------------------
+
+
+def test_a_virtualenv_is_ready_once_installed_after_pyproject_changed(tmp_path: Path) -> None:
+    runtime = provision.PythonEnv(tmp_path / "venv", dev=False)
+    dev = provision.PythonEnv(tmp_path / "venv", dev=True)
+    assert not runtime.ready() and not dev.ready()
+    (tmp_path / "venv").mkdir()
+    (tmp_path / "venv" / ".runtime-installed").touch()
+    assert runtime.ready() and not dev.ready()  # the runtime install lacks the dev tools
+    (tmp_path / "venv" / ".installed").touch()
+    assert dev.ready()
+    changed = (REPO_ROOT / "pyproject.toml").stat().st_mtime
+    for stamp in runtime.stamps():
+        os.utime(stamp, (changed - 10, changed - 10))
+    assert not runtime.ready() and not dev.ready()  # pyproject.toml changed since
+
+
+@dataclasses.dataclass(frozen=True)
+class WaitingEnv(provision.PythonEnv):  # type: ignore[misc,name-defined]
+    """A virtualenv whose install waits (2 s at most) for the build `waits_for` to start."""
+
+    waits_for: Path = Path()
+
+    def install(self, environ: Any = None) -> None:
+        for _ in range(40):
+            if self.waits_for.exists():
+                self.stamps()[0].parent.mkdir(parents=True, exist_ok=True)
+                self.stamps()[0].touch()
+                return
+            time.sleep(0.05)
+        raise provision.ProvisionError("the build never started beside the install")
+
+
+def test_the_virtualenv_installs_beside_the_builds_without_taking_a_lane(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    started = tmp_path / "build-started"
+    env = WaitingEnv(tmp_path / "venv", dev=False, waits_for=started)
+    build = fake(build=f"touch {started}; " + fake().build[2])
+    out = io.StringIO()
+    one_lane = {**environ, "PROXMIGRATE_JOBS": "1"}
+    found = provision.ensure([build], out=out, environ=one_lane, python_env=env, say="demo: first")
+    assert set(found) == {"kubething"} and env.ready()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "demo: first"
+    assert lines[1].startswith(
+        f"provision: building 1 component(s) and installing python-env {env.path} once, "
+        "about 1 min on 2 idle cores"
+    )
+    assert re.fullmatch(
+        rf"  python-env {re.escape(str(env.path))} \(about 40 s\): done in \d+ s", lines[4]
+    )
+    out = io.StringIO()
+    provision.ensure([build], out=out, environ=one_lane, python_env=env, say="demo: first")
+    assert out.getvalue() == ""  # all there: not even the `say` line
