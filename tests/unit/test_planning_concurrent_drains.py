@@ -31,7 +31,7 @@ def test_bytes_elsewhere_never_make_a_guest_unplaceable() -> None:
 
 def test_other_drains_not_yet_final_entries_are_the_bytes_elsewhere() -> None:
     from proxmigrate.api.drain import NodeDrainSpec
-    from proxmigrate.controllers.drains import planned_elsewhere
+    from proxmigrate.controllers.drain_requests import planned_elsewhere
 
     def nodedrain(node: str, entries: list[dict[str, object]], cluster: str = "lab") -> dict:
         spec = {"clusterRef": {"name": cluster}, "nodeName": node}

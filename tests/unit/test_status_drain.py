@@ -20,6 +20,9 @@ FULL = {
     "phase": "Failed",
     "migration": "drain-a-101",
     "reason": "ssh_dropped",
+    "returnPhase": "ReturnSkipped",
+    "returnMigration": "drain-a-ret-101",
+    "returnReason": "a VMPlacement pins it to pve3, not pve1",
 }
 
 

@@ -76,7 +76,13 @@ def drains_of_cluster(drains: Iterable[Mapping[str, Any]], cluster: str) -> list
 
 
 def cordoned_nodes(drains: Iterable[Mapping[str, Any]], cluster: str) -> frozenset[str]:
-    return frozenset(str(drain["spec"]["nodeName"]) for drain in drains_of_cluster(drains, cluster))
+    """The nodes of the cluster's NodeDrains, but those whose maintenance is declared done
+    (`maintenanceDone`: their guests are returning; the node is a target again)."""
+    return frozenset(
+        str(drain["spec"]["nodeName"])
+        for drain in drains_of_cluster(drains, cluster)
+        if not drain["spec"].get("maintenanceDone")
+    )
 
 
 def unusable_targets(cordoned: frozenset[str], inventory: Inventory) -> frozenset[str]:

@@ -5,7 +5,8 @@ its VMMigrations, other drains' cordons and loads, the cluster's inventory or sp
 (or re-plan while nothing moves yet), then create VMMigrations in plan order within the
 drain's window and derive the status from them (runtime/drain_progress.py). Deleting the
 NodeDrain cancels queued migrations, lets running ones finish (detached from the drain) and
-lifts the cordon.
+lifts the cordon. With `returnGuests`, `maintenanceDone` ends the drain instead and sends
+its guests home (controllers/drain_returns.py).
 """
 
 from __future__ import annotations
@@ -41,15 +42,20 @@ from proxmigrate.controllers.children import (
     withdraw_onto,
 )
 from proxmigrate.controllers.context import (
-    INVENTORY_MAX_AGE,
     ClusterContext,
     ClusterNotReady,
     cluster_context,
-    cordoned_nodes,
-    drains_of_cluster,
     placement_pins,
     unusable_targets,
 )
+from proxmigrate.controllers.drain_requests import (
+    UNDER_WAY,
+    drain_request,
+    drain_window,
+    owning_drain,
+    with_local_resources,
+)
+from proxmigrate.controllers.drain_returns import return_home
 from proxmigrate.controllers.reconcile import Reconciler, reconcile_until_stopped
 from proxmigrate.controllers.registry import registry_of
 from proxmigrate.kube import shared_kube
@@ -66,69 +72,10 @@ from proxmigrate.runtime import drain_progress as progress
 # created with it (one `kubectl create -f` of several) exist by then, and its first plan
 # honours their cordons instead of sending guests onto nodes they are draining.
 CREATED_TOGETHER_SECONDS = 3.0
-# Guests whose move is planned or running: they will occupy their targets' memory.
-UNDER_WAY = frozenset({DrainVMPhase.PENDING, DrainVMPhase.QUEUED, DrainVMPhase.MIGRATING})
 
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def owning_drain(
-    drains: Sequence[Mapping[str, Any]], cluster: str, node: str
-) -> Mapping[str, Any] | None:
-    """The NodeDrain that owns `node`: the oldest live, non-dry-run one (then by name)."""
-    candidates = [d for d in drains_of_cluster(drains, cluster) if d["spec"]["nodeName"] == node]
-    if not candidates:
-        return None
-    return min(
-        candidates,
-        key=lambda d: (d["metadata"].get("creationTimestamp", ""), d["metadata"]["name"]),
-    )
-
-
-def drain_request(
-    spec: NodeDrainSpec, context: ClusterContext, drains: Sequence[Mapping[str, Any]]
-) -> DrainRequest:
-    """The planner's request with the cordons of every NodeDrain; pins come with
-    `DrainReconciler._pinned`, read only when something is to be planned."""
-    placement = context.spec.placement
-    return DrainRequest(
-        node=spec.node_name,
-        targets=spec.targets,
-        cordoned=cordoned_nodes(drains, spec.cluster_name) | {spec.node_name},
-        selector=spec.vm_selector,
-        stopped_vms=spec.stopped_vms,
-        templates=spec.templates,
-        local_disks=spec.local_disks,
-        reserve=spec.memory_reserve(placement),
-        anti_affinity_prefix=placement.anti_affinity_tag_prefix,
-        planned_elsewhere=planned_elsewhere(spec, drains),
-    )
-
-
-def planned_elsewhere(spec: NodeDrainSpec, drains: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Bytes the cluster's other NodeDrains still move into each target (memory of their
-    entries not yet final): one plan per cluster, the planner counts them as load."""
-    totals: dict[str, int] = {}
-    for other in drains_of_cluster(drains, spec.cluster_name):
-        if other["spec"].get("nodeName") == spec.node_name:
-            continue
-        for entry in (other.get("status") or {}).get("vms") or []:
-            target = entry.get("to")
-            if target and progress.entry_phase(entry) in UNDER_WAY:
-                totals[target] = totals.get(target, 0) + int(entry.get("memoryBytes") or 0)
-    return totals
-
-
-async def with_local_resources(context: ClusterContext, node: str) -> ClusterContext:
-    """`context` whose inventory knows the local disks and devices of `node`'s guests (PVE's
-    precondition check, kept per guest: no requests while the answers are fresh), which
-    decide `localDisks`, the passthrough refusal and `withLocalDisks`."""
-    inventory = await context.runtime.refresh_inventory(
-        INVENTORY_MAX_AGE, local_for=lambda vm: vm.node == node
-    )
-    return dataclasses.replace(context, inventory=inventory)
 
 
 def _same_plan(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
@@ -166,13 +113,16 @@ class DrainReconciler(Reconciler):
         except ClusterNotReady as error:
             await self._wait(DrainPhase.PENDING, error.reason, str(error), now, degraded=False)
             return
+        if spec.maintenance_done:
+            await return_home(self, spec, context, drains, now)
+            return
         context = await with_local_resources(context, spec.node_name)
         request = drain_request(spec, context, drains)
         if self.status.get("startTime"):
             await self._execute(spec, context, request, now)
             return
         try:
-            plan = plan_drain(context.inventory, await self._pinned(request, context))
+            plan = plan_drain(context.inventory, await self.pinned(request, context))
         except PlanError as error:
             await self._wait(DrainPhase.BLOCKED, "InvalidNode", str(error), now, degraded=True)
             return
@@ -217,7 +167,7 @@ class DrainReconciler(Reconciler):
         entries = progress.plan_entries(plan)
         entries = await self._create_due(spec, context, entries)
         status = progress.progress_status(entries, self.status, self.generation, now)
-        await self._write({**status, **extra}, context, spec)
+        await self.write({**status, **extra}, context, spec)
 
     async def _execute(
         self,
@@ -240,13 +190,13 @@ class DrainReconciler(Reconciler):
         )
         entries += await self._arrivals(entries, context, request)
         entries = await self._create_due(spec, context, entries)
-        await self._write(
+        await self.write(
             progress.progress_status(entries, self.status, self.generation, now), context, spec
         )
         for child in withdrawn:
             await self.kube.delete(VMMIGRATIONS, self.namespace, child["metadata"]["name"])
 
-    async def _pinned(self, request: DrainRequest, context: ClusterContext) -> DrainRequest:
+    async def pinned(self, request: DrainRequest, context: ClusterContext) -> DrainRequest:
         """`request` with the nodes every VMPlacement allows its guests."""
         placements = self.caches.placements(self.namespace)
         pins = placement_pins(placements, context.inventory, context.runtime.name)
@@ -269,7 +219,7 @@ class DrainReconciler(Reconciler):
         }
         projected = with_pending_moves(context.inventory, under_way)
         try:
-            plan = plan_drain(projected, await self._pinned(request, context))
+            plan = plan_drain(projected, await self.pinned(request, context))
             return progress.new_arrivals(entries, plan)
         except PlanError:
             return []
@@ -277,38 +227,47 @@ class DrainReconciler(Reconciler):
     async def _create_due(
         self, spec: NodeDrainSpec, context: ClusterContext, entries: list[progress.Entry]
     ) -> list[progress.Entry]:
-        window = (
-            spec.effective_max_parallel(context.spec.migration_policy.max_parallel)
-            if spec.max_parallel is not None
-            else None
-        )
+        window = drain_window(spec, context)
         due = {int(entry["vmid"]) for entry in progress.due_for_migration(entries, window)}
         updated = []
         for entry in entries:
-            if int(entry["vmid"]) in due:
-                entry = {**entry, **await self._create_child(spec, context, entry)}
+            vmid = int(entry["vmid"])
+            if vmid in due:
+                # The drain's uid in the name: the VMMigrations a deleted drain of the same
+                # name left as its record (DRAIN_HISTORY_LABEL) never take the name a new
+                # one needs.
+                name = child_name(self.name, f"{vmid}-{self.body['metadata']['uid'][:5]}")
+                source, target = str(entry["from"]), str(entry["to"])
+                order = int(entry.get("order") or 0)
+                if await self.create_move(spec, context, vmid, source, target, order, name):
+                    entry = {**entry, "phase": DrainVMPhase.QUEUED.value, "migration": name}
             updated.append(entry)
         return updated
 
-    async def _create_child(
-        self, spec: NodeDrainSpec, context: ClusterContext, entry: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        vmid = int(entry["vmid"])
+    async def create_move(
+        self,
+        spec: NodeDrainSpec,
+        context: ClusterContext,
+        vmid: int,
+        source: str,
+        target: str,
+        order: int,
+        name: str,
+    ) -> bool:
+        """Create the VMMigration `name` of one of the drain's moves (or returns), priority
+        from its plan `order`; False while a withdrawn one of that name is still there."""
         vm = context.inventory.vm(vmid)
-        # The drain's uid in the name: the VMMigrations a deleted drain of the same name
-        # left as its record (DRAIN_HISTORY_LABEL) never take the name a new one needs.
-        name = child_name(self.name, f"{vmid}-{self.body['metadata']['uid'][:5]}")
         manifest = migration_manifest(
             owner=self.body,
             label_key=DRAIN_LABEL,
             cluster=spec.cluster_name,
             vmid=vmid,
-            target=str(entry["to"]),
-            source=str(entry["from"]),
+            target=target,
+            source=source,
             online=True,  # the runtime migrates stopped guests offline
             with_local_disks=bool(vm and vm.local_disks)
             and spec.local_disks is LocalDisksPolicy.MIGRATE,
-            priority=progress.migration_priority(int(entry.get("order") or 0)),
+            priority=progress.migration_priority(order),
             name=name,
         )
         try:
@@ -317,13 +276,10 @@ class DrainReconciler(Reconciler):
             if error.status != 409:
                 raise
             existing = await self.kube.get(VMMIGRATIONS, self.namespace, name)
-            if (
-                existing is None
-                or is_deleting(existing)
-                or existing["spec"]["target"] != entry["to"]
-            ):
-                return {}  # a withdrawn one of that name is still there: next pass
-        return {"phase": DrainVMPhase.QUEUED.value, "migration": name}
+            return not (
+                existing is None or is_deleting(existing) or existing["spec"]["target"] != target
+            )
+        return True
 
     async def _wait(
         self,
@@ -338,9 +294,9 @@ class DrainReconciler(Reconciler):
         status = progress.waiting_status(
             self.status, phase, reason, message, self.generation, now, degraded=degraded
         )
-        await self._write({**status, **(extra or {})})
+        await self.write({**status, **(extra or {})})
 
-    async def _write(
+    async def write(
         self,
         status: Mapping[str, Any],
         context: ClusterContext | None = None,

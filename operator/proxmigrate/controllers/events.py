@@ -20,6 +20,7 @@ _DRAIN_REASONS = {
     DrainPhase.BLOCKED: ("Warning", EventReason.DRAIN_BLOCKED),
     DrainPhase.DRAINED: ("Normal", EventReason.DRAIN_FINISHED),
     DrainPhase.FAILED: ("Warning", EventReason.DRAIN_FAILED),
+    DrainPhase.RETURNED: ("Normal", EventReason.GUESTS_RETURNED),
 }
 
 

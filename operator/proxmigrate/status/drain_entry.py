@@ -2,8 +2,8 @@
 
 `status.vms` is the drain's durable state: one entry per guest, written when the plan is
 accepted, then advanced from what each guest's VMMigration reports (runtime/
-drain_progress.py). An entry is parsed once from its document (`DrainEntry.parse`) and
-written back with `document()`.
+drain_progress.py); with returnGuests, its way home too (status/drain_return.py). An entry
+is parsed once from its document (`DrainEntry.parse`) and written back with `document()`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxmigrate.api.enums import DrainVMPhase
+from proxmigrate.api.enums import DrainReturnPhase, DrainVMPhase
 from proxmigrate.planning import DrainPlan
 
 FINAL_VM_PHASES = frozenset(
@@ -36,11 +36,15 @@ class DrainEntry:
     order: int | None = None  # plan position, from 1; None for guests not moved
     migration: str | None = None  # the VMMigration's name, once handed over
     reason: str | None = None
+    return_phase: DrainReturnPhase | None = None  # once maintenanceDone planned its return
+    return_migration: str | None = None  # the VMMigration that moves it home
+    return_reason: str | None = None  # why it stays (ReturnSkipped) or its return failed
 
     @classmethod
     def parse(cls, document: Mapping[str, Any]) -> DrainEntry:
         memory = document.get("memoryBytes")
         order = document.get("order")
+        return_phase = document.get("returnPhase")
         return cls(
             vmid=int(document["vmid"]),
             phase=DrainVMPhase(document["phase"]),
@@ -51,6 +55,9 @@ class DrainEntry:
             order=None if order is None else int(order),
             migration=document.get("migration") or None,
             reason=document.get("reason") or None,
+            return_phase=None if return_phase is None else DrainReturnPhase(return_phase),
+            return_migration=document.get("returnMigration") or None,
+            return_reason=document.get("returnReason") or None,
         )
 
     def document(self) -> dict[str, Any]:
@@ -64,6 +71,9 @@ class DrainEntry:
             "phase": self.phase.value,
             "migration": self.migration,
             "reason": self.reason,
+            "returnPhase": None if self.return_phase is None else self.return_phase.value,
+            "returnMigration": self.return_migration,
+            "returnReason": self.return_reason,
         }
         return {key: value for key, value in fields.items() if value is not None}
 

@@ -1,0 +1,100 @@
+"""What a NodeDrain plans from: which drain owns a node, the planner's request (cordons,
+other drains' loads, avoided targets), the inventory with the drained guests' local
+resources, and how many of its migrations may run at once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence, Set
+from typing import Any
+
+from proxmigrate.api.drain import NodeDrainSpec
+from proxmigrate.api.enums import DrainReturnPhase, DrainVMPhase
+from proxmigrate.controllers.context import (
+    INVENTORY_MAX_AGE,
+    ClusterContext,
+    cordoned_nodes,
+    drains_of_cluster,
+)
+from proxmigrate.planning import DrainRequest
+from proxmigrate.runtime import drain_progress as progress
+
+# Guests whose move is planned or running: they will occupy their targets' memory.
+UNDER_WAY = frozenset({DrainVMPhase.PENDING, DrainVMPhase.QUEUED, DrainVMPhase.MIGRATING})
+RETURNS_UNDER_WAY = frozenset(
+    {DrainReturnPhase.PENDING, DrainReturnPhase.QUEUED, DrainReturnPhase.MIGRATING}
+)
+
+
+def owning_drain(
+    drains: Sequence[Mapping[str, Any]], cluster: str, node: str
+) -> Mapping[str, Any] | None:
+    """The NodeDrain that owns `node`: the oldest live, non-dry-run one (then by name)."""
+    candidates = [d for d in drains_of_cluster(drains, cluster) if d["spec"]["nodeName"] == node]
+    if not candidates:
+        return None
+    return min(
+        candidates,
+        key=lambda d: (d["metadata"].get("creationTimestamp", ""), d["metadata"]["name"]),
+    )
+
+
+def drain_request(
+    spec: NodeDrainSpec, context: ClusterContext, drains: Sequence[Mapping[str, Any]]
+) -> DrainRequest:
+    """The planner's request with the cordons of every NodeDrain; pins come with
+    `DrainReconciler.pinned`, read only when something is to be planned."""
+    placement = context.spec.placement
+    return DrainRequest(
+        node=spec.node_name,
+        targets=spec.targets,
+        cordoned=cordoned_nodes(drains, spec.cluster_name) | {spec.node_name},
+        selector=spec.vm_selector,
+        stopped_vms=spec.stopped_vms,
+        templates=spec.templates,
+        local_disks=spec.local_disks,
+        reserve=spec.memory_reserve(placement),
+        anti_affinity_prefix=placement.anti_affinity_tag_prefix,
+        planned_elsewhere=planned_elsewhere(spec, drains),
+        avoid=spec.avoid_targets,
+    )
+
+
+def planned_elsewhere(spec: NodeDrainSpec, drains: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Bytes the cluster's other NodeDrains still move into each node (memory of their
+    entries not yet final, and of their returns under way into their own node): one plan
+    per cluster, the planner counts them as load."""
+    totals: dict[str, int] = {}
+    for other in drains_of_cluster(drains, spec.cluster_name):
+        if other["spec"].get("nodeName") == spec.node_name:
+            continue
+        for entry in (other.get("status") or {}).get("vms") or []:
+            if entry.get("returnPhase") in RETURNS_UNDER_WAY:
+                node = entry.get("from")
+            elif progress.entry_phase(entry) in UNDER_WAY:
+                node = entry.get("to")
+            else:
+                continue
+            if node:
+                totals[node] = totals.get(node, 0) + int(entry.get("memoryBytes") or 0)
+    return totals
+
+
+async def with_local_resources(
+    context: ClusterContext, node: str, vmids: Set[int] = frozenset()
+) -> ClusterContext:
+    """`context` whose inventory knows the local disks and devices of `node`'s guests and
+    of `vmids` (PVE's precondition check, kept per guest: no requests while the answers are
+    fresh), which decide `localDisks`, the passthrough refusal and `withLocalDisks`."""
+    inventory = await context.runtime.refresh_inventory(
+        INVENTORY_MAX_AGE, local_for=lambda vm: vm.node == node or vm.vmid in vmids
+    )
+    return dataclasses.replace(context, inventory=inventory)
+
+
+def drain_window(spec: NodeDrainSpec, context: ClusterContext) -> int | None:
+    """Most of the drain's migrations (moves or returns) in flight at once; None: no cap of
+    its own, the cluster's engine throttles."""
+    if spec.max_parallel is None:
+        return None
+    return spec.effective_max_parallel(context.spec.migration_policy.max_parallel)
