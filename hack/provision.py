@@ -467,8 +467,13 @@ def ensure(
         out.write(say + "\n")
     out.write(
         f"provision: {' and '.join(work)} once, about "
-        f"{duration(total)} on 2 idle cores{busy(*os.getloadavg()[:1])}; "
-        f"build output in {shown(cache_dir(environ) / 'logs')}/<name>-<version>.log\n"
+        f"{duration(total)} on 2 idle cores{busy(*os.getloadavg()[:1])}"
+        + (
+            f"; build output in {shown(cache_dir(environ) / 'logs')}/<name>-<version>.log"
+            if missing
+            else ""
+        )
+        + "\n"
     )
     progress = Progress(out)
 
