@@ -15,7 +15,7 @@ a drain out). Each pass then:
    Returned (status/drain_return.py).
 
 Deleting the drain meanwhile cancels the queued returns and lets running ones finish
-(`drains.release_drain`, which handles every VMMigration with the drain's label).
+(`drain_release.release_drain`, which handles every VMMigration with the drain's label).
 """
 
 from __future__ import annotations

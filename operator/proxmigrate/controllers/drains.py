@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,20 +23,16 @@ from kubernetes.client.exceptions import ApiException
 from proxmigrate import metrics
 from proxmigrate.api.constants import GROUP, NODEDRAINS, VERSION, VMMIGRATIONS
 from proxmigrate.api.drain import NodeDrainSpec
-from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy, MigrationPhase
+from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy
 from proxmigrate.api.fields import SpecError
-from proxmigrate.api.migration import migration_phase
-from proxmigrate.api.refs import raw_cluster_name
 from proxmigrate.api.timestamps import parse_rfc3339
 from proxmigrate.controllers import events
-from proxmigrate.controllers.cache import Caches, namespaced
+from proxmigrate.controllers.cache import Caches
 from proxmigrate.controllers.children import (
-    DRAIN_HISTORY_LABEL,
     DRAIN_LABEL,
     child_name,
     child_vmid,
     is_deleting,
-    label_value,
     migration_manifest,
     withdraw_onto,
 )
@@ -48,6 +43,7 @@ from proxmigrate.controllers.context import (
     placement_pins,
     unusable_targets,
 )
+from proxmigrate.controllers.drain_release import metric_labels
 from proxmigrate.controllers.drain_requests import (
     UNDER_WAY,
     drain_request,
@@ -58,7 +54,6 @@ from proxmigrate.controllers.drain_requests import (
 from proxmigrate.controllers.drain_returns import return_home
 from proxmigrate.controllers.reconcile import Reconciler, reconcile_until_stopped
 from proxmigrate.controllers.registry import registry_of
-from proxmigrate.kube import shared_kube
 from proxmigrate.planning import (
     DrainPlan,
     DrainRequest,
@@ -302,7 +297,7 @@ class DrainReconciler(Reconciler):
         context: ClusterContext | None = None,
         spec: NodeDrainSpec | None = None,
     ) -> None:
-        cluster, node = _metric_labels(self.namespace, self.body.get("spec"))
+        cluster, node = metric_labels(self.namespace, self.body.get("spec"))
         drain = f"{self.namespace}/{self.name}"
         metrics.DRAIN_BLOCKED.remove_by_labels({"nodedrain": drain})
         dry_run = bool((self.body.get("spec") or {}).get("dryRun"))
@@ -335,59 +330,3 @@ async def node_drain(
     finally:
         drain = f"{body.metadata['namespace']}/{body.metadata['name']}"
         metrics.DRAIN_BLOCKED.remove_by_labels({"nodedrain": drain})
-
-
-@kopf.on.delete(GROUP, VERSION, NODEDRAINS)
-async def release_drain(
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any,
-) -> None:
-    """Cancel queued migrations, keep the others as the drain's record, lift the cordon.
-
-    Running and finished VMMigrations lose their owner (the garbage collector would delete
-    them with the drain) and trade DRAIN_LABEL for DRAIN_HISTORY_LABEL; running ones finish.
-    Its VMMigrations are listed, not read from the cache: one created a moment ago and not
-    delivered by the watch yet must be cancelled too."""
-    kube, namespace = shared_kube(), namespaced(namespace)
-    cancelled = detached = kept = 0
-    selector = f"{DRAIN_LABEL}={label_value(name)}"
-    as_record = {
-        "metadata": {
-            "ownerReferences": None,
-            "labels": {DRAIN_LABEL: None, DRAIN_HISTORY_LABEL: label_value(name)},
-        }
-    }
-    for child in await kube.list(VMMIGRATIONS, namespace, label_selector=selector):
-        phase = migration_phase(child)
-        child_name_ = child["metadata"]["name"]
-        if phase.is_final or phase is MigrationPhase.RUNNING:
-            await kube.patch(VMMIGRATIONS, namespace, child_name_, as_record)
-            if phase.is_final:
-                kept += 1
-            else:
-                detached += 1
-        else:
-            await kube.delete(VMMIGRATIONS, namespace, child_name_)
-            cancelled += 1
-    if status.get("phase") not in (DrainPhase.DRAINED, DrainPhase.FAILED):
-        await kube.patch_status(NODEDRAINS, namespace, name, {"phase": DrainPhase.CANCELLED.value})
-    _forget_metrics(namespace, spec)
-    logger.info(
-        f"NodeDrain deleted: {cancelled} queued migrations cancelled, "
-        f"{detached} running ones left to finish, {kept} finished ones kept as its record"
-    )
-
-
-def _metric_labels(namespace: str, spec: Any) -> tuple[str, str]:
-    """(proxmox_cluster, pve_node) of a NodeDrain, read from its raw spec (valid or not)."""
-    node = spec.get("nodeName", "") if isinstance(spec, Mapping) else ""
-    return f"{namespace}/{raw_cluster_name(spec) or ''}", str(node)
-
-
-def _forget_metrics(namespace: str, spec: Any) -> None:
-    cluster, node = _metric_labels(namespace, spec)
-    metrics.forget(proxmox_cluster=cluster, pve_node=node)

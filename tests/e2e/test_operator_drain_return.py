@@ -1,0 +1,102 @@
+"""NodeDrain return home end to end: operator process, kube-apiserver, pvesim.
+
+A drain with returnGuests empties pve1; a VMPlacement meanwhile pins one of its guests to
+the node it was parked on; maintenanceDone sends every other guest back to pve1 and
+reports the pinned one ReturnSkipped with the reason, in the status and as an Event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from proxmigrate.api.constants import GROUP, VERSION
+from tests.e2e.operator_env import condition, create, items
+from tests.e2e.test_operator_drains import (
+    connect,
+    drain_status,
+    node,
+    nodedrain,
+    start_sim,
+    vm,
+    wait_phase,
+)
+from tests.e2e.test_operator_placements import placement, wait_condition
+from tests.support.controlplane import ControlPlane
+from tests.support.devenv import OperatorProcess
+
+_namespaces = itertools.count()
+CLUSTER = {
+    "nodes": [node("pve1", 64), node("pve2", 32), node("pve3", 32)],
+    "vms": [vm(vmid, "pve1", 2) for vmid in range(100, 106)] + [vm(200, "pve2", 1)],
+}
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"e2e-return-{next(_namespaces)}"
+
+
+def test_guests_return_home_but_one_a_placement_pins_elsewhere(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    api = control_plane.api_client()
+    began = time.monotonic()
+    with start_sim(tmp_path, CLUSTER) as sim:
+        connect(api, namespace, sim, operator)
+        create(api, namespace, "nodedrains", nodedrain("maint", "pve1", returnGuests=True))
+        drained = wait_phase(api, namespace, "maint", {"Drained", "Failed"}, operator)
+        assert drained["phase"] == "Drained", drained.get("conditions")
+        parked = {entry["vmid"]: entry["to"] for entry in drained["vms"]}
+        assert sorted(parked) == list(range(100, 106))
+        assert set(parked.values()) <= {"pve2", "pve3"}
+        pinned_to = parked[103]
+        create(api, namespace, "vmplacements", placement("keep", vmid=103, node=pinned_to))
+        wait_condition(api, namespace, "keep", "InSync", "True", operator)
+
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "nodedrains", "maint", {"spec": {"maintenanceDone": True}}
+        )
+        status = wait_phase(api, namespace, "maint", {"Returned"}, operator, timeout=60)
+        where = sim.state()["placement"]
+    elapsed = time.monotonic() - began
+
+    assert {vmid: where[str(vmid)] for vmid in parked} == {
+        **{vmid: "pve1" for vmid in parked},
+        103: pinned_to,
+    }
+    assert where["200"] == "pve2"  # never the drain's
+    assert (status["returned"], status["returnSkipped"], status["returnFailed"]) == (5, 1, 0)
+    assert status["migrated"] == 6  # the drain's own record
+    entries = {entry["vmid"]: entry for entry in status["vms"]}
+    skipped = entries[103]
+    assert skipped["returnPhase"] == "ReturnSkipped"
+    assert skipped["returnReason"] == f"a VMPlacement pins it to {pinned_to}, not pve1"
+    assert all(entries[v]["returnPhase"] == "Returned" for v in parked if v != 103)
+    assert condition({"status": status}, "Ready")["status"] == "True"
+    assert condition({"status": status}, "Degraded")["status"] == "False"
+
+    returns = [
+        child
+        for child in items(api, namespace, "vmmigrations")
+        if "-ret-" in child["metadata"]["name"]
+    ]
+    assert len(returns) == 5
+    assert all(child["spec"]["target"] == "pve1" for child in returns)
+    assert all(child["metadata"]["labels"]["proxmigrate.dev/drain"] == "maint" for child in returns)
+    reasons = {
+        (event.reason, event.message)
+        for event in client.CoreV1Api(api).list_namespaced_event(namespace).items
+        if event.involved_object.name == "maint"
+    }
+    assert (
+        "ReturnSkipped",
+        f"VM 103 (vm103) stays on {pinned_to}: a VMPlacement pins it to {pinned_to}, not pve1",
+    ) in reasons
+    assert "GuestsReturned" in {reason for reason, _ in reasons}
+    assert drain_status(api, namespace, "maint")["phase"] == "Returned"
+    print(f"drain and return of 6 guests took {elapsed:.1f} s")
