@@ -17,7 +17,7 @@ from proxmigrate.api.enums import DrainReturnPhase, DrainVMPhase
 from proxmigrate.api.fields import SpecError
 from proxmigrate.controllers import drain_returns
 from proxmigrate.controllers.context import ClusterContext, cordoned_nodes
-from proxmigrate.controllers.drain_requests import planned_elsewhere
+from proxmigrate.controllers.drain_requests import owning_drain, planned_elsewhere
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 from proxmigrate.planning import DrainRequest, PlannedMove, SkippedVM
 from proxmigrate.planning.returns import ReturnPlan
@@ -193,6 +193,17 @@ def test_maintenance_done_lifts_the_cordon_and_needs_return_guests() -> None:
         False,
         frozenset({"pve4"}),
     )
+
+
+def test_a_returned_drain_no_longer_owns_its_node() -> None:
+    returning = drain_body("pve1", returnGuests=True, maintenanceDone=True)
+    returning["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    returning["status"] = {"phase": "Returning"}
+    again = drain_body("pve1")
+    again["metadata"].update(name="again", creationTimestamp="2026-01-02T00:00:00Z")
+    assert owning_drain([returning, again], "lab", "pve1") is returning
+    returning["status"] = {"phase": "Returned"}
+    assert owning_drain([returning, again], "lab", "pve1") is again
 
 
 def test_returns_under_way_load_their_home_for_other_drains() -> None:

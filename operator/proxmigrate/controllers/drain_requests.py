@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from proxmigrate.api.drain import NodeDrainSpec
-from proxmigrate.api.enums import DrainReturnPhase, DrainVMPhase
+from proxmigrate.api.enums import DrainPhase, DrainReturnPhase, DrainVMPhase
 from proxmigrate.controllers.context import (
     INVENTORY_MAX_AGE,
     ClusterContext,
@@ -29,8 +29,14 @@ RETURNS_UNDER_WAY = frozenset(
 def owning_drain(
     drains: Sequence[Mapping[str, Any]], cluster: str, node: str
 ) -> Mapping[str, Any] | None:
-    """The NodeDrain that owns `node`: the oldest live, non-dry-run one (then by name)."""
-    candidates = [d for d in drains_of_cluster(drains, cluster) if d["spec"]["nodeName"] == node]
+    """The NodeDrain that owns `node`: the oldest live, non-dry-run one (then by name) that
+    has not finished returning its guests (a Returned drain is only a record)."""
+    candidates = [
+        d
+        for d in drains_of_cluster(drains, cluster)
+        if d["spec"]["nodeName"] == node
+        and (d.get("status") or {}).get("phase") != DrainPhase.RETURNED
+    ]
     if not candidates:
         return None
     return min(
