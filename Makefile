@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-RUNTIME_STAMP := $(VENV)/.runtime-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help venv provision lint format typecheck test unit e2e demo bench bench-quick clean
@@ -14,20 +13,19 @@ help:
 	@echo "make test    lint, type-check and run every test (unit + e2e)"
 	@echo "make lint | typecheck | unit | e2e | bench | bench-quick | clean"
 
-# hack/venv.sh says what it installs in one line; pip's output goes to .venv/pip.log.
+# hack/provision.py builds (once, into ~/.cache/proxmigrate) only what each target runs and
+# installs the virtualenv (hack/venv.sh; pip's output in .venv/pip.log) beside the builds:
+# pip waits on the network, the builds on the CPU. `make provision` builds everything.
+PROVISION := $(PYTHON) hack/provision.py for
+DEV_VENV := --venv $(VENV) --dev
+
 $(STAMP): pyproject.toml
-	@PYTHON=$(PYTHON) bash hack/venv.sh $(VENV) '.[dev]' \
-	  "the Python dependencies of the tests and linters" "2 min"
-	@touch $@ $(RUNTIME_STAMP)
+	@$(PROVISION) $(DEV_VENV)
 
 venv: $(STAMP)
 
-# hack/provision.py builds (once, into ~/.cache/proxmigrate) only what each target runs;
-# `make provision` builds everything.
-PROVISION := $(PY) hack/provision.py for
-
-provision: venv
-	@$(PROVISION) demo unit e2e bench
+provision:
+	@$(PROVISION) demo unit e2e bench $(DEV_VENV)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -41,32 +39,32 @@ format: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-unit: venv
-	@$(PROVISION) unit
+unit:
+	@$(PROVISION) unit $(DEV_VENV)
 	$(VENV)/bin/pytest -q tests/unit
 
-e2e: venv
-	@$(PROVISION) e2e
+e2e:
+	@$(PROVISION) e2e $(DEV_VENV)
 	$(VENV)/bin/pytest -q -m e2e tests/e2e
 
-test: lint typecheck
-	@$(PROVISION) unit e2e
+test:
+	@$(PROVISION) unit e2e $(DEV_VENV)
+	@$(MAKE) --no-print-directory lint typecheck
 	$(VENV)/bin/pytest -q tests
 
-# The demo needs only the runtime dependencies, installed while the control plane builds
-# (hack/provision.py; a virtualenv with the dev dependencies has them too); then demo.py
-# says what will happen and how long, and runs it.
+# The demo needs only the runtime dependencies (a virtualenv with the dev dependencies has
+# them too); then demo.py says what will happen and how long, and runs it.
 demo:
-	@$(PYTHON) hack/provision.py for demo --venv $(VENV) \
+	@$(PROVISION) demo --venv $(VENV) \
 	  --say "make demo: the operator will drain a node of a simulated Proxmox VE cluster; first it sets up what that needs, once:"
 	@$(PY) hack/demo.py
 
-bench: venv
-	@$(PROVISION) bench
+bench:
+	@$(PROVISION) bench $(DEV_VENV)
 	$(PY) -m bench
 
-bench-quick: venv
-	@$(PROVISION) bench
+bench-quick:
+	@$(PROVISION) bench $(DEV_VENV)
 	$(PY) -m bench --quick
 
 clean:

@@ -232,8 +232,8 @@ class PythonEnv:
         return f"the project's {kind} Python dependencies (pip output in {self.path}/pip.log)"
 
     def stamps(self) -> tuple[Path, ...]:
-        """The Makefile's files that say it is installed ($(STAMP), $(RUNTIME_STAMP)) which
-        satisfy this kind of install: the first is the one it writes."""
+        """The files that say an install is done and which satisfy this kind (`.installed`
+        is the Makefile's $(STAMP)): the first is the one this kind writes."""
         dev = REPO_ROOT / self.path / ".installed"
         return (dev,) if self.dev else (dev.with_name(".runtime-installed"), dev)
 
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     targets = sub.add_parser("for", help="provision what these targets need")
-    targets.add_argument("targets", nargs="+", choices=TARGETS)
+    targets.add_argument("targets", nargs="*", help=f"any of {', '.join(TARGETS)}")
     targets.add_argument(
         "--venv", type=Path, help="also install this virtualenv (hack/venv.sh) if out of date"
     )

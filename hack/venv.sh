@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # venv.sh VENV SPEC WHAT EXPECTED: create the virtualenv VENV if needed and `pip install -e
 # SPEC` into it, saying in one line what and how long; pip's output goes to VENV/pip.log,
-# shown in full only if it fails. The Makefile runs it (`.` for the demo, `.[dev]` else).
+# shown in full only if it fails. hack/provision.py runs it (`--venv`: `.` for the demo,
+# `.[dev]` with `--dev`) beside the builds.
 set -euo pipefail
 
 [[ $# -eq 4 ]] || { echo "usage: $0 VENV SPEC WHAT EXPECTED" >&2; exit 2; }
