@@ -27,7 +27,7 @@ from tests.e2e.test_operator_drains import (
 )
 from tests.e2e.test_operator_placements import placement, wait_condition
 from tests.support.controlplane import ControlPlane
-from tests.support.devenv import OperatorProcess
+from tests.support.devenv import OperatorProcess, wait_for
 
 _namespaces = itertools.count()
 CLUSTER = {
@@ -100,3 +100,52 @@ def test_guests_return_home_but_one_a_placement_pins_elsewhere(
     assert "GuestsReturned" in {reason for reason, _ in reasons}
     assert drain_status(api, namespace, "maint")["phase"] == "Returned"
     print(f"drain and return of 6 guests took {elapsed:.1f} s")
+
+
+def test_deleting_a_returning_drain_stops_new_returns(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    api = control_plane.api_client()
+    config = {
+        "datacenter": {"bwlimit": "migration=102400"},  # 100 MiB/s: each move takes a while
+        "nodes": [node("pve1", 128), node("pve2", 128), node("pve3", 128)],
+        "vms": [vm(100 + i, "pve1", 4) for i in range(8)],
+    }
+    custom = client.CustomObjectsApi(api)
+    with start_sim(tmp_path, config) as sim:
+        connect(api, namespace, sim, operator)
+        create(api, namespace, "nodedrains", nodedrain("maint", "pve1", returnGuests=True))
+        drained = wait_phase(api, namespace, "maint", {"Drained", "Failed"}, operator)
+        assert drained["phase"] == "Drained", drained.get("conditions")
+        done = {"spec": {"maintenanceDone": True, "maxParallel": 2}}
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "nodedrains", "maint", done
+        )
+        wait_for(
+            lambda: drain_status(api, namespace, "maint").get("returned", 0) >= 2,
+            timeout=60,
+            message=f"two VMs returned\n{operator.tail()}",
+        )
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "nodedrains", "maint")
+        wait_for(
+            lambda: not items(api, namespace, "nodedrains"),
+            timeout=30,
+            message=f"NodeDrain gone\n{operator.tail()}",
+        )
+        started_at_delete = sum(len(runs) for runs in sim.state()["migrations"].values())
+        time.sleep(3)
+        state = sim.state()
+        returns = [
+            c for c in items(api, namespace, "vmmigrations") if "-ret-" in c["metadata"]["name"]
+        ]
+
+    started = sum(len(runs) for runs in state["migrations"].values())
+    assert started == started_at_delete, "a migration started after the drain was deleted"
+    home = [vmid for vmid, where in state["placement"].items() if where == "pve1"]
+    assert 2 <= len(home) < 8, home  # the rest stay where the drain parked them
+    assert all((c.get("status") or {}).get("phase") in ("Succeeded", "Running") for c in returns), [
+        c.get("status", {}).get("phase") for c in returns
+    ]
+    assert all(
+        c["metadata"]["labels"].get("proxmigrate.dev/drain-history") == "maint" for c in returns
+    )
