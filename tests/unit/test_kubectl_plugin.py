@@ -108,10 +108,15 @@ def test_drains_table_and_summary_with_problem() -> None:
     assert table[0].split() == ["NAME", "NODE", "PHASE", "MIGRATED", "REMAINING", "FAILED", "AGE"]
     assert table[1].split() == ["d", "pve1", "Failed", "10", "0", "2", "40s"]
     wide = render_objects(NODEDRAINS, [drain], NOW, wide=True).splitlines()
-    assert wide[0].split()[-2:] == ["PROGRESS", "ETA"] and wide[1].split()[-2:] == ["1.0", "1m30s"]
+    assert wide[0].split()[-3:] == ["PROGRESS", "ETA", "RETURNED"]
+    assert wide[1].split()[-3:] == ["1.0", "1m30s", "<none>"]
     summary = render_summary("d", failed)
     assert summary.startswith("nodedrain/d Failed: 10 migrated, 2 failed, 0 skipped of 40 in 2m")
     assert summary.endswith("2 VMs failed: 101: x")
+    returned = {**failed, "phase": "Returned", "returned": 9, "returnSkipped": 1, "conditions": []}
+    assert render_summary("d", returned).endswith(
+        "in 2m; 9 returned home, 1 return skipped, 0 return failed"
+    )
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ PRINTER_COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
         ("Age", ".metadata.creationTimestamp", 0),
         ("Progress", ".status.progress", 1),
         ("ETA", ".status.eta", 1),
+        ("Returned", ".status.returned", 1),
     ),
     VMPLACEMENTS: (
         ("VM", ".status.vm", 0),
@@ -152,6 +153,12 @@ def render_summary(name: str, status: Mapping[str, Any]) -> str:
     if start and end:
         line += (
             f" in {format_duration((parse_rfc3339(end) - parse_rfc3339(start)).total_seconds())}"
+        )
+    if "returned" in status:
+        line += (
+            f"; {int(status['returned'])} returned home, "
+            f"{int(status.get('returnSkipped') or 0)} return skipped, "
+            f"{int(status.get('returnFailed') or 0)} return failed"
         )
     reason = problem(status)
     return f"{line}\n{reason}" if reason else line
