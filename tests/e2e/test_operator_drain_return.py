@@ -1,8 +1,9 @@
 """NodeDrain return home end to end: operator process, kube-apiserver, pvesim.
 
 A drain with returnGuests empties pve1; a VMPlacement meanwhile pins one of its guests to
-the node it was parked on; maintenanceDone sends every other guest back to pve1 and
-reports the pinned one ReturnSkipped with the reason, in the status and as an Event.
+the node it was parked on; pve1 reboots; maintenanceDone waits for it to be online, then
+sends every other guest back to pve1 and reports the pinned one ReturnSkipped with the
+reason, in the status and as an Event. Deleting a returning drain stops the returns.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from proxmigrate.api.constants import GROUP, VERSION
-from tests.e2e.operator_env import condition, create, items
+from tests.e2e.operator_env import condition, create, get, items
 from tests.e2e.test_operator_drains import (
     connect,
     drain_status,
@@ -58,9 +59,32 @@ def test_guests_return_home_but_one_a_placement_pins_elsewhere(
         create(api, namespace, "vmplacements", placement("keep", vmid=103, node=pinned_to))
         wait_condition(api, namespace, "keep", "InSync", "True", operator)
 
+        sim.fault(node_offline="pve1")  # rebooting
+        wait_for(
+            lambda: (
+                {"name": "pve1", "online": False}
+                in get(api, namespace, "proxmoxclusters", "lab")["status"].get("nodes", [])
+            ),
+            timeout=30,
+            message=f"pve1 seen offline\n{operator.tail()}",
+        )
         client.CustomObjectsApi(api).patch_namespaced_custom_object(
             GROUP, VERSION, namespace, "nodedrains", "maint", {"spec": {"maintenanceDone": True}}
         )
+        waiting = wait_for(
+            lambda: (
+                (ready := condition({"status": drain_status(api, namespace, "maint")}, "Ready"))
+                and ready["reason"] == "WaitingForNode"
+                and ready
+            ),
+            timeout=30,
+            message=f"the return waiting for pve1\n{operator.tail()}",
+        )
+        assert "waiting for pve1 to be online to return 6 guests" in waiting["message"]
+        assert not [
+            c for c in items(api, namespace, "vmmigrations") if "-ret-" in c["metadata"]["name"]
+        ]
+        sim.fault(node_online="pve1")
         status = wait_phase(api, namespace, "maint", {"Returned"}, operator, timeout=60)
         where = sim.state()["placement"]
     elapsed = time.monotonic() - began
