@@ -274,7 +274,8 @@ def test_jobs_and_the_estimate() -> None:
     with pytest.raises(provision.ProvisionError, match="PROXMIGRATE_JOBS=two"):
         provision.jobs({"PROXMIGRATE_JOBS": "two"})
     times = [fake(name=str(s), seconds=s) for s in (240, 90, 10)]
-    assert [c.seconds for c in provision.in_build_order(times)] == [10, 90, 240]
+    chains = provision.in_build_order(times)
+    assert [[c.seconds for c in links] for links in chains] == [[10], [90], [240]]
     assert provision.estimate(times, 1) == 340
     assert provision.estimate(times, 2) == 250  # 10 then 240 side by side with 90
     assert provision.estimate(times, 3) == 240
@@ -335,3 +336,24 @@ def test_the_virtualenv_installs_beside_the_builds_without_taking_a_lane(
     out = io.StringIO()
     provision.ensure([build], out=out, environ=one_lane, python_env=env, say="demo: first")
     assert out.getvalue() == ""  # all there: not even the `say` line
+
+
+def test_a_build_that_reuses_another_follows_it_in_one_lane(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    first = fake(name="apiserver", seconds=100)
+    cached_first = provision.cached_path(first, environ)
+    # Fails unless `apiserver` is in the cache already when it starts.
+    second = fake(
+        name="manager",
+        seconds=50,
+        after="apiserver",
+        build=f"[ -e {cached_first} ] && " + fake().build[2],
+    )
+    alone = fake(name="etcd", seconds=120)
+    chains = provision.in_build_order([second, alone, first])
+    assert [[c.name for c in links] for links in chains] == [["etcd"], ["apiserver", "manager"]]
+    assert provision.estimate([second, alone, first], 2) == 150
+    assert provision.estimate([second, alone], 2) == 120  # `after` a present one: no chain
+    found = provision.ensure([second, alone, first], out=io.StringIO(), environ=environ)
+    assert set(found) == {"apiserver", "manager", "etcd"}
