@@ -63,8 +63,8 @@ bench:
 	@$(PROVISION) bench $(DEV_VENV)
 	$(PY) -m bench
 
-bench-quick:
-	@$(PROVISION) bench $(DEV_VENV)
+# The quick subset runs pvesim's model in-process only: no control plane, no real sshd.
+bench-quick: venv
 	$(PY) -m bench --quick
 
 clean:
