@@ -63,8 +63,9 @@ bench:
 	@$(PROVISION) bench $(DEV_VENV)
 	$(PY) -m bench
 
-# The quick subset runs pvesim's model in-process only: no control plane, no real sshd.
-bench-quick: venv
+# The quick subset runs pvesim in-process: no control plane, no real sshd.
+bench-quick:
+	@$(PROVISION) bench-quick $(DEV_VENV)
 	$(PY) -m bench --quick
 
 clean:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TextIO, cast
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ("demo", "unit", "e2e", "bench")
+TARGETS = ("demo", "unit", "e2e", "bench", "bench-quick")
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ COMPONENTS: tuple[Component, ...] = (
         name="pve-api-schema",
         version="9.1",  # the apidoc of PVE 9.1, shipped in the PyPI package fakepve 0.5.0
         why="PVE's API schema, which pvesim validates every request against",
-        targets=frozenset({"demo", "unit", "e2e", "bench"}),
+        targets=frozenset({"demo", "unit", "e2e", "bench", "bench-quick"}),
         seconds=10,
         check=Sha256("4e4fc9b5b0146627542a3988081b4ec3c785b3008b3a1499dd8c3c185be9a9db"),
         build=("bash", "hack/fetch-pve-schema.sh", "{out}"),
