@@ -5,6 +5,7 @@ and status (status/drain_return.py), then the controller's decisions on one pass
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -229,9 +230,21 @@ class FakeRuntime:
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
         self.withdrawn: list[str] = []
+        self.local_for: list[int] = []  # guests whose local resources were asked for
 
     async def refresh_inventory(self, max_age: float, local_for: Any = None) -> Inventory:
-        return self.inventory
+        """The inventory; the guests `local_for` names learn their local disks (PVE's
+        precondition check): one each, `local-lvm:vm-<vmid>-disk-0`."""
+        if local_for is None:
+            return self.inventory
+        checked = [vm for vm in self.inventory.vms if local_for(vm)]
+        self.local_for += [vm.vmid for vm in checked]
+        disks = {vm.vmid: (f"local-lvm:vm-{vm.vmid}-disk-0",) for vm in checked}
+        vms = tuple(
+            dataclasses.replace(vm, local_disks=disks.get(vm.vmid, vm.local_disks))
+            for vm in self.inventory.vms
+        )
+        return Inventory(self.inventory.nodes, vms)
 
     def withdraw(self, key: str) -> bool:
         self.withdrawn.append(key)
@@ -256,6 +269,7 @@ class FakeDrain:
         self.kids = list(kids)
         self.kube = FakeKube()
         self.created: list[tuple[int, str, str, str]] = []
+        self.disks: dict[int, tuple[str, ...]] = {}  # what create_move's inventory knows
         self.written: dict[str, Any] = {}
         self.pins: dict[int, tuple[str, ...]] = {}
 
@@ -265,6 +279,8 @@ class FakeDrain:
     async def create_move(self, spec: Any, context: Any, vmid: int, source: str, target: str,
                           order: int, name: str) -> bool:  # fmt: skip
         self.created.append((vmid, source, target, name))
+        vm = context.inventory.vm(vmid)
+        self.disks[vmid] = vm.local_disks if vm else ()
         return True
 
     async def pinned(self, request: DrainRequest, context: Any) -> DrainRequest:
@@ -345,7 +361,10 @@ def test_the_return_is_planned_once_created_and_tracked_to_returned(
     entries = [entry(100, MIGRATED), entry(101, MIGRATED, to="pve3"), entry(102, MIGRATED)]
     drain = FakeDrain(entries, [])
     drain.pins = {101: ("pve3",)}
-    drain, _ = one_pass(drain, inventory(), posted)
+    drain, runtime = one_pass(drain, inventory(), posted)
+    # PVE's verdict on their local disks decides refusals and withLocalDisks
+    assert {100, 101, 102} <= set(runtime.local_for)
+    assert drain.disks == {vmid: (f"local-lvm:vm-{vmid}-disk-0",) for vmid in (100, 102)}
     name = drain_returns.return_child_name("d-pve1", "abcdef-0", 100)
     assert name == "d-pve1-ret-100-abcde"
     assert [(vmid, source, target) for vmid, source, target, _ in drain.created] == [

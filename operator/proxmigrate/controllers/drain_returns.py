@@ -84,8 +84,15 @@ async def return_home(
     before = entries
     entries = returns.advance_returns(entries, homecomings, location)
     waiting = _waiting(entries, spec, context)
-    if waiting is None and returns.unplanned(entries):
-        entries = await _plan(drain, spec, context, drains, entries)
+    if waiting is None:
+        # PVE's verdict on the local disks and devices of the guests going home: what the
+        # plan refuses (`target_refusal`) and the returns' `withLocalDisks`.
+        homebound = {d.vmid for d in returns.departures(entries)} | {
+            e.vmid for e in entries if e.return_phase is DrainReturnPhase.PENDING
+        }
+        context = await with_local_resources(context, spec.node_name, homebound)
+        if returns.unplanned(entries):
+            entries = await _plan(drain, spec, context, drains, entries)
     _report_skips(drain.body, before, entries)
     entries = await _create_due(drain, spec, context, entries, uid)
     status = progress_status(entries, drain.status, drain.generation, now)
@@ -127,15 +134,13 @@ async def _plan(
 
     The request is the drain's own, its node no longer cordoned by it (other drains'
     cordons still count: a duplicate drain of the node keeps the guests away)."""
-    departures = returns.departures(entries)
-    vmids = {departure.vmid for departure in departures}
-    context = await with_local_resources(context, spec.node_name, vmids)
     request = dataclasses.replace(
         drain_request(spec, context, drains),
         cordoned=cordoned_nodes(drains, spec.cluster_name),
     )
     request = await drain.pinned(request, context)
-    return returns.with_return_plan(entries, plan_return(context.inventory, departures, request))
+    plan = plan_return(context.inventory, returns.departures(entries), request)
+    return returns.with_return_plan(entries, plan)
 
 
 def _report_skips(
