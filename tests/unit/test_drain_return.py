@@ -18,7 +18,11 @@ from proxmigrate.api.enums import DrainReturnPhase, DrainVMPhase
 from proxmigrate.api.fields import SpecError
 from proxmigrate.controllers import drain_returns
 from proxmigrate.controllers.context import ClusterContext, cordoned_nodes
-from proxmigrate.controllers.drain_requests import owning_drain, planned_elsewhere
+from proxmigrate.controllers.drain_requests import (
+    owning_drain,
+    planned_elsewhere,
+    rival_owner,
+)
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 from proxmigrate.planning import DrainRequest, PlannedMove, SkippedVM
 from proxmigrate.planning.returns import ReturnPlan
@@ -205,6 +209,13 @@ def test_a_returned_drain_no_longer_owns_its_node() -> None:
     assert owning_drain([returning, again], "lab", "pve1") is returning
     returning["status"] = {"phase": "Returned"}
     assert owning_drain([returning, again], "lab", "pve1") is again
+    # and the Returned one is not told it duplicates the new one
+    assert rival_owner(NodeDrainSpec.from_spec(again["spec"]), [returning, again], "again") is None
+    assert (
+        rival_owner(NodeDrainSpec.from_spec(returning["spec"]), [returning, again], "d-pve1")
+        is None
+    )
+    assert rival_owner(NodeDrainSpec.from_spec(again["spec"]), [again], "third") == "again"
 
 
 def test_returns_under_way_load_their_home_for_other_drains() -> None:

@@ -45,6 +45,18 @@ def owning_drain(
     )
 
 
+def rival_owner(spec: NodeDrainSpec, drains: Sequence[Mapping[str, Any]], name: str) -> str | None:
+    """The name of the NodeDrain that owns the node of `spec` (NodeDrain `name`) instead of
+    it, or None. Dry runs and drains whose maintenance is done compete with no one: a
+    Returned drain stays Returned when a new drain of its node starts."""
+    if spec.dry_run or spec.maintenance_done:
+        return None
+    owner = owning_drain(drains, spec.cluster_name, spec.node_name)
+    if owner is None or owner["metadata"]["name"] == name:
+        return None
+    return str(owner["metadata"]["name"])
+
+
 def drain_request(
     spec: NodeDrainSpec, context: ClusterContext, drains: Sequence[Mapping[str, Any]]
 ) -> DrainRequest:

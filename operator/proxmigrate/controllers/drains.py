@@ -48,7 +48,7 @@ from proxmigrate.controllers.drain_requests import (
     UNDER_WAY,
     drain_request,
     drain_window,
-    owning_drain,
+    rival_owner,
     with_local_resources,
 )
 from proxmigrate.controllers.drain_returns import return_home
@@ -93,11 +93,11 @@ class DrainReconciler(Reconciler):
             return
         drains = await self._drains_created_together()
         self.waker.cluster = spec.cluster_name
-        owner = owning_drain(drains, spec.cluster_name, spec.node_name)
-        if not spec.dry_run and owner is not None and owner["metadata"]["name"] != self.name:
+        owner = rival_owner(spec, drains, self.name)
+        if owner is not None:
             message = (
                 f"node {spec.node_name} is already being drained by NodeDrain "
-                f"{owner['metadata']['name']}; this one does nothing (delete it)"
+                f"{owner}; this one does nothing (delete it)"
             )
             await self._wait(DrainPhase.BLOCKED, "DuplicateDrain", message, now, degraded=True)
             return
