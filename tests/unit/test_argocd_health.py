@@ -21,6 +21,8 @@ from proxmigrate.planning import PlacementAction, PlacementDecision
 from proxmigrate.runtime.drain_progress import progress_status, waiting_status
 from proxmigrate.runtime.placement_sync import SyncOutcome, invalid_status, sync_status
 from proxmigrate.status import migration
+from proxmigrate.status.drain_entry import DrainEntry
+from proxmigrate.status.drain_return import return_status
 from tests.support.controlplane import REPO_ROOT
 
 PATCH = REPO_ROOT / "docs" / "argocd" / "argocd-cm-health.yaml"
@@ -118,6 +120,29 @@ def waiting(phase: DrainPhase, reason: str, message: str, degraded: bool) -> dic
     ],
 )
 def test_drain_phases(status: dict[str, Any], expected: str, in_message: str) -> None:
+    state, message = health("NodeDrain", status, nodeName="pve1")
+    assert (state, in_message in message) == (expected, True), message
+
+
+def returning(*phases: str) -> dict[str, Any]:
+    """A drain's status after maintenanceDone, its guests' returns in `phases`."""
+    entries = [
+        DrainEntry.parse({**entry(100 + i, "Migrated", migration="m"), "returnPhase": phase})
+        for i, phase in enumerate(phases)
+    ]
+    status = drain_progress(*["Migrated"] * len(phases))
+    return {**status, **return_status(entries, status, 1, NOW)}
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "in_message"),
+    [
+        (returning("Returned", "Migrating"), "Progressing", "1 of 2 guests returned home"),
+        (returning("Returned", "ReturnSkipped"), "Healthy", "1 of 2 guests returned home"),
+        (returning("Returned", "Failed"), "Degraded", "1 returns failed"),
+    ],
+)
+def test_drain_return_phases(status: dict[str, Any], expected: str, in_message: str) -> None:
     state, message = health("NodeDrain", status, nodeName="pve1")
     assert (state, in_message in message) == (expected, True), message
 
