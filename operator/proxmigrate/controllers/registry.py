@@ -9,10 +9,17 @@ their wakers from watch events and inventory syncs), not on a timer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from proxmigrate.runtime.cluster import ClusterRuntime
+
+
+class Stoppable(Protocol):
+    """kopf's `stopped` flag of a daemon, as a sleep reads it."""
+
+    def wait(self) -> Awaitable[object]: ...
+
 
 WakerKey = tuple[str, str, str]  # (plural, namespace, name as a label value)
 # What reconcilers read of an inventory: nodes' online state, each guest's placement facts
@@ -34,10 +41,17 @@ class Waker:
     def wake(self) -> None:
         self._event.set()
 
-    async def sleep(self, seconds: float) -> bool:
-        """Wait for a wake-up or `seconds`; True when woken."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), seconds)
+    async def sleep(self, seconds: float, stopped: Stoppable | None = None) -> bool:
+        """Wait for a wake-up, kopf's `stopped` flag (its daemon is to end: it ends now, not
+        when the sleep would) or `seconds`; True when woken."""
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._event.wait())]
+        if stopped is not None:
+            waits.append(asyncio.ensure_future(stopped.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
         woken = self._event.is_set()
         self._event.clear()
         return woken

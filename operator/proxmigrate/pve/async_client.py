@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from proxmigrate.inventory import Inventory
 from proxmigrate.pve.client import PveClient
+from proxmigrate.pve.errors import PveUnreachable
 from proxmigrate.pve.precondition import MigrationPrecondition
 from proxmigrate.pve.resources import MigrationSettings
 
@@ -27,14 +28,21 @@ class AsyncPveClient:
             raise ValueError("max_workers must be at least 1")
         self.client = client
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pve-api")
+        self.closed = False
 
     async def _run(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        if self.closed:  # the pool would raise RuntimeError, which no caller expects
+            raise PveUnreachable("not sent: this cluster's connection is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(call, *args, **kwargs))
 
     def close(self) -> None:
-        """Stop the pool; calls already running finish, queued ones are dropped."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the pool: calls already made (running or queued) finish, each within the
+        transport's timeouts; later ones raise PveUnreachable. Queued calls are not dropped:
+        their callers (a drain's pass, a kopf handler) would get a CancelledError they did
+        not ask for, which ends a kopf daemon for good."""
+        self.closed = True
+        self._executor.shutdown(wait=False)
 
     @property
     def can_choose_migration_type(self) -> bool:

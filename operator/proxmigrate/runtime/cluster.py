@@ -73,6 +73,7 @@ class ClusterRuntime:
     loop_error: str | None = None
     failed_ticks: int = 0
     last_track: float = 0.0  # when task lists were last read
+    closed: bool = False  # its ProxmoxCluster's daemon ended: no PVE call is made any more
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _inventory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -154,7 +155,10 @@ class ClusterRuntime:
         return admission.withdraw(self, key)
 
     async def cancel(self, request: MigrationRequest) -> str:
-        """Deleting a VMMigration: drop it from the queue or stop its PVE task."""
+        """Deleting a VMMigration: drop it from the queue or stop its PVE task. A closed
+        runtime (its ProxmoxCluster deleted with it) has nothing left to cancel."""
+        if self.closed:
+            return f"nothing to cancel: ProxmoxCluster {self.label} is disconnected"
         return await admission.cancel(self, request)
 
     # ----- the loop ------------------------------------------------------------------------
@@ -199,10 +203,10 @@ class ClusterRuntime:
         return at
 
     async def run(self) -> None:
-        """Tick until cancelled. No error ends the loop: a failed tick is logged, counted in
-        `failed_ticks`/`loop_error` (the cluster's Ready condition shows it) and tried again
-        after a backoff; `heartbeat` tells liveness that ticks still complete."""
-        while True:
+        """Tick until cancelled or closed. No error ends the loop: a failed tick is logged,
+        counted in `failed_ticks`/`loop_error` (the cluster's Ready condition shows it) and
+        tried again after a backoff; `heartbeat` tells liveness that ticks still complete."""
+        while not self.closed:
             try:
                 await self.journal.flush()
                 await self.run_once()
@@ -226,6 +230,8 @@ class ClusterRuntime:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     async def close(self) -> None:
+        self.closed = True
+        self._wake.set()  # the loop ends even if its cancellation is lost (wait_for, 3.11)
         for task in list(self._tasks):
             task.cancel()
         self.client.close()

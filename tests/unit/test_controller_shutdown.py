@@ -1,0 +1,78 @@
+"""Ending cleanly: reconcile loops end when kopf stops their daemon, not when their sleep
+would have."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import pytest
+from kopf._cogs.aiokits.aioenums import FlagSetter
+
+from proxmigrate.api.constants import NODEDRAINS
+from proxmigrate.controllers import reconcile
+from proxmigrate.controllers.registry import Registry
+
+
+class Idle(reconcile.Reconciler):
+    """A pass with nothing to do: the loop then sleeps RESYNC_SECONDS (600 s)."""
+
+    plural = NODEDRAINS
+    passes = 0
+
+    async def run(self) -> None:
+        Idle.passes += 1
+
+
+class FakeStopped:
+    """kopf's `stopped` flag as the loop reads it."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self) -> Any:
+        return self.event.wait()
+
+    def set(self) -> None:
+        self.event.set()
+
+
+class KopfStopped:
+    """kopf's own flag (what a daemon receives), set as kopf sets it."""
+
+    def __init__(self) -> None:
+        self.setter: FlagSetter[Any] = FlagSetter()
+        self.waiter = self.setter.async_waiter
+
+    def set(self) -> None:
+        self.setter.set()
+
+
+@pytest.mark.parametrize("flag", [FakeStopped, KopfStopped])
+def test_a_sleeping_reconcile_loop_ends_as_soon_as_kopf_stops_it(
+    flag: type[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconcile, "shared_kube", lambda: None)
+    body = kopf.Body({"metadata": {"namespace": "ns", "name": "d1"}, "spec": {}})
+    registry = Registry()
+
+    async def scenario() -> None:
+        stop = flag()
+        stopped = stop.waiter if isinstance(stop, KopfStopped) else stop
+        Idle.passes = 0
+        loop = asyncio.create_task(
+            reconcile.reconcile_until_stopped(Idle, body, None, registry, stopped)  # type: ignore[arg-type]
+        )
+        while Idle.passes < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # asleep now
+        stop.set()
+        await asyncio.wait_for(loop, 1.0)  # not cancelled: it returned on its own
+
+    asyncio.run(scenario())
+    assert Idle.passes == 1
+    assert registry.wakers == {}
