@@ -15,7 +15,14 @@ from proxmigrate.pve.errors import PveUnreachable
 from proxmigrate.runtime import outcomes
 from proxmigrate.runtime.attempt import AttemptState
 from proxmigrate.runtime.cluster import ClusterRuntime
-from tests.unit.test_runtime_cluster import REQUEST, FakeKube, FakePve, runtime, settle
+from tests.unit.test_runtime_cluster import (
+    FIRST_LOOK,
+    REQUEST,
+    FakeKube,
+    FakePve,
+    runtime,
+    settle,
+)
 
 
 class RefusingKube(FakeKube):
@@ -43,14 +50,16 @@ def _refusing_runtime(pve: FakePve, clock: list[float]) -> tuple[ClusterRuntime,
 def test_a_refused_final_write_is_kept_and_written_once_the_api_server_answers() -> None:
     async def scenario() -> None:
         pve = FakePve()
-        rt, kube = _refusing_runtime(pve, [1000.0])
+        clock = [1000.0]
+        rt, kube = _refusing_runtime(pve, clock)
         await rt.accept(REQUEST, {})
         await settle(rt)
         pve.finish(pve.task_rows[0]["upid"], "OK")
         kube.refusing = True
+        clock[0] += FIRST_LOOK
         await settle(rt)  # the tick goes on: the write is kept, the slot is free
         assert kube.refused >= 1
-        assert rt.engine.snapshot(1000.0).running_per_target.get("pve2", 0) == 0
+        assert rt.engine.snapshot(clock[0]).running_per_target.get("pve2", 0) == 0
         assert kube.patches[-1].get("phase") != "Succeeded"
         kube.refusing = False
         await rt.journal.flush()
@@ -93,16 +102,24 @@ class FailingTasksPve(FakePve):
             raise KeyError("status")
         return await super().tasks(node, **kwargs)
 
+    async def task_log(self, node: str, upid: str, start: int = 0, **kw: Any) -> list[str]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise KeyError("n")
+        return await super().task_log(node, upid, start, **kw)
+
 
 def test_the_loop_survives_an_unexpected_error_reports_it_and_carries_on() -> None:
     async def scenario() -> None:
         pve = FailingTasksPve(failures=1)
-        rt, kube = runtime(pve, [1000.0])
+        clock = [1000.0]
+        rt, kube = runtime(pve, clock)
         await rt.accept(REQUEST, {})
         loop = asyncio.create_task(rt.run())
         try:
             for _ in range(200):
                 await asyncio.sleep(0.01)
+                clock[0] += 1  # on to the task's first look
                 if rt.loop_error:
                     break
             assert rt.loop_error is not None and "KeyError" in rt.loop_error
@@ -180,11 +197,13 @@ def test_an_ended_migration_is_not_taken_again_from_a_stale_listing() -> None:
 
     async def scenario() -> None:
         pve = FakePve()
-        rt, kube = runtime(pve, [1000.0])
+        clock = [1000.0]
+        rt, kube = runtime(pve, clock)
         assert await rt.accept(REQUEST, {})
         await settle(rt)
         upid = pve.task_rows[0]["upid"]
         pve.finish(upid, "OK")
+        clock[0] += FIRST_LOOK
         await settle(rt)
         assert kube.patches[-1]["phase"] == "Succeeded"
         stale = {"phase": "Running", "sourceNode": "pve1", "upid": upid, "attemptCount": 1}

@@ -159,6 +159,27 @@ def task_exitstatus(entry: Mapping[str, Any]) -> str | None:
     return None
 
 
+# The line a worker task's log ends with, written by the task itself as it exits (pve-common
+# `src/PVE/RESTEnvironment.pm` fork_worker: `TASK OK`, `TASK WARNINGS: n`, `TASK ERROR: msg`);
+# PVE 8 and 9 alike.
+_TASK_END = re.compile(r"^TASK (OK|WARNINGS: \d+|ERROR: .+)$")
+
+
+def log_exitstatus(log_lines: Sequence[str]) -> str | None:
+    """The exit status a task's log ends with, as its task list row reports it (`OK`,
+    `WARNINGS: n` or the error); None while the log has no end line.
+
+    The task list takes its status from this very line (pve-common `src/PVE/UPID.pm`
+    read_status reads the log's last line), so one log read tells whether a task ended as
+    well as a task list would. A worker killed outright writes no end line: only the task
+    list shows its end (`unexpected status`)."""
+    end = _TASK_END.match(log_lines[-1]) if log_lines else None
+    if end is None:
+        return None
+    status = end[1]
+    return status[len("ERROR: ") :] if status.startswith("ERROR: ") else status
+
+
 def _ha_child(request: TrackedTask, entries: Iterable[Mapping[str, Any]]) -> TrackedTask | None:
     upid = first_migration_since(entries, request.vmid, request.parsed.starttime)
     if upid is None:

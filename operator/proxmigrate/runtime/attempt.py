@@ -95,6 +95,7 @@ class Attempt:
     probe_at: float | None = None  # when to read the task log for its transfer rate next
     log_lines_seen: int = 0
     ending_at: float | None = None  # predicted end of the RAM transfer
+    listed_at: float = 0.0  # when a task list last showed its task
     closing: bool = False  # its end is being judged (PVE is read) before the slot goes
     unwritten: dict[str, Any] | None = None  # status patch the API server has not confirmed
     ended_at: float | None = None  # when its final status was confirmed
@@ -121,6 +122,7 @@ class Attempt:
         self.upid = None
         self.ha_queued_at = self.probe_at = self.ending_at = None
         self.log_lines_seen = 0
+        self.listed_at = 0.0
 
     def queue(self, job: Job, now: float, vm: VMInfo | None = None) -> None:
         """Into the engine's queue: first submission, or a retry after a failed attempt."""

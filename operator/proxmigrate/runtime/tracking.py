@@ -1,8 +1,11 @@
-"""Following running migrations: task lists in batches, HA hand-offs, log probes, timeouts.
+"""Following running migrations: log reads, task lists in batches, HA hand-offs, timeouts.
 
-One task list per source node per poll covers every migration of ours there; a task's log
-is read once or twice to predict when its transfer ends, so the engine can reserve the
-end-phase SSH logins, and task lists are read every poll only near a predicted end.
+A task's log is read a second or so after its transfer began; its progress predicts when
+the transfer ends (so the engine can reserve the end-phase SSH logins), its last line
+(`TASK OK` or `TASK ERROR: ...`) tells an end as well as a task list. One task list per
+node covers every task of ours there: it is read while a task there may end any moment,
+while a request's task is to be found or an HA hand-off awaited, and at least every
+`SAFETY_NET_SECONDS`. So requests scale with migrations, not with the time they run.
 """
 
 from __future__ import annotations
@@ -11,16 +14,23 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from proxmigrate.failures import Failure, FailurePhase, Reason
-from proxmigrate.pve.classifier import classify, classify_hamigrate, classify_unstarted_ha
+from proxmigrate.pve.classifier import (
+    classify,
+    classify_hamigrate,
+    classify_unstarted_ha,
+    is_success,
+)
 from proxmigrate.pve.tracker import (
     TrackedTask,
     evaluate,
     first_migration_since,
+    log_exitstatus,
     nodes_to_poll,
     poll_since,
     transfer_progress,
 )
 from proxmigrate.pve.upid import parse_upid
+from proxmigrate.runtime import predictions
 from proxmigrate.runtime.attempt import Attempt, AttemptState
 from proxmigrate.runtime.outcomes import finish
 from proxmigrate.runtime.stopping import stop_task
@@ -38,13 +48,11 @@ UNCONFIRMED_TASK_TIMEOUT = 300.0
 # (HA/Manager.pm next_state_started, next_state_migrate_relocate). Not `migrate`, not moved
 # and no task after three rounds: the HA manager dropped it or its worker died.
 HA_DECISION_SECONDS = 30.0
-REPROBE_AFTER_SHARE = 0.7  # re-read a long transfer's rate when this share of its ETA passed
-REPROBE_MIN_SECONDS = 30.0  # transfers predicted to end sooner are probed after that end
-# A transfer re-sending dirtied pages is read again after this share of the time it has run.
-RESEND_RECHECK_SHARE = 0.5
-# Task lists are read every poll while a task may end soon, and at least every IDLE_POLLS
-# polls otherwise (an unexpected failure mid-transfer is noticed that late at worst).
-IDLE_POLLS = 5
+# Every task of ours is seen in a task list at least this often, whatever its predictions: a
+# worker killed outright (OOM, SIGKILL, a node reset) writes no end line to its log, so only
+# the task list shows it ended (pve-common `src/PVE/UPID.pm` read_status: `unexpected
+# status`). Failures that do write one are seen by the next log read too.
+SAFETY_NET_SECONDS = 60.0
 # PVE stamps tasks with its own clock; NTP keeps it near ours, this margin covers the rest.
 CLOCK_SKEW_SECONDS = 30
 
@@ -54,40 +62,59 @@ def recorded_upids(current: Mapping[str, Any]) -> set[str]:
     return {str(a["upid"]) for a in current.get("attempts") or [] if a.get("upid")}
 
 
-def _first_probe_delay(rt: ClusterRuntime) -> float:
-    """Read a task's log once its tunnel is up and the transfer rate has settled."""
-    return 2 * rt.engine.policy.start_window_seconds
-
-
 async def record_upid(rt: ClusterRuntime, attempt: Attempt, upid: str) -> None:
-    """Its task is known: recorded at once, so a restart resumes by UPID."""
-    attempt.track(upid, probe_at=rt.clock() + _first_probe_delay(rt))
-    await rt.journal.write(attempt, vmstatus.started(attempt.status, upid, rt.clock()))
+    """Its task is known: recorded at once, so a restart resumes by UPID. Its log is first
+    read once the transfer may have begun, or as planned before (a resumed task: at once)."""
+    now = rt.clock()
+    is_request = parse_upid(upid).type == "hamigrate"  # followed in task lists, not its log
+    first = now + predictions.first_look(rt, attempt)
+    planned = attempt.probe_at
+    attempt.track(upid, probe_at=None if is_request else min(first, planned or first))
+    attempt.listed_at = now
+    if not is_request:
+        streams = len(predictions.streams(rt, attempt.source))
+        predictions.share_changed(rt, attempt.source, now, streams - 1, streams)
+    await rt.journal.write(attempt, vmstatus.started(attempt.status, upid, now))
 
 
 def _watched(attempt: Attempt) -> bool:
     return attempt.state in (AttemptState.TRACKING, AttemptState.AWAITING_TASK)
 
 
-def due(rt: ClusterRuntime, now: float) -> bool:
-    """Read task lists every poll while a task may end or fail soon, else every `IDLE_POLLS`
-    polls: long transfers whose end is predicted need no watching meanwhile."""
-    watched = [a for a in rt.attempts.running if _watched(a)]
-    since = now - rt.last_track
-    poll = rt.task_poll_seconds
-    if not watched or since < poll:
+def _in_task_lists(attempt: Attempt) -> bool:
+    """Followed in task lists every poll: a request whose task is still to be found, or an
+    HA request (`hamigrate`) whose hand-off to the HA manager's `qmigrate` is awaited."""
+    if attempt.state is AttemptState.AWAITING_TASK:
+        return True
+    return attempt.upid is not None and parse_upid(attempt.upid).type == "hamigrate"
+
+
+def _needs_list(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
+    if _in_task_lists(attempt) or predictions.ending(rt, attempt, now):
+        return True
+    return now - attempt.listed_at >= SAFETY_NET_SECONDS
+
+
+def _needs_log(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
+    """A planned log read is due, or the task still runs well after its predicted end (its
+    transfer is slower than predicted: its progress tells the new end)."""
+    if _in_task_lists(attempt):
         return False
-    return since >= IDLE_POLLS * poll or any(_needs_watching(a, now, poll) for a in watched)
+    if attempt.probe_at is not None:
+        return now >= attempt.probe_at
+    if attempt.ending_at is None:
+        return False
+    overdue = rt.engine.policy.end_window_seconds + predictions.OVERDUE_POLLS * rt.task_poll_seconds
+    return now >= attempt.ending_at + overdue
 
 
-def _needs_watching(attempt: Attempt, now: float, poll: float) -> bool:
-    if attempt.state is AttemptState.AWAITING_TASK:  # its task is still to be identified
-        return True
-    if attempt.probe_at is not None and now >= attempt.probe_at:
-        return True
-    # before its first log read a migration may fail any moment (most drops happen at its
-    # start); after it, only near the predicted end
-    return attempt.ending_at is None or attempt.ending_at - now <= poll
+def due(rt: ClusterRuntime, now: float) -> bool:
+    """Whether a task of ours is to be looked at now: near its predicted end, at a planned
+    log read, or for the safety net. Requests scale with migrations, not with time."""
+    if now - rt.last_track < rt.task_poll_seconds:
+        return False
+    watched = [a for a in rt.attempts.running if _watched(a)]
+    return any(_needs_list(rt, a, now) or _needs_log(rt, a, now) for a in watched)
 
 
 def announce_endings(rt: ClusterRuntime, now: float) -> None:
@@ -106,45 +133,75 @@ def announce_endings(rt: ClusterRuntime, now: float) -> None:
 
 
 async def track(rt: ClusterRuntime) -> None:
-    """One task list per node that runs (or should soon run) a migration of ours."""
+    """Look at the tasks that are due: one task list per node where a task may end now, is
+    to be found, an HA hand-off is awaited or the safety net is due; then one log read for
+    each task still running whose log is due (its end line or its progress)."""
+    now = rt.clock()
     unconfirmed = rt.attempts.in_state(AttemptState.AWAITING_TASK)
-    tracked = {
-        a.key: TrackedTask(a.request.vmid, a.upid, a.source)
-        for a in rt.attempts.in_state(AttemptState.TRACKING)
-        if a.upid
-    }
+    followed = [a for a in rt.attempts.in_state(AttemptState.TRACKING) if a.upid]
+    tasks = {a.key: TrackedTask(a.request.vmid, str(a.upid), a.source) for a in followed}
+    looks = [a for a in followed if _needs_log(rt, a, now)]
+    nodes = {a.source for a in unconfirmed}
+    for attempt in followed:
+        if _needs_list(rt, attempt, now):
+            nodes |= nodes_to_poll([tasks[attempt.key]])
+    if nodes:
+        await _read_task_lists(rt, nodes, unconfirmed, followed, tasks, now)
+    for attempt in looks:
+        if attempt.state is AttemptState.TRACKING and attempt.upid == tasks[attempt.key].upid:
+            await _look(rt, attempt, now)
+    await _check_timeouts(rt)
+
+
+async def _read_task_lists(
+    rt: ClusterRuntime,
+    nodes: set[str],
+    unconfirmed: list[Attempt],
+    followed: list[Attempt],
+    tasks: Mapping[str, TrackedTask],
+    now: float,
+) -> None:
+    """One task list per node in `nodes`: tasks found, hand-offs followed, ends judged."""
     starts = [int(a.started_at) - CLOCK_SKEW_SECONDS for a in unconfirmed]
-    first = poll_since(tracked.values())
+    first = poll_since(tasks.values())
     since = min([*starts, *([first] if first is not None else [])])
-    nodes = nodes_to_poll(tracked.values()) | {a.source for a in unconfirmed}
     lists: dict[str, list[dict[str, Any]]] = {}
     for node in sorted(nodes):
         lists[node] = await rt.client.tasks(node, since=since)
     await _identify_unconfirmed(rt, unconfirmed, lists)
-    result = evaluate(list(tracked.values()), lists)
-    by_upid = {task.upid: key for key, task in tracked.items()}
+    listed = [a for a in followed if nodes_to_poll([tasks[a.key]]) <= nodes]
+    for attempt in listed:
+        attempt.listed_at = now
+    result = evaluate([tasks[a.key] for a in listed], lists)
+    by_upid = {tasks[a.key].upid: a.key for a in listed}
     queued: list[Attempt] = []
     for handoff in result.handoffs:
-        attempt = rt.attempts.get(by_upid[handoff.request.upid])
-        if attempt is None or not attempt.running:
+        held = rt.attempts.get(by_upid[handoff.request.upid])
+        if held is None or not held.running:
             continue
         if handoff.child is not None:
-            await record_upid(rt, attempt, handoff.child.upid)
+            await record_upid(rt, held, handoff.child.upid)
         else:
-            queued.append(attempt)
+            queued.append(held)
     await _judge_ha_requests(rt, queued)
     for end in result.finished:
-        attempt = rt.attempts.get(by_upid[end.task.upid])
-        if attempt is None or not attempt.running:
-            continue
-        if end.succeeded:
-            await finish(rt, attempt, None)
-            continue
-        lines = await rt.client.task_log(end.task.parsed.node, end.task.upid)
-        judge = classify_hamigrate if end.task.parsed.type == "hamigrate" else classify
-        await finish(rt, attempt, judge(end.exitstatus, lines, attempt.request.target))
-    await _probe_transfers(rt, rt.clock())
-    await _check_timeouts(rt)
+        held = rt.attempts.get(by_upid[end.task.upid])
+        if held is not None and held.running:
+            await _judge_end(rt, held, end.task.upid, end.exitstatus)
+
+
+async def _judge_end(rt: ClusterRuntime, attempt: Attempt, upid: str, exitstatus: str) -> None:
+    """An ended task: a success at once, a failure classified from its whole log."""
+    parsed = parse_upid(upid)
+    if is_success(exitstatus):
+        await finish(rt, attempt, None)
+    else:
+        lines = await rt.client.task_log(parsed.node, upid)
+        judge = classify_hamigrate if parsed.type == "hamigrate" else classify
+        await finish(rt, attempt, judge(exitstatus, lines, attempt.request.target))
+    if parsed.type == "qmigrate" and attempt.state is not AttemptState.TRACKING:
+        streams = len(predictions.streams(rt, attempt.source))
+        predictions.share_changed(rt, attempt.source, rt.clock(), streams + 1, streams)
 
 
 async def _identify_unconfirmed(
@@ -193,42 +250,18 @@ async def _judge_ha_requests(rt: ClusterRuntime, queued: list[Attempt]) -> None:
             await finish(rt, attempt, classify_unstarted_ha(request.target, online, lock))
 
 
-async def _probe_transfers(rt: ClusterRuntime, now: float) -> None:
-    """Predict transfer ends from PVE's progress lines, with a few log reads per task.
-
-    No prediction outlives its time: a transfer predicted to end soon is read again if its
-    task still runs one poll after the end phase that follows, and one whose first pass is
-    over (re-sent pages past the guest's memory: the log does not tell how much is left)
-    after a share of the time it has run, never sooner than the idle poll reads task lists
-    anyway."""
-    poll = rt.task_poll_seconds
-    for attempt in rt.attempts.in_state(AttemptState.TRACKING):
-        if not attempt.upid or attempt.probe_at is None or now < attempt.probe_at:
-            continue
-        node = parse_upid(attempt.upid).node
-        lines = await rt.client.task_log(node, attempt.upid, start=attempt.log_lines_seen)
-        attempt.log_lines_seen += len(lines)
-        progress = transfer_progress(lines)
-        if progress is not None and progress.rate > 0:
-            dirty = progress.dirty_bounds(now - attempt.started_at)
-            rt.engine.observe_rate(attempt.key, progress.rate, dirty)
-        if progress is None or not (progress.rate > 0 or progress.completed):
-            attempt.probe_at = now + _first_probe_delay(rt)
-            if attempt.ending_at is not None:  # an earlier prediction, not confirmed
-                attempt.ending_at = attempt.probe_at
-            continue
-        left = progress.seconds_left
-        if left is None:  # re-sending dirtied pages: look again later, announce nothing
-            look = max(IDLE_POLLS * poll, RESEND_RECHECK_SHARE * (now - attempt.started_at))
-            attempt.ending_at = attempt.probe_at = now + look
-            continue
-        attempt.ending_at = now + left
-        if progress.completed:
-            attempt.probe_at = None  # the end phase runs; the task list shows its end
-        elif left > REPROBE_MIN_SECONDS:
-            attempt.probe_at = now + left * REPROBE_AFTER_SHARE
-        else:  # still running after its end phase would have ended: read again
-            attempt.probe_at = attempt.ending_at + rt.engine.policy.end_window_seconds + poll
+async def _look(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
+    """Read the log lines a task wrote since the last look: its end line ends it (a task list
+    would say no more), its progress predicts when its transfer ends (runtime/predictions.py)."""
+    assert attempt.upid is not None
+    node = parse_upid(attempt.upid).node
+    lines = await rt.client.task_log(node, attempt.upid, start=attempt.log_lines_seen)
+    attempt.log_lines_seen += len(lines)
+    exitstatus = log_exitstatus(lines)
+    if exitstatus is not None:
+        await _judge_end(rt, attempt, attempt.upid, exitstatus)
+        return
+    predictions.update(rt, attempt, transfer_progress(lines), now)
 
 
 async def _check_timeouts(rt: ClusterRuntime) -> None:

@@ -1,0 +1,113 @@
+"""When a running migration's transfer ends, predicted from its task log (no I/O).
+
+The runtime reads a task's log a few times (runtime/tracking.py); each read's progress line
+(qemu-server `src/PVE/QemuMigrate.pm` phase2: `migration active, transferred X of Y
+VM-state, Z/s`, PVE 8 and 9 alike) gives the engine the stream's rate and the attempt its
+predicted end (`ending_at`) and next log read (`probe_at`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxmigrate.pve.tracker import TransferProgress
+from proxmigrate.pve.upid import parse_upid
+from proxmigrate.runtime.attempt import Attempt, AttemptState
+
+if TYPE_CHECKING:
+    from proxmigrate.runtime.cluster import ClusterRuntime
+
+REPROBE_AFTER_SHARE = 0.7  # re-read a long transfer's rate when this share of its ETA passed
+REPROBE_MIN_SECONDS = 30.0  # transfers predicted to end sooner are not read again before it
+# A transfer re-sending dirtied pages is read again after this share of the time it has run,
+# and not sooner than RESEND_MIN_SECONDS.
+RESEND_RECHECK_SHARE = 0.5
+RESEND_MIN_SECONDS = 10.0
+# A task still running this many polls after its predicted end and end phase has its log
+# read again: the transfer was slower than predicted.
+OVERDUE_POLLS = 2
+
+
+def first_probe_delay(rt: ClusterRuntime) -> float:
+    """Read a task's log once its tunnel is up and the transfer rate has settled."""
+    return 2 * rt.engine.policy.start_window_seconds
+
+
+def first_look(rt: ClusterRuntime, attempt: Attempt) -> float:
+    """A stopped guest moves without a RAM transfer (its config, and disks if any, after
+    one start-up): looked at once the start phase is over."""
+    if attempt.vm is not None and not attempt.vm.running:
+        return rt.engine.policy.start_window_seconds
+    return first_probe_delay(rt)
+
+
+def streams(rt: ClusterRuntime, source: str) -> list[Attempt]:
+    """Our migrations whose task runs on `source` (HA requests not yet handed off aside)."""
+    return [
+        a
+        for a in rt.attempts.in_state(AttemptState.TRACKING)
+        if a.source == source and a.upid and parse_upid(a.upid).type == "qmigrate"
+    ]
+
+
+def share_changed(rt: ClusterRuntime, source: str, now: float, before: int, after: int) -> None:
+    """A stream of `source` started or ended: the others' predicted ends move with their
+    share of its link (the engine's model too: a source's outflow is its streams' rates
+    summed), so a companion's end brings them forward instead of leaving them to the safety
+    net. Where the link is not what limits them, the next look corrects it."""
+    if before < 1 or after < 1:
+        return
+    factor = after / before
+    for attempt in streams(rt, source):
+        if attempt.ending_at is not None and attempt.ending_at > now:
+            attempt.ending_at = now + (attempt.ending_at - now) * factor
+        if attempt.probe_at is not None and attempt.probe_at > now and attempt.log_lines_seen:
+            attempt.probe_at = now + (attempt.probe_at - now) * factor
+
+
+def ending(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
+    """Its task may end any moment: the predicted end of its transfer plus the shortest end
+    phase has passed, and no log read is planned before it."""
+    if attempt.probe_at is not None or attempt.ending_at is None:
+        return False
+    return now >= attempt.ending_at + rt.engine.policy.end_spread_seconds
+
+
+def update(
+    rt: ClusterRuntime, attempt: Attempt, progress: TransferProgress | None, now: float
+) -> None:
+    """What a log read's last progress says: the stream's rate to the engine, the attempt's
+    predicted end and next log read.
+
+    The prediction is the earliest end: pages a guest never wrote go as a flag, not as
+    bytes, so its stream may end once its memory in use (`mem` of `/cluster/resources`,
+    what a migration copies at least) is sent, well before its size (`Y` of `transferred X
+    of Y`). Task lists watch it from then on; a transfer still running well after it, or
+    past its memory in use (the rest, pages written meanwhile, is not in the log), has its
+    log read again; a long one when most of its predicted time passed; one re-sending past
+    the guest's size after a share of the time it has run.
+    """
+    if progress is not None and progress.rate > 0:
+        dirty = progress.dirty_bounds(now - attempt.started_at)
+        rt.engine.observe_rate(attempt.key, progress.rate, dirty)
+    if progress is None or not (progress.rate > 0 or progress.completed):
+        attempt.probe_at = now + first_probe_delay(rt)
+        if attempt.ending_at is not None:  # an earlier prediction, not confirmed
+            attempt.ending_at = attempt.probe_at
+        return
+    left = progress.seconds_left
+    if left is None:  # re-sending dirtied pages: look again later, announce nothing
+        look = max(RESEND_MIN_SECONDS, RESEND_RECHECK_SHARE * (now - attempt.started_at))
+        attempt.ending_at = attempt.probe_at = now + look
+        return
+    used = attempt.vm.used_memory if attempt.vm is not None and not progress.completed else 0
+    if used and progress.transferred >= used:  # past the memory in use: read again soon
+        attempt.ending_at = attempt.probe_at = now + first_probe_delay(rt)
+        return
+    if used:
+        left = min(left, (used - progress.transferred) / progress.rate)
+    attempt.ending_at = now + left
+    if left > REPROBE_MIN_SECONDS:
+        attempt.probe_at = now + left * REPROBE_AFTER_SHARE
+    else:  # the end is near: task lists from its earliest end on (`ending`)
+        attempt.probe_at = None
