@@ -189,7 +189,29 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return {"p5": q[0], "p50": statistics.median(values), "p95": q[-1], "max": max(values)}
 
 
-def model_shares(n: int, sshd: SshdParams, seeds: int = 40) -> dict[str, float]:
+BAND = 1.25  # issue 17: the model within 1.25x of the real share ...
+RARE = 0.05  # ... except where the real share is rare: then within its 95 % interval
+
+
+def band(real: float, trials: int) -> tuple[float, float]:
+    """The range a modeled share must fall in: 1.25x either side of the real share, or,
+    for a rare one (< RARE: a few drops among the trials, where a ratio says nothing), the
+    real share's binomial 95 % interval (Wilson score interval)."""
+    if real >= RARE:
+        return real / BAND, real * BAND
+    z = 1.96
+    scale = 1 + z * z / trials
+    centre = (real + z * z / (2 * trials)) / scale
+    half = z / scale * (real * (1 - real) / trials + z * z / (4 * trials * trials)) ** 0.5
+    return max(0.0, centre - half), centre + half
+
+
+def in_band(real_row: dict[str, Any], n: int, step: str, modeled: float) -> bool:
+    low, high = band(real_row["mean"][step], n * len(real_row["runs"]))
+    return low - 1e-9 <= modeled <= high + 1e-9
+
+
+def model_shares(n: int, sshd: SshdParams, seeds: int = 100) -> dict[str, float]:
     """The model's mean shares over `seeds` seeds."""
     runs = [model_run(n, seed, sshd) for seed in range(seeds)]
     return {k: statistics.fmean(r[k] for r in runs) for k in [*STEPS, "total"]}
@@ -212,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(data: dict[str, Any]) -> str:
-    """docs/pvesim.md's tables: real sshd vs the model (default parameters), per step."""
+    """docs/pvesim.md's tables: real sshd vs the model (default parameters), per step;
+    `(out)` marks a modeled share outside the band of the real one (`band`)."""
     keys = [*STEPS, "total"]
     head = "| N | | " + " | ".join(keys) + " |"
     lines = [head, "|---|---|" + "---|" * len(keys)]
@@ -220,12 +243,13 @@ def markdown(data: dict[str, Any]) -> str:
         row = data["sizes"].get(str(n))
         if row is None:
             continue
-        for label, shares in (
-            (f"real ({len(row['runs'])} runs)", row["mean"]),
-            ("model", model_shares(n, SshdParams())),
-        ):
-            cells = " | ".join(f"{shares[k]:.2f}" for k in keys)
-            lines.append(f"| {n} | {label} | {cells} |")
+        real = " | ".join(f"{row['mean'][k]:.2f}" for k in keys)
+        lines.append(f"| {n} | real ({len(row['runs'])} runs) | {real} |")
+        modeled = model_shares(n, SshdParams())
+        cells = " | ".join(
+            f"{modeled[k]:.2f}{'' if in_band(row, n, k, modeled[k]) else ' (out)'}" for k in keys
+        )
+        lines.append(f"| {n} | model | {cells} |")
     lines += ["", "| N | handshake p5 / p50 / p95 / max (s) | plain logins dropped | load1 |"]
     lines.append("|---|---|---|---|")
     for n in SIZES:

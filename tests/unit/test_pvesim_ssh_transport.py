@@ -6,15 +6,16 @@ real one is exercised in tests/e2e/test_real_sshd.py."""
 from __future__ import annotations
 
 import random
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from pvesim.model import Cluster, from_config
+from pvesim.model.params import MaxStartups, SshdParams
 from pvesim.model.process import SshResult
+from pvesim.model.sshd import Sshd
 
 
 @dataclass
@@ -108,20 +109,59 @@ def test_a_stop_while_logging_in_closes_the_late_session() -> None:
     assert transport.sessions and all(s.closed_at is not None for s in transport.sessions)
 
 
-def test_handshakes_slow_down_with_competing_preauth_children() -> None:
-    from pvesim.model.params import SshdParams
-    from pvesim.model.sshd import Sshd
+def _finish_times(sshd: Sshd, arrivals: list[float]) -> tuple[list[float], list[float]]:
+    """Drive `sshd`'s handshakes as the cluster does: (authenticated at, command runs at)."""
+    rng = random.Random(1)
+    authenticated: list[float] = []
+    running: list[float] = []
+    now = 0.0
+    todo = sorted(arrivals)
+    while todo or sshd.logins:
+        step = sshd.next_change()
+        if todo and (step is None or todo[0] <= now + step):
+            now = todo.pop(0)
+            assert sshd.admit("src", now, rng)
+            sshd.begin(now, rng, lambda: None)
+            continue
+        assert step is not None
+        now += step
+        for delay, _done in sshd.advance(now, rng):
+            authenticated.append(now)
+            running.append(now + delay)
+    return authenticated, running
 
+
+def _sshd() -> Sshd:
+    """Default handshake figures, no spread, and room for every connection."""
+    params = replace(SshdParams(), handshake_sigma=0.0, session_sigma=0.0)
+    return Sshd(replace(params, max_startups=MaxStartups(100, 30, 200)))
+
+
+def test_a_crowd_of_handshakes_shares_the_cpu_and_authenticates_together() -> None:
     params = SshdParams()
+    lone, _ = _finish_times(_sshd(), [0.0])
+    assert lone == [pytest.approx(params.handshake_median)]
+    crowd, _ = _finish_times(_sshd(), [0.0] * 8)
+    together = params.handshake_median * (1 + 7 / params.handshake_contention)
+    assert crowd == [pytest.approx(together)] * 8
+    sshd = _sshd()
+    _finish_times(sshd, [0.0] * 8)
+    assert sshd.peak_pending == 8 and sshd.pending == 0
 
-    def median(pending: int) -> float:
-        sshd = Sshd(params, pending=pending)
-        rng = random.Random(1)
-        return statistics.median(sshd.handshake_seconds(rng) for _ in range(2000))
 
-    lone, crowded = median(1), median(1 + 7)
-    assert lone == pytest.approx(params.handshake_median, rel=0.1)
-    assert crowded / lone == pytest.approx(1 + 7 / params.handshake_contention, rel=0.1)
+def test_a_late_arrival_slows_the_handshakes_already_running() -> None:
+    params = SshdParams()
+    alone, _ = _finish_times(_sshd(), [0.0])
+    first, _ = _finish_times(_sshd(), [0.0, params.handshake_median / 2])
+    assert min(first) > alone[0]
+
+
+def test_session_starts_come_out_one_at_a_time() -> None:
+    params = SshdParams()
+    authenticated, running = _finish_times(_sshd(), [0.0] * 5)
+    assert len(set(map(round, authenticated))) == 1
+    gaps = [b - a for a, b in zip(sorted(running), sorted(running)[1:], strict=False)]
+    assert gaps == [pytest.approx(params.session_median)] * 4
 
 
 def test_yaml_sshd_must_be_model_or_openssh(tmp_path: Path) -> None:

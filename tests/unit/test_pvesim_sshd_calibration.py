@@ -1,19 +1,25 @@
 """The modeled sshd answers to the real one: with its default parameters, the model's drop
-shares of N secure migrations fired at once into one target stay within 1.25x of those
+shares of N secure migrations fired at once into one target stay within the band of those
 measured with real OpenSSH (bench/sshd_real.json, recorded by
-`python -m bench.sshd_calibration --real`)."""
+`python -m bench.sshd_calibration --real`): 1.25x either side, or the real share's 95 %
+interval where it is rare (bench.sshd_calibration.band)."""
 
 from __future__ import annotations
 
 import json
+from functools import cache
 
 import pytest
-from bench.sshd_calibration import DATA, model_shares
+from bench.sshd_calibration import DATA, STEPS, band, in_band, model_shares
 
 from pvesim.model.params import SshdParams
 
-BAND = 1.25
 REAL = json.loads(DATA.read_text())
+
+
+@cache
+def modeled(n: int) -> dict[str, float]:
+    return model_shares(n, SshdParams())
 
 
 def test_the_recorded_figures_say_how_they_were_measured() -> None:
@@ -24,9 +30,32 @@ def test_the_recorded_figures_say_how_they_were_measured() -> None:
         assert all("load1" in run for run in runs)
 
 
-@pytest.mark.parametrize("n", [16, 32])
-@pytest.mark.parametrize("step", ["/bin/true", "total"])
+# Known misfit (docs/pvesim.md "Calibration"): at N = 32 the model's end phase drops 1.3x
+# the real share. Strict: the test says so when a refit brings it into the band.
+OUT_OF_BAND = {(32, "end")}
+CELLS = [
+    pytest.param(
+        n,
+        step,
+        marks=[pytest.mark.xfail(strict=True, reason="known misfit")]
+        if (n, step) in OUT_OF_BAND
+        else [],
+    )
+    for n in (16, 32)
+    for step in [*STEPS, "total"]
+]
+
+
+@pytest.mark.parametrize(("n", "step"), CELLS)
 def test_default_model_drop_share_within_band_of_real_sshd(n: int, step: str) -> None:
-    real = REAL["sizes"][str(n)]["mean"][step]
-    modeled = model_shares(n, SshdParams())[step]
-    assert real / BAND <= modeled <= real * BAND, (n, step, real, modeled)
+    real = REAL["sizes"][str(n)]
+    low, high = band(real["mean"][step], n * len(real["runs"]))
+    assert in_band(real, n, step, modeled(n)[step]), (n, step, (low, high), modeled(n)[step])
+
+
+def test_the_band_is_a_ratio_for_common_shares_and_the_interval_for_rare_ones() -> None:
+    assert band(0.2, 500) == pytest.approx((0.16, 0.25))
+    low, high = band(0.0, 272)  # no drop in 272: up to about 1.4 % is as likely
+    assert low == 0.0 and 0.010 < high < 0.016
+    low, high = band(0.03, 272)
+    assert 0.01 < low < 0.03 < high < 0.07

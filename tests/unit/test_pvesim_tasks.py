@@ -20,7 +20,7 @@ from pvesim.api import Pending, TotalList, router
 from pvesim.auth import TOKEN_ID
 from pvesim.model import ApiError, Cluster, ModelParams, TimingParams, from_config
 from pvesim.model.process import SshCall
-from tests.unit.test_pvesim_model import _vms
+from tests.unit.test_pvesim_model import _idle_logins, _vms
 
 
 def _cluster(vms: list[dict[str, Any]], **timing: float) -> Cluster:
@@ -154,7 +154,7 @@ def _texts(cluster: Cluster, upid: str) -> list[str]:
 
 
 def test_stop_during_the_transfer_cleans_up_within_the_grace_and_answers_then() -> None:
-    cluster = _cluster(_vms(1, memory_gib=64, used_gib=60), qm_start_max=2.0)
+    cluster = _idle_logins(_cluster(_vms(1, memory_gib=64, used_gib=60), qm_start_max=2.0))
     upid = _transferring(cluster)
     asked = cluster.now
     answer = router.dispatch(cluster, "DELETE", f"nodes/pve1/tasks/{upid}", TOKEN_ID, {})

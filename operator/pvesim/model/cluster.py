@@ -129,8 +129,8 @@ class Cluster:
             lines = tuple(line.format(ip=target.ip) for line in wording)
             self.schedule(0.005, process.wake, token, SshResult(False, lines))
             return
-        handshake = target.sshd.handshake_seconds(self.rng)
-        self.schedule(handshake, self._ssh_authenticated, target, process, token)
+        target.sshd.begin(self.now, self.rng, lambda: process.wake(token, SshResult(True)))
+        self._ssh_next(target)
 
     def _ssh_real(self, target: Node, process: Process, call: SshCall, token: int) -> None:
         """A real ssh login (pvesim/openssh.py); its result arrives on the real clock."""
@@ -146,9 +146,18 @@ class Cluster:
 
         self.ssh_transport.connect(call.source, call.target, call.command, done)
 
-    def _ssh_authenticated(self, target: Node, process: Process, token: int) -> None:
-        target.sshd.release()
-        process.wake(token, SshResult(True))
+    def _ssh_next(self, target: Node) -> None:
+        """Wake `_ssh_progress` when the next login of `target` ends a phase."""
+        delay = target.sshd.next_change()
+        if delay is not None:
+            self.schedule(delay, self._ssh_progress, target, target.sshd.generation)
+
+    def _ssh_progress(self, target: Node, generation: int) -> None:
+        if generation != target.sshd.generation:
+            return  # a login began or ended since: a later wake-up is scheduled
+        for delay, done in target.sshd.advance(self.now, self.rng):
+            self.schedule(delay, done)
+        self._ssh_next(target)
 
     # -- network ----------------------------------------------------------------------------
     def _link_capacity(self) -> dict[tuple[str, str], float]:

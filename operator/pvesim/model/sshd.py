@@ -36,8 +36,28 @@ def should_drop(pending: int, limits: MaxStartups, rng: random.Random) -> bool:
 
 
 @dataclass
+class Login:
+    """An admitted connection in its pre-authentication (it holds a MaxStartups slot)."""
+
+    work: float  # lone-login seconds of CPU left before it is authenticated
+    done: Callable[[], None]  # runs once its command runs
+
+
+EPSILON = 1e-4  # lone-login seconds: below this a handshake is over (the clock is ~1.7e9 s)
+
+
+@dataclass
 class Sshd:
-    """One node's sshd: pending pre-auth children, counters and PerSourcePenalties."""
+    """One node's sshd: pending pre-auth children, counters and PerSourcePenalties.
+
+    Handshakes in progress share the node's CPU (processor sharing): each advances at
+    1 / (1 + others / handshake_contention) of a lone one's speed, re-evaluated whenever one
+    begins or ends, so a crowd that arrives together authenticates together and holds its
+    MaxStartups slots until then. Session starts (after authentication: the slot is free)
+    come out one at a time, `session_median` apart, so that crowd's next logins arrive
+    spread out. Both as real OpenSSH does on loopback (docs/pvesim.md "Calibration: the
+    model against the real daemon").
+    """
 
     params: SshdParams
     pending: int = 0
@@ -46,9 +66,13 @@ class Sshd:
     drops: int = 0
     refusals: int = 0  # refused by PerSourcePenalties
     penalties: dict[str, tuple[float, float]] = field(default_factory=dict)  # src -> (secs, at)
+    logins: list[Login] = field(default_factory=list)  # admitted, not yet authenticated
+    updated: float = 0.0  # when `logins` last advanced
+    generation: int = 0  # bumped on every change: an older wake-up is stale
+    sessions_free: float = 0.0  # when the session starts queued so far are all done
 
     def admit(self, source: str, now: float, rng: random.Random) -> bool:
-        """Take a new connection; True if it gets a pre-auth slot (caller must `release`)."""
+        """Take a new connection; True if it gets a pre-auth slot (caller must `begin`)."""
         self.connections += 1
         if self._penalised(source, now):
             self.refusals += 1
@@ -61,14 +85,44 @@ class Sshd:
         self.peak_pending = max(self.peak_pending, self.pending)
         return True
 
-    def handshake_seconds(self, rng: random.Random) -> float:
-        """Connect to authenticated for a connection just admitted: lognormal around the
-        median, slower with every other pre-auth child competing for the CPU."""
+    def begin(self, now: float, rng: random.Random, done: Callable[[], None]) -> None:
+        """An admitted connection starts its handshake; `done` runs once its command runs."""
+        self._settle(now)
         params = self.params
-        contention = 1.0 + (self.pending - 1) / params.handshake_contention
-        return (
-            params.handshake_median * contention * math.exp(rng.gauss(0.0, params.handshake_sigma))
-        )
+        work = params.handshake_median * math.exp(rng.gauss(0.0, params.handshake_sigma))
+        self.logins.append(Login(work, done))
+        self.generation += 1
+
+    def next_change(self) -> float | None:
+        """Seconds until the next handshake ends if nothing else happens (None: idle)."""
+        if not self.logins:
+            return None
+        return max(min(login.work for login in self.logins), EPSILON) / self._speed()
+
+    def advance(self, now: float, rng: random.Random) -> list[tuple[float, Callable[[], None]]]:
+        """Progress up to `now`: each handshake that is over frees its slot and queues its
+        session start; returns (seconds from now, `done`) for each."""
+        self._settle(now)
+        due: list[tuple[float, Callable[[], None]]] = []
+        for login in [each for each in self.logins if each.work <= EPSILON]:
+            self.logins.remove(login)
+            self.release()
+            params = self.params
+            session = params.session_median * math.exp(rng.gauss(0.0, params.session_sigma))
+            self.sessions_free = max(self.sessions_free, now) + session
+            due.append((self.sessions_free - now, login.done))
+        self.generation += 1
+        return due
+
+    def _speed(self) -> float:
+        return 1.0 / (1.0 + (len(self.logins) - 1) / self.params.handshake_contention)
+
+    def _settle(self, now: float) -> None:
+        if self.logins:
+            progress = (now - self.updated) * self._speed()
+            for login in self.logins:
+                login.work -= progress
+        self.updated = now
 
     def release(self) -> None:
         """The child authenticated or exited: its MaxStartups slot is free again."""
