@@ -11,7 +11,7 @@ from typing import Any
 from bench.figures import RunFigures, figures_from, peak_rss_mib, reset_peak_rss
 from bench.scenarios import Scenario
 from proxmigrate.engine import EnginePolicy
-from proxmigrate.simulate.bounds import drain_lower_bound
+from proxmigrate.simulate.bounds import drain_lower_bound, plan_lower_bound
 from proxmigrate.simulate.drain import DrainOptions, LibraryDrain
 from proxmigrate.simulate.model import model_params
 from proxmigrate.simulate.outcome import downtime, summarize
@@ -66,6 +66,7 @@ def run_proxmigrate(
     )
     result = drain.run()
     rss = peak_rss_mib()
+    moves = [(move.vmid, move.source, move.target) for plan in result.plans for move in plan.moves]
     outcome = summarize(
         cluster.ground_truth(), drained=scenario.drained, start=result.started_at, movable=movable
     )
@@ -73,6 +74,7 @@ def run_proxmigrate(
         outcome,
         bound=bound,
         dirty_bound=dirty_bound,
+        plan_bound=plan_lower_bound(cluster, moves, level, dirty=True).seconds,
         scenario=scenario.name,
         contender="proxmigrate",
         level=level,
@@ -98,6 +100,13 @@ def run_migrateall(scenario: Scenario, level: int, seed: int) -> RunFigures:
     dirty_bound = dirty_bound_seconds(scenario, cluster, level)
     started = cluster.now
     targets = _roomiest_targets(cluster, scenario.drained)
+    moves = [
+        (vmid, node, target)
+        for node, target in zip(scenario.drained, targets, strict=True)
+        for vmid in movable
+        if cluster.vms[vmid].node == node
+    ]
+    plan_bound = plan_lower_bound(cluster, moves, level, dirty=True).seconds
     upids = [
         cluster.migrateall(node, target, maxworkers=level, with_local_disks=True)
         for node, target in zip(scenario.drained, targets, strict=True)
@@ -114,6 +123,7 @@ def run_migrateall(scenario: Scenario, level: int, seed: int) -> RunFigures:
         outcome,
         bound=bound,
         dirty_bound=dirty_bound,
+        plan_bound=plan_bound,
         scenario=scenario.name,
         contender="migrateall",
         level=level,

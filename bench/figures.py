@@ -31,6 +31,9 @@ class RunFigures:
     inflight: tuple[tuple[float, int], ...] = field(default=(), repr=False)
     # the stricter bound: each guest's re-sent memory at its best rate (simulate/bounds.py)
     dirty_bound: float | None = None
+    # the dirty-aware bound of where this run sent each guest (simulate/bounds.py
+    # plan_lower_bound): above `dirty_bound` by what the plan alone costs (None: unknown)
+    plan_bound: float | None = None
     # guest pauses from the migrations' task logs (None: logs not read, e.g. ProxLB's server)
     max_pause_ms: int | None = None
     p99_pause_ms: int | None = None
@@ -47,6 +50,10 @@ class RunFigures:
     @property
     def dirty_ratio(self) -> float | None:
         return self.makespan / self.dirty_bound if self.dirty_bound else None
+
+    @property
+    def plan_ratio(self) -> float | None:
+        return self.makespan / self.plan_bound if self.plan_bound else None
 
     @property
     def requests_per_vm(self) -> float | None:

@@ -10,7 +10,7 @@ from bench.figures import RunFigures
 
 HEADER = (
     "| scenario | contender | parallel | runs | makespan s: median [min-max] "
-    "| bound s: bandwidth / dirty-aware | ratio to each "
+    "| bound s: bandwidth / dirty-aware / its plan's | ratio to each "
     "| SSH drops / port conflicts per run | VMs left behind per run "
     "| API requests / migrated VM | guest pause ms: max / p99 | downtime doublings per run "
     "| our CPU s | peak RSS MiB |"
@@ -47,9 +47,11 @@ def table(runs: Iterable[RunFigures]) -> str:
                     str(level),
                     str(len(runs_here)),
                     f"{statistics.median(spans):.0f} [{min(spans):.0f}-{max(spans):.0f}]",
-                    f"{runs_here[0].bound:.0f} / {_median([r.dirty_bound for r in runs_here], 0)}",
+                    f"{runs_here[0].bound:.0f} / {_median([r.dirty_bound for r in runs_here], 0)}"
+                    f" / {_median([r.plan_bound for r in runs_here], 0)}",
                     f"{_median([run.ratio for run in runs_here], 2)} / "
-                    f"{_median([run.dirty_ratio for run in runs_here], 2)}",
+                    f"{_median([run.dirty_ratio for run in runs_here], 2)} / "
+                    f"{_median([run.plan_ratio for run in runs_here], 2)}",
                     f"{_mean([run.ssh_drops for run in runs_here])} / "
                     f"{_mean([run.port_conflicts for run in runs_here])}",
                     _mean([run.left_behind for run in runs_here]),

@@ -20,6 +20,8 @@ def test_tiny_scenario_figures_are_sane(tmp_path: Path) -> None:
     for run in (ours, theirs):
         assert run.bound > 0
         assert run.makespan >= run.bound  # nothing beats moving the bytes
+        assert run.dirty_bound is not None and run.plan_bound is not None
+        assert run.bound <= run.dirty_bound <= run.plan_bound <= run.makespan
         assert run.moved + run.left_behind == movable
         assert run.requests_per_vm is not None and run.requests_per_vm > 0
         assert run.inflight and run.inflight[-1][1] == 0  # every migration ended

@@ -17,11 +17,19 @@ more than its best rate (the stream cap, its node's egress, the fastest target's
 Counting every guest at that best rate gives the least bytes any drain must send. A guest
 dirtying at least that fast cannot converge at all: it only ends by PVE doubling its
 downtime limit, so its pause has no floor below its memory over that rate (`stuck`).
+
+The plan's bound (`plan_lower_bound`) is the same once it is fixed where each guest goes:
+every target's incoming bytes over its ingress, every source's outgoing bytes over its
+egress, each guest's re-sent memory at the best rate of its own pair of links. Both other
+bounds let bytes go wherever a link is free; a plan that gives a slow target more than its
+link carries in that time ends later whatever the engine does, so the gap between the two
+is the plan's share of a drain's distance from the bound, the rest the engine's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections import defaultdict
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from pvesim.model import Cluster
@@ -87,18 +95,67 @@ def drain_lower_bound(
         moving = 0.0
         rate = best_rate(cluster, node, drained)
         for vm in _leaving(cluster, node):
-            if dirty and vm.dirty_rate < rate:
-                moving += vm.mem / (1.0 - vm.dirty_rate / rate)
-            else:
-                moving += vm.mem
-                if dirty:
-                    stuck.append(vm.vmid)
+            moving += _sent(vm, rate, dirty, stuck)
         total += moving
         egress = link_capacity(cluster, node)
         candidates.append((moving / egress, f"{node} egress {egress / GB:.3f} GB/s"))
     ingress = sum(link_capacity(cluster, name) for name in cluster.nodes if name not in drained)
     if ingress > 0:
         candidates.append((total / ingress, f"targets' ingress {ingress / GB:.3f} GB/s"))
+    return _bound(cluster, total, parallel, candidates, stuck)
+
+
+def plan_lower_bound(
+    cluster: Cluster,
+    moves: Iterable[tuple[int, str, str]],
+    parallel: int | None = None,
+    dirty: bool = False,
+) -> LowerBound:
+    """Seconds the `moves` (vmid, source, target) need at least with `parallel` migrations at
+    once: each node's bytes out over its egress and in over its ingress; `dirty` counts the
+    memory each guest must re-send at the best rate of its source and target. Stopped
+    guests and guests with local devices send no memory."""
+    out: defaultdict[str, float] = defaultdict(float)
+    into: defaultdict[str, float] = defaultdict(float)
+    stuck: list[int] = []
+    cap = stream_cap(cluster)
+    for vmid, source, target in moves:
+        vm = cluster.vms[vmid]
+        if not vm.running or vm.local_devices:
+            continue
+        rate = min(cap, link_capacity(cluster, source), link_capacity(cluster, target))
+        sent = _sent(vm, rate, dirty, stuck)
+        out[source] += sent
+        into[target] += sent
+    candidates = [
+        (
+            sent / link_capacity(cluster, node),
+            f"{node} {way} {link_capacity(cluster, node) / GB:.3f} GB/s",
+        )
+        for way, sums in (("egress", out), ("ingress", into))
+        for node, sent in sorted(sums.items())
+    ]
+    return _bound(cluster, sum(out.values()), parallel, candidates, stuck)
+
+
+def _sent(vm: VM, rate: float, dirty: bool, stuck: list[int]) -> float:
+    """Bytes `vm`'s migration sends at least at `rate`; `dirty` adds the pages pre-copy must
+    re-send, and a guest dirtying at least that fast joins `stuck` at its memory."""
+    if dirty and vm.dirty_rate < rate:
+        return vm.mem / (1.0 - vm.dirty_rate / rate)
+    if dirty:
+        stuck.append(vm.vmid)
+    return float(vm.mem)
+
+
+def _bound(
+    cluster: Cluster,
+    total: float,
+    parallel: int | None,
+    candidates: list[tuple[float, str]],
+    stuck: list[int],
+) -> LowerBound:
+    """The binding one of the link `candidates`, and of `parallel` streams at the stream cap."""
     if parallel is not None:
         per_stream = stream_cap(cluster)
         candidates.append(
