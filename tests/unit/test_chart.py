@@ -84,14 +84,15 @@ def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     }
 
 
-# What the operator does (brief of issue 6): kopf on the four kinds and their status,
+# What the operator does (brief of issue 6): kopf on the five kinds and their status,
 # drains creating/deleting child VMMigrations, events, reading the named Secrets.
-OWN_KINDS = ("proxmoxclusters", "nodedrains", "vmplacements", "vmmigrations")
+OWN_KINDS = ("proxmoxclusters", "nodedrains", "vmplacements", "vmmigrations", "nodemaintenances")
+CHILD_KINDS = ("vmmigrations", "nodedrains")  # NodeMaintenances create NodeDrains
 NEEDED_IN_WATCHED_NAMESPACE = (
     {("proxmigrate.dev", kind, verb) for kind in OWN_KINDS for verb in ("get", "list", "watch")}
     | {("proxmigrate.dev", kind, "patch") for kind in OWN_KINDS}
     | {("proxmigrate.dev", f"{kind}/status", "patch") for kind in OWN_KINDS}
-    | {("proxmigrate.dev", "vmmigrations", verb) for verb in ("create", "delete")}
+    | {("proxmigrate.dev", kind, verb) for kind in CHILD_KINDS for verb in ("create", "delete")}
     | {("", "events", "create"), ("events.k8s.io", "events", "create")}
     | {("", "secrets", "get")}
 )
@@ -219,7 +220,7 @@ def test_rbac_has_no_wildcards_and_reads_only_named_secrets(values: tuple[Path, 
             if "secrets" in rule["resources"]:
                 assert rule["resourceNames"] and rule["verbs"] == ["get"]
             if "delete" in rule["verbs"]:
-                assert rule["resources"] == ["vmmigrations"]
+                assert set(rule["resources"]) <= set(CHILD_KINDS)
 
 
 def test_the_created_and_listed_secrets_are_readable_where_they_live() -> None:

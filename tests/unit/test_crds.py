@@ -191,6 +191,7 @@ REQUIRED_STATUS_FIELDS = {
         "eta",
     ],
     api.VM_PLACEMENT: ["vm", "desiredNode", "currentNode", "inSync", "lastMigration", "vms"],
+    api.NODE_MAINTENANCE: ["phase", "nodes", "plan", "step", "currentNodes", "stepPhase", "done"],
 }
 
 
@@ -226,6 +227,9 @@ ENUMS: list[tuple[api.Resource, str, type[StrEnum]]] = [
     (api.PROXMOX_CLUSTER, "spec.migrationPolicy.type", enums.MigrationType),
     (api.PROXMOX_CLUSTER, "status.clusterMigrationType", enums.ClusterMigrationType),
     (api.PROXMOX_CLUSTER, "status.authMethod", enums.AuthMethod),
+    (api.NODE_MAINTENANCE, "status.phase", enums.MaintenancePhase),
+    (api.NODE_MAINTENANCE, "spec.onFailure", enums.FailurePolicy),
+    (api.NODE_MAINTENANCE, "spec.done.signal", enums.DoneSignal),
 ]
 
 
@@ -286,6 +290,10 @@ EXPECTED_COLUMNS = {
         ["PROGRESS", "ETA", "RETURNED"],
     ),
     api.VM_PLACEMENT: (["VM", "DESIRED", "CURRENT", "SYNCED", "AGE"], ["POLICY"]),
+    api.NODE_MAINTENANCE: (
+        ["PHASE", "NODE", "STEP", "DONE", "TOTAL", "AGE"],
+        ["MIGRATED", "PARKED"],
+    ),
 }
 
 
@@ -403,6 +411,11 @@ MINIMAL_SPECS: list[tuple[api.Resource, dict[str, Any], Any]] = [
         api.VM_PLACEMENT,
         {"clusterRef": {"name": "lab"}, "vmid": 120, "node": "pve2"},
         api.VMPlacementSpec,
+    ),
+    (
+        api.NODE_MAINTENANCE,
+        {"clusterRef": {"name": "lab"}, "nodes": ["pve1", "pve2"]},
+        api.NodeMaintenanceSpec,
     ),
 ]
 

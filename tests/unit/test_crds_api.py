@@ -351,6 +351,7 @@ def test_resources_name_their_crds() -> None:
         "vmmigrations.proxmigrate.dev",
         "nodedrains.proxmigrate.dev",
         "vmplacements.proxmigrate.dev",
+        "nodemaintenances.proxmigrate.dev",
     ]
 
 

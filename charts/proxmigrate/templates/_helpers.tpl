@@ -101,13 +101,13 @@ app.kubernetes.io/component: operator
 {{/* The rules on proxmigrate's own kinds, events and the named Secrets (dict "secrets" LIST). */}}
 {{- define "proxmigrate.rules" -}}
 - apiGroups: [proxmigrate.dev]
-  resources: [proxmoxclusters, nodedrains, vmplacements]
+  resources: [proxmoxclusters, vmplacements, nodemaintenances]
   verbs: [get, list, watch, patch]
 - apiGroups: [proxmigrate.dev]
-  resources: [vmmigrations]
+  resources: [nodedrains, vmmigrations]
   verbs: [get, list, watch, patch, create, delete]
 - apiGroups: [proxmigrate.dev]
-  resources: [proxmoxclusters/status, nodedrains/status, vmplacements/status, vmmigrations/status]
+  resources: [proxmoxclusters/status, nodedrains/status, vmplacements/status, vmmigrations/status, nodemaintenances/status]
   verbs: [get, patch]
 - apiGroups: [""]
   resources: [events]

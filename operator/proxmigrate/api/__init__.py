@@ -34,7 +34,9 @@ from proxmigrate.api.constants import (
     API_VERSION,
     GROUP,
     NODE_DRAIN,
+    NODE_MAINTENANCE,
     NODEDRAINS,
+    NODEMAINTENANCES,
     PROXMOX_CLUSTER,
     PROXMOXCLUSTERS,
     RESOURCES,
@@ -60,6 +62,7 @@ from proxmigrate.api.enums import (
     TemplatesPolicy,
 )
 from proxmigrate.api.fields import SpecError
+from proxmigrate.api.maintenance import NodeMaintenanceSpec
 from proxmigrate.api.migration import VMMigrationSpec
 from proxmigrate.api.placement import FlapGuardSpec, VMPlacementSpec
 from proxmigrate.api.refs import SecretRef
@@ -71,6 +74,8 @@ __all__ = [
     "GROUP",
     "NODEDRAINS",
     "NODE_DRAIN",
+    "NODEMAINTENANCES",
+    "NODE_MAINTENANCE",
     "PROXMOXCLUSTERS",
     "PROXMOX_CLUSTER",
     "RESOURCES",
@@ -96,6 +101,7 @@ __all__ = [
     "MigrationPolicySpec",
     "MigrationType",
     "NodeDrainSpec",
+    "NodeMaintenanceSpec",
     "PlacementPolicy",
     "PlacementSettings",
     "ProxmoxClusterSpec",

@@ -1,4 +1,4 @@
-"""Names of the proxmigrate API: group, version and the four resources (see crds/)."""
+"""Names of the proxmigrate API: group, version and the five resources (see crds/)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 GROUP = "proxmigrate.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
-# kopf's finalizer on every object of the four kinds while the operator runs (settings.py sets
+# kopf's finalizer on every object of the five kinds while the operator runs (settings.py sets
 # it); `kubectl proxmigrate release-finalizers` removes it when the operator is gone.
 FINALIZER = f"{GROUP}/finalizer"
 
@@ -30,9 +30,11 @@ PROXMOX_CLUSTER = Resource("ProxmoxCluster", "proxmoxclusters", "proxmoxcluster"
 VM_MIGRATION = Resource("VMMigration", "vmmigrations", "vmmigration", "vmm")
 NODE_DRAIN = Resource("NodeDrain", "nodedrains", "nodedrain", "nd")
 VM_PLACEMENT = Resource("VMPlacement", "vmplacements", "vmplacement", "vmp")
-RESOURCES = (PROXMOX_CLUSTER, VM_MIGRATION, NODE_DRAIN, VM_PLACEMENT)
+NODE_MAINTENANCE = Resource("NodeMaintenance", "nodemaintenances", "nodemaintenance", "nm")
+RESOURCES = (PROXMOX_CLUSTER, VM_MIGRATION, NODE_DRAIN, VM_PLACEMENT, NODE_MAINTENANCE)
 
 PROXMOXCLUSTERS = PROXMOX_CLUSTER.plural
 VMMIGRATIONS = VM_MIGRATION.plural
 NODEDRAINS = NODE_DRAIN.plural
 VMPLACEMENTS = VM_PLACEMENT.plural
+NODEMAINTENANCES = NODE_MAINTENANCE.plural

@@ -53,6 +53,12 @@ def snapshot(body: Mapping[str, Any], status_keys: tuple[str, ...] | None = None
         "metadata": {
             **{key: meta[key] for key in kept if key in meta},
             "labels": dict(meta.get("labels") or {}),
+            # proxmigrate's own annotations (a NodeMaintenance's done-signal), not kubectl's
+            "annotations": {
+                key: value
+                for key, value in (meta.get("annotations") or {}).items()
+                if key.startswith(f"{GROUP}/")
+            },
         },
         "spec": copy.deepcopy(dict(body.get("spec") or {})),
         "status": copy.deepcopy(status),

@@ -1,6 +1,6 @@
 """`release-finalizers`: let Kubernetes delete our objects once the operator is gone.
 
-While the operator runs, kopf keeps FINALIZER on every object of the four kinds so that its
+While the operator runs, kopf keeps FINALIZER on every object of the five kinds so that its
 deletion handlers run (cancel queued migrations, detach running ones, lift the cordon). With
 no operator left, deleting such an object, or its CRD, waits forever. This removes that one
 finalizer (other controllers' stay) and nothing else: no object is deleted by it, nothing on
