@@ -38,7 +38,9 @@ def test_drains_created_together_never_move_guests_onto_each_others_nodes(
     with start_sim(tmp_path, config) as sim:
         connect(api, namespace, sim, operator)
         create(api, namespace, "nodedrains", nodedrain("pve1", "pve1"))
-        time.sleep(1.0)  # the second object of the same `kubectl create`, a moment later
+        # the next object of the same `kubectl apply -f`: kubectl creates them 5-16 ms apart
+        # here; 50 ms is a remote API server's round trip
+        time.sleep(0.05)
         create(api, namespace, "nodedrains", nodedrain("pve2", "pve2"))
         for name in ("pve1", "pve2"):
             status = wait_phase(api, namespace, name, {"Drained", "Failed"}, operator, timeout=90)

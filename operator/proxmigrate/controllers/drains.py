@@ -11,7 +11,6 @@ its guests home (controllers/drain_returns.py).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,6 @@ from proxmigrate.api.constants import GROUP, NODEDRAINS, VERSION, VMMIGRATIONS
 from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy
 from proxmigrate.api.fields import SpecError
-from proxmigrate.api.timestamps import parse_rfc3339
 from proxmigrate.controllers import events
 from proxmigrate.controllers.cache import Caches
 from proxmigrate.controllers.children import (
@@ -62,11 +60,6 @@ from proxmigrate.planning import (
     with_pending_moves,
 )
 from proxmigrate.runtime import drain_progress as progress
-
-# A new NodeDrain plans once it is this old (creationTimestamp has whole seconds): the drains
-# created with it (one `kubectl create -f` of several) exist by then, and its first plan
-# honours their cordons instead of sending guests onto nodes they are draining.
-CREATED_TOGETHER_SECONDS = 3.0
 
 
 def _now() -> datetime.datetime:
@@ -124,13 +117,11 @@ class DrainReconciler(Reconciler):
         await self._start(spec, context, plan, now)
 
     async def _drains_created_together(self) -> list[dict[str, Any]]:
-        """Every NodeDrain; before this one's first plan, listed only once every drain
-        created together with it exists (CREATED_TOGETHER_SECONDS)."""
-        created = self.body.get("metadata", {}).get("creationTimestamp")
-        if created and not self.status.get("startTime"):
-            age = (_now() - parse_rfc3339(str(created))).total_seconds()
-            if age < CREATED_TOGETHER_SECONDS:
-                await asyncio.sleep(CREATED_TOGETHER_SECONDS - age)
+        """Every NodeDrain; before this one's first plan, listed only once the drains
+        created together with it (one `kubectl apply -f`) have appeared, so that it
+        honours their cordons (`Registry.drains_settled`)."""
+        if not self.status.get("startTime"):
+            await self.registry.drains_settled(self.namespace)
         return self.caches.drains(self.namespace)
 
     async def _start(

@@ -9,6 +9,7 @@ their wakers from watch events and inventory syncs), not on a timer.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -21,6 +22,11 @@ class Stoppable(Protocol):
     def wait(self) -> Awaitable[object]: ...
 
 
+# A new NodeDrain plans once no other has appeared in its namespace for this long, so that
+# the drains of one `kubectl apply -f` honour each other's cordons: kubectl creates them one
+# after the other, 5-16 ms apart on a local API server (measured, client- and server-side
+# apply), one or two round trips apart on a remote one.
+DRAINS_SETTLE_SECONDS = 0.2
 WakerKey = tuple[str, str, str]  # (plural, namespace, name as a label value)
 # What reconcilers read of an inventory: nodes' online state, each guest's placement facts
 Fingerprint = tuple[frozenset[tuple[str, bool]], dict[int, tuple[Any, ...]]]
@@ -65,6 +71,15 @@ class Registry:
         self.cordons: dict[tuple[str, str], frozenset[str]] = {}  # (ns, cluster) -> nodes
         self.marks: dict[WakerKey, object] = {}  # the spec generation each object last had
         self.inventories: dict[tuple[str, str], Fingerprint] = {}  # as of the last PVE sync
+        self.drain_seen: dict[str, float] = {}  # namespace -> when a new NodeDrain last appeared
+
+    async def drains_settled(self, namespace: str) -> None:
+        """Wait until no new NodeDrain has appeared in `namespace` for DRAINS_SETTLE_SECONDS
+        (controllers/wakeups.py notes each as its first watch event arrives)."""
+        while (left := self.drain_seen.get(namespace, 0.0) + DRAINS_SETTLE_SECONDS) > (
+            now := time.monotonic()
+        ):
+            await asyncio.sleep(left - now)
 
     def runtime_for(self, namespace: str, cluster: str) -> ClusterRuntime | None:
         return self.runtimes.get((namespace, cluster))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -74,6 +75,8 @@ def drain_changed(
 ) -> None:
     registry, namespace = registry_of(memo), namespaced(namespace)
     spec = body.get("spec") or {}
+    if type != "DELETED" and (NODEDRAINS, namespace, label_value(name)) not in registry.marks:
+        registry.drain_seen[namespace] = time.monotonic()  # its first event: a new drain
     if _changed_own(registry, type, NODEDRAINS, namespace, name, body):
         _wake_owner(registry, NODEDRAINS, namespace, name, spec)
     cluster = raw_cluster_name(spec)
