@@ -22,12 +22,13 @@ import argparse
 import json
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, watch
 from tests.support.controlplane import REPO_ROOT, ControlPlane
 from tests.support.devenv import (
     OperatorProcess,
@@ -165,23 +166,77 @@ def _starts(sim: PvesimProcess) -> list[float]:
     )
 
 
-def reaction_times(
-    bench: Bench, operator: OperatorProcess, namespace: str
-) -> dict[str, list[float]]:
+class Stages:
+    """When each step between a change and its POST was first seen, from watches of the
+    reaction namespace's NodeDrains and VMMigrations (seconds after the change)."""
+
+    STEPS = ("planned", "created", "finalizer", "queued", "intent", "post")
+
+    def __init__(self, bench: Bench, namespace: str) -> None:
+        self.seen: list[tuple[float, str]] = []  # (time.monotonic(), step)
+        self.done = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._watch, args=(bench, namespace, plural), daemon=True)
+            for plural in ("nodedrains", "vmmigrations")
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _watch(self, bench: Bench, namespace: str, plural: str) -> None:
+        while not self.done.is_set():
+            stream = watch.Watch().stream(
+                bench.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                timeout_seconds=5,
+            )
+            for event in stream:
+                now, body = time.monotonic(), event["object"]
+                status = body.get("status") or {}
+                if plural == "nodedrains":
+                    steps = ["planned"] if status.get("plan") else []
+                else:
+                    steps = ["created"]
+                    steps += ["finalizer"] if body["metadata"].get("finalizers") else []
+                    steps += {"Queued": ["queued"], "Running": ["queued", "intent"]}.get(
+                        str(status.get("phase")), []
+                    )
+                self.seen += [(now, step) for step in steps]
+
+    def after(self, began: float, post: float) -> dict[str, float]:
+        firsts: dict[str, float] = {"post": post}
+        for at, step in self.seen:
+            if began <= at <= began + post + 0.5 and step not in firsts:
+                firsts[step] = at - began
+        return {step: firsts[step] for step in self.STEPS if step in firsts}
+
+    def stop(self) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(10)
+
+
+def reaction_times(bench: Bench, operator: OperatorProcess, namespace: str) -> dict[str, Any]:
     """Seconds from a change to the first PVE migration POST it causes, on a real-time cluster
-    (a trial that sees none within TRIAL_TIMEOUT counts as TRIAL_TIMEOUT)."""
-    out: dict[str, list[float]] = {"drain": [], "placement": [], "policy": []}
+    (a trial that sees none within TRIAL_TIMEOUT counts as TRIAL_TIMEOUT); under `stages`,
+    each trial's steps (Stages)."""
+    out: dict[str, Any] = {"drain": [], "placement": [], "policy": [], "stages": []}
     args = ["--nodes", "8", "--vms-per-node", "12", "--seed", "3", "--time-scale", "1"]
     with PvesimProcess(*args) as sim:
         create_cluster_for_pvesim(bench.api, namespace, "lab", sim, {"maxParallel": 1})
         wait_for(lambda: bench.ready(namespace, "lab"), 60, message=operator.tail())
+        stages = Stages(bench, namespace)
 
         def measure(change: Callable[[], None], vmid: int | None = None) -> float:
             # maxParallel is 1: wait until a detached earlier migration has ended
             wait_for(lambda: not _running(sim), 300, interval=0.2)
-            began = float(sim.state()["now"])
+            began, at = float(sim.state()["now"]), time.monotonic()
             change()
-            return _wait_start(sim, began, lambda: _first_start(sim, began, vmid), operator)
+            seconds = _wait_start(sim, began, lambda: _first_start(sim, began, vmid), operator)
+            out["stages"].append(stages.after(at, seconds))
+            return seconds
 
         for trial in range(TRIALS):  # a drain each of pve1..pve5, deleted after its first POST
             name = f"drain-{trial}"
@@ -215,6 +270,7 @@ def reaction_times(
             out["policy"].append(
                 _wait_start(sim, began, lambda b=began: _unexplained_start(sim, b), operator)
             )
+        stages.stop()
         clean(bench, namespace)
     return out
 
@@ -390,6 +446,17 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ),
     ]
+    for row in rows:
+        trials = row["reactions"].get("stages") or []
+        kinds = ["drain"] * TRIALS + ["placement"] * TRIALS
+        lines += [
+            "",
+            f"Steps of each trial with {row['placements']} VMPlacements (s after the change):",
+        ]
+        lines += [
+            f"- {kind}: " + ", ".join(f"{step} {at:.2f}" for step, at in trial.items())
+            for kind, trial in zip(kinds, trials, strict=False)
+        ]
     if rss is not None:
         lines += ["", f"Operator RSS with 1,000 VMPlacements on {args.rss_vms} VMs: {rss:.0f} MiB."]
     markdown = "\n".join(lines)
