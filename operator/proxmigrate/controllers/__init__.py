@@ -4,10 +4,20 @@ from proxmigrate.controllers import (
     cache,
     clusters,
     drains,
+    maintenances,
     migrations,
     placements,
     settings,
     wakeups,
 )
 
-__all__ = ["cache", "clusters", "drains", "migrations", "placements", "settings", "wakeups"]
+__all__ = [
+    "cache",
+    "clusters",
+    "drains",
+    "maintenances",
+    "migrations",
+    "placements",
+    "settings",
+    "wakeups",
+]

@@ -42,7 +42,14 @@ from proxmigrate.controllers.registry import Fingerprint, Registry, registry_of
 from proxmigrate.inventory import Inventory
 
 log = logging.getLogger(__name__)
-HANDLERS = ("drain_changed", "placement_changed", "child_changed", "cluster_changed")
+HANDLERS = (
+    "drain_changed",
+    "placement_changed",
+    "child_changed",
+    "cluster_changed",
+    "maintenance_changed",  # controllers/maintenances.py
+    "maintenance_drain_changed",
+)
 
 
 class QuietWakeups(logging.Filter):

@@ -99,8 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.set_defaults(run=cmd_cancel)
     status = command("status", "NodeDrains and VMPlacements")
     status.set_defaults(run=cmd_status)
-    plan = command("plan", "show where NODE's guests would go; move nothing")
-    plan.add_argument("node")
+    plan = command(
+        "plan",
+        "show where NODE's guests would go, or (--maintenance) the steps of a rolling "
+        "maintenance; move nothing",
+    )
+    plan.add_argument("node", nargs="?")
+    plan.add_argument(
+        "--maintenance",
+        nargs="*",
+        metavar="NODE",
+        help="plan a NodeMaintenance over these nodes, in order (NODE first if given)",
+    )
+    plan.add_argument(
+        "--nodes-at-once", type=int, default=1, help="with --maintenance: nodes per step (1)"
+    )
+    plan.add_argument(
+        "--no-return", action="store_true", help="with --maintenance: guests do not return home"
+    )
     plan.add_argument("--proxmox-cluster", help="ProxmoxCluster (default: the only one)")
     plan.add_argument("--timeout", type=duration, help="wait this long for the plan (60s)")
     plan.set_defaults(run=cmd_plan)
