@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv provision lint format typecheck test unit e2e demo bench bench-quick clean
+.PHONY: help venv provision lint format typecheck test unit e2e demo demo-rolling bench bench-quick clean
 
 help:
 	@echo "make demo    drain a node of a simulated Proxmox cluster with a local control plane"
+	@echo "make demo-rolling  rolling maintenance of every node of that cluster, guests return home"
 	@echo "make test    lint, type-check and run every test (unit + e2e)"
 	@echo "make lint | typecheck | unit | e2e | bench | bench-quick | clean"
 
@@ -58,6 +59,12 @@ demo:
 	@$(PROVISION) demo --venv $(VENV) \
 	  --say "make demo: the operator will drain a node of a simulated Proxmox VE cluster; first it sets up what that needs, once:"
 	@$(PY) hack/demo.py
+
+# A rolling maintenance of the same cluster (NodeMaintenance, return home); same provisioning.
+demo-rolling:
+	@$(PROVISION) demo --venv $(VENV) \
+	  --say "make demo-rolling: the operator will maintain every node of a simulated Proxmox VE cluster in turn; first it sets up what that needs, once:"
+	@$(PY) hack/demo_rolling.py
 
 bench:
 	@$(PROVISION) bench $(DEV_VENV)

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from proxmigrate.api.conditions import ConditionType, find_condition
-from proxmigrate.api.constants import GROUP, NODEDRAINS, VMPLACEMENTS
+from proxmigrate.api.constants import GROUP, NODEDRAINS, NODEMAINTENANCES, VMPLACEMENTS
 from proxmigrate.api.timestamps import format_duration, parse_rfc3339
 from proxmigrate.planning.units import format_bytes
 
@@ -36,6 +36,16 @@ PRINTER_COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
         ("Synced", ".status.inSync", 0),
         ("Age", ".metadata.creationTimestamp", 0),
         ("Policy", ".spec.policy", 1),
+    ),
+    NODEMAINTENANCES: (
+        ("Phase", ".status.phase", 0),
+        ("Node", ".status.currentNodes", 0),
+        ("Step", ".status.stepPhase", 0),
+        ("Done", ".status.done", 0),
+        ("Total", ".status.total", 0),
+        ("Age", ".metadata.creationTimestamp", 0),
+        ("Migrated", ".status.migrated", 1),
+        ("Parked", ".status.parked", 1),
     ),
 }
 
