@@ -5,6 +5,7 @@ already maintained node had room."""
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ from kubernetes import client
 
 from proxmigrate.api.constants import GROUP, NODEMAINTENANCES, VERSION
 from proxmigrate.api.maintenance import DONE_ANNOTATION
+from proxmigrate.kubectl.cli import main as kubectl_proxmigrate
 from tests.e2e.operator_env import create, get, items
 from tests.e2e.test_operator_drains import connect, node, start_sim, vm
 from tests.support.controlplane import ControlPlane
-from tests.support.devenv import OperatorProcess
+from tests.support.devenv import OperatorProcess, wait_for
 
 NODES = ("pve1", "pve2", "pve3", "pve4")
 GUESTS_PER_NODE = 3
@@ -60,6 +62,18 @@ def test_rolling_maintenance_of_four_nodes_with_return_home(
     custom = client.CustomObjectsApi(api)
     with start_sim(tmp_path, cluster()) as sim:
         connect(api, namespace, sim, operator)
+        plan = io.StringIO()  # the plan up front, through the plugin's dry run
+        flags = ["--kubeconfig", str(control_plane.kubeconfig), "-n", namespace]
+        assert kubectl_proxmigrate(["plan", "--maintenance", *NODES, *flags], plan) == 0
+        rows = plan.getvalue().splitlines()[1 : 1 + len(NODES)]
+        assert [row.split()[:3] for row in rows] == [
+            [str(i + 1), name, str(GUESTS_PER_NODE)] for i, name in enumerate(NODES)
+        ]
+        wait_for(  # the dry run is gone (the operator's finalizer released)
+            lambda: not items(api, namespace, NODEMAINTENANCES),
+            timeout=30,
+            message=f"the dry-run NodeMaintenance deleted\n{operator.tail()}",
+        )
         began = time.monotonic()
         create(api, namespace, NODEMAINTENANCES, maintenance())
         signalled: list[str] = []
@@ -106,3 +120,10 @@ def test_rolling_maintenance_of_four_nodes_with_return_home(
     returns = [m for m in migrations if m["spec"]["target"] == home(int(m["spec"]["vmid"]))]
     assert len(returns) == len(departures)
     assert all((m.get("status") or {}).get("phase") == "Succeeded" for m in migrations)
+
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, NODEMAINTENANCES, "kernel")
+    wait_for(  # its NodeDrains go with it (garbage collector)
+        lambda: not items(api, namespace, "nodedrains"),
+        timeout=30,
+        message=f"the maintenance's NodeDrains deleted\n{operator.tail()}",
+    )

@@ -43,6 +43,7 @@ from proxmigrate.controllers.drain_requests import drain_request
 from proxmigrate.controllers.reconcile import UNSEEN_CHILD_SECONDS, Reconciler
 from proxmigrate.controllers.reconcile import reconcile_until_stopped as reconcile
 from proxmigrate.controllers.registry import registry_of
+from proxmigrate.kube import shared_kube
 from proxmigrate.planning import PlanError
 from proxmigrate.planning.rolling import RollingPlan, RollingRequest, plan_rolling
 from proxmigrate.status import maintenance as documents
@@ -304,6 +305,20 @@ async def node_maintenance(
 ) -> None:
     """Lives as long as the NodeMaintenance on the active replica, reconciling when woken."""
     await reconcile(MaintenanceReconciler, body, Caches.of(kwargs), registry_of(memo), stopped)
+
+
+@kopf.on.delete(GROUP, VERSION, NODEMAINTENANCES)
+async def cancel_maintenance(
+    namespace: str | None, name: str, status: kopf.Status, **_: Any
+) -> None:
+    """Cancelled, unless it had ended; its NodeDrains go with it (owner references: the
+    garbage collector deletes them, each cancelling its queued migrations)."""
+    if status.get("phase") not in (MaintenancePhase.SUCCEEDED, MaintenancePhase.FAILED):
+        cancelled = {
+            "phase": MaintenancePhase.CANCELLED.value,
+            "completionTime": to_rfc3339(_now()),
+        }
+        await shared_kube().patch_status(NODEMAINTENANCES, namespaced(namespace), name, cancelled)
 
 
 @kopf.on.event(GROUP, VERSION, NODEMAINTENANCES)
