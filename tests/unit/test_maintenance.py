@@ -378,3 +378,15 @@ def test_a_step_that_does_not_fit_blocks_before_anything_moves(
     assert status["phase"] == "Blocked"
     assert "step 1 (pve1, pve2, pve3)" in status["conditions"][0]["message"]
     assert h.caches.drains_by_name == {}
+
+
+def test_an_invalid_spec_blocks_and_keeps_what_the_nodes_did(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch)
+    h.run()
+    h.body["spec"]["drainTemplate"] = {"localDisks": "copy"}  # stored before a schema change
+    status = h.run()
+    assert status["phase"] == "Blocked"
+    assert "spec.drainTemplate.localDisks" in status["conditions"][0]["message"]
+    assert h.nodes()["pve1"] == "Draining"  # its record is kept

@@ -67,12 +67,13 @@ class MaintenanceReconciler(Reconciler):
 
     async def run(self) -> None:
         now = _now()
-        entries = [NodeEntry(name) for name in (self.body.get("spec") or {}).get("nodes") or []]
         try:
             spec = NodeMaintenanceSpec.from_spec(self.body.get("spec"))
         except SpecError as error:
+            names = [str(n) for n in (self.body.get("spec") or {}).get("nodes") or []]
+            kept = documents.node_entries(names, self.status.get("nodes") or [])
             verdict = Verdict(MaintenancePhase.BLOCKED, "InvalidSpec", str(error))
-            await self._write(entries, verdict, now)
+            await self._write(kept, verdict, now)
             return
         drains = {str(d["spec"]["nodeName"]): d for d in self._drains() if not is_deleting(d)}
         recorded = documents.node_entries(spec.nodes, self.status.get("nodes") or [])
