@@ -15,7 +15,7 @@ import yaml
 
 from proxmigrate.api.conditions import set_condition
 from proxmigrate.api.constants import API_VERSION, GROUP
-from proxmigrate.api.enums import DrainPhase, PlacementPolicy
+from proxmigrate.api.enums import DrainPhase, MaintenancePhase, PlacementPolicy
 from proxmigrate.failures import Failure, FailurePhase, Reason
 from proxmigrate.planning import PlacementAction, PlacementDecision
 from proxmigrate.runtime.drain_progress import progress_status, waiting_status
@@ -23,12 +23,13 @@ from proxmigrate.runtime.placement_sync import SyncOutcome, invalid_status, sync
 from proxmigrate.status import migration
 from proxmigrate.status.drain_entry import DrainEntry
 from proxmigrate.status.drain_return import return_status
+from proxmigrate.status.maintenance import NodeEntry, Verdict, maintenance_status
 from tests.support.controlplane import REPO_ROOT
 
 PATCH = REPO_ROOT / "docs" / "argocd" / "argocd-cm-health.yaml"
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 EPOCH = NOW.timestamp()
-KINDS = ("NodeDrain", "VMMigration", "VMPlacement", "ProxmoxCluster")
+KINDS = ("NodeDrain", "VMMigration", "VMPlacement", "ProxmoxCluster", "NodeMaintenance")
 
 
 @cache
@@ -171,6 +172,8 @@ def done(kind: str) -> dict[str, Any]:
         }
     if kind == "VMPlacement":
         return placement(PlacementAction.IN_SYNC)
+    if kind == "NodeMaintenance":
+        return maintenance(MaintenancePhase.SUCCEEDED)
     return cluster(True, "Connected", "4 nodes")
 
 
@@ -288,3 +291,37 @@ def cluster(ready: bool | None, reason: str, message: str, offline: str = "") ->
 def test_cluster_states(status: dict[str, Any], expected: str, in_message: str) -> None:
     state, message = health("ProxmoxCluster", status, endpoints=["pve1:8006"])
     assert (state, in_message in message) == (expected, True), message
+
+
+# ----- NodeMaintenance ------------------------------------------------------------------------
+
+
+def maintenance(phase: MaintenancePhase, degraded: bool = False) -> dict[str, Any]:
+    """A NodeMaintenance's status as the operator writes it (generation 1)."""
+    verdict = Verdict(phase, "Reason", f"{phase.value} message", degraded)
+    return maintenance_status([NodeEntry("pve1"), NodeEntry("pve2")], verdict, {}, 1, NOW)
+
+
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        (MaintenancePhase.PENDING, "Progressing"),
+        (MaintenancePhase.RUNNING, "Progressing"),
+        (MaintenancePhase.PAUSED, "Suspended"),
+        (MaintenancePhase.SUCCEEDED, "Healthy"),
+        (MaintenancePhase.FAILED, "Degraded"),
+        (MaintenancePhase.BLOCKED, "Degraded"),
+    ],
+)
+def test_maintenance_phases(phase: MaintenancePhase, expected: str) -> None:
+    state, message = health("NodeMaintenance", maintenance(phase))
+    assert (state, message) == (expected, f"{phase.value} message")
+
+
+def test_a_maintenance_dry_run_is_done_when_its_plan_is_written() -> None:
+    pending = maintenance(MaintenancePhase.PENDING)
+    assert health("NodeMaintenance", pending, dryRun=True)[0] == "Progressing"
+    planned = {**maintenance(MaintenancePhase.PENDING), "plan": {"steps": []}}
+    assert health("NodeMaintenance", planned, dryRun=True)[0] == "Healthy"
+    blocked = {**maintenance(MaintenancePhase.PENDING, degraded=True), "plan": {"steps": []}}
+    assert health("NodeMaintenance", blocked, dryRun=True)[0] == "Degraded"
