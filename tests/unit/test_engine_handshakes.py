@@ -107,3 +107,43 @@ def test_without_pacing_the_same_load_would_overrun_sshd() -> None:
     )
     run = simulate(MigrationEngine(unpaced, random.Random(0)), jobs=40, seed=0)
     assert run.max_pending >= SSHD_START
+
+
+def started(engine: MigrationEngine, key: str, now: float, target: str = "pve2") -> None:
+    engine.submit(Job(key, int.from_bytes(key.encode(), "big"), "pve1", target), now)
+    assert [job.key for job in engine.poll(now)] == [key]
+
+
+def test_a_target_whose_start_phases_run_long_gets_a_longer_window() -> None:
+    """Handshakes slow down on a busy host: the window follows the slowest recent phase."""
+    engine = MigrationEngine(EnginePolicy())
+    assert engine.start_interval("pve2") == pytest.approx(5.25 / 5)
+    started(engine, "a", 0.0)
+    engine.notify_tunnel_up("a", 13.0, start_phase=12.0)
+    assert engine.pending_handshakes("pve2", 13.0) == 0  # its slot is free at once
+    assert engine.start_interval("pve2") == pytest.approx(12.0 * 1.25 / 5)
+    assert engine.start_interval("pve3") == pytest.approx(5.25 / 5)  # per target
+    started(engine, "b", 20.0)
+    assert engine.pending_handshakes("pve2", 20.0 + 14.9) == 1  # held 15 s, not 5.25
+    assert engine.pending_handshakes("pve2", 20.0 + 15.0) == 0
+    engine.notify_tunnel_up("b", 24.0, start_phase=3.0)
+    for key in ("a", "b"):
+        engine.finish(key, 30.0, Outcome(True))
+    for n in range(7):  # the slow phase ages out after 8 observations
+        started(engine, f"c{n}", 40.0 + 4 * n)
+        engine.notify_tunnel_up(f"c{n}", 41.0 + 4 * n, start_phase=3.0)
+        engine.finish(f"c{n}", 42.0 + 4 * n, Outcome(True))
+    assert engine.start_interval("pve2") == pytest.approx(5.25 / 5)
+
+
+def test_a_longer_window_holds_the_slots_already_taken_and_a_pending_tunnel_teaches_it() -> None:
+    engine = MigrationEngine(EnginePolicy())
+    started(engine, "a", 0.0)
+    started(engine, "b", 1.05)
+    assert engine.pending_handshakes("pve2", 6.0) == 1  # a's 5.25 s are over, b's are not
+    engine.notify_tunnel_pending("a", 10.0)  # its log at 10 s: no tunnel yet
+    assert engine.pending_handshakes("pve2", 10.0) == 2  # both held again: 1.25 x 10 s
+    assert engine.pending_handshakes("pve2", 1.05 + 12.49) == 1
+    assert engine.pending_handshakes("pve2", 1.05 + 12.5) == 0
+    engine.finish("a", 11.0, Outcome(True))
+    assert engine.pending_handshakes("pve2", 11.0) == 1

@@ -22,7 +22,8 @@ node_link_capacity=())`;
 - `adopt_running(job, started_at, attempt=1)`: after an operator restart, a migration found
   running counts against caps and pacing.
 - `poll(now) -> list[Job]`: jobs to start now; the engine counts them running from `now`.
-- `notify_tunnel_up(key, now)` (optional): log shows `ssh tunnel ver 1`, start phase over.
+- `notify_tunnel_up(key, now, start_phase=None)` (optional): log shows `ssh tunnel ver 1`,
+  start phase over (it took `start_phase` s); `notify_tunnel_pending(key, now)`: not yet.
 - `observe_rate(key, bytes_per_second, dirty_bounds=None)`: a progress line's rate and
   what it tells of the guest's dirty rate (at least, at most), for rules 7 and 8.
 - `notify_ending(key, now)`: log shows the transfer ending; holds the end-phase slot until
@@ -51,7 +52,10 @@ Rules enforced together at each start
    adjusted), and at least `start window / budget` after the previous start to that target,
    so the budget refills evenly instead of in bursts. Defaults: budget 5 of sshd's 10,
    window 5.25 s, one start per 1.05 s per target (about 0.95/s; 57/min), at most 5 of our
-   handshakes pending on a target however the phases line up.
+   handshakes pending on a target however the phases line up. The window is learned per
+   target: 1.25 x the slowest of its last 8 start phases seen in task logs
+   (`notify_tunnel_up`, `notify_tunnel_pending`) when that is longer, since handshakes slow
+   down with a busy host; the start slots already held grow with it.
 3. AIMD: an `ssh_dropped` outcome halves the target's concurrency allowance and handshake
    budget (floor 1; the spacing doubles), at most once per wave (drops of migrations started
    before the last decrease are ignored); every `aimd_increase_every` successes on the target

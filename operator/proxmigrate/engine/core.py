@@ -125,15 +125,24 @@ class MigrationEngine:
             started.append(queued.job)
         return started
 
-    def notify_tunnel_up(self, key: str, now: float) -> None:
+    def notify_tunnel_up(self, key: str, now: float, start_phase: float | None = None) -> None:
         """The task log shows the tunnel authenticated (`ssh tunnel ver 1`): start phase over.
+        `start_phase`: how long it took by the log's own times, which teaches the target's
+        start window (rule 2).
 
         Optional: without it the start phase is assumed to last `start_spread_seconds`.
         """
         del now  # the slot is freed at once; kept for a uniform call shape
         running = self._running.get(key)
         if running is not None:
-            self._pacer.record_tunnel_up(running.job.target, key)
+            self._pacer.record_tunnel_up(running.job.target, key, start_phase)
+
+    def notify_tunnel_pending(self, key: str, now: float) -> None:
+        """The task log shows no tunnel yet: the start phase has lasted `now - start` at least,
+        which teaches the target's start window as `notify_tunnel_up` does."""
+        running = self._running.get(key)
+        if running is not None:
+            self._pacer.observe_start_phase(running.job.target, now - running.started_at)
 
     def notify_ending(self, key: str, now: float) -> None:
         """The transfer is ending or has ended (e.g. `migration status: completed`): the
@@ -230,7 +239,7 @@ class MigrationEngine:
 
     def start_interval(self, target: str) -> float:
         """Least time between two starts to `target` under its current budget."""
-        return self._pacer.start_interval(self._allowances.handshakes(target))
+        return self._pacer.start_interval(self._allowances.handshakes(target), target)
 
     def snapshot(self, now: float) -> EngineSnapshot:
         """Counts and per-target limits for metrics and status."""
