@@ -390,3 +390,44 @@ def test_an_invalid_spec_blocks_and_keeps_what_the_nodes_did(
     assert status["phase"] == "Blocked"
     assert "spec.drainTemplate.localDisks" in status["conditions"][0]["message"]
     assert h.nodes()["pve1"] == "Draining"  # its record is kept
+
+
+# --- wake-ups ------------------------------------------------------------------------------------
+
+
+class Memo:
+    def __init__(self) -> None:
+        self.registry = Registry()
+
+
+def test_woken_by_its_spec_annotation_and_drains_not_its_own_status() -> None:
+    memo = Memo()
+    waker = memo.registry.waker(("nodemaintenances", "ns", "m"))
+    body: dict[str, Any] = {"metadata": {"generation": 1, "annotations": {}}}
+
+    def event(kind: str = "MODIFIED") -> bool:
+        maintenances.maintenance_changed(
+            type=kind,
+            namespace="ns",
+            name="m",
+            body=body,  # type: ignore[arg-type]
+            memo=memo,
+        )
+        return asyncio.run(waker.sleep(0))
+
+    assert event()  # first sight
+    assert not event()  # its own status write: same generation, same annotation
+    body["metadata"]["annotations"] = {DONE_ANNOTATION: "pve1", "other": "x"}
+    assert event()  # the done-signal
+    body["metadata"]["annotations"]["other"] = "y"
+    assert not event()  # someone else's annotation
+    body["metadata"]["generation"] = 2
+    assert event()  # paused, resumed
+
+    def drain_event(labels: dict[str, str]) -> bool:
+        maintenances.maintenance_drain_changed(namespace="ns", labels=labels, memo=memo)  # type: ignore[arg-type]
+        return asyncio.run(waker.sleep(0))
+
+    assert drain_event({maintenances.MAINTENANCE_LABEL: "m"})
+    assert not drain_event({maintenances.MAINTENANCE_LABEL: "other"})
+    assert not drain_event({})
