@@ -20,7 +20,15 @@ from proxmigrate.pve.classifier import (
     is_success,
 )
 from proxmigrate.pve.resources import parse_inventory, parse_migration_settings
-from proxmigrate.pve.tracker import TrackedTask, evaluate, task_exitstatus, transfer_progress
+from proxmigrate.pve.tracker import (
+    TrackedTask,
+    evaluate,
+    first_clock,
+    log_clock,
+    task_exitstatus,
+    transfer_progress,
+    tunnel_up_clock,
+)
 from proxmigrate.pve.upid import format_upid, parse_upid
 from tests.conformance import corpus
 
@@ -126,6 +134,31 @@ def test_classifier_reads_task_logs(case: Mapping[str, Any]) -> None:
         return
     assert failure is not None
     _assert_reading(failure, expect)
+
+
+@pytest.mark.parametrize("case", LOGS, ids=_ids(LOGS))
+def test_start_phase_read_from_the_logs_own_stamps(case: Mapping[str, Any]) -> None:
+    """The tunnel's `ssh tunnel ver 1` line ends the start phase; its length is the distance
+    between its stamp and the first line's (AbstractMigrate msg2text stamps every line)."""
+    log = corpus.lines(case["log"])
+    tunnel = [line for line in log if line.split(" ", 2)[-1] == "ssh tunnel ver 1"]
+    up = tunnel_up_clock(log)
+    if not tunnel:
+        assert up is None
+        return
+    began = first_clock(log)
+    assert up is not None and began is not None
+    stamped = [line for line in log if log_clock(line) is not None]
+    stamp = tunnel[0].split(" ")[1]  # HH:MM:SS, on the first stamped line's day in the corpus
+    first = stamped[0].split(" ")[1]
+    expected = sum(
+        60**i * (int(b) - int(a))
+        for i, (a, b) in enumerate(
+            zip(reversed(first.split(":")), reversed(stamp.split(":")), strict=True)
+        )
+    )
+    assert up - began == expected
+    assert log_clock("kex_exchange_identification: Connection closed by remote host") is None
 
 
 def _assert_reading(failure: Failure, expect: Mapping[str, Any]) -> None:

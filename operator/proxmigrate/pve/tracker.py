@@ -6,8 +6,10 @@ The caller fetches `PveClient.tasks(node, since=poll_since(...))` for every node
 
 from __future__ import annotations
 
+import calendar
 import logging
 import re
+import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -262,3 +264,35 @@ def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
 
 def _bytes(number: str | None, unit: str | None) -> float:
     return float(number) * _UNITS[unit] if number and unit else 0.0
+
+
+# Every line a migration writes goes through AbstractMigrate's log, which stamps it with the
+# node's local time to the second (pve-guest-common `src/PVE/AbstractMigrate.pm` msg2text:
+# `strftime("%F %H:%M:%S", localtime)`); the start phase's last login answered when
+# PVE::Tunnel logs the tunnel's version (pve-guest-common `src/PVE/Tunnel.pm`
+# fork_ssh_tunnel: `ssh tunnel ver 1`). PVE 8 and 9 alike.
+_STAMPED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
+_TUNNEL_UP = re.compile(r"^\S+ \S+ ssh tunnel ver \d+$")
+
+
+def log_clock(line: str) -> float | None:
+    """A log line's stamp in seconds, on a scale only good for differences (the node's time
+    zone is unknown); None for an unstamped line (ssh's stderr, the TASK line)."""
+    stamp = _STAMPED.match(line)
+    if stamp is None:
+        return None
+    return float(calendar.timegm(time.strptime(stamp[1], "%Y-%m-%d %H:%M:%S")))
+
+
+def first_clock(log_lines: Sequence[str]) -> float | None:
+    """The first stamped line's `log_clock`: an HA migration's log begins with the resource
+    agent's unstamped `task started by HA resource agent`."""
+    return next((c for c in map(log_clock, log_lines) if c is not None), None)
+
+
+def tunnel_up_clock(log_lines: Sequence[str]) -> float | None:
+    """When (`log_clock`) the migration's SSH tunnel was up, None if not yet in these lines."""
+    for line in log_lines:
+        if _TUNNEL_UP.match(line):
+            return log_clock(line)
+    return None
