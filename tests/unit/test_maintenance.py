@@ -4,6 +4,7 @@ shows it, and the controller's steps over a fake cluster (edges faked: caches, k
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from collections import defaultdict
 from pathlib import Path
@@ -250,6 +251,7 @@ class Harness:
             {"endpoints": ["pve1"], "credentialsSecretRef": {"name": "pve"}}
         )
         context = ClusterContext(FakeRuntime(inventory()), cluster, inventory())  # type: ignore[arg-type]
+        self.context = context
 
         async def cluster_context(*_: Any) -> ClusterContext:
             return context
@@ -270,7 +272,10 @@ class Harness:
         return self.kube.status
 
     def drain_phase(self, node: str, phase: str) -> None:
-        self.caches.drains_by_name[f"m-{node}"]["status"] = {"phase": phase}
+        drain = self.caches.drains_by_name[f"m-{node}"]
+        drain["status"] = {"phase": phase}
+        if phase in ("Returning", "Returned"):
+            drain["spec"]["maintenanceDone"] = True  # as the done-signal left it
 
     def nodes(self) -> dict[str, str]:
         return {entry["name"]: entry["phase"] for entry in self.kube.status["nodes"]}
@@ -431,3 +436,36 @@ def test_woken_by_its_spec_annotation_and_drains_not_its_own_status() -> None:
     assert drain_event({maintenances.MAINTENANCE_LABEL: "m"})
     assert not drain_event({maintenances.MAINTENANCE_LABEL: "other"})
     assert not drain_event({})
+
+
+def test_with_continue_an_offline_node_is_skipped_not_blocking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    go_on = Harness(monkeypatch, onFailure="continue")
+    inventory = go_on.context.inventory
+    offline = tuple(
+        dataclasses.replace(n, online=False) if n.name == "pve3" else n for n in inventory.nodes
+    )
+    go_on.context.runtime.inventory = dataclasses.replace(inventory, nodes=offline)  # type: ignore[attr-defined]
+    go_on.run()
+    assert go_on.nodes() == {
+        "pve1": "Draining",
+        "pve2": "Pending",
+        "pve3": "Skipped",
+        "pve4": "Pending",
+    }
+    assert go_on.kube.status["nodes"][2]["message"] == "offline when its step came"
+    for node in ("pve1", "pve2", "pve4"):
+        go_on.drain_phase(node, "Returned")
+        status = go_on.run()
+    assert (
+        status["phase"] == "Failed"
+        and "3 of 4 nodes done, 1 skipped" in status["conditions"][0]["message"]
+    )
+
+    stop = Harness(monkeypatch)
+    stop.context.runtime.inventory = dataclasses.replace(inventory, nodes=offline)  # type: ignore[attr-defined]
+    status = stop.run()
+    assert (
+        status["phase"] == "Blocked" and "'pve3' is offline" in status["conditions"][0]["message"]
+    )

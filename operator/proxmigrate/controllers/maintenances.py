@@ -43,6 +43,7 @@ from proxmigrate.controllers.drain_requests import drain_request
 from proxmigrate.controllers.reconcile import UNSEEN_CHILD_SECONDS, Reconciler
 from proxmigrate.controllers.reconcile import reconcile_until_stopped as reconcile
 from proxmigrate.controllers.registry import registry_of
+from proxmigrate.inventory import Inventory
 from proxmigrate.kube import shared_kube
 from proxmigrate.planning import PlanError
 from proxmigrate.planning.rolling import RollingPlan, RollingRequest, plan_rolling
@@ -162,10 +163,7 @@ class MaintenanceReconciler(Reconciler):
             return Verdict(MaintenancePhase.RUNNING, "StepRunning", summary)
         pending = tuple(e.name for e in entries if e.phase is NodePhase.PENDING)
         if not pending:
-            failed = sum(1 for e in entries if e.phase is NodePhase.FAILED)
-            if failed:
-                return Verdict(MaintenancePhase.FAILED, "NodesFailed", summary, degraded=True)
-            return Verdict(MaintenancePhase.SUCCEEDED, "Succeeded", summary)
+            return _ended(entries)
         if spec.paused and not spec.dry_run:
             return Verdict(MaintenancePhase.PAUSED, "Paused", f"paused; {summary}")
         self.requeue_after = BLOCKED_RETRY_SECONDS
@@ -181,6 +179,10 @@ class MaintenanceReconciler(Reconciler):
             INVENTORY_MAX_AGE, local_for=lambda vm: vm.node in pending
         )
         context = dataclasses.replace(context, inventory=inventory)
+        if spec.on_failure is FailurePolicy.CONTINUE and not spec.dry_run:
+            pending = _skip_unusable(entries, pending, inventory, now)
+            if not pending:
+                return _ended(entries)
         try:
             plan = self._plan(spec, pending, context)
         except PlanError as error:
@@ -298,6 +300,32 @@ class MaintenanceReconciler(Reconciler):
                 NodePhase.DONE: f"{new.name} done ({new.returned} guests returned)",
             }.get(new.phase, f"{new.name} {new.phase.value}: {new.message}")
             events.post(self.body, kind, reason, text)
+
+
+def _ended(entries: list[NodeEntry]) -> Verdict:
+    """The verdict of a maintenance with no node left to do."""
+    summary = documents.summary(entries)
+    if any(e.phase in (NodePhase.FAILED, NodePhase.SKIPPED) for e in entries):
+        return Verdict(MaintenancePhase.FAILED, "NodesNotDone", summary, degraded=True)
+    return Verdict(MaintenancePhase.SUCCEEDED, "Succeeded", summary)
+
+
+def _skip_unusable(
+    entries: list[NodeEntry], pending: tuple[str, ...], inventory: Inventory, now: datetime.datetime
+) -> tuple[str, ...]:
+    """With onFailure continue, pending nodes that are not in the cluster or offline are
+    Skipped (in place in `entries`) instead of blocking the plan; the others stay pending."""
+    kept = []
+    for index, entry in enumerate(entries):
+        if entry.name not in pending:
+            continue
+        node = inventory.node(entry.name)
+        if node is not None and node.online:
+            kept.append(entry.name)
+            continue
+        reason = "not in the cluster" if node is None else "offline when its step came"
+        entries[index] = entry.moved_to(NodePhase.SKIPPED, reason, now)
+    return tuple(kept)
 
 
 @kopf.daemon(GROUP, VERSION, NODEMAINTENANCES, cancellation_timeout=5.0, backoff=5.0)
