@@ -469,3 +469,18 @@ def test_with_continue_an_offline_node_is_skipped_not_blocking(
     assert (
         status["phase"] == "Blocked" and "'pve3' is offline" in status["conditions"][0]["message"]
     )
+
+
+def test_a_later_step_that_no_longer_fits_is_named_by_its_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch)
+    h.run()
+    h.drain_phase("pve1", "Returned")
+    inventory = h.context.inventory
+    full = tuple(dataclasses.replace(n, max_memory=9 * GIB) for n in inventory.nodes)
+    h.context.runtime.inventory = dataclasses.replace(inventory, nodes=full)  # type: ignore[attr-defined]
+    status = h.run()
+    assert status["phase"] == "Blocked"
+    assert status["conditions"][0]["message"].startswith("step 2 (pve2)")
+    assert "m-pve2" not in h.caches.drains_by_name

@@ -188,6 +188,10 @@ class MaintenanceReconciler(Reconciler):
         except PlanError as error:
             return Verdict(MaintenancePhase.BLOCKED, "InvalidPlan", str(error))
         step = max((e.step for e in entries), default=0) + 1
+        # numbered as the maintenance counts its steps, in the plan and in blocked messages
+        plan = RollingPlan(
+            tuple(dataclasses.replace(s, index=step + i) for i, s in enumerate(plan.steps))
+        )
         self.plan = documents.plan_document(plan, step, now)
         first = plan.steps[0]
         later = [node for s in plan.steps[1:] for node in s.nodes]
