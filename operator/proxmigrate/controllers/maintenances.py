@@ -43,7 +43,6 @@ from proxmigrate.controllers.drain_requests import drain_request
 from proxmigrate.controllers.reconcile import UNSEEN_CHILD_SECONDS, Reconciler
 from proxmigrate.controllers.reconcile import reconcile_until_stopped as reconcile
 from proxmigrate.controllers.registry import registry_of
-from proxmigrate.inventory import Inventory
 from proxmigrate.kube import shared_kube
 from proxmigrate.planning import PlanError
 from proxmigrate.planning.rolling import RollingPlan, RollingRequest, plan_rolling
@@ -83,7 +82,7 @@ class MaintenanceReconciler(Reconciler):
         entries = await self._let_go_of_failures(spec, entries, drains, now)
         verdict = await self._next_step(spec, entries, now)
         await self._write(entries, verdict, now)
-        self._events(recorded, entries)
+        events.maintenance_nodes(self.body, recorded, entries)
 
     def _drains(self) -> list[dict[str, Any]]:
         """This maintenance's NodeDrains: those in the cache and those a pass created that
@@ -163,7 +162,7 @@ class MaintenanceReconciler(Reconciler):
             return Verdict(MaintenancePhase.RUNNING, "StepRunning", summary)
         pending = tuple(e.name for e in entries if e.phase is NodePhase.PENDING)
         if not pending:
-            return _ended(entries)
+            return documents.ended(entries)
         if spec.paused and not spec.dry_run:
             return Verdict(MaintenancePhase.PAUSED, "Paused", f"paused; {summary}")
         self.requeue_after = BLOCKED_RETRY_SECONDS
@@ -180,9 +179,9 @@ class MaintenanceReconciler(Reconciler):
         )
         context = dataclasses.replace(context, inventory=inventory)
         if spec.on_failure is FailurePolicy.CONTINUE and not spec.dry_run:
-            pending = _skip_unusable(entries, pending, inventory, now)
+            pending = documents.skip_unusable(entries, pending, inventory, now)
             if not pending:
-                return _ended(entries)
+                return documents.ended(entries)
         try:
             plan = self._plan(spec, pending, context)
         except PlanError as error:
@@ -270,66 +269,7 @@ class MaintenanceReconciler(Reconciler):
             status["parked"] = sum(step["parked"] for step in self.plan["steps"])
         if any(self.status.get(key) != value for key, value in status.items()):
             await self.write_status(status)
-            self._phase_event(verdict)
-
-    def _phase_event(self, verdict: Verdict) -> None:
-        if self.status.get("phase") == verdict.phase.value:
-            return
-        reasons = {
-            MaintenancePhase.SUCCEEDED: ("Normal", EventReason.MAINTENANCE_SUCCEEDED),
-            MaintenancePhase.FAILED: ("Warning", EventReason.MAINTENANCE_FAILED),
-            MaintenancePhase.BLOCKED: ("Warning", EventReason.MAINTENANCE_BLOCKED),
-        }
-        if verdict.phase in reasons and not (self.body.get("spec") or {}).get("dryRun"):
-            kind, reason = reasons[verdict.phase]
-            events.post(self.body, kind, reason, verdict.message)
-
-    def _events(self, before: list[NodeEntry], after: list[NodeEntry]) -> None:
-        """An Event per node transition worth telling."""
-        reasons = {
-            NodePhase.IN_MAINTENANCE: ("Normal", EventReason.NODE_IN_MAINTENANCE),
-            NodePhase.RETURNING: ("Normal", EventReason.MAINTENANCE_DONE),
-            NodePhase.DONE: ("Normal", EventReason.NODE_DONE),
-            NodePhase.FAILED: ("Warning", EventReason.NODE_FAILED),
-            NodePhase.BLOCKED: ("Warning", EventReason.NODE_FAILED),
-        }
-        for old, new in zip(before, after, strict=True):
-            if old.phase is new.phase or new.phase not in reasons:
-                continue
-            kind, reason = reasons[new.phase]
-            text = {
-                NodePhase.IN_MAINTENANCE: f"{new.name} drained ({new.migrated} guests moved); "
-                "waiting for its maintenance to be declared done",
-                NodePhase.RETURNING: f"{new.name}: maintenance done, its guests return",
-                NodePhase.DONE: f"{new.name} done ({new.returned} guests returned)",
-            }.get(new.phase, f"{new.name} {new.phase.value}: {new.message}")
-            events.post(self.body, kind, reason, text)
-
-
-def _ended(entries: list[NodeEntry]) -> Verdict:
-    """The verdict of a maintenance with no node left to do."""
-    summary = documents.summary(entries)
-    if any(e.phase in (NodePhase.FAILED, NodePhase.SKIPPED) for e in entries):
-        return Verdict(MaintenancePhase.FAILED, "NodesNotDone", summary, degraded=True)
-    return Verdict(MaintenancePhase.SUCCEEDED, "Succeeded", summary)
-
-
-def _skip_unusable(
-    entries: list[NodeEntry], pending: tuple[str, ...], inventory: Inventory, now: datetime.datetime
-) -> tuple[str, ...]:
-    """With onFailure continue, pending nodes that are not in the cluster or offline are
-    Skipped (in place in `entries`) instead of blocking the plan; the others stay pending."""
-    kept = []
-    for index, entry in enumerate(entries):
-        if entry.name not in pending:
-            continue
-        node = inventory.node(entry.name)
-        if node is not None and node.online:
-            kept.append(entry.name)
-            continue
-        reason = "not in the cluster" if node is None else "offline when its step came"
-        entries[index] = entry.moved_to(NodePhase.SKIPPED, reason, now)
-    return tuple(kept)
+            events.maintenance_transition(self.body, self.status.get("phase"), verdict)
 
 
 @kopf.daemon(GROUP, VERSION, NODEMAINTENANCES, cancellation_timeout=5.0, backoff=5.0)

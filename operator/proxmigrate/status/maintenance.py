@@ -13,6 +13,7 @@ from typing import Any
 from proxmigrate.api.conditions import ConditionType, set_condition, set_degraded
 from proxmigrate.api.enums import DrainPhase, MaintenanceNodePhase, MaintenancePhase
 from proxmigrate.api.timestamps import to_rfc3339
+from proxmigrate.inventory import Inventory
 from proxmigrate.planning.rolling import RollingPlan, RollingStep
 from proxmigrate.status.drain import _kstatus as kstatus_pair  # the same pair as a NodeDrain's
 
@@ -243,3 +244,29 @@ def maintenance_status(
         conditions, degraded, verdict.reason, verdict.message, generation, now
     )
     return status
+
+
+def ended(entries: list[NodeEntry]) -> Verdict:
+    """The verdict of a maintenance with no node left to do."""
+    text = summary(entries)
+    if any(e.phase in (NodePhase.FAILED, NodePhase.SKIPPED) for e in entries):
+        return Verdict(MaintenancePhase.FAILED, "NodesNotDone", text, degraded=True)
+    return Verdict(MaintenancePhase.SUCCEEDED, "Succeeded", text)
+
+
+def skip_unusable(
+    entries: list[NodeEntry], pending: tuple[str, ...], inventory: Inventory, now: datetime.datetime
+) -> tuple[str, ...]:
+    """With onFailure continue, pending nodes that are not in the cluster or offline are
+    Skipped (in place in `entries`) instead of blocking the plan; the others stay pending."""
+    kept = []
+    for index, entry in enumerate(entries):
+        if entry.name not in pending:
+            continue
+        node = inventory.node(entry.name)
+        if node is not None and node.online:
+            kept.append(entry.name)
+            continue
+        reason = "not in the cluster" if node is None else "offline when its step came"
+        entries[index] = entry.moved_to(NodePhase.SKIPPED, reason, now)
+    return tuple(kept)
