@@ -1,5 +1,6 @@
 """`kubectl proxmigrate plan --maintenance NODE...`: a dry-run NodeMaintenance created, its
-plan printed per step, the object deleted; one-line errors for bad input (session faked)."""
+plan printed per step, the object deleted; one-line errors for bad input; `status` lists
+NodeMaintenances (session faked)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from proxmigrate.api.constants import NODEMAINTENANCES
 from proxmigrate.kubectl.cli import build_parser
 from proxmigrate.kubectl.errors import EXIT_NOT_DRAINED, EXIT_OK, EXIT_USAGE, PluginError
 from proxmigrate.kubectl.plan import cmd_plan, render_maintenance_plan
+from proxmigrate.kubectl.status import cmd_status
 
 GIB = 1024**3
 STEPS = [
@@ -119,3 +121,39 @@ def test_bad_input_is_one_line_and_creates_nothing(argv: tuple[str, ...], messag
 
 def test_an_empty_plan_renders() -> None:
     assert render_maintenance_plan([]).endswith("0 steps, 0 migrations, 0.0 MiB to transfer")
+
+
+class ListingSession:
+    namespace = "ns"
+
+    def __init__(self, **objects: list[dict[str, Any]]) -> None:
+        self.objects = objects
+
+    def list_objects(self, plural: str, **_: Any) -> list[dict[str, Any]]:
+        return self.objects.get(plural, [])
+
+
+def test_status_lists_maintenances_first() -> None:
+    running = {
+        "metadata": {"name": "kernel", "creationTimestamp": "2026-01-01T12:00:00Z"},
+        "status": {
+            "phase": "Running",
+            "currentNodes": "pve2",
+            "stepPhase": "InMaintenance",
+            "done": 1,
+            "total": 4,
+        },
+    }
+    out = io.StringIO()
+    session = ListingSession(nodemaintenances=[running])
+    assert cmd_status(session, args_of("status"), out) == EXIT_OK  # type: ignore[arg-type]
+    header, row = out.getvalue().splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "NODE", "STEP", "DONE", "TOTAL", "AGE"]
+    assert row.split()[:6] == ["kernel", "Running", "pve2", "InMaintenance", "1", "4"]
+    empty = io.StringIO()
+    cmd_status(ListingSession(), args_of("status"), empty)  # type: ignore[arg-type]
+    assert empty.getvalue().startswith("no NodeMaintenances, NodeDrains or VMPlacements")
+
+
+def args_of(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
