@@ -32,8 +32,7 @@ from tests.support.devenv import OperatorProcess, ensure_namespace
 
 from proxmigrate.api.constants import GROUP, NODEDRAINS, NODEMAINTENANCES, VERSION
 from proxmigrate.api.enums import DrainReturnPhase
-from proxmigrate.api.maintenance import DONE_ANNOTATION
-from proxmigrate.controllers.maintenances import MAINTENANCE_LABEL
+from proxmigrate.api.maintenance import DONE_ANNOTATION, MAINTENANCE_LABEL
 from proxmigrate.kubectl.cli import main as kubectl_proxmigrate
 from proxmigrate.kubectl.tables import render_objects
 from pvesim.testing import PvesimProcess

@@ -15,7 +15,7 @@ import yaml
 
 from proxmigrate.api import NodeMaintenanceSpec, ProxmoxClusterSpec, SpecError
 from proxmigrate.api.enums import DrainPhase, MaintenanceNodePhase, MaintenancePhase
-from proxmigrate.api.maintenance import DONE_ANNOTATION, done_nodes
+from proxmigrate.api.maintenance import DONE_ANNOTATION, MAINTENANCE_LABEL, done_nodes
 from proxmigrate.controllers import events, maintenances
 from proxmigrate.controllers.context import ClusterContext
 from proxmigrate.controllers.registry import Registry, Waker
@@ -298,7 +298,7 @@ def test_steps_run_in_order_with_later_nodes_avoided(monkeypatch: pytest.MonkeyP
     assert first["spec"]["avoidTargets"] == ["pve2", "pve3", "pve4"]
     assert first["spec"]["returnGuests"] is True
     assert first["metadata"]["ownerReferences"][0]["uid"] == "u1"
-    assert first["metadata"]["labels"] == {maintenances.MAINTENANCE_LABEL: "m"}
+    assert first["metadata"]["labels"] == {MAINTENANCE_LABEL: "m"}
 
     h.drain_phase("pve1", "Drained")
     assert h.run()["stepPhase"] == "InMaintenance"
@@ -433,8 +433,8 @@ def test_woken_by_its_spec_annotation_and_drains_not_its_own_status() -> None:
         maintenances.maintenance_drain_changed(namespace="ns", labels=labels, memo=memo)  # type: ignore[arg-type]
         return asyncio.run(waker.sleep(0))
 
-    assert drain_event({maintenances.MAINTENANCE_LABEL: "m"})
-    assert not drain_event({maintenances.MAINTENANCE_LABEL: "other"})
+    assert drain_event({MAINTENANCE_LABEL: "m"})
+    assert not drain_event({MAINTENANCE_LABEL: "other"})
     assert not drain_event({})
 
 

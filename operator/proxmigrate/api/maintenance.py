@@ -15,6 +15,8 @@ from proxmigrate.api.refs import cluster_name
 
 # The done-signal by annotation: its value names the nodes whose maintenance is over.
 DONE_ANNOTATION = "proxmigrate.dev/maintenance-done"
+# On each NodeDrain a NodeMaintenance creates: the maintenance's name (as a label value).
+MAINTENANCE_LABEL = "proxmigrate.dev/maintenance"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from proxmigrate.api.constants import GROUP, NODEDRAINS, NODEMAINTENANCES, VERSI
 from proxmigrate.api.enums import FailurePolicy, MaintenancePhase
 from proxmigrate.api.events import EventReason
 from proxmigrate.api.fields import SpecError
-from proxmigrate.api.maintenance import NodeMaintenanceSpec, done_nodes
+from proxmigrate.api.maintenance import MAINTENANCE_LABEL, NodeMaintenanceSpec, done_nodes
 from proxmigrate.api.timestamps import to_rfc3339
 from proxmigrate.controllers import events
 from proxmigrate.controllers.cache import Caches, namespaced
@@ -50,7 +50,6 @@ from proxmigrate.status import maintenance as documents
 from proxmigrate.status.maintenance import NodeEntry, NodePhase, Verdict
 
 log = logging.getLogger(__name__)
-MAINTENANCE_LABEL = "proxmigrate.dev/maintenance"
 BLOCKED_RETRY_SECONDS = 30.0  # a blocked or waiting maintenance plans again this often
 _FAILING = (NodePhase.FAILED, NodePhase.BLOCKED)
 
