@@ -42,7 +42,7 @@ NAMESPACE = demo.NAMESPACE
 MAINTENANCE_SECONDS = 3.0  # the "upgrade and reboot" of each node, in real seconds
 TIMEOUT = 300.0  # real seconds for the whole maintenance
 # Measured on 2 cores with everything provisioned: `make demo-rolling` to "nothing left running".
-DEMO_SECONDS = 90
+DEMO_SECONDS = 110
 POLL_SECONDS = 0.5
 
 
