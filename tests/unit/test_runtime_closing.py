@@ -116,3 +116,38 @@ def test_the_engine_loop_ends_when_its_runtime_closes() -> None:
         await asyncio.wait_for(loop, 1.0)
 
     asyncio.run(scenario())
+
+
+class HeldKube:
+    """Status writes that answer once `answer` is set."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+        self.answer = asyncio.Event()
+
+    async def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> Any:
+        self.patches.append(status)
+        await self.answer.wait()
+        return {"status": status}
+
+
+def test_a_status_write_in_flight_is_not_sent_again_by_the_loop() -> None:
+    """The engine loop's flush retries writes the API server refused; one that is merely
+    out (its answer not back) was sent a second time, logged as written after a failure."""
+    pve = StoppablePve("migration problems", None, root=False)
+
+    async def scenario() -> list[dict[str, Any]]:
+        rt, _ = runtime(pve, [0x6B000000 + 5.0])
+        kube = HeldKube()
+        rt.kube = kube
+        accepting = asyncio.ensure_future(rt.accept(REQUEST, {}))  # writes Queued
+        while not kube.patches:
+            await asyncio.sleep(0)
+        flushing = asyncio.ensure_future(rt.journal.flush())  # the loop's tick meanwhile
+        await asyncio.sleep(0.01)
+        kube.answer.set()
+        await asyncio.gather(accepting, flushing)
+        return kube.patches
+
+    patches = asyncio.run(scenario())
+    assert [patch["phase"] for patch in patches] == ["Queued"]

@@ -98,6 +98,7 @@ class Attempt:
     listed_at: float = 0.0  # when a task list last showed its task
     closing: bool = False  # its end is being judged (PVE is read) before the slot goes
     unwritten: dict[str, Any] | None = None  # status patch the API server has not confirmed
+    writing: int = 0  # status writes of it in flight
     ended_at: float | None = None  # when its final status was confirmed
 
     @property

@@ -58,9 +58,9 @@ class Journal:
 
     async def flush(self) -> None:
         """Write the status changes the API server refused earlier; raises while it still
-        refuses (the loop backs off)."""
+        refuses (the loop backs off). One being written now is left to that write."""
         for attempt in self.attempts:
-            if attempt.unwritten is not None:
+            if attempt.unwritten is not None and not attempt.writing:
                 await self._confirm(attempt, attempt.unwritten)
                 log.info("%s: status written after an earlier failure", attempt.key)
 
@@ -68,7 +68,11 @@ class Journal:
         """Send the pending patch; once the API server has it, forget it unless a newer
         change was merged meanwhile. An ended attempt is remembered (its final status) or
         let go (anything else) then."""
-        answer = await self._send(attempt, pending)
+        attempt.writing += 1
+        try:
+            answer = await self._send(attempt, pending)
+        finally:
+            attempt.writing -= 1
         if attempt.unwritten is not pending:
             return answer
         attempt.unwritten = None
