@@ -41,24 +41,20 @@ def first_look(rt: ClusterRuntime, attempt: Attempt) -> float:
     return first_probe_delay(rt)
 
 
-def streams(rt: ClusterRuntime, source: str) -> list[Attempt]:
-    """Our migrations whose task runs on `source` (HA requests not yet handed off aside)."""
-    return [
+def companion_ended(rt: ClusterRuntime, source: str, now: float) -> None:
+    """A stream of `source` ended: the others' predicted ends come forward with their larger
+    share of its link (the engine's model too: a source's outflow is its streams' rates
+    summed), instead of being found late by the safety net. Only forward: an end predicted
+    too early costs a task list or a log read; one predicted too late would leave its
+    end-phase logins unannounced to the engine. A start, which slows them, is left to the
+    next look for that reason."""
+    streams = [
         a
         for a in rt.attempts.in_state(AttemptState.TRACKING)
         if a.source == source and a.upid and parse_upid(a.upid).type == "qmigrate"
     ]
-
-
-def share_changed(rt: ClusterRuntime, source: str, now: float, before: int, after: int) -> None:
-    """A stream of `source` started or ended: the others' predicted ends move with their
-    share of its link (the engine's model too: a source's outflow is its streams' rates
-    summed), so a companion's end brings them forward instead of leaving them to the safety
-    net. Where the link is not what limits them, the next look corrects it."""
-    if before < 1 or after < 1:
-        return
-    factor = after / before
-    for attempt in streams(rt, source):
+    factor = len(streams) / (len(streams) + 1)
+    for attempt in streams:
         if attempt.ending_at is not None and attempt.ending_at > now:
             attempt.ending_at = now + (attempt.ending_at - now) * factor
         if attempt.probe_at is not None and attempt.probe_at > now and attempt.log_lines_seen:
@@ -82,10 +78,11 @@ def update(
     The prediction is the earliest end: pages a guest never wrote go as a flag, not as
     bytes, so its stream may end once its memory in use (`mem` of `/cluster/resources`,
     what a migration copies at least) is sent, well before its size (`Y` of `transferred X
-    of Y`). Task lists watch it from then on; a transfer still running well after it, or
-    past its memory in use (the rest, pages written meanwhile, is not in the log), has its
-    log read again; a long one when most of its predicted time passed; one re-sending past
-    the guest's size after a share of the time it has run.
+    of Y`). Task lists watch it from then on; a transfer still running well after it has its
+    log read again; one past its memory in use (the rest, pages written meanwhile, is not in
+    the log) too, its end phase announced meanwhile; a long one when most of its predicted
+    time passed; one re-sending past the guest's size after a share of the time it has run,
+    nothing announced.
     """
     if progress is not None and progress.rate > 0:
         dirty = progress.dirty_bounds(now - attempt.started_at)
@@ -101,8 +98,8 @@ def update(
         attempt.ending_at = attempt.probe_at = now + look
         return
     used = attempt.vm.used_memory if attempt.vm is not None and not progress.completed else 0
-    if used and progress.transferred >= used:  # past the memory in use: read again soon
-        attempt.ending_at = attempt.probe_at = now + first_probe_delay(rt)
+    if used and progress.transferred >= used:  # past the memory in use: it may end any time
+        attempt.ending_at, attempt.probe_at = now, now + first_probe_delay(rt)
         return
     if used:
         left = min(left, (used - progress.transferred) / progress.rate)

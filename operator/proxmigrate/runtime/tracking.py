@@ -71,9 +71,6 @@ async def record_upid(rt: ClusterRuntime, attempt: Attempt, upid: str) -> None:
     planned = attempt.probe_at
     attempt.track(upid, probe_at=None if is_request else min(first, planned or first))
     attempt.listed_at = now
-    if not is_request:
-        streams = len(predictions.streams(rt, attempt.source))
-        predictions.share_changed(rt, attempt.source, now, streams - 1, streams)
     await rt.journal.write(attempt, vmstatus.started(attempt.status, upid, now))
 
 
@@ -200,8 +197,7 @@ async def _judge_end(rt: ClusterRuntime, attempt: Attempt, upid: str, exitstatus
         judge = classify_hamigrate if parsed.type == "hamigrate" else classify
         await finish(rt, attempt, judge(exitstatus, lines, attempt.request.target))
     if parsed.type == "qmigrate" and attempt.state is not AttemptState.TRACKING:
-        streams = len(predictions.streams(rt, attempt.source))
-        predictions.share_changed(rt, attempt.source, rt.clock(), streams + 1, streams)
+        predictions.companion_ended(rt, attempt.source, rt.clock())
 
 
 async def _identify_unconfirmed(
