@@ -76,3 +76,28 @@ def test_a_sleeping_reconcile_loop_ends_as_soon_as_kopf_stops_it(
     asyncio.run(scenario())
     assert Idle.passes == 1
     assert registry.wakers == {}
+
+
+def test_a_loop_woken_as_it_is_stopped_ends_without_its_debounce(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deleting a NodeDrain wakes its loop (deletionTimestamp) as kopf stops it: kopf cancels
+    a daemon that has not returned within a few loop cycles."""
+    monkeypatch.setattr(reconcile, "shared_kube", lambda: None)
+    monkeypatch.setattr(reconcile, "DEBOUNCE_SECONDS", 30.0)
+    body = kopf.Body({"metadata": {"namespace": "ns", "name": "d1"}, "spec": {}})
+    registry = Registry()
+
+    async def scenario() -> None:
+        stopped = FakeStopped()
+        Idle.passes = 0
+        loop = asyncio.create_task(
+            reconcile.reconcile_until_stopped(Idle, body, None, registry, stopped)  # type: ignore[arg-type]
+        )
+        while Idle.passes < 1:
+            await asyncio.sleep(0.01)
+        registry.wake((NODEDRAINS, "ns", "d1"))
+        stopped.set()
+        await asyncio.wait_for(loop, 1.0)
+
+    asyncio.run(scenario())

@@ -138,7 +138,7 @@ async def reconcile_until_stopped(
                 )
                 await _report_error(reconciler, f"{type(error).__name__}: {error}", delay)
             written = reconciler.written or written
-            if await waker.sleep(delay, stopped):
+            if await waker.sleep(delay, stopped) and not stopped:
                 await asyncio.sleep(DEBOUNCE_SECONDS)
     finally:
         registry.wakers.pop(key, None)
