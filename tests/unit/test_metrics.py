@@ -228,7 +228,7 @@ def test_a_blocked_drain_exports_its_reason_until_it_moves_on() -> None:
 
     async def moving() -> None:
         reconciler = drain_reconciler(drain_body())
-        await reconciler._write(progress.progress_status([], {}, 1, NOW))
+        await reconciler.write(progress.progress_status([], {}, 1, NOW))
 
     asyncio.run(moving())
     assert series("proxmigrate_drain_blocked") == []

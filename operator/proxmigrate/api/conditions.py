@@ -108,6 +108,39 @@ def set_degraded(
     )
 
 
+def set_kstatus(
+    conditions: list[dict[str, Any]],
+    reconciling: bool,
+    stalled: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime.datetime,
+) -> list[dict[str, Any]]:
+    """kstatus' pair (Flux's `wait`): Reconciling while work goes on; Stalled when the object
+    ended failed or is blocked until someone acts, so it reads as failed, not in progress.
+    NodeDrain, its return home and NodeMaintenance write it alike."""
+    settled = "Settled" if not (reconciling or stalled) else reason
+    conditions = set_condition(
+        conditions,
+        ConditionType.RECONCILING,
+        reconciling,
+        reason if reconciling else settled,
+        message,
+        generation,
+        now,
+    )
+    return set_condition(
+        conditions,
+        ConditionType.STALLED,
+        stalled,
+        reason if stalled else settled,
+        message,
+        generation,
+        now,
+    )
+
+
 def _condition(
     type: str,
     status: str,

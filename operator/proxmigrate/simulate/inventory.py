@@ -24,7 +24,8 @@ GIB = 1 << 30
 
 
 async def drained_inventory(runtime: ClusterRuntime, nodes: Collection[str]) -> Inventory:
-    """What a NodeDrain of `nodes` plans from (controllers/drain_requests.py `with_local_resources`)."""
+    """What a NodeDrain of `nodes` plans from (controllers/drain_requests.py
+    `with_local_resources`)."""
     return await runtime.refresh_inventory(local_for=lambda vm: vm.node in nodes)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxmigrate.api.conditions import ConditionType, set_condition, set_degraded
+from proxmigrate.api.conditions import ConditionType, set_condition, set_degraded, set_kstatus
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase
 from proxmigrate.api.timestamps import format_duration, parse_rfc3339, to_rfc3339
 from proxmigrate.planning import DrainPlan, PlannedMove, estimate_remaining_seconds
@@ -193,40 +193,8 @@ def _progress_conditions(
         degraded = (False, "AsExpected", "no failures")
     conditions = set_condition(conditions, ConditionType.DEGRADED, *degraded, generation, now)
     stalled = phase is DrainPhase.FAILED
-    return _kstatus(
+    return set_kstatus(
         conditions, phase is DrainPhase.DRAINING, stalled, phase.value, summary, generation, now
-    )
-
-
-def _kstatus(
-    conditions: list[dict[str, Any]],
-    reconciling: bool,
-    stalled: bool,
-    reason: str,
-    message: str,
-    generation: int | None,
-    now: datetime.datetime,
-) -> list[dict[str, Any]]:
-    """kstatus' pair (Flux's `wait`): Reconciling while work goes on; Stalled when the drain
-    ended failed or is blocked until someone acts, so it reads as failed, not in progress."""
-    settled = "Settled" if not (reconciling or stalled) else reason
-    conditions = set_condition(
-        conditions,
-        ConditionType.RECONCILING,
-        reconciling,
-        reason if reconciling else settled,
-        message,
-        generation,
-        now,
-    )
-    return set_condition(
-        conditions,
-        ConditionType.STALLED,
-        stalled,
-        reason if stalled else settled,
-        message,
-        generation,
-        now,
     )
 
 
@@ -259,6 +227,6 @@ def waiting_status(
         now,
     )
     reconciling = not (blocked or dry_run)
-    conditions = _kstatus(conditions, reconciling, blocked, reason, message, generation, now)
+    conditions = set_kstatus(conditions, reconciling, blocked, reason, message, generation, now)
     conditions = set_degraded(conditions, degraded, reason, message, generation, now)
     return {"phase": phase.value, "observedGeneration": generation, "conditions": conditions}

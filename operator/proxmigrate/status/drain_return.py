@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
-from proxmigrate.api.conditions import ConditionType, set_condition
+from proxmigrate.api.conditions import ConditionType, set_condition, set_kstatus
 from proxmigrate.api.enums import DrainPhase, DrainReturnPhase, DrainVMPhase, MigrationPhase
 from proxmigrate.api.migration import migration_phase
 from proxmigrate.planning.returns import Departure, ReturnPlan
-from proxmigrate.status.drain import _kstatus as kstatus
 from proxmigrate.status.drain_entry import DrainEntry
 
 # Why a planned drain move did not happen: its VMMigration had not started when the
@@ -203,7 +202,7 @@ def return_status(
     else:
         degraded = (False, "AsExpected", "no failures")
     conditions = set_condition(conditions, ConditionType.DEGRADED, *degraded, generation, now)
-    conditions = kstatus(conditions, not returned, False, reason, message, generation, now)
+    conditions = set_kstatus(conditions, not returned, False, reason, message, generation, now)
     return {
         "phase": phase.value,
         "returned": counts.returned,

@@ -10,12 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from proxmigrate.api.conditions import ConditionType, set_condition, set_degraded
+from proxmigrate.api.conditions import ConditionType, set_condition, set_degraded, set_kstatus
 from proxmigrate.api.enums import DrainPhase, MaintenanceNodePhase, MaintenancePhase
 from proxmigrate.api.timestamps import to_rfc3339
 from proxmigrate.inventory import Inventory
 from proxmigrate.planning.rolling import RollingPlan, RollingStep
-from proxmigrate.status.drain import _kstatus as kstatus_pair  # the same pair as a NodeDrain's
 
 NodePhase = MaintenanceNodePhase
 # What a node's NodeDrain phase means for the node
@@ -236,7 +235,7 @@ def maintenance_status(
         now,
     )
     stalled = phase in (MaintenancePhase.FAILED, MaintenancePhase.BLOCKED)
-    conditions = kstatus_pair(
+    conditions = set_kstatus(
         conditions, running, stalled, verdict.reason, verdict.message, generation, now
     )
     degraded = verdict.degraded or stalled
