@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from proxmigrate.pve.tracker import TransferProgress
-from proxmigrate.pve.upid import parse_upid
-from proxmigrate.runtime.attempt import Attempt, AttemptState
+from proxmigrate.runtime.attempt import Attempt
 
 if TYPE_CHECKING:
     from proxmigrate.runtime.cluster import ClusterRuntime
@@ -39,26 +38,6 @@ def first_look(rt: ClusterRuntime, attempt: Attempt) -> float:
     if attempt.vm is not None and not attempt.vm.running:
         return rt.engine.policy.start_window_seconds
     return first_probe_delay(rt)
-
-
-def companion_ended(rt: ClusterRuntime, source: str, now: float) -> None:
-    """A stream of `source` ended: the others' predicted ends come forward with their larger
-    share of its link (the engine's model too: a source's outflow is its streams' rates
-    summed), instead of being found late by the safety net. Only forward: an end predicted
-    too early costs a task list or a log read; one predicted too late would leave its
-    end-phase logins unannounced to the engine. A start, which slows them, is left to the
-    next look for that reason."""
-    streams = [
-        a
-        for a in rt.attempts.in_state(AttemptState.TRACKING)
-        if a.source == source and a.upid and parse_upid(a.upid).type == "qmigrate"
-    ]
-    factor = len(streams) / (len(streams) + 1)
-    for attempt in streams:
-        if attempt.ending_at is not None and attempt.ending_at > now:
-            attempt.ending_at = now + (attempt.ending_at - now) * factor
-        if attempt.probe_at is not None and attempt.probe_at > now and attempt.log_lines_seen:
-            attempt.probe_at = now + (attempt.probe_at - now) * factor
 
 
 def ending(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:

@@ -189,15 +189,13 @@ async def _read_task_lists(
 
 async def _judge_end(rt: ClusterRuntime, attempt: Attempt, upid: str, exitstatus: str) -> None:
     """An ended task: a success at once, a failure classified from its whole log."""
-    parsed = parse_upid(upid)
     if is_success(exitstatus):
         await finish(rt, attempt, None)
-    else:
-        lines = await rt.client.task_log(parsed.node, upid)
-        judge = classify_hamigrate if parsed.type == "hamigrate" else classify
-        await finish(rt, attempt, judge(exitstatus, lines, attempt.request.target))
-    if parsed.type == "qmigrate" and attempt.state is not AttemptState.TRACKING:
-        predictions.companion_ended(rt, attempt.source, rt.clock())
+        return
+    parsed = parse_upid(upid)
+    lines = await rt.client.task_log(parsed.node, upid)
+    judge = classify_hamigrate if parsed.type == "hamigrate" else classify
+    await finish(rt, attempt, judge(exitstatus, lines, attempt.request.target))
 
 
 async def _identify_unconfirmed(
