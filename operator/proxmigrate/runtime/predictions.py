@@ -54,10 +54,12 @@ def update(
     """What a log read's last progress says: the stream's rate to the engine, the attempt's
     predicted end and next log read.
 
-    The prediction is the earliest end: pages a guest never wrote go as a flag, not as
-    bytes, so its stream may end once its memory in use (`mem` of `/cluster/resources`,
-    what a migration copies at least) is sent, well before its size (`Y` of `transferred X
-    of Y`). Task lists watch it from then on; a transfer still running well after it has its
+    The prediction is the earliest end: QEMU sends a zero page as a flag, not as its bytes
+    (QEMU `migration/ram.c` save_zero_page, `RAM_SAVE_FLAG_ZERO`), and `transferred` counts
+    bytes sent, so a stream may end once the guest's memory in use (`mem` of
+    `/cluster/resources`, what a migration copies at least: freed pages are not zero) is
+    sent, well before its size (`Y` of `transferred X of Y`, `ram.total`). Task lists watch
+    it from then on; a transfer still running well after it has its
     log read again; one past its memory in use (the rest, pages written meanwhile, is not in
     the log) too, its end phase announced meanwhile; a long one when most of its predicted
     time passed; one re-sending past the guest's size after a share of the time it has run,
