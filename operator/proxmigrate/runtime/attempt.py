@@ -94,6 +94,8 @@ class Attempt:
     ha_queued_at: float | None = None  # when its `hamigrate` was first seen ended OK
     probe_at: float | None = None  # when to read the task log for its transfer rate next
     log_lines_seen: int = 0
+    log_began: float | None = None  # its log's first stamp (runtime/start_phase.py)
+    tunnel_seen: bool = False  # its log showed the SSH tunnel up: start phase over
     ending_at: float | None = None  # predicted end of the RAM transfer
     listed_at: float = 0.0  # when a task list last showed its task
     closing: bool = False  # its end is being judged (PVE is read) before the slot goes
@@ -123,6 +125,7 @@ class Attempt:
         self.upid = None
         self.ha_queued_at = self.probe_at = self.ending_at = None
         self.log_lines_seen = 0
+        self.log_began, self.tunnel_seen = None, False
         self.listed_at = 0.0
 
     def queue(self, job: Job, now: float, vm: VMInfo | None = None) -> None:

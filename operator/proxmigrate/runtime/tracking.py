@@ -30,7 +30,7 @@ from proxmigrate.pve.tracker import (
     transfer_progress,
 )
 from proxmigrate.pve.upid import parse_upid
-from proxmigrate.runtime import predictions
+from proxmigrate.runtime import predictions, start_phase
 from proxmigrate.runtime.attempt import Attempt, AttemptState
 from proxmigrate.runtime.outcomes import finish
 from proxmigrate.runtime.stopping import stop_task
@@ -255,7 +255,9 @@ async def _look(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
     if exitstatus is not None:
         await _judge_end(rt, attempt, attempt.upid, exitstatus)
         return
-    predictions.update(rt, attempt, transfer_progress(lines), now)
+    progress = transfer_progress(lines)
+    start_phase.observe(rt, attempt, lines, progress, now)
+    predictions.update(rt, attempt, progress, now)
 
 
 async def _check_timeouts(rt: ClusterRuntime) -> None:
