@@ -199,9 +199,12 @@ def test_a_failing_pass_is_retried_with_backoff_and_its_error_shown_until_one_su
     async def scenario() -> None:
         stopped = asyncio.Event()
 
-        class Stopped:
+        class Stopped:  # kopf.DaemonStopped's two faces: a truth value and `wait()`
             def __bool__(self) -> bool:
                 return stopped.is_set()
+
+            async def wait(self) -> None:
+                await stopped.wait()
 
         task = asyncio.create_task(
             reconcile.reconcile_until_stopped(
