@@ -18,7 +18,7 @@ from proxmigrate.controllers.registry import Registry, Waker
 from proxmigrate.metrics import REGISTRY
 from proxmigrate.runtime import drain_progress as progress
 from proxmigrate.runtime.cluster import MigrationRequest
-from tests.unit.test_runtime_cluster import FakePve, runtime, settle
+from tests.unit.test_runtime_cluster import FIRST_LOOK, FakePve, runtime, settle
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -55,6 +55,7 @@ def test_in_flight_drops_to_zero_when_the_target_goes_idle() -> None:
         await settle(rt)
         assert value("proxmigrate_migrations_in_flight", **labels) == 1
         pve.finish(pve.task_rows[0]["upid"], "OK")
+        clock[0] += FIRST_LOOK  # its log is read once the transfer may have begun
         await settle(rt)
         assert value("proxmigrate_migrations_in_flight", **labels) == 0
         assert value("proxmigrate_migrations_queued", proxmox_cluster="ns/idle") == 0

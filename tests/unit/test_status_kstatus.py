@@ -15,7 +15,7 @@ from proxmigrate.failures import Reason
 from proxmigrate.runtime import drain_progress as progress
 from proxmigrate.runtime.attempt import MigrationRequest
 from proxmigrate.status.drain import DRY_RUN, waiting_status
-from tests.unit.test_runtime_cluster import FakePve, runtime, settle
+from tests.unit.test_runtime_cluster import FIRST_LOOK, FakePve, runtime, settle
 
 NOW = datetime.datetime(2027, 1, 15, 8, 0, tzinfo=datetime.UTC)
 
@@ -44,7 +44,8 @@ def condition(status: Mapping[str, Any], kind: str) -> dict[str, Any]:
 def test_a_vmmigration_observes_its_generation_and_fails_visibly_with_its_cause() -> None:
     async def scenario() -> None:
         pve = FakePve()
-        rt, kube = runtime(pve, [1000.0])
+        clock = [1000.0]
+        rt, kube = runtime(pve, clock)
         request = MigrationRequest("ns", "move", "uid", 100, "pve2", generation=3)
         await rt.accept(request, {})
         await settle(rt)
@@ -55,6 +56,7 @@ def test_a_vmmigration_observes_its_generation_and_fails_visibly_with_its_cause(
             "migration aborted",
             ["can't migrate VM which uses local devices: hostpci0"],
         )
+        clock[0] += FIRST_LOOK  # its log is read once the transfer may have begun
         await settle(rt)
         final = kube.patches[-1]
         assert final["phase"] == "Failed"
