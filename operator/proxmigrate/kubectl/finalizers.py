@@ -102,7 +102,7 @@ def cmd_release_finalizers(session: Session, args: argparse.Namespace, out: Text
     targets = [
         (resource.plural, obj, index)
         for resource in RESOURCES
-        for obj, index in held(session.list_objects(resource.plural, all_namespaces=everywhere))
+        for obj, index in held(_listed(session, resource.plural, everywhere))
     ]
     scope = "any namespace" if everywhere else f"namespace {session.namespace}"
     if not targets:
@@ -145,3 +145,14 @@ def confirm(labels: Sequence[str], out: TextIO) -> bool:
     out.write(f"release {len(labels)} finalizers? [y/N] ")
     out.flush()
     return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _listed(session: Session, plural: str, everywhere: bool) -> list[dict[str, Any]]:
+    """The kind's objects; none when its CRD is gone (deleted already, its objects with it,
+    or an install from before the kind existed)."""
+    try:
+        return list(session.list_objects(plural, all_namespaces=everywhere))
+    except ApiException as error:
+        if error.status == 404:
+            return []
+        raise
