@@ -248,10 +248,11 @@ def run(workdir: Path) -> int:
     return code
 
 
-def main() -> int:
+def run_main(run: Callable[[Path], int], prefix: str) -> int:
+    """Run a demo in a temporary directory: one-line errors with the operator log's tail."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="proxmigrate-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         workdir = Path(tmp)
         try:
             code = run(workdir)
@@ -269,6 +270,10 @@ def main() -> int:
             return 1
     print(f"done in {time.monotonic() - began:.0f} s; nothing left running")
     return code
+
+
+def main() -> int:
+    return run_main(run, "proxmigrate-demo-")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -192,26 +190,7 @@ def run(workdir: Path) -> int:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, demo._stop_on_sigterm)
-    began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="proxmigrate-demo-rolling-") as tmp:
-        workdir = Path(tmp)
-        try:
-            code = run(workdir)
-        except KeyboardInterrupt:
-            print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
-            return 130
-        except Exception as error:
-            log = workdir / "operator.log"
-            tail = (
-                "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-                if log.exists()
-                else ""
-            )
-            print(f"demo failed: {error}" + (f"\n{tail}" if tail else ""), file=sys.stderr)
-            return 1
-    print(f"done in {time.monotonic() - began:.0f} s; nothing left running")
-    return code
+    return demo.run_main(run, "proxmigrate-demo-rolling-")
 
 
 if __name__ == "__main__":

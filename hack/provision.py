@@ -213,6 +213,10 @@ class ProvisionError(RuntimeError):
     """One line saying what is wrong and what to do."""
 
 
+DEV_STAMP = ".installed"  # the Makefile's $(STAMP)
+RUNTIME_STAMP = ".runtime-installed"
+
+
 @dataclass(frozen=True)
 class PythonEnv:
     """The project's virtualenv (hack/venv.sh), installed beside the builds rather than before
@@ -235,10 +239,10 @@ class PythonEnv:
         return f"the project's {kind} Python dependencies (pip output in {self.path}/pip.log)"
 
     def stamps(self) -> tuple[Path, ...]:
-        """The files that say an install is done and which satisfy this kind (`.installed`
-        is the Makefile's $(STAMP)): the first is the one this kind writes."""
-        dev = REPO_ROOT / self.path / ".installed"
-        return (dev,) if self.dev else (dev.with_name(".runtime-installed"), dev)
+        """The files any of which says this kind is installed: a dev install has the runtime
+        dependencies too."""
+        venv = REPO_ROOT / self.path
+        return (venv / DEV_STAMP,) if self.dev else (venv / RUNTIME_STAMP, venv / DEV_STAMP)
 
     def ready(self) -> bool:
         """Installed since pyproject.toml last changed."""
@@ -258,10 +262,9 @@ class PythonEnv:
         )
         if result.returncode:
             raise ProvisionError(result.stderr.strip() or f"hack/venv.sh exit {result.returncode}")
-        written = self.stamps()[0]
-        # A dev install has the runtime dependencies too.
-        for stamp in (written, written.with_name(".runtime-installed")) if self.dev else (written,):
-            stamp.touch()
+        venv = REPO_ROOT / self.path
+        for stamp in (DEV_STAMP, RUNTIME_STAMP) if self.dev else (RUNTIME_STAMP,):
+            (venv / stamp).touch()
 
 
 def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:

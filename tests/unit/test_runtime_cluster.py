@@ -36,6 +36,7 @@ class FakePve:
         self.task_rows: list[dict[str, Any]] = []
         self.logs: dict[str, list[str]] = {}
         self.log_reads = 0
+        self.task_list_reads = 0
 
     async def inventory(self) -> Inventory:
         nodes = tuple(NodeInfo(n, True, 64 * GIB, 8 * GIB, 16) for n in ("pve1", "pve2"))
@@ -54,6 +55,7 @@ class FakePve:
         return upid
 
     async def tasks(self, node: str, **_: Any) -> list[dict[str, Any]]:
+        self.task_list_reads += 1
         return [row for row in self.task_rows if row["upid"].split(":")[1] == node]
 
     async def find_migration_task(

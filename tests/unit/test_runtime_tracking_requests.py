@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
 
 from proxmigrate.pve.tracker import log_exitstatus
+from proxmigrate.runtime.cluster import ClusterRuntime
 from proxmigrate.runtime.tracking import SAFETY_NET_SECONDS
 from tests.unit.test_runtime_cluster import REQUEST, FakeKube, FakePve, runtime, settle
 
@@ -31,18 +31,29 @@ def phase(kube: FakeKube) -> str:
 class SlowTransferPve(FakePve):
     """One live migration whose log grows by a progress line per second of transfer."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.task_list_reads = 0
-
-    async def tasks(self, node: str, **kw: Any) -> list[dict[str, Any]]:
-        self.task_list_reads += 1
-        return await super().tasks(node, **kw)
-
     def advance(self, upid: str, seconds: float, sent: float) -> float:
         sent = min(sent + seconds * RATE * 2**20, 2 * GIB)
         self.logs.setdefault(upid, []).append(progress(sent))
         return sent
+
+
+async def transferring(
+    polls: int,
+) -> tuple[ClusterRuntime, FakeKube, SlowTransferPve, list[float], str]:
+    """A runtime whose one migration has been transferring for `polls` polls."""
+    clock = [1000.0]
+    pve = SlowTransferPve()
+    rt, kube = runtime(pve, clock)
+    rt.task_poll_seconds = POLL
+    await rt.accept(REQUEST, {})
+    await settle(rt)
+    upid = pve.task_rows[0]["upid"]
+    sent = 0.0
+    for _ in range(polls):
+        clock[0] += POLL
+        sent = pve.advance(upid, POLL, sent)
+        await settle(rt)
+    return rt, kube, pve, clock, upid
 
 
 def test_a_long_transfer_reads_task_lists_per_minute_not_per_poll() -> None:
@@ -84,18 +95,7 @@ def test_a_failure_mid_transfer_is_seen_within_the_safety_net() -> None:
     list) show it at the next look, within SAFETY_NET_SECONDS."""
 
     async def scenario() -> None:
-        clock = [1000.0]
-        pve = SlowTransferPve()
-        rt, kube = runtime(pve, clock)
-        rt.task_poll_seconds = POLL
-        await rt.accept(REQUEST, {})
-        await settle(rt)
-        upid = pve.task_rows[0]["upid"]
-        sent = 0.0
-        for _ in range(30):
-            clock[0] += POLL
-            sent = pve.advance(upid, POLL, sent)
-            await settle(rt)
+        rt, kube, pve, clock, upid = await transferring(polls=30)
         lines = [*pve.logs[upid], "2026-01-01 00:01:01 ERROR: migration aborted: out of memory"]
         pve.finish(upid, "migration aborted", lines)
         failed_at = clock[0]
@@ -113,18 +113,7 @@ def test_a_worker_killed_without_an_end_line_is_seen_in_the_task_list() -> None:
     status` (pve-common UPID.pm read_status): the safety net reads it."""
 
     async def scenario() -> None:
-        clock = [1000.0]
-        pve = SlowTransferPve()
-        rt, kube = runtime(pve, clock)
-        rt.task_poll_seconds = POLL
-        await rt.accept(REQUEST, {})
-        await settle(rt)
-        upid = pve.task_rows[0]["upid"]
-        sent = 0.0
-        for _ in range(10):
-            clock[0] += POLL
-            sent = pve.advance(upid, POLL, sent)
-            await settle(rt)
+        rt, kube, pve, clock, _ = await transferring(polls=10)
         for row in pve.task_rows:
             row["status"], row["endtime"] = "unexpected status", 0x6B000010
         killed_at = clock[0]

@@ -4,7 +4,6 @@ longer tells the end, so the runtime looks again later instead of taking the end
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from proxmigrate.pve.tracker import transfer_progress
 from proxmigrate.runtime.tracking import SAFETY_NET_SECONDS
@@ -35,20 +34,10 @@ def test_progress_past_the_guest_memory_has_no_end_prediction() -> None:
     assert quiet.dirty_bounds(64.0) == (16 * 2**20, 100 * 2**20)
 
 
-class CountingPve(FakePve):
-    def __init__(self) -> None:
-        super().__init__()
-        self.task_list_reads = 0
-
-    async def tasks(self, node: str, **kw: Any) -> list[dict[str, Any]]:
-        self.task_list_reads += 1
-        return await super().tasks(node, **kw)
-
-
 def test_a_resending_transfer_is_looked_at_again_not_watched_every_poll() -> None:
     async def scenario() -> None:
         clock = [1000.0]
-        pve = CountingPve()
+        pve = FakePve()
         rt, kube = runtime(pve, clock)
         rt.task_poll_seconds = POLL
         await rt.accept(REQUEST, {})

@@ -272,7 +272,7 @@ def _bytes(number: str | None, unit: str | None) -> float:
 # PVE::Tunnel logs the tunnel's version (pve-guest-common `src/PVE/Tunnel.pm`
 # fork_ssh_tunnel: `ssh tunnel ver 1`). PVE 8 and 9 alike.
 _STAMPED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
-_TUNNEL_UP = re.compile(r"^\S+ \S+ ssh tunnel ver \d+$")
+_TUNNEL_UP = re.compile(_STAMPED.pattern + r"ssh tunnel ver \d+$")
 
 
 def log_clock(line: str) -> float | None:
