@@ -25,7 +25,7 @@ trap 'rm -rf "$gobin"' EXIT
 # Prometheus 3.x publishes its Go module as v0.<major*100+minor>.<patch> (v0.316.0 is
 # 3.16.0); its Makefile stamps that release into `prometheus --version`.
 release=$(echo "$version" | sed -E 's/^v0\.([0-9]+)([0-9]{2})\.([0-9]+)$/\1.\2.\3/; s/\.0([0-9])\./.\1./')
-GOBIN="$gobin" go install -trimpath -gcflags=all=-dwarf=false \
+GOBIN="$gobin" go install -trimpath -gcflags="all=-dwarf=false -l" \
   -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
   "github.com/prometheus/prometheus/cmd/prometheus@$version" \
   || die "cannot build prometheus $version from the Go module proxy ($(go env GOPROXY)): check network access or set GOPROXY"

@@ -20,7 +20,7 @@ trap 'rm -rf "$gobin"' EXIT
 
 # go_install PACKAGE@VERSION LDFLAGS: go install into a scratch GOBIN, then to $out.
 go_install() {
-  GOBIN="$gobin" go install -trimpath -gcflags=all=-dwarf=false -ldflags "-s -w $2" "$1"
+  GOBIN="$gobin" go install -trimpath -gcflags="all=-dwarf=false -l" -ldflags "-s -w $2" "$1"
   mv "$gobin/$(basename "${1%@*}")" "$out"
 }
 
