@@ -132,7 +132,7 @@ COMPONENTS: tuple[Component, ...] = (
         version="v1.35.4",
         why="the Kubernetes API server the operator runs against",
         targets=frozenset({"demo", "e2e", "bench"}),
-        seconds=370,  # measured cold on 2 idle cores, beside etcd (hack/README.md)
+        seconds=310,  # measured cold on 2 idle cores, beside etcd (hack/README.md)
         check=Probe(("--version",), "v1.35.4"),  # "Kubernetes v1.35.4"
         build=_go("hack/build-control-plane.sh", "kube-apiserver"),
     ),
@@ -152,7 +152,7 @@ COMPONENTS: tuple[Component, ...] = (
         version="v3.6.16",
         why="the API server's storage",
         targets=frozenset({"demo", "e2e", "bench"}),
-        seconds=140,  # measured cold on 2 idle cores, beside kube-apiserver
+        seconds=130,  # measured cold on 2 idle cores, beside kube-apiserver
         check=Probe(("--version",), "3.6.16"),  # "etcd Version: 3.6.16"
         build=_go("hack/build-control-plane.sh", "etcd"),
     ),
