@@ -84,6 +84,45 @@ def test_moves_under_way_wake_the_other_drains_of_the_cluster_only() -> None:
     assert not woken(other)
 
 
+def returning(phase: str, return_phase: str) -> Any:
+    """d1 of pve1 with `maintenanceDone`: its guest 100 goes home from pve3."""
+    entry = {"vmid": 100, "from": "pve1", "to": "pve3", "phase": "Migrated", "memoryBytes": GIB}
+    body = drain("d1", "pve1", vms=[{**entry, "returnPhase": return_phase}])
+    body["status"]["phase"] = phase
+    return body
+
+
+def test_a_return_under_way_wakes_the_other_drains_of_the_cluster() -> None:
+    registry = Registry()
+    other = drain("d2", "pve2")
+    registered(registry, NODEDRAINS, "d1")
+    waiting = registered(registry, NODEDRAINS, "d2")
+    drain_event(registry, returning("Returning", "Pending"), [other], type="ADDED")
+    woken(waiting)  # by the new cordon
+    for return_phase in ("Queued", "Migrating", "Returned"):  # its load on pve1 changes
+        drain_event(registry, returning("Returning", return_phase), [other])
+        assert woken(waiting), return_phase
+
+
+def test_a_new_drain_of_a_returning_node_is_woken_when_the_return_has_ended() -> None:
+    """The returning drain owns its node until Returned (drain_requests.owning_drain): the
+    new drain of that node waits Blocked, woken when that phase is written (before: by the
+    600 s resync)."""
+    registry = Registry()
+    new = drain("d2", "pve1")
+    ended = returning("Returning", "Returned")
+    registered(registry, NODEDRAINS, "d1")
+    blocked = registered(registry, NODEDRAINS, "d2")
+    drain_event(registry, ended, [ended, new], type="ADDED")
+    drain_event(registry, ended, [ended, new])
+    woken(blocked)  # by the new cordon, then its first look at d1
+    drain_event(registry, ended, [ended, new])
+    assert not woken(blocked)  # nothing changed
+    done = returning("Returned", "Returned")
+    drain_event(registry, done, [done, new])
+    assert woken(blocked)
+
+
 def test_a_child_wakes_the_drain_or_placement_that_made_it() -> None:
     registry = Registry()
     owner = registered(registry, VMPLACEMENTS, "pin")

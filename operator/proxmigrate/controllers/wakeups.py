@@ -6,8 +6,9 @@ woken reconciler reads what woke it. Each wakes only those whose inputs changed:
 - a NodeDrain or VMPlacement: itself when its spec changes or it is being deleted (its own
   status writes do not wake it);
 - a NodeDrain's cordon (node, dry run, existence): every drain of its cluster, and the
-  placements that may use that node; its moves under way (which other drains count as load
-  on their targets): the other drains of its cluster;
+  placements that may use that node; its phase or its guests' moves and returns (what
+  other drains read of it: who owns a node, the load on their targets): the other drains
+  of its cluster;
 - a VMMigration: the drain or placement that made it;
 - a ProxmoxCluster's spec: its runtime gets the new migration policy at once, and its
   drains and placements re-plan with the new settings;
@@ -64,7 +65,6 @@ class QuietWakeups(logging.Filter):
 
 
 DRAINS_AND_PLACEMENTS = frozenset({NODEDRAINS, VMPLACEMENTS})
-_UNDER_WAY = ("Pending", "Queued", "Migrating")  # drain entries that load their targets
 
 
 def _wake_owner(registry: Registry, plural: str, namespace: str, name: str, spec: Any) -> None:
@@ -100,14 +100,22 @@ def drain_changed(
         return
     key = (NODEDRAINS, namespace, label_value(name))
     waker = registry.wakers.get(key)
-    load = tuple(
-        (entry.get("to"), entry.get("phase"), entry.get("memoryBytes"))
-        for entry in (body.get("status") or {}).get("vms") or []
-        if entry.get("phase") in _UNDER_WAY
-    )
-    if waker is not None and waker.seen != load:
-        waker.seen = load
+    seen = _read_by_other_drains(body)
+    if waker is not None and waker.seen != seen:
+        waker.seen = seen
         registry.wake_cluster(namespace, cluster, frozenset({NODEDRAINS}), but=key)
+
+
+def _read_by_other_drains(body: Any) -> object:
+    """What the other drains of its cluster read of a NodeDrain (controllers/
+    drain_requests.py): its phase (it owns its node until Returned, `owning_drain`) and
+    where each of its guests is going (moves and returns under way load their nodes)."""
+    status = body.get("status") or {}
+    moves = tuple(
+        (e.get("vmid"), e.get("from"), e.get("to"), e.get("phase"), e.get("returnPhase"))
+        for e in status.get("vms") or []
+    )
+    return status.get("phase"), moves
 
 
 def _changed_own(
