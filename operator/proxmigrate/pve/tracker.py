@@ -290,6 +290,11 @@ def first_clock(log_lines: Sequence[str]) -> float | None:
     return next((c for c in map(log_clock, log_lines) if c is not None), None)
 
 
+def last_clock(log_lines: Sequence[str]) -> float | None:
+    """The last stamped line's `log_clock` (the end line `TASK OK` has none)."""
+    return next((c for c in map(log_clock, reversed(log_lines)) if c is not None), None)
+
+
 def tunnel_up_clock(log_lines: Sequence[str]) -> float | None:
     """When (`log_clock`) the migration's SSH tunnel was up, None if not yet in these lines."""
     for line in log_lines:

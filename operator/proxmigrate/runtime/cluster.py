@@ -31,6 +31,7 @@ from proxmigrate.pve.resources import MigrationSettings
 from proxmigrate.runtime import admission, outcomes, starting, tracking
 from proxmigrate.runtime.attempt import Attempts, MigrationRequest
 from proxmigrate.runtime.journal import Journal, StatusWriter
+from proxmigrate.runtime.node_clock import NodeClocks
 
 __all__ = ["ClusterRuntime", "EventSink", "MigrationRequest", "StatusWriter"]
 
@@ -68,6 +69,7 @@ class ClusterRuntime:
     settings: MigrationSettings | None = None
     settings_read_at: float = 0.0
     attempts: Attempts = field(default_factory=Attempts)
+    node_clocks: NodeClocks = field(default_factory=NodeClocks)  # runtime/node_clock.py
     # the loop's health: when it last completed a tick (monotonic), why the last tick failed
     heartbeat: float = field(default_factory=time.monotonic)
     loop_error: str | None = None

@@ -3,7 +3,8 @@
 The runtime reads a task's log a few times (runtime/tracking.py); each read's progress line
 (qemu-server `src/PVE/QemuMigrate.pm` phase2: `migration active, transferred X of Y
 VM-state, Z/s`, PVE 8 and 9 alike) gives the engine the stream's rate and the attempt its
-predicted end (`ending_at`) and next log read (`probe_at`).
+predicted end (`ending_at`) and next log read (`probe_at`). The log's rate is per second
+of its node's clock, which need not run at ours (runtime/node_clock.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from proxmigrate.pve.tracker import TransferProgress
+from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime.attempt import Attempt
 
 if TYPE_CHECKING:
@@ -65,8 +67,10 @@ def update(
     time passed; one re-sending past the guest's size after a share of the time it has run,
     nothing announced.
     """
+    assert attempt.upid is not None
+    rate = rt.node_clocks.rate(parse_upid(attempt.upid).node)  # its seconds per ours
     if progress is not None and progress.rate > 0:
-        dirty = progress.dirty_bounds(now - attempt.started_at)
+        dirty = progress.dirty_bounds((now - attempt.started_at) * rate)
         rt.engine.observe_rate(attempt.key, progress.rate, dirty)
     if progress is None or not (progress.rate > 0 or progress.completed):
         attempt.probe_at = now + first_probe_delay(rt)
@@ -84,6 +88,7 @@ def update(
         return
     if used:
         left = min(left, (used - progress.transferred) / progress.rate)
+    left /= rate  # the log's seconds, and its rate's, are its node's
     attempt.ending_at = now + left
     if left > REPROBE_MIN_SECONDS:
         attempt.probe_at = now + left * REPROBE_AFTER_SHARE

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from proxmigrate.pve.tracker import TransferProgress, first_clock, tunnel_up_clock
+from proxmigrate.pve.tracker import TransferProgress, tunnel_up_clock
+from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime.attempt import Attempt
+from proxmigrate.runtime.node_clock import STAMP_RESOLUTION
 
 if TYPE_CHECKING:
     from proxmigrate.runtime.cluster import ClusterRuntime
-
-STAMP_RESOLUTION = 1.0  # log stamps are whole seconds
 
 
 def observe(
@@ -29,22 +29,21 @@ def observe(
     now: float,
 ) -> None:
     """After a log read of a running task: its tunnel up frees its start slot and tells the
-    phase's length, the log's own stamps from its first line, but no longer than the time
-    since the request (a node clock running fast, or pvesim's scaled time, cannot inflate
-    it); a transfer under way means the tunnel is up too; neither yet in a live migration's
-    log tells the phase lasts at least that long. An HA guest's task starts after the HA
-    manager's queue: only its stamps count."""
+    phase's length, the log's own stamps from its first line in our seconds (its node's
+    clock rate, runtime/node_clock.py), but no longer than the time since the request (a
+    rate not learnt yet cannot inflate it); a transfer under way means the tunnel is up
+    too; neither yet in a live migration's log tells the phase lasts at least that long.
+    An HA guest's task starts after the HA manager's queue: only its stamps count."""
     if attempt.tunnel_seen:
         return
-    if attempt.log_began is None:
-        attempt.log_began = first_clock(lines)
     up = tunnel_up_clock(lines)
     vm = attempt.vm
     if up is not None or progress is not None:
         attempt.tunnel_seen = True
         phase = None
-        if up is not None and attempt.log_began is not None:
-            phase = up - attempt.log_began + STAMP_RESOLUTION
+        if up is not None and attempt.log_began is not None and attempt.upid is not None:
+            stamps = up - attempt.log_began + STAMP_RESOLUTION
+            phase = stamps / rt.node_clocks.rate(parse_upid(attempt.upid).node)
             if vm is None or not vm.ha_managed:
                 phase = min(phase, now - attempt.started_at)
         rt.engine.notify_tunnel_up(attempt.key, now, start_phase=phase)

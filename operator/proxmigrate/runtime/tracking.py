@@ -10,7 +10,7 @@ while a request's task is to be found or an HA hand-off awaited, and at least ev
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from proxmigrate.failures import Failure, FailurePhase, Reason
@@ -23,7 +23,9 @@ from proxmigrate.pve.classifier import (
 from proxmigrate.pve.tracker import (
     TrackedTask,
     evaluate,
+    first_clock,
     first_migration_since,
+    last_clock,
     log_exitstatus,
     nodes_to_poll,
     poll_since,
@@ -32,6 +34,7 @@ from proxmigrate.pve.tracker import (
 from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime import predictions, start_phase
 from proxmigrate.runtime.attempt import Attempt, AttemptState
+from proxmigrate.runtime.node_clock import NodeClock
 from proxmigrate.runtime.outcomes import finish
 from proxmigrate.runtime.stopping import stop_task
 from proxmigrate.status import migration as vmstatus
@@ -251,6 +254,7 @@ async def _look(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
     node = parse_upid(attempt.upid).node
     lines = await rt.client.task_log(node, attempt.upid, start=attempt.log_lines_seen)
     attempt.log_lines_seen += len(lines)
+    _observe_clock(rt.node_clocks.of(node), attempt, lines, rt.clock())
     exitstatus = log_exitstatus(lines)
     if exitstatus is not None:
         await _judge_end(rt, attempt, attempt.upid, exitstatus)
@@ -258,6 +262,20 @@ async def _look(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
     progress = transfer_progress(lines)
     start_phase.observe(rt, attempt, lines, progress, now)
     predictions.update(rt, attempt, progress, now)
+
+
+def _observe_clock(
+    clock: NodeClock, attempt: Attempt, lines: Sequence[str], read_at: float
+) -> None:
+    """What a log read tells of its node's clock (runtime/node_clock.py): its first stamp
+    came after our request, its last was written by the time the read came back."""
+    if attempt.log_began is None:
+        attempt.log_began = first_clock(lines)
+        if attempt.log_began is not None:
+            clock.requested(attempt.started_at, attempt.log_began)
+    last = last_clock(lines)
+    if last is not None:
+        clock.read(read_at, last)
 
 
 async def _check_timeouts(rt: ClusterRuntime) -> None:
