@@ -309,10 +309,8 @@ def test_queued_moves_onto_a_node_that_starts_draining_go_elsewhere(
     """Drain pve1 onto pve2 and pve3 one VM at a time; once pve2's own drain begins, the
     moves still queued for pve2 are withdrawn and planned onto pve3."""
     api = control_plane.api_client()
-    # No bandwidth limit: each move's end is seen at its first log read (~11 s after the
-    # request), which keeps the rest queued at maxParallel 1; a limited rate would be read in
-    # pvesim's scaled time and its end seen only by the 60 s safety net (runtime/tracking.py).
     config = {
+        "datacenter": {"bwlimit": "migration=51200"},  # 50 MiB/s: ~2 s real per move
         "nodes": [node("pve1", 128), node("pve2", 128), node("pve3", 128), node("pve4", 16)],
         "vms": [vm(100 + i, "pve1", 4) for i in range(8)] + [vm(200, "pve2", 4)],
     }

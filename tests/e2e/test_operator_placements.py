@@ -199,11 +199,8 @@ def test_queued_moves_onto_a_node_that_starts_draining_are_withdrawn_until_it_en
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
     api = control_plane.api_client()
-    # No bandwidth limit: the runtime sees a move's end at its first log read, ~11 s after
-    # the request, so with maxParallel 1 the rest stay queued long enough. A limited rate
-    # would be read in pvesim's scaled time and predict an end many times too late: only
-    # the 60 s safety net would see it (runtime/tracking.py).
     config = {
+        "datacenter": {"bwlimit": "migration=25600"},  # 25 MiB/s: ~4 s real per move
         "nodes": [node("pve1", 64), node("pve2", 64), node("pve3", 64)],
         "vms": [vm(100 + i, "pve1", 4, tags=["web"]) for i in range(6)],
     }
@@ -248,8 +245,7 @@ def test_queued_moves_onto_a_node_that_starts_draining_are_withdrawn_until_it_en
         client.CustomObjectsApi(api).delete_namespaced_custom_object(
             "proxmigrate.dev", "v1alpha1", namespace, "nodedrains", "pve2"
         )
-        # up to 5 moves one at a time, each seen ended at its first log read (~11 s)
-        wait_condition(api, namespace, "web", "InSync", "True", operator, timeout=120)
+        wait_condition(api, namespace, "web", "InSync", "True", operator, timeout=60)
         after = sim.state()
 
     late_onto_pve2 = started_onto(during, "pve2", cordoned_at)
