@@ -19,10 +19,11 @@ from proxmigrate.api.fields import SpecError
 from proxmigrate.controllers import drain_returns
 from proxmigrate.controllers.context import ClusterContext, cordoned_nodes
 from proxmigrate.controllers.drain_requests import (
+    moves_elsewhere,
     owning_drain,
-    planned_elsewhere,
     rival_owner,
 )
+from proxmigrate.engine import EnginePolicy, MigrationEngine
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 from proxmigrate.planning import DrainRequest, PlannedMove, SkippedVM
 from proxmigrate.planning.returns import ReturnPlan
@@ -227,7 +228,7 @@ def test_returns_under_way_load_their_home_for_other_drains() -> None:
         ]
     }
     spec = NodeDrainSpec.from_spec(drain_body("pve3")["spec"])
-    assert planned_elsewhere(spec, [returning]) == {"pve1": GIB}
+    assert moves_elsewhere(spec, [returning]) == {100: "pve1"}
 
 
 # --- one controller pass --------------------------------------------------------------------
@@ -240,6 +241,7 @@ class FakeRuntime:
 
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
+        self.engine = MigrationEngine(EnginePolicy())  # nothing in flight
         self.withdrawn: list[str] = []
         self.local_for: list[int] = []  # guests whose local resources were asked for
 

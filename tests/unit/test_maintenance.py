@@ -19,6 +19,7 @@ from proxmigrate.api.maintenance import DONE_ANNOTATION, MAINTENANCE_LABEL, done
 from proxmigrate.controllers import events, maintenances
 from proxmigrate.controllers.context import ClusterContext
 from proxmigrate.controllers.registry import Registry, Waker
+from proxmigrate.engine import EnginePolicy, MigrationEngine
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 from proxmigrate.status.maintenance import NodeEntry, Verdict, maintenance_status, observe
 
@@ -180,6 +181,7 @@ class FakeRuntime:
 
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
+        self.engine = MigrationEngine(EnginePolicy())  # nothing in flight
 
     async def refresh_inventory(self, max_age: float = 0, **_: Any) -> Inventory:
         return self.inventory

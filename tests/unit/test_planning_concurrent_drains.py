@@ -1,50 +1,183 @@
-"""One plan per cluster: a drain's placement counts the bytes other drains send to a target."""
+"""One plan per cluster: a drain counts every move in flight (other drains', placements')
+on its targets' memory and as bytes headed there."""
 
 from __future__ import annotations
 
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxmigrate.api.cluster import ProxmoxClusterSpec
+from proxmigrate.api.drain import NodeDrainSpec
+from proxmigrate.controllers.context import ClusterContext
+from proxmigrate.controllers.drain_requests import drain_request, moves_elsewhere
+from proxmigrate.engine import EnginePolicy, Job, MigrationEngine
 from proxmigrate.inventory import Inventory
-from proxmigrate.planning import MemoryReserve
-from tests.unit.test_planning_drain import GIB, drain, node, targets_of, vm
+from proxmigrate.planning import DrainRequest, MemoryReserve, plan_drain, plan_drains
+from tests.unit.test_planning_drain import GIB, NO_RESERVE, drain, node, targets_of, vm
 
 
-def inventory() -> Inventory:
-    nodes = (node("pve1", 512), node("t1", 512), node("t2", 512))
-    return Inventory(nodes, tuple(vm(100 + i, 8) for i in range(6)))
+def two_sources() -> Inventory:
+    """pve1 and pve2 each hold four 8 GiB guests; t1 is roomy, t2 and t3 are not."""
+    nodes = (node("pve1", 64), node("pve2", 64), node("t1", 512), node("t2", 128), node("t3", 128))
+    guests = [vm(100 + i, 8) for i in range(4)] + [vm(200 + i, 8, on="pve2") for i in range(4)]
+    return Inventory(nodes, tuple(guests))
 
 
-def test_bytes_other_drains_send_steer_the_placement() -> None:
-    alone = targets_of(drain(inventory()))
-    assert sorted(alone.values()).count("t1") == 3  # equal targets share the guests evenly
-    shared = targets_of(drain(inventory(), planned_elsewhere={"t1": 48 * GIB}))
-    assert sorted(shared.values()).count("t2") >= 5  # t1 already receives 48 GiB elsewhere
+def request(source: str, **kw: Any) -> DrainRequest:
+    return DrainRequest(node=source, cordoned=frozenset({"pve1", "pve2"}), reserve=NO_RESERVE, **kw)
+
+
+def landing(*plans: Any) -> Counter[str]:
+    return Counter(move.target for plan in plans for move in plan.moves)
+
+
+def test_drains_planned_apart_share_the_roomy_target_planned_together_spread() -> None:
+    inventory = two_sources()
+    apart = landing(*(plan_drain(inventory, request(n)) for n in ("pve1", "pve2")))
+    together = landing(*plan_drains(inventory, [request("pve1"), request("pve2")]))
+    assert apart["t1"] == 4  # each drain alone sends half its guests to t1
+    assert together["t1"] < apart["t1"]
+    assert max(together.values()) - min(together.values()) <= 1
+
+
+def test_moves_in_flight_steer_the_placement_by_their_bytes() -> None:
+    inventory = Inventory(
+        (node("pve1", 512), node("pve2", 512), node("t1", 512), node("t2", 512)),
+        tuple([vm(100 + i, 8) for i in range(6)] + [vm(200 + i, 8, on="pve2") for i in range(6)]),
+    )
+    alone = targets_of(drain(inventory, cordoned=frozenset({"pve2"})))
+    assert Counter(alone.values())["t1"] == 3  # equal targets share the guests evenly
+    in_flight = {200 + i: "t1" for i in range(6)}  # 48 GiB already headed to t1
+    shared = targets_of(drain(inventory, in_flight=in_flight, cordoned=frozenset({"pve2"})))
+    assert Counter(shared.values())["t2"] >= 5
     assert len(shared) == 6  # memory alone still decides what fits
 
 
-def test_bytes_elsewhere_never_make_a_guest_unplaceable() -> None:
-    plan = drain(
-        inventory(),
-        planned_elsewhere={"t1": 10**15, "t2": 10**15},
-        reserve=MemoryReserve(0, 0.0),
+def test_moves_onto_cordoned_nodes_and_guests_already_there_do_not_count() -> None:
+    inventory = Inventory(
+        (node("pve1", 64), node("pve2", 64), node("t1", 64), node("t2", 64)),
+        (vm(100, 8), vm(101, 8), vm(200, 40, on="pve2"), vm(201, 40, on="t1")),
     )
-    assert plan.complete and len(plan.moves) == 6
+    alone = targets_of(drain(inventory, cordoned=frozenset({"pve2"})))
+    ignored = {200: "pve2", 201: "t1", 999: "t2"}  # onto a cordoned node, arrived, unknown
+    assert targets_of(drain(inventory, cordoned=frozenset({"pve2"}), in_flight=ignored)) == alone
 
 
-def test_other_drains_not_yet_final_entries_are_the_bytes_elsewhere() -> None:
-    from proxmigrate.api.drain import NodeDrainSpec
-    from proxmigrate.controllers.drain_requests import planned_elsewhere
+def test_a_guest_in_flight_off_the_drained_node_is_not_planned_again() -> None:
+    inventory = Inventory(
+        (node("pve1", 64), node("t1", 64), node("t2", 64)), (vm(100, 8), vm(101, 8))
+    )
+    plan = drain(inventory, in_flight={100: "t2"})
+    assert [move.vmid for move in plan.moves] == [101]
 
-    def nodedrain(node: str, entries: list[dict[str, object]], cluster: str = "lab") -> dict:
-        spec = {"clusterRef": {"name": cluster}, "nodeName": node}
-        return {"metadata": {"name": f"drain-{node}"}, "spec": spec, "status": {"vms": entries}}
 
-    def entry(to: str, phase: str, gib: int) -> dict[str, object]:
-        return {"vmid": 1, "to": to, "phase": phase, "memoryBytes": gib * GIB}
+# --- the NodeDrain controller's request: what is in flight cluster-wide ---------------------
 
-    spec = NodeDrainSpec.from_spec({"clusterRef": {"name": "lab"}, "nodeName": "pve1"})
-    drains = [
-        nodedrain("pve1", [entry("t1", "Pending", 64)]),  # this drain itself
-        nodedrain("pve2", [entry("t1", "Pending", 8), entry("t1", "Migrating", 4)]),
-        nodedrain("pve3", [entry("t2", "Migrated", 16), entry("t2", "Queued", 2)]),
-        nodedrain("pve4", [entry("t2", "Pending", 32)], cluster="other"),
+
+def context(inventory: Inventory, engine: MigrationEngine) -> ClusterContext:
+    cluster = ProxmoxClusterSpec.from_spec(
+        {"endpoints": ["pve1"], "credentialsSecretRef": {"name": "s"}}
+    )
+    return ClusterContext(SimpleNamespace(engine=engine), cluster, inventory)  # type: ignore[arg-type]
+
+
+def nodedrain(source: str, entries: list[dict[str, Any]], cluster: str = "lab") -> dict[str, Any]:
+    spec = {"clusterRef": {"name": cluster}, "nodeName": source}
+    return {"metadata": {"name": f"drain-{source}"}, "spec": spec, "status": {"vms": entries}}
+
+
+def spec_of(source: str) -> NodeDrainSpec:
+    return NodeDrainSpec.from_spec(nodedrain(source, [])["spec"])
+
+
+def first_plan(inventory: Inventory, drains: list[dict[str, Any]], engine: MigrationEngine) -> Any:
+    """The first plan of pve2's NodeDrain, as the controller builds its request."""
+    plan_request = drain_request(spec_of("pve2"), context(inventory, engine), drains)
+    return plan_drain(inventory, plan_request)
+
+
+def test_a_placement_move_queued_in_the_runtime_steers_a_new_drain() -> None:
+    inventory = Inventory(
+        (node("pve2", 512), node("t1", 512), node("t2", 512)),
+        tuple(
+            [vm(100 + i, 8, on="t2") for i in range(6)]
+            + [vm(200 + i, 8, on="pve2") for i in range(6)]
+        ),
+    )
+    engine = MigrationEngine(EnginePolicy())
+    assert Counter(move.target for move in first_plan(inventory, [], engine).moves)["t1"] == 3
+    for i in range(6):  # a VMPlacement moves t2's guests to t1
+        engine.submit(Job(f"ns/place-{i}", 100 + i, "t2", "t1", memory_bytes=8 * GIB), 0.0)
+    targets = Counter(move.target for move in first_plan(inventory, [], engine).moves)
+    assert targets["t2"] >= 5
+
+
+def test_another_drains_moves_are_never_counted_as_free_memory() -> None:
+    """pve1's drain sends 48 GiB to t1, the only roomy target; pve2's 32 GiB guest then
+    fits nowhere: Blocked for memory, not a t1 overcommitted by 16 GiB."""
+    inventory = Inventory(
+        (node("pve1", 128), node("pve2", 128), node("t1", 80), node("t2", 32)),
+        tuple([vm(100 + i, 8) for i in range(6)] + [vm(200, 32, on="pve2")]),
+    )
+    entries = [
+        {"vmid": 100 + i, "to": "t1", "phase": "Queued" if i < 2 else "Pending"} for i in range(6)
     ]
-    assert planned_elsewhere(spec, drains) == {"t1": 12 * GIB, "t2": 2 * GIB}
+    drains = [nodedrain("pve1", entries), nodedrain("pve2", [])]
+    plan = first_plan(inventory, drains, MigrationEngine(EnginePolicy()))
+    assert plan.moves == () and [vm.vmid for vm in plan.unplaceable] == [200]
+
+
+def test_other_drains_entries_not_yet_final_are_moves_elsewhere() -> None:
+    def entry(vmid: int, to: str, phase: str) -> dict[str, object]:
+        return {"vmid": vmid, "to": to, "phase": phase, "memoryBytes": GIB}
+
+    drains = [
+        nodedrain("pve1", [entry(1, "t1", "Pending")]),  # this drain itself
+        nodedrain("pve2", [entry(2, "t1", "Pending"), entry(3, "t1", "Migrating")]),
+        nodedrain("pve3", [entry(4, "t2", "Migrated"), entry(5, "t2", "Queued")]),
+        nodedrain("pve4", [entry(6, "t2", "Pending")], cluster="other"),
+    ]
+    assert moves_elsewhere(spec_of("pve1"), drains) == {2: "t1", 3: "t1", 5: "t2"}
+
+
+# --- properties -----------------------------------------------------------------------------
+
+SOURCES = ("s1", "s2", "s3")
+TARGETS = ("t1", "t2", "t3")
+
+
+@st.composite
+def clusters(draw: st.DrawFn) -> Inventory:
+    nodes = [node(name, 64) for name in SOURCES]
+    nodes += [node(name, draw(st.integers(16, 160)), draw(st.integers(0, 12))) for name in TARGETS]
+    guests = []
+    for index, source in enumerate(SOURCES):
+        sizes = draw(st.lists(st.integers(1, 24), max_size=6))
+        guests += [vm(100 * (index + 1) + i, size, on=source) for i, size in enumerate(sizes)]
+    return Inventory(tuple(nodes), tuple(guests))
+
+
+@settings(max_examples=150, deadline=None)
+@given(clusters(), st.integers(0, 4))
+def test_memory_is_never_overcommitted_across_drains(inventory: Inventory, gib: int) -> None:
+    reserve = MemoryReserve(gib * GIB, 0.0)
+    requests = [
+        DrainRequest(node=source, cordoned=frozenset(SOURCES), reserve=reserve)
+        for source in SOURCES
+    ]
+    plans = plan_drains(inventory, requests)
+    placed: Counter[str] = Counter()
+    for plan in plans:
+        for move in plan.moves:
+            placed[move.target] += move.memory_bytes
+    for name in TARGETS:
+        target = inventory.node(name)
+        assert target is not None
+        usable = target.max_memory - target.used_memory - reserve.for_node(target)
+        assert placed[name] <= max(0, usable)
+    moved = [move.vmid for plan in plans for move in plan.moves]
+    assert len(moved) == len(set(moved))

@@ -1,5 +1,5 @@
 """What a NodeDrain plans from: which drain owns a node, the planner's request (cordons,
-other drains' loads, avoided targets), the inventory with the drained guests' local
+the cluster's moves in flight, avoided targets), the inventory with the drained guests' local
 resources, and how many of its migrations may run at once."""
 
 from __future__ import annotations
@@ -73,16 +73,17 @@ def drain_request(
         local_disks=spec.local_disks,
         reserve=spec.memory_reserve(placement),
         anti_affinity_prefix=placement.anti_affinity_tag_prefix,
-        planned_elsewhere=planned_elsewhere(spec, drains),
+        # one plan per cluster: the runtime's queued and running migrations (drains',
+        # placements', by hand) and what other drains planned but have not started yet
+        in_flight={**moves_elsewhere(spec, drains), **context.runtime.engine.in_flight()},
         avoid=spec.avoid_targets,
     )
 
 
-def planned_elsewhere(spec: NodeDrainSpec, drains: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Bytes the cluster's other NodeDrains still move into each node (memory of their
-    entries not yet final, and of their returns under way into their own node): one plan
-    per cluster, the planner counts them as load."""
-    totals: dict[str, int] = {}
+def moves_elsewhere(spec: NodeDrainSpec, drains: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """Where the cluster's other NodeDrains still move guests (vmid -> node: their entries
+    not yet final, and their returns under way into their own node)."""
+    moves: dict[int, str] = {}
     for other in drains_of_cluster(drains, spec.cluster_name):
         if other["spec"].get("nodeName") == spec.node_name:
             continue
@@ -94,8 +95,8 @@ def planned_elsewhere(spec: NodeDrainSpec, drains: Sequence[Mapping[str, Any]]) 
             else:
                 continue
             if node:
-                totals[node] = totals.get(node, 0) + int(entry.get("memoryBytes") or 0)
-    return totals
+                moves[int(entry["vmid"])] = str(node)
+    return moves
 
 
 async def with_local_resources(

@@ -52,13 +52,7 @@ from proxmigrate.controllers.drain_requests import (
 from proxmigrate.controllers.drain_returns import return_home
 from proxmigrate.controllers.reconcile import Reconciler, reconcile_until_stopped
 from proxmigrate.controllers.registry import registry_of
-from proxmigrate.planning import (
-    DrainPlan,
-    DrainRequest,
-    PlanError,
-    plan_drain,
-    with_pending_moves,
-)
+from proxmigrate.planning import DrainPlan, DrainRequest, PlanError, plan_drain
 from proxmigrate.runtime import drain_progress as progress
 
 
@@ -203,9 +197,9 @@ class DrainReconciler(Reconciler):
             for entry in entries
             if entry.get("to") and progress.entry_phase(entry) in UNDER_WAY
         }
-        projected = with_pending_moves(context.inventory, under_way)
+        request = dataclasses.replace(request, in_flight={**request.in_flight, **under_way})
         try:
-            plan = plan_drain(projected, await self.pinned(request, context))
+            plan = plan_drain(context.inventory, await self.pinned(request, context))
             return progress.new_arrivals(entries, plan)
         except PlanError:
             return []

@@ -109,6 +109,13 @@ class MigrationEngine:
             return "running"
         return "queued" if key in self._queued else None
 
+    def in_flight(self) -> dict[int, str]:
+        """Each queued or running guest's target (vmid -> node): the moves of the cluster a
+        new drain plan counts as under way (`DrainRequest.in_flight`)."""
+        jobs = [queued.job for queued in self._queued.values()]
+        jobs += [running.job for running in self._running.values()]
+        return {job.vmid: job.target for job in jobs}
+
     def poll(self, now: float) -> list[Job]:
         """Jobs to start now, best first; the engine counts them running from `now` on."""
         started: list[Job] = []

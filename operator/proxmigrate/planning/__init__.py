@@ -1,6 +1,7 @@
 """Pure planning: which VM goes where, in what order (drains, placements). No I/O, no clock."""
 
 from proxmigrate.planning.capacity import MemoryReserve, memory_need, transfer_bytes
+from proxmigrate.planning.concurrent import plan_drains
 from proxmigrate.planning.drain import (
     DrainPlan,
     DrainRequest,
@@ -48,6 +49,7 @@ __all__ = [
     "format_bytes",
     "memory_need",
     "plan_drain",
+    "plan_drains",
     "plan_placement",
     "transfer_bytes",
     "with_pending_moves",

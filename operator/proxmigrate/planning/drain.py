@@ -23,6 +23,7 @@ Heuristic (greedy, deterministic):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,6 +31,7 @@ from enum import StrEnum
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 from proxmigrate.planning.capacity import MemoryReserve, TargetLedger, memory_need, transfer_bytes
 from proxmigrate.planning.errors import PlanError
+from proxmigrate.planning.projection import with_pending_moves
 from proxmigrate.planning.selection import (
     DEFAULT_ANTI_AFFINITY_PREFIX,
     VMSelector,
@@ -103,10 +105,14 @@ class DrainRequest:
     reserve: MemoryReserve = field(default_factory=MemoryReserve)
     anti_affinity_prefix: str = DEFAULT_ANTI_AFFINITY_PREFIX
     pins: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
-    # One plan per cluster: bytes other drains still move into each target. They count in
-    # each target's load score, so concurrent drains do not send their tails to the same
-    # roomy target (whose ingress would then be the common bottleneck).
-    planned_elsewhere: Mapping[str, int] = field(default_factory=dict)
+    # One plan per cluster: every move of the cluster not yet final (vmid -> target: other
+    # drains' planned and running moves, placements', by hand). Each counts as done on its
+    # target's memory and as bytes still headed there in its load score, so concurrent
+    # drains neither offer the same free memory twice nor send their tails to the same
+    # roomy target (whose ingress would then be the common bottleneck). Moves onto the
+    # drained or a cordoned node are left out: queued ones are withdrawn
+    # (controllers/children.py withdraw_onto), running ones are planned once they land.
+    in_flight: Mapping[int, str] = field(default_factory=dict)
     # Targets taken only when no other fits: nodes a rolling maintenance drains later, where
     # a guest parked now would have to move again (planning/rolling.py).
     avoid: frozenset[str] = frozenset()
@@ -188,6 +194,13 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
     """Plan the drain of `request.node`; raises PlanError for a request that names bad nodes."""
     _check_source(inventory, request.node)
     targets, excluded = _eligible_targets(inventory, request)
+    in_flight = {
+        vmid: target
+        for vmid, target in request.in_flight.items()
+        if target != request.node and target not in request.cordoned
+    }
+    incoming = _incoming_costs(inventory, in_flight)
+    inventory = with_pending_moves(inventory, in_flight)
     ledgers = {
         name: TargetLedger(
             _node(inventory, name),
@@ -210,7 +223,7 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
             to_place.append(vm)
 
     for name, ledger in ledgers.items():
-        ledger.incoming_cost = request.planned_elsewhere.get(name, 0)
+        ledger.incoming_cost = incoming[name]
     elsewhere = sum(ledger.incoming_cost for ledger in ledgers.values())
     fair_share_cost = (sum(_move_cost(vm) for vm in to_place) + elsewhere) / max(1, len(ledgers))
     placed: list[tuple[VMInfo, str]] = []
@@ -332,6 +345,16 @@ def _candidates(vm: VMInfo, request: DrainRequest, targets: tuple[str, ...]) -> 
 
 def _move_cost(vm: VMInfo) -> int:
     return max(transfer_bytes(vm), MIN_MOVE_COST_BYTES)
+
+
+def _incoming_costs(inventory: Inventory, in_flight: Mapping[int, str]) -> Counter[str]:
+    """Cost of the moves in flight still headed to each node (guests not there yet)."""
+    incoming: Counter[str] = Counter()
+    for vmid, target in in_flight.items():
+        vm = inventory.vm(vmid)
+        if vm is not None and vm.node != target:
+            incoming[target] += _move_cost(vm)
+    return incoming
 
 
 def _load_score(ledger: TargetLedger, vm: VMInfo, fair_share_cost: float) -> float:

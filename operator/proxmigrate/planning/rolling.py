@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from proxmigrate.inventory import Inventory
-from proxmigrate.planning.drain import DrainPlan, DrainRequest, PlannedMove, plan_drain
+from proxmigrate.planning.concurrent import plan_drains
+from proxmigrate.planning.drain import DrainPlan, DrainRequest, PlannedMove
 from proxmigrate.planning.errors import PlanError
 from proxmigrate.planning.projection import with_pending_moves
 from proxmigrate.planning.returns import ReturnPlan, departures_of, plan_return
@@ -135,14 +136,11 @@ def _plan_step(
     """The step's plan and the inventory it leaves."""
     options = request.options
     cordoned = options.cordoned | frozenset(nodes)
-    incoming = Counter(options.planned_elsewhere)
-    drains = []
-    for node in nodes:
-        plan = _drain(inventory, options, node, cordoned, later, incoming)
-        drains.append(plan)
-        incoming.update(plan.transfer_bytes_by_target())
-        inventory = with_pending_moves(inventory, {m.vmid: m.target for m in plan.moves})
+    drains = plan_drains(
+        inventory, [_drain_request(options, node, cordoned, later) for node in nodes]
+    )
     departed = [move for plan in drains for move in plan.moves]
+    inventory = with_pending_moves(inventory, {m.vmid: m.target for m in departed})
     returns = ReturnPlan()
     if request.return_guests:
         returns = plan_return(inventory, departures_of(departed), options)
@@ -151,24 +149,15 @@ def _plan_step(
     return RollingStep(index, nodes, tuple(drains), returns, parked), inventory
 
 
-def _drain(
-    inventory: Inventory,
-    options: DrainRequest,
-    node: str,
-    cordoned: frozenset[str],
-    later: frozenset[str],
-    incoming: Counter[str],
-) -> DrainPlan:
+def _drain_request(
+    options: DrainRequest, node: str, cordoned: frozenset[str], later: frozenset[str]
+) -> DrainRequest:
     """One node's drain within a step: the other nodes of the step are cordoned with it."""
     targets = options.targets
-    return plan_drain(
-        inventory,
-        replace(
-            options,
-            node=node,
-            targets=None if targets is None else tuple(t for t in targets if t != node),
-            cordoned=cordoned,
-            avoid=options.avoid | later,
-            planned_elsewhere=dict(incoming),
-        ),
+    return replace(
+        options,
+        node=node,
+        targets=None if targets is None else tuple(t for t in targets if t != node),
+        cordoned=cordoned,
+        avoid=options.avoid | later,
     )

@@ -26,13 +26,7 @@ from dataclasses import dataclass, field
 from proxmigrate.api.cluster import MigrationPolicySpec
 from proxmigrate.api.enums import AuthMethod
 from proxmigrate.engine import EnginePolicy, MigrationEngine
-from proxmigrate.planning import (
-    DrainPlan,
-    DrainRequest,
-    PlannedMove,
-    plan_drain,
-    with_pending_moves,
-)
+from proxmigrate.planning import DrainPlan, DrainRequest, PlannedMove, plan_drains
 from proxmigrate.runtime.cluster import MIN_TICK_SECONDS, ClusterRuntime, MigrationRequest
 from proxmigrate.runtime.drain_progress import migration_priority
 from proxmigrate.simulate.inventory import drained_inventory
@@ -116,28 +110,21 @@ class LibraryDrain:
         return self.cluster.now
 
     async def plan(self, runtime: ClusterRuntime) -> tuple[DrainPlan, ...]:
-        """One plan per node, each seeing the previous plans' moves as done and their bytes
-        as its targets' load, from the inventory the NodeDrain controller reads
-        (`drained_inventory`)."""
+        """One plan per node, planned together (`plan_drains`: each sees the previous plans'
+        moves in flight, as a NodeDrain sees the other drains' moves), from the inventory
+        the NodeDrain controller reads (`drained_inventory`)."""
         with self._cpu.measure():
             inventory = await drained_inventory(runtime, self.nodes)
-            plans = []
-            incoming: Counter[str] = Counter()  # bytes the earlier plans send to each target
-            for node in self.nodes:
-                request = DrainRequest(
+            requests = [
+                DrainRequest(
                     node=node,
                     cordoned=frozenset(self.nodes),
                     local_disks=self.options.local_disks,  # type: ignore[arg-type]
                     stopped_vms=self.options.stopped_vms,  # type: ignore[arg-type]
-                    planned_elsewhere=dict(incoming),
                 )
-                plan = plan_drain(inventory, request)
-                plans.append(plan)
-                incoming.update(plan.transfer_bytes_by_target())
-                inventory = with_pending_moves(
-                    inventory, {move.vmid: move.target for move in plan.moves}
-                )
-        return tuple(plans)
+                for node in self.nodes
+            ]
+            return plan_drains(inventory, requests)
 
     def run(self, progress: Callable[[Progress], None] | None = None) -> DrainResult:
         return asyncio.run(self._run(progress))
