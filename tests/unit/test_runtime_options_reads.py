@@ -53,3 +53,42 @@ def test_options_are_not_read_while_nothing_may_start() -> None:
         assert pve.options_reads == 2
 
     asyncio.run(scenario())
+
+
+class SixVmPve(CountingPve):
+    async def inventory(self) -> Inventory:
+        known = await super().inventory()
+        more = tuple(
+            VMInfo(vmid, f"vm{vmid}", "pve1", True, 2**30, 2**29) for vmid in range(102, 106)
+        )
+        return Inventory(known.nodes, (*known.vms, *more), taken_at=0.0)
+
+
+def test_options_are_read_once_a_minute_over_batches() -> None:
+    """One migration at a time, each ended 16 s after its start: every start is a batch of
+    its own, and the datacenter setting is read once a minute for them, not before each
+    (`OPTIONS_MAX_AGE`)."""
+
+    async def scenario() -> None:
+        clock = [0x6B000000 + 5.0]
+        pve = SixVmPve()
+        rt, _ = runtime(pve, clock)
+        rt.update_policy(MigrationPolicySpec.from_spec({"maxParallel": 1}))
+        for vmid in range(100, 106):
+            await rt.accept(MigrationRequest("ns", f"m{vmid}", f"u{vmid}", vmid, "pve2"), {})
+        began = clock[0]
+        posted_at: dict[int, float] = {}
+        while len(pve.posts) < 6 and clock[0] - began < 300:
+            await rt.run_once()
+            await rt.settle()
+            for index, row in enumerate(pve.task_rows):
+                posted_at.setdefault(index, clock[0])
+                if "endtime" not in row and clock[0] - posted_at[index] >= 16:
+                    pve.finish(row["upid"], "OK")
+            clock[0] += 2.0
+        assert len(pve.posts) == 6
+        elapsed = clock[0] - began  # six starts about 20 s apart: before each, 6 reads
+        assert 90 < elapsed < 180
+        assert pve.options_reads <= 3  # once a minute
+
+    asyncio.run(scenario())

@@ -37,7 +37,9 @@ __all__ = ["ClusterRuntime", "EventSink", "MigrationRequest", "StatusWriter"]
 
 log = logging.getLogger(__name__)
 
-OPTIONS_MAX_AGE = 10.0  # re-read the datacenter migration setting before a batch if older
+# Re-read the datacenter migration setting before a batch if older: a change to it takes
+# effect within a minute (issue 13: before every batch it was 0.2-0.75 requests per VM).
+OPTIONS_MAX_AGE = 60.0
 MIN_TICK_SECONDS = 0.02  # the loop never spins faster than this
 # A tick that failed is tried again after this, doubling per failure up to ERROR_BACKOFF_MAX.
 ERROR_BACKOFF_SECONDS = 1.0
