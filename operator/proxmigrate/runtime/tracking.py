@@ -4,8 +4,8 @@ A task's log is read a second or so after its transfer began; its progress predi
 the transfer ends (so the engine can reserve the end-phase SSH logins), its last line
 (`TASK OK` or `TASK ERROR: ...`) tells an end as well as a task list. One task list per
 node covers every task of ours there: it is read while a task there may end any moment,
-while a request's task is to be found or an HA hand-off awaited, and at least every
-`SAFETY_NET_SECONDS`. So requests scale with migrations, not with the time they run.
+while a request's task is to be found or an HA hand-off awaited, and as a safety net every
+two minutes. So requests scale with migrations, not with the time they run.
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ HA_DECISION_SECONDS = 30.0
 # Every task of ours is seen in a task list at least this often, whatever its predictions: a
 # worker killed outright (OOM, SIGKILL, a node reset) writes no end line to its log, so only
 # the task list shows it ended (pve-common `src/PVE/UPID.pm` read_status: `unexpected
-# status`). Failures that do write one are seen by the next log read too.
-SAFETY_NET_SECONDS = 60.0
+# status`): any failure is noticed within this time, one that writes its end line often
+# sooner (the next log read). Two minutes, not one: a long drain's transfers (minutes on
+# 1 Gbit/s links) paid about one list per VM per minute for it (bench/RESULTS.md, issue 13).
+SAFETY_NET_SECONDS = 120.0
 # PVE stamps tasks with its own clock; NTP keeps it near ours, this margin covers the rest.
 CLOCK_SKEW_SECONDS = 30
 
