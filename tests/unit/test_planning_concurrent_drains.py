@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 from proxmigrate.api.cluster import ProxmoxClusterSpec
 from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.controllers.context import ClusterContext
-from proxmigrate.controllers.drain_requests import drain_request, moves_elsewhere
+from proxmigrate.controllers.drain_requests import (
+    drain_request,
+    moves_elsewhere,
+    with_earlier_plans,
+)
 from proxmigrate.engine import EnginePolicy, Job, MigrationEngine
 from proxmigrate.inventory import Inventory
 from proxmigrate.planning import DrainRequest, MemoryReserve, plan_drain, plan_drains
@@ -114,6 +118,39 @@ def test_a_placement_move_queued_in_the_runtime_steers_a_new_drain() -> None:
         engine.submit(Job(f"ns/place-{i}", 100 + i, "t2", "t1", memory_bytes=8 * GIB), 0.0)
     targets = Counter(move.target for move in first_plan(inventory, [], engine).moves)
     assert targets["t2"] >= 5
+
+
+def created_together(source: str, second: int) -> dict[str, Any]:
+    body = nodedrain(source, [])
+    body["metadata"]["creationTimestamp"] = f"2026-01-01T00:00:0{second}Z"
+    del body["status"]
+    return body
+
+
+def test_drains_created_together_plan_as_one() -> None:
+    """Both NodeDrains of one apply plan at the same moment, neither has written its moves:
+    the later one plans the earlier one's first and counts its moves."""
+    inventory = two_sources()
+    drains = [created_together("pve1", 1), created_together("pve2", 1)]
+    ctx = context(inventory, MigrationEngine(EnginePolicy()))
+
+    def first(index: int) -> Any:
+        spec = NodeDrainSpec.from_spec(drains[index]["spec"])
+        request = drain_request(spec, ctx, drains)
+        return plan_drain(inventory, with_earlier_plans(request, spec, drains[index], ctx, drains))
+
+    apart = landing(
+        *(plan_drain(inventory, drain_request(spec_of(n), ctx, drains)) for n in ("pve1", "pve2"))
+    )
+    together = landing(first(0), first(1))
+    assert apart["t1"] == 4 and together["t1"] < 4
+    assert max(together.values()) - min(together.values()) <= 1
+    drains[0]["status"] = {"startTime": "2026-01-01T00:00:02Z"}  # started: its entries count
+    spec = NodeDrainSpec.from_spec(drains[1]["spec"])
+    assert (
+        with_earlier_plans(drain_request(spec, ctx, drains), spec, drains[1], ctx, drains).in_flight
+        == {}
+    )
 
 
 def test_another_drains_moves_are_never_counted_as_free_memory() -> None:

@@ -10,13 +10,14 @@ from typing import Any
 
 from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.api.enums import DrainPhase, DrainReturnPhase, DrainVMPhase
+from proxmigrate.api.fields import SpecError
 from proxmigrate.controllers.context import (
     INVENTORY_MAX_AGE,
     ClusterContext,
     cordoned_nodes,
     drains_of_cluster,
 )
-from proxmigrate.planning import DrainRequest
+from proxmigrate.planning import DrainRequest, PlanError, plan_drains
 from proxmigrate.runtime import drain_progress as progress
 
 # Guests whose move is planned or running: they will occupy their targets' memory.
@@ -78,6 +79,57 @@ def drain_request(
         in_flight={**moves_elsewhere(spec, drains), **context.runtime.engine.in_flight()},
         avoid=spec.avoid_targets,
     )
+
+
+def with_earlier_plans(
+    request: DrainRequest,
+    spec: NodeDrainSpec,
+    body: Mapping[str, Any],
+    context: ClusterContext,
+    drains: Sequence[Mapping[str, Any]],
+) -> DrainRequest:
+    """`request` (NodeDrain `body`'s first plan) counting as in flight the moves of the
+    cluster's NodeDrains that make their first plan with it and were created before it
+    (creationTimestamp, then name), planned first (`plan_drains`). Drains of one `kubectl
+    apply` plan at the same moment (`Registry.drains_settled`), none has written its moves
+    yet, and each alone would send its tail to the same roomy target; drains that started
+    count through their entries (`moves_elsewhere`). The earlier drains' guests carry the
+    local disks and devices known so far (their own drains read them)."""
+
+    def created(drain: Mapping[str, Any]) -> tuple[str, str]:
+        meta = drain["metadata"]
+        return (str(meta.get("creationTimestamp", "")), str(meta["name"]))
+
+    earlier = []
+    for other in sorted(drains_of_cluster(drains, spec.cluster_name), key=created):
+        if created(other) >= created(body) or (other.get("status") or {}).get("startTime"):
+            continue
+        try:
+            other_spec = NodeDrainSpec.from_spec(other.get("spec"))
+        except SpecError:
+            continue
+        node = context.inventory.node(other_spec.node_name)
+        if (
+            node is None
+            or not node.online
+            or other_spec.node_name == spec.node_name
+            or other_spec.maintenance_done
+            or rival_owner(other_spec, drains, created(other)[1]) is not None
+        ):
+            continue
+        other_request = drain_request(other_spec, context, drains)
+        earlier.append((other_spec, dataclasses.replace(other_request, pins=request.pins)))
+    try:
+        plans = plan_drains(context.inventory, [other for _, other in earlier])
+    except PlanError:  # such a drain is Blocked and moves nothing
+        return request
+    moves = {
+        move.vmid: move.target
+        for (other_spec, _), plan in zip(earlier, plans, strict=True)
+        if plan.complete or other_spec.allow_partial  # else Blocked: nothing moves
+        for move in plan.moves
+    }
+    return dataclasses.replace(request, in_flight={**moves, **request.in_flight})
 
 
 def moves_elsewhere(spec: NodeDrainSpec, drains: Sequence[Mapping[str, Any]]) -> dict[int, str]:

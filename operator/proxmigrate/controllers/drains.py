@@ -47,6 +47,7 @@ from proxmigrate.controllers.drain_requests import (
     drain_request,
     drain_window,
     rival_owner,
+    with_earlier_plans,
     with_local_resources,
 )
 from proxmigrate.controllers.drain_returns import return_home
@@ -103,8 +104,10 @@ class DrainReconciler(Reconciler):
         if self.status.get("startTime"):
             await self._execute(spec, context, request, now)
             return
+        request = await self.pinned(request, context)
+        request = with_earlier_plans(request, spec, self.body, context, drains)
         try:
-            plan = plan_drain(context.inventory, await self.pinned(request, context))
+            plan = plan_drain(context.inventory, request)
         except PlanError as error:
             await self._wait(DrainPhase.BLOCKED, "InvalidNode", str(error), now, degraded=True)
             return
