@@ -4,6 +4,7 @@ on its targets' memory and as bytes headed there."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +22,7 @@ from proxmigrate.controllers.drain_requests import (
 from proxmigrate.engine import EnginePolicy, Job, MigrationEngine
 from proxmigrate.inventory import Inventory
 from proxmigrate.planning import DrainRequest, MemoryReserve, plan_drain, plan_drains
+from proxmigrate.planning.returns import Departure, plan_return
 from tests.unit.test_planning_drain import GIB, NO_RESERVE, drain, node, targets_of, vm
 
 
@@ -77,6 +79,21 @@ def test_a_guest_in_flight_off_the_drained_node_is_not_planned_again() -> None:
     )
     plan = drain(inventory, in_flight={100: "t2"})
     assert [move.vmid for move in plan.moves] == [101]
+
+
+def test_a_return_home_counts_the_moves_in_flight_onto_home() -> None:
+    """pve1's maintenance is over: its 16 GiB guest parked on t1 goes home unless another
+    drain's 40 GiB guest is already on its way there (pve1 has 48 GiB)."""
+    inventory = Inventory(
+        (node("pve1", 48), node("pve2", 64), node("t1", 64)),
+        (vm(100, 16, on="t1"), vm(200, 40, on="pve2")),
+    )
+    home = [Departure(100, "pve1", "t1")]
+    options = DrainRequest(node="", reserve=NO_RESERVE)
+    assert [move.vmid for move in plan_return(inventory, home, options).moves] == [100]
+    busy = replace(options, in_flight={200: "pve1", 100: "pve1"})  # 100: its own return, queued
+    plan = plan_return(inventory, home, busy)
+    assert plan.moves == () and "no longer fits" in plan.skipped[0].reason
 
 
 # --- the NodeDrain controller's request: what is in flight cluster-wide ---------------------

@@ -3,7 +3,8 @@
 Called when a node's maintenance is over, on the inventory as it is then: a guest goes back
 only if it still sits where the drain parked it, no VMPlacement pins it away from home, and
 home can take it (online, not cordoned, not refused by PVE, no anti-affinity conflict,
-enough usable memory after the reserve, counting the returns already booked there). Guests
+enough usable memory after the reserve, counting the returns already booked there and the
+cluster's other moves in flight, `DrainRequest.in_flight`). Guests
 are booked largest first, as the drain places them, so big guests are not squeezed out by
 small ones; the moves then keep the order the guests left in.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from proxmigrate.inventory import Inventory, VMInfo
 from proxmigrate.planning.capacity import TargetLedger, memory_need, transfer_bytes
 from proxmigrate.planning.drain import DrainRequest, PlannedMove, SkippedVM
+from proxmigrate.planning.projection import with_pending_moves
 from proxmigrate.planning.units import format_bytes
 
 
@@ -54,6 +56,11 @@ def plan_return(
     and cordoned nodes apply; its node and targets do not.
     """
     ordered = list(dict.fromkeys(departures))
+    returning = {departure.vmid for departure in ordered}  # their own moves home may be queued
+    inventory = with_pending_moves(
+        inventory,
+        {vmid: node for vmid, node in options.in_flight.items() if vmid not in returning},
+    )
     ledgers: dict[str, TargetLedger] = {}
     skipped: list[SkippedVM] = []
     booked: set[int] = set()
