@@ -73,6 +73,9 @@ def update(
         dirty = progress.dirty_bounds((now - attempt.started_at) * rate)
         rt.engine.observe_rate(attempt.key, progress.rate, dirty)
     if progress is None or not (progress.rate > 0 or progress.completed):
+        if attempt.ending_at is not None and attempt.probe_at is None:
+            _still_ending(rt, attempt, now)
+            return
         attempt.probe_at = now + first_probe_delay(rt)
         if attempt.ending_at is not None:  # an earlier prediction, not confirmed
             attempt.ending_at = attempt.probe_at
@@ -94,3 +97,12 @@ def update(
         attempt.probe_at = now + left * REPROBE_AFTER_SHARE
     else:  # the end is near: task lists from its earliest end on (`ending`)
         attempt.probe_at = None
+
+
+def _still_ending(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
+    """A read past its predicted end shows no progress line: nothing is sent now, its end
+    phase runs (the guest resumed on the target, the `rm -f` and `qm unlock` logins there)
+    and its task may end any moment. Task lists go on from now (`ending`), its log is read
+    again after the overdue time. Taken as a log without a transfer yet, its end was pushed
+    back to a first look: a slow end phase was seen ended ~10 s late, its slot held."""
+    attempt.ending_at = now - rt.engine.policy.end_spread_seconds

@@ -52,6 +52,7 @@ async def start(rt: ClusterRuntime, attempt: Attempt) -> None:
         log.warning("%s: recording the start failed (%s); queueing again", request.key, error)
         _requeue_unsent(rt, attempt)
         return
+    written_at = rt.clock()
     if written is None:  # the VMMigration was deleted meanwhile
         rt.engine.finish(attempt.key, rt.clock(), Outcome(False, Reason.CANCELLED, False))
         rt.attempts.drop(attempt)
@@ -86,6 +87,18 @@ async def start(rt: ClusterRuntime, attempt: Attempt) -> None:
             notes, _ = await stop_task(rt, attempt, "stopping the cancelled")
             log.warning("%s: cancelled during its request; %s stopped %s", request.key, upid, notes)
         return
+    log.info(
+        "%s: VM %s %s -> %s requested (%s): queued %.2f s, intent written in %.2f s, "
+        "answered in %.2f s",
+        request.key,
+        request.vmid,
+        attempt.source,
+        request.target,
+        upid or "answer lost",
+        attempt.started_at - attempt.queued_at,
+        written_at - attempt.started_at,
+        rt.clock() - written_at,
+    )
     if upid:
         await record_upid(rt, attempt, upid)
     else:  # the answer was lost: find its task before retrying

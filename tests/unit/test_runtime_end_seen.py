@@ -1,0 +1,50 @@
+"""A migration's end is seen within a poll once its transfer was seen completed, however
+long its end phase (the SSH logins of `rm -f` and `qm unlock` on a busy target): the slot
+it holds goes to the next queued migration at once (issue 12's reaction trials at
+`maxParallel` 1 waited 9-10 s for it)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.unit.test_runtime_cluster import REQUEST, FakePve, runtime, settle
+
+
+def succeeded(patches: list[dict[str, Any]]) -> bool:
+    return any(patch.get("phase") == "Succeeded" for patch in patches)
+
+
+POLL = 0.25  # the reaction bench's taskPollSeconds
+COMPLETED = "2026-01-01 00:00:20 migration status: completed"
+
+
+def test_an_end_phase_longer_than_the_end_window_is_seen_at_the_next_poll() -> None:
+    async def scenario() -> None:
+        clock = [1000.0]
+        pve = FakePve()
+        rt, kube = runtime(pve, clock)
+        rt.task_poll_seconds = POLL
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        upid = pve.task_rows[0]["upid"]
+        pve.logs[upid] = [COMPLETED]
+        clock[0] += 20  # past the first look: the transfer is over, the end phase runs
+        await settle(rt)
+        assert pve.log_reads == 1
+        end_phase = 3 * rt.engine.policy.end_window_seconds  # slow logins on the target
+        for _ in range(int(end_phase / POLL)):
+            clock[0] += POLL
+            await settle(rt)
+        assert not succeeded(kube.patches)
+        reads = pve.log_reads
+        pve.finish(upid, "OK")
+        clock[0] += POLL
+        await settle(rt)
+        clock[0] += POLL
+        await settle(rt)
+        assert succeeded(kube.patches)
+        # task lists watch the end phase; its log is read again now and then, not every poll
+        assert reads <= 1 + end_phase / (2 * POLL)
+
+    asyncio.run(scenario())
