@@ -6,10 +6,11 @@ Heuristic (greedy, deterministic):
 2. Place the most constrained first (pinned, then anti-affinity members), larger memory
    first within each: first-fit-decreasing keeps big guests from being squeezed out.
    A target qualifies when the guest fits its usable memory (max - used - reserve - what
-   this plan already put there) and holds no guest of the same anti-affinity group.
+   this plan and the cluster's moves in flight already put there) and holds no guest of
+   the same anti-affinity group.
    Pinned guests take the first qualifying node in their preference order; the others take
    the qualifying target with the lowest load score (memory committed after the move, then
-   bytes to receive against a fair share, then CPU), ties by name.
+   bytes to receive, in flight included, against a fair share, then CPU), ties by name.
 3. Order: each target's guests alternate largest and smallest (largest, smallest, 2nd
    largest, 2nd smallest, ...), interleaved by always drawing from the target with the
    fewest bytes scheduled so far. Parallel moves then hit distinct targets (no single link
