@@ -78,6 +78,7 @@ def drain_request(
         # placements', by hand) and what other drains planned but have not started yet
         in_flight={**moves_elsewhere(spec, drains), **context.runtime.engine.in_flight()},
         avoid=spec.avoid_targets,
+        link_gbps=dict(context.spec.migration_policy.node_links_gbps),
     )
 
 

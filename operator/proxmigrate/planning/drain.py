@@ -10,16 +10,18 @@ Heuristic (greedy, deterministic):
    the same anti-affinity group.
    Pinned guests take the first qualifying node in their preference order; the others take
    the qualifying target with the lowest load score (memory committed after the move, then
-   bytes to receive, in flight included, against a fair share, then CPU), ties by name.
+   bytes to receive, in flight included, against its fair share, then CPU), ties by name.
+   A target's fair share of the bytes is weighted by the link it takes them in on where
+   links are declared (`DrainRequest.link_gbps`, planning/links.py), else even.
 3. Order: each target's guests alternate largest and smallest (largest, smallest, 2nd
    largest, 2nd smallest, ...), interleaved by always drawing from the target with the
-   fewest bytes scheduled so far. Parallel moves then hit distinct targets (no single link
-   or sshd carries the start of the drain) and every target finishes at about the same
-   time. Pure largest-first would leave only small guests for the end, whose fixed cost
-   per migration (qm start, tunnel, cleanup: 4-7 s, docs/reference/proxmox.md
-   #figures-and-measurements) then runs with the link idle; alternating lets small guests
-   pass their fixed cost while large ones fill the link (bench/RESULTS.md: 1.23x -> 1.13x of
-   the bandwidth bound at 8 parallel).
+   fewest bytes scheduled so far for its link (bytes over its weight). Parallel moves then
+   hit distinct targets (no single link or sshd carries the start of the drain) and every
+   target finishes at about the same time. Pure largest-first would leave only small guests
+   for the end, whose fixed cost per migration (qm start, tunnel, cleanup: 4-7 s,
+   docs/reference/proxmox.md #figures-and-measurements) then runs with the link idle;
+   alternating lets small guests pass their fixed cost while large ones fill the link
+   (bench/RESULTS.md: 1.23x -> 1.13x of the bandwidth bound at 8 parallel).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from enum import StrEnum
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
 from proxmigrate.planning.capacity import MemoryReserve, TargetLedger, memory_need, transfer_bytes
 from proxmigrate.planning.errors import PlanError
+from proxmigrate.planning.links import ingress_weights
 from proxmigrate.planning.projection import with_pending_moves
 from proxmigrate.planning.selection import (
     DEFAULT_ANTI_AFFINITY_PREFIX,
@@ -117,6 +120,10 @@ class DrainRequest:
     # Targets taken only when no other fits: nodes a rolling maintenance drains later, where
     # a guest parked now would have to move again (planning/rolling.py).
     avoid: frozenset[str] = frozenset()
+    # Declared link speeds (node -> Gbit/s: ProxmoxCluster `nodeLinks`): each target's fair
+    # share of the bytes follows what its link takes in (planning/links.py); unlisted
+    # targets weigh as an average listed one, and with none listed every share is even.
+    link_gbps: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -226,7 +233,10 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
     for name, ledger in ledgers.items():
         ledger.incoming_cost = incoming[name]
     elsewhere = sum(ledger.incoming_cost for ledger in ledgers.values())
-    fair_share_cost = (sum(_move_cost(vm) for vm in to_place) + elsewhere) / max(1, len(ledgers))
+    weights = ingress_weights(request.node, targets, request.link_gbps)
+    total_cost = sum(_move_cost(vm) for vm in to_place) + elsewhere
+    total_weight = sum(weights.values()) or 1.0
+    fair_shares = {name: total_cost * weights[name] / total_weight for name in targets}
     placed: list[tuple[VMInfo, str]] = []
     short_of_memory: list[tuple[VMInfo, tuple[str, ...]]] = []
     for vm in sorted(to_place, key=lambda guest: _placement_priority(guest, request)):
@@ -241,7 +251,7 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
             unplaceable.append(_no_candidate(vm, request, excluded + refused))
             continue
         outcome = _place(
-            vm, candidates, vm.vmid in request.pins, ledgers, fair_share_cost, request.avoid
+            vm, candidates, vm.vmid in request.pins, ledgers, fair_shares, request.avoid
         )
         if isinstance(outcome, str):
             ledgers[outcome].admit(vm, _move_cost(vm))
@@ -255,7 +265,7 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
         node=request.node,
         targets=targets,
         excluded_targets=excluded,
-        moves=_ordered_moves(placed, request),
+        moves=_ordered_moves(placed, request, weights),
         skipped=tuple(skipped),
         unplaceable=tuple(sorted(unplaceable, key=lambda vm: vm.vmid)),
         missing_memory_bytes=_missing_memory(short_of_memory, ledgers),
@@ -358,10 +368,10 @@ def _incoming_costs(inventory: Inventory, in_flight: Mapping[int, str]) -> Count
     return incoming
 
 
-def _load_score(ledger: TargetLedger, vm: VMInfo, fair_share_cost: float) -> float:
+def _load_score(ledger: TargetLedger, vm: VMInfo, fair_share: float) -> float:
     node = ledger.node
     committed_ratio = 1.0 - (ledger.free_memory - memory_need(vm)) / max(1, node.max_memory)
-    transfer_share = (ledger.incoming_cost + _move_cost(vm)) / max(1.0, fair_share_cost)
+    transfer_share = (ledger.incoming_cost + _move_cost(vm)) / max(1.0, fair_share)
     cpu_ratio = (ledger.busy_cpus + vm.cpus) / max(1, node.max_cpu)
     return (
         MEMORY_WEIGHT * committed_ratio + TRANSFER_WEIGHT * transfer_share + CPU_WEIGHT * cpu_ratio
@@ -379,7 +389,7 @@ def _place(
     candidates: tuple[str, ...],
     pinned: bool,
     ledgers: Mapping[str, TargetLedger],
-    fair_share_cost: float,
+    fair_shares: Mapping[str, float],
     avoid: frozenset[str],
 ) -> str | UnplaceableVM:
     """The chosen target's name, or why there is none; an avoided target only as a last resort."""
@@ -390,7 +400,8 @@ def _place(
         return fitting[0].name
     if fitting:
         return min(
-            fitting, key=lambda ledger: (_load_score(ledger, vm, fair_share_cost), ledger.name)
+            fitting,
+            key=lambda ledger: (_load_score(ledger, vm, fair_shares[ledger.name]), ledger.name),
         ).name
     prefix = f"pinned to {', '.join(candidates)}: " if pinned else ""
     conflicts = [
@@ -455,10 +466,10 @@ def _missing_memory(
 
 
 def _ordered_moves(
-    placed: list[tuple[VMInfo, str]], request: DrainRequest
+    placed: list[tuple[VMInfo, str]], request: DrainRequest, weights: Mapping[str, float]
 ) -> tuple[PlannedMove, ...]:
-    """Per target largest and smallest in turn, interleaved by drawing from the
-    least-scheduled target (see the module docstring)."""
+    """Per target largest and smallest in turn, interleaved by drawing from the target
+    least scheduled for its link (see the module docstring)."""
     lanes: dict[str, list[VMInfo]] = {}
     for vm, target in placed:
         lanes.setdefault(target, []).append(vm)
@@ -471,7 +482,11 @@ def _ordered_moves(
     while any(lanes.values()):
         target = min(
             (name for name, lane in lanes.items() if lane),
-            key=lambda name: (scheduled[name], -_move_cost(lanes[name][-1]), name),
+            key=lambda name: (
+                scheduled[name] / weights[name],
+                -_move_cost(lanes[name][-1]),
+                name,
+            ),
         )
         vm = lanes[target].pop()
         scheduled[target] += _move_cost(vm)

@@ -112,15 +112,19 @@ class LibraryDrain:
     async def plan(self, runtime: ClusterRuntime) -> tuple[DrainPlan, ...]:
         """One plan per node, planned together (`plan_drains`: each sees the previous plans'
         moves in flight, as a NodeDrain sees the other drains' moves), from the inventory
-        the NodeDrain controller reads (`drained_inventory`)."""
+        the NodeDrain controller reads (`drained_inventory`). The plan knows the model's
+        link speeds, as a ProxmoxCluster's `nodeLinks` declares them; the engine knows only
+        what its policy declares (`node_link_capacity`)."""
         with self._cpu.measure():
             inventory = await drained_inventory(runtime, self.nodes)
+            links = {name: node.nic_gbit for name, node in self.cluster.nodes.items()}
             requests = [
                 DrainRequest(
                     node=node,
                     cordoned=frozenset(self.nodes),
                     local_disks=self.options.local_disks,  # type: ignore[arg-type]
                     stopped_vms=self.options.stopped_vms,  # type: ignore[arg-type]
+                    link_gbps=links,
                 )
                 for node in self.nodes
             ]
@@ -195,7 +199,7 @@ class LibraryDrain:
             engine_override=MigrationEngine(self.policy, random.Random(self.seed)),
         )
 
-    async def _ours(self, step: Awaitable[None]) -> None:
+    async def _ours(self, step: Awaitable[object]) -> None:
         """Run a step of the runtime, counting its CPU time as proxmigrate's."""
         with self._cpu.measure():
             await step
