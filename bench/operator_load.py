@@ -39,6 +39,7 @@ from tests.support.devenv import (
 
 from bench.operator import percentile, scaled_policy
 from proxmigrate.api.constants import GROUP, VERSION
+from proxmigrate.api.enums import MigrationPhase
 from pvesim.testing import PvesimProcess
 
 TIME_SCALE = 20.0
@@ -148,16 +149,38 @@ class Bench:
         return self.synced(namespace) == placements and len(planned) == 5
 
 
-def _first_start(sim: PvesimProcess, after: float, vmid: int | None = None) -> float | None:
-    """The sim time of the first migration start after `after` (of `vmid` if given)."""
+MIGRATE_POST = "POST /nodes/{node}/qemu/{vmid}/migrate"
+
+
+def _posts(sim: PvesimProcess) -> int:
+    return int(sim.state()["api_requests"].get(MIGRATE_POST, 0))
+
+
+def _first_request(sim: PvesimProcess, after: float, posts: int) -> float | None:
+    """The sim time of the first migration request after `after`, when pvesim had answered
+    `posts` before: a migration's start (the POST's own time), or for an HA guest, whose
+    POST starts only a `hamigrate` (the HA manager's `qmigrate` comes up to a CRM round
+    later, pve-ha-manager HA/CRM.pm), the first state that counts one more POST."""
+    state = sim.state()
     starts = [
         float(record["start"])
-        for key, records in sim.state()["migrations"].items()
-        if vmid is None or int(key) == vmid
+        for records in state["migrations"].values()
         for record in records
         if float(record["start"]) > after
     ]
-    return min(starts, default=None)
+    if starts:
+        return min(starts)
+    return float(state["now"]) if state["api_requests"].get(MIGRATE_POST, 0) > posts else None
+
+
+def _unfinished(bench: Bench, namespace: str) -> list[dict[str, Any]]:
+    """VMMigrations the operator has not seen end yet (their slots are still held)."""
+    return [
+        m
+        for m in bench.items(namespace, "vmmigrations")
+        if not m["metadata"].get("deletionTimestamp")
+        and not MigrationPhase((m.get("status") or {}).get("phase") or "Pending").is_final
+    ]
 
 
 def _starts(sim: PvesimProcess) -> list[float]:
@@ -221,20 +244,33 @@ class Stages:
 def reaction_times(bench: Bench, operator: OperatorProcess, namespace: str) -> dict[str, Any]:
     """Seconds from a change to the first PVE migration POST it causes, on a real-time cluster
     (a trial that sees none within TRIAL_TIMEOUT counts as TRIAL_TIMEOUT); under `stages`,
-    each trial's steps (Stages)."""
-    out: dict[str, Any] = {"drain": [], "placement": [], "policy": [], "stages": []}
+    each trial's steps (Stages); under `end_seen`, how long before each drain or placement
+    trial the operator took to see the earlier migration end (the slot it waits for)."""
+    out: dict[str, Any] = {
+        "drain": [],
+        "placement": [],
+        "policy": [],
+        "stages": [],
+        "end_seen": [],
+    }
     args = ["--nodes", "8", "--vms-per-node", "12", "--seed", "3", "--time-scale", "1"]
     with PvesimProcess(*args) as sim:
         create_cluster_for_pvesim(bench.api, namespace, "lab", sim, {"maxParallel": 1})
         wait_for(lambda: bench.ready(namespace, "lab"), 60, message=operator.tail())
         stages = Stages(bench, namespace)
 
-        def measure(change: Callable[[], None], vmid: int | None = None) -> float:
-            # maxParallel is 1: wait until a detached earlier migration has ended
-            wait_for(lambda: not _running(sim), 300, interval=0.2)
-            began, at = float(sim.state()["now"]), time.monotonic()
+        def measure(change: Callable[[], None]) -> float:
+            # maxParallel is 1: a change reacts at once only to a free slot, so the trial
+            # waits until an earlier migration has ended and the operator has seen it end
+            # (how long that took is `end_seen`; the reaction is what follows)
+            wait_for(lambda: not _running(sim) and not _unfinished(bench, namespace), 300, 0.05)
+            state = sim.state()
+            ends = [float(r["end"]) for rs in state["migrations"].values() for r in rs if r["end"]]
+            if ends:
+                out["end_seen"].append(float(state["now"]) - max(ends))
+            began, at, posts = float(sim.state()["now"]), time.monotonic(), _posts(sim)
             change()
-            seconds = _wait_start(sim, began, lambda: _first_start(sim, began, vmid), operator)
+            seconds = _wait_start(sim, began, lambda: _first_request(sim, began, posts), operator)
             out["stages"].append(stages.after(at, seconds))
             return seconds
 
@@ -251,9 +287,7 @@ def reaction_times(bench: Bench, operator: OperatorProcess, namespace: str) -> d
         change = {"spec": {"nodes": ["pve1", "pve2", "pve3"]}}
         for vmid in vmids:
             out["placement"].append(
-                measure(
-                    lambda v=vmid: bench.patch(namespace, "vmplacements", f"pin-{v}", change), vmid
-                )
+                measure(lambda v=vmid: bench.patch(namespace, "vmplacements", f"pin-{v}", change))
             )
         # A drain at maxParallel 1; each raise lets one more migration start than ended.
         wait_for(lambda: not _running(sim), 300, interval=0.2)
@@ -457,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
             f"- {kind}: " + ", ".join(f"{step} {at:.2f}" for step, at in trial.items())
             for kind, trial in zip(kinds, trials, strict=False)
         ]
+        if row["reactions"].get("end_seen"):
+            lines.append(
+                "- before each trial, the earlier migration's end seen by the operator "
+                f"after pvesim ended it: {_summary(row['reactions']['end_seen'])}"
+            )
     if rss is not None:
         lines += ["", f"Operator RSS with 1,000 VMPlacements on {args.rss_vms} VMs: {rss:.0f} MiB."]
     markdown = "\n".join(lines)
