@@ -49,7 +49,7 @@ def test_a_fast_target_takes_the_share_its_link_carries() -> None:
     weighted = plan(inventory, link_gbps=LINKS)
     assert Counter(m.target for m in even.moves) == {"fast": 4, "slow1": 4, "slow2": 4}
     assert Counter(m.target for m in weighted.moves) == {"fast": 6, "slow1": 3, "slow2": 3}
-    assert seconds(weighted, LINKS) < seconds(even, LINKS) * 0.8  # 6.9 s instead of 13.7
+    assert seconds(weighted, LINKS) < seconds(even, LINKS) * 0.8  # 41 s instead of 55
 
 
 def test_the_order_interleaves_targets_by_their_link_time() -> None:
