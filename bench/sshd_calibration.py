@@ -150,7 +150,8 @@ def measure(repeats: int, sizes: tuple[int, ...]) -> dict[str, Any]:
     return {
         "how": "python -m bench.sshd_calibration --real: N secure migrations of 0.25 GiB "
         "into one target fired at once through pvesim with one real sshd per node "
-        "(10:30:100, LoginGraceTime 120, no PAM, forced command), time scale 1, "
+        "(10:30:100, LoginGraceTime 120, no PAM, forced command, no shell rc files), "
+        "time scale 1, "
         f"{repeats} repeats per N; plain: N `ssh /bin/true` at once into a fresh sshd",
         "openssh": version,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs",

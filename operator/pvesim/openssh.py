@@ -210,6 +210,13 @@ class OpenSsh:
             "PidFile none",
             "LogLevel INFO",
             f"ForceCommand echo {READY}; exec cat >/dev/null",
+            # sshd runs the command through the user's shell, and bash sources ~/.bashrc
+            # when started by sshd as a top-level shell (bash shell.c run_startup_files,
+            # SSH_SOURCE_BASHRC, on in Debian's build); SHLVL=1 makes it level 2. A PVE
+            # node's root has Debian's stock .bashrc (all comments); a developer's may run
+            # `pyenv init` and the like: 0.5 s per login measured here, several seconds
+            # under load, none of it PVE's
+            "SetEnv SHLVL=1",
         ]
         if self.has_penalties:
             lines.append(f"PerSourcePenalties {'yes' if params.per_source_penalties else 'no'}")
