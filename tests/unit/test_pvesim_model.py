@@ -34,9 +34,7 @@ def _idle_logins(cluster: Cluster) -> Cluster:
     """Logins as quick as on an idle node (about 0.3 s), not the loaded 2-core VM the default
     sshd model is fitted to: for tests of what PVE does within a time limit."""
     for node in cluster.nodes.values():
-        node.sshd.params = replace(
-            node.sshd.params, handshake_median=0.2, session_median=0.05, client_start_max=0.05
-        )
+        node.sshd.params = replace(node.sshd.params, handshake_median=0.2, client_start_max=0.05)
     return cluster
 
 

@@ -1,8 +1,8 @@
 """The modeled sshd answers to the real one: with its default parameters, the model's drop
 shares of N secure migrations fired at once into one target stay within the band of those
 measured with real OpenSSH (bench/sshd_real.json, recorded by
-`python -m bench.sshd_calibration --real`): 1.25x either side, or the real share's 95 %
-interval where it is rare (bench.sshd_calibration.band)."""
+`python -m bench.sshd_calibration --real`) at every N: 1.25x either side, or the real share's
+95 % interval where it is rare (bench.sshd_calibration.band)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 from functools import cache
 
 import pytest
-from bench.sshd_calibration import DATA, STEPS, band, in_band, model_shares
+from bench.sshd_calibration import DATA, SIZES, STEPS, band, in_band, model_shares
 
 from pvesim.model.params import SshdParams
 
@@ -24,15 +24,16 @@ def modeled(n: int) -> dict[str, float]:
 
 def test_the_recorded_figures_say_how_they_were_measured() -> None:
     assert {"how", "openssh", "machine", "date"} <= REAL.keys()
-    for n in ("16", "32"):
+    for n in map(str, SIZES):
         runs = REAL["sizes"][n]["runs"]
         assert len(runs) >= 3
         assert all("load1" in run for run in runs)
 
 
-# Known misfit (docs/pvesim.md "Calibration"): at N = 32 the model's end phase drops 1.3x
-# the real share. Strict: the test says so when a refit brings it into the band.
-OUT_OF_BAND = {(32, "end")}
+# Known misfit (docs/pvesim.md "Calibration"): the model's tunnels at N = 32 meet fewer
+# crowds than the real ones (about 1 drop in 190 against 5 in 192). Strict: the test says so
+# when a refit brings it into the band.
+OUT_OF_BAND = {(32, "mtunnel")}
 CELLS = [
     pytest.param(
         n,
@@ -41,7 +42,7 @@ CELLS = [
         if (n, step) in OUT_OF_BAND
         else [],
     )
-    for n in (16, 32)
+    for n in SIZES
     for step in [*STEPS, "total"]
 ]
 

@@ -155,8 +155,8 @@ class Cluster:
     def _ssh_progress(self, target: Node, generation: int) -> None:
         if generation != target.sshd.generation:
             return  # a login began or ended since: a later wake-up is scheduled
-        for delay, done in target.sshd.advance(self.now, self.rng):
-            self.schedule(delay, done)
+        for done in target.sshd.advance(self.now):
+            self.schedule(0.0, done)
         self._ssh_next(target)
 
     # -- network ----------------------------------------------------------------------------

@@ -40,18 +40,16 @@ class SshdParams:
     # A login (model/sshd.py): its pre-authentication, which holds a MaxStartups slot, is
     # CPU work lognormal around handshake_median for a lone login, and the handshakes to
     # one node share its CPU (each one median slower per `handshake_contention` others in
-    # progress); then its session start, one at a time per node, session_median apart.
-    # The ssh client's start (fork, exec, keys) before its TCP connect is uniform
-    # 0..client_start_max. Fitted to real OpenSSH 9.2 on loopback (`python -m
-    # bench.sshd_calibration`, bench/sshd_real.json; docs/pvesim.md "Calibration: the model
-    # against the real daemon"): N secure migrations fired at once into one sshd on a
-    # 2-core VM shared with other jobs (load 10-34).
-    handshake_median: float = 1.2
+    # progress); its command runs once it is authenticated. The ssh client's start (fork,
+    # exec, keys) before its TCP connect is uniform 0..client_start_max. Fitted to real
+    # OpenSSH 9.2 on loopback (`python -m bench.sshd_calibration`, bench/sshd_real.json;
+    # docs/pvesim.md "Calibration: the model against the real daemon"): N secure
+    # migrations fired at once into one sshd on a 2-core VM shared with other jobs
+    # (load 6-28).
+    handshake_median: float = 0.32
     handshake_sigma: float = 0.2
-    handshake_contention: float = 3.4
-    session_median: float = 0.34
-    session_sigma: float = 0.25
-    client_start_max: float = 1.3
+    handshake_contention: float = 1.5
+    client_start_max: float = 1.2
 
 
 @dataclass(frozen=True)
