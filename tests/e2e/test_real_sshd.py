@@ -225,3 +225,22 @@ def test_sshd_dies_with_pvesim_or_its_parent_even_by_sigkill(killed: str, tmp_pa
 def _children_left(pid: int) -> Iterator[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True)
     yield from (int(p) for p in out.stdout.split())
+
+
+def test_sessions_run_without_the_users_shell_rc_files(tmp_path: Path) -> None:
+    """bash sources ~/.bashrc when sshd starts it as a top-level shell; a developer's rc file
+    (pyenv init here) made every login 0.5 s to seconds slower. sshd itself, in its extended
+    test mode, must show the session environment that makes bash skip it."""
+    from pvesim.model.params import SshdParams
+    from pvesim.openssh import OpenSsh, sshd_path
+
+    ssh = OpenSsh(tmp_path, lambda callback: callback())
+    try:
+        ssh.start_node("pve1", 1, SshdParams())
+        config = ssh.workdir / "sshd_pve1.conf"
+        shown = subprocess.run(
+            [sshd_path(), "-T", "-f", str(config)], capture_output=True, text=True, check=True
+        )
+        assert "setenv SHLVL=1" in shown.stdout.splitlines(), shown.stdout
+    finally:
+        ssh.stop()
