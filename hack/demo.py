@@ -122,7 +122,7 @@ def wait_connected(api: client.ApiClient, name: str, operator: OperatorProcess) 
         return None
 
     status: dict[str, Any] = wait_for(
-        ready, timeout=60, message=f"ProxmoxCluster {name} Ready\n{operator.tail()}"
+        ready, timeout=60, interval=0.2, message=f"ProxmoxCluster {name} Ready\n{operator.tail()}"
     )
     return status
 
@@ -206,11 +206,12 @@ def run(workdir: Path) -> int:
         plane.apply_crds([*sorted((REPO_ROOT / "crds").glob("*.yaml")), KOPF_PEERING_CRDS])
         api = plane.api_client()
         ensure_namespace(api, NAMESPACE)
+        # Applied before the operator starts, which then connects as it comes up.
+        step("applying examples/demo/proxmoxcluster.yaml")
+        cluster = apply_cluster(api, sim)
         step("starting the operator")
         operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log", namespace=NAMESPACE)
         stack.enter_context(operator)
-        step("applying examples/demo/proxmoxcluster.yaml")
-        cluster = apply_cluster(api, sim)
         status = wait_connected(api, cluster, operator)
         print(f"    {status.get('nodesOnline')} nodes online, {status.get('vmCount')} VMs")
         step("applying examples/demo/nodedrain.yaml")
