@@ -156,3 +156,46 @@ def test_a_declared_link_is_not_shrunk_by_a_capped_stream() -> None:
         for index in range(1, 12):
             eng.submit(job(index, GIB), 1.0)
         assert len(start_all(eng, 1.0)) == companions
+
+
+def test_a_stream_whose_end_was_announced_frees_its_share() -> None:
+    """Its end phase (`rm -f`, `qm unlock`) sends no memory: a guest may start behind it."""
+    eng = engine(node_link_capacity=(("pve1", 10 * GBIT),))
+    eng.submit(job(0, 28 * GIB, priority=1), 0.0)
+    eng.submit(job(1, 28 * GIB, priority=1), 0.0)
+    eng.submit(job(2, 28 * GIB), 0.0)
+    assert [j.key for j in start_all(eng, 0.0)] == ["m0", "m1"]  # a third leaves < 448 MiB/s
+    eng.notify_ending("m0", 60.0)
+    assert [j.key for j in start_all(eng, 60.0)] == ["m2"]
+
+
+def test_an_announced_end_the_stream_overran_keeps_its_share() -> None:
+    """A rate read after the notice: the guest still re-sends memory, it stays on the link
+    (a write-heavy guest announced early doubled its downtime limit when others joined)."""
+    eng = engine(node_link_capacity=(("pve1", 10 * GBIT),))
+    for index in range(3):
+        eng.submit(job(index, 28 * GIB, priority=1 if index < 2 else 0), 0.0)
+    start_all(eng, 0.0)
+    eng.notify_ending("m0", 60.0)
+    eng.observe_rate("m0", 500 * MIB)
+    eng.notify_ending("m0", 61.0)
+    assert start_all(eng, 61.0) == []
+
+
+def test_a_capped_rate_counts_only_the_streams_sending() -> None:
+    """A stream at its cipher cap tells the link carries its rate times the streams sending
+    with it, not times those still in their start phase: 1 GiB/s on a 10 Gbit/s link read as
+    5 GiB/s let three write-heavy giants start at once."""
+    eng = engine(assumed_dirty_floor=MIB)  # small guests that do not hold each other back
+    for index in range(5):
+        eng.submit(job(index, 0), 0.0)
+    assert len(start_all(eng, 0.0)) == 5
+    eng.notify_tunnel_up("m0", 5.0)
+    eng.observe_rate("m0", 1024 * MIB)  # capped; m1..m4 are still logging in
+    eng.submit(job(5, 28 * GIB), 6.0)
+    # told 1 GiB/s (not 5): the giant beside 5 streams would get 171 MiB/s, below 448 MiB/s
+    assert start_all(eng, 6.0) == []
+    for key in ("m1", "m2", "m3", "m4"):
+        eng.notify_tunnel_up(key, 7.0)
+        eng.observe_rate(key, 1024 * MIB)
+    assert [j.key for j in start_all(eng, 7.0)] == ["m5"]  # 5 GiB/s seen sent: 853 MiB/s

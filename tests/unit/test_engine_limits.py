@@ -125,7 +125,9 @@ def test_streams_at_the_cipher_cap_add_up_to_the_link() -> None:
         eng.submit(Job(f"m{index}", 100 + index, "pve1", f"pve{2 + index % 8}"), 1.0)
     more = start_all(eng, 1.0)
     assert len(more) == 7  # 1 GiB/s shared by 8 is the floor's 128 MiB/s
-    eng.observe_rate(more[0].key, 1024 * MIB)  # still at the cap with 8 sharing the link
+    for job in more:
+        eng.notify_tunnel_up(job.key, 2.0)  # all eight send (none is in its start phase)
+    eng.observe_rate(more[0].key, 1024 * MIB)  # still at the cap with 8 sending
     assert len(start_all(eng, 2.0)) == 24  # up to the cluster cap of 32 (8 GiB/s carry 64)
 
 

@@ -32,12 +32,24 @@ class _Running:
     attempt: int
     started_at: float
     # the source's outflow as told by this stream's latest rate: that rate times the streams
-    # then leaving the source, which share its link (bytes/s)
+    # then leaving the source, which share its link (bytes/s; see `_outflow`)
     source_rate: float | None = None
     # that rate was at the stream's own cap: the link carries at least `source_rate`, maybe more
     capped: bool = False
     # bytes/s its guest re-dirties, (at least, at most) as its progress lines tell
     dirty_bounds: tuple[float, float] = (0.0, float("inf"))
+    # its tunnel is up (`notify_tunnel_up`): it sends memory until its transfer ends
+    tunnel_up: bool = False
+    # its transfer's end was announced (`notify_ending`): the end phase sends no memory
+    ending: bool = False
+    # a rate was read after that notice: its end was predicted too early (a guest that
+    # re-sends memory), so notices no longer take it off its link
+    overran: bool = False
+
+    @property
+    def on_link(self) -> bool:
+        """It takes a share of its links: not past a transfer end that it kept to."""
+        return not self.ending or self.overran
 
 
 class MigrationEngine:
@@ -142,6 +154,7 @@ class MigrationEngine:
         del now  # the slot is freed at once; kept for a uniform call shape
         running = self._running.get(key)
         if running is not None:
+            running.tunnel_up = True
             self._pacer.record_tunnel_up(running.job.target, key, start_phase)
 
     def notify_tunnel_pending(self, key: str, now: float) -> None:
@@ -161,6 +174,7 @@ class MigrationEngine:
         finished keys are ignored."""
         running = self._running.get(key)
         if running is not None:
+            running.ending = True
             self._pacer.record_ending(running.job.target, key, now)
 
     def observe_rate(
@@ -177,10 +191,15 @@ class MigrationEngine:
         running = self._running.get(key)
         if running is not None:
             source = running.job.source
-            running.source_rate = bytes_per_second * self._running_per_source[source]
+            running.tunnel_up = True  # a rate: its memory is under way
+            running.overran = running.overran or running.ending
             capped = self._policy.capped_stream_rate
             running.capped = capped is not None and bytes_per_second >= capped
             streams = [r for r in self._running.values() if r.job.source == source]
+            sharing = len(streams)
+            if running.capped:  # the link carries what the streams sending now send
+                sharing = sum(1 for r in streams if r.tunnel_up and r.on_link)
+            running.source_rate = bytes_per_second * max(1, sharing)
             outflow = _outflow(streams)
             if outflow is not None:
                 self._outflow[source] = outflow
@@ -299,19 +318,23 @@ class MigrationEngine:
         running = self._running_per_source[job.source]
         if source_cap is not None and running >= source_cap:
             return False
-        return self._stream_rate_allows(job, running)
+        return self._stream_rate_allows(job)
 
-    def _stream_rate_allows(self, job: Job, running: int) -> bool:
+    def _stream_rate_allows(self, job: Job) -> bool:
         """One more stream from `job.source` would still leave each at `min_stream_rate`,
         and every stream on the source's link (and the target's, if declared) at
         `convergence_margin` times its guest's dirty rate.
+
+        A migration whose transfer end was announced is off its links (`_Running.on_link`):
+        its end phase (`rm -f`, `qm unlock`) sends no memory, and counted as a stream it
+        kept a small guest from starting behind it for the whole phase.
 
         The source's outflow is what its streams' rates tell (`_outflow`); with no stream
         measured now, the outflow last told stands in; before any, a declared capacity.
         Convergence takes the larger of that and the declared capacity (else
         `cold_link_capacity`): a declared link is not shrunk by rates of capped streams.
         """
-        streams = [r for r in self._running.values() if r.job.source == job.source]
+        streams = [r for r in self._running.values() if r.job.source == job.source and r.on_link]
         outflows = [r.source_rate for r in streams if r.source_rate is not None]
         told = _outflow(streams)
         capacity = (
@@ -320,16 +343,18 @@ class MigrationEngine:
             else self._outflow.get(job.source, self._policy.declared_link(job.source))
         )
         floor = self._policy.min_stream_rate
-        if floor is not None and running >= self._policy.min_streams_per_source:
+        if floor is not None and len(streams) >= self._policy.min_streams_per_source:
             if len(streams) - len(outflows) >= self._policy.unmeasured_streams_per_source:
                 return False  # grow further once the link's rates are seen
-            if capacity is not None and capacity / (running + 1) < floor:
+            if capacity is not None and capacity / (len(streams) + 1) < floor:
                 return False
         declared = self._policy.declared_link(job.source)
         link = max(capacity or 0.0, declared or self._policy.cold_link_capacity)
         if not self._converges(job, streams, link):
             return False
-        into_target = [r for r in self._running.values() if r.job.target == job.target]
+        into_target = [
+            r for r in self._running.values() if r.job.target == job.target and r.on_link
+        ]
         ingress = self._policy.declared_link(job.target)
         return ingress is None or self._converges(job, into_target, ingress)
 
@@ -368,9 +393,11 @@ def _outflow(streams: list[_Running]) -> float | None:
     end phase send no memory, so the others overstate the link; the least overstates it
     least; rates seen when fewer streams ran are scaled by that count, not by today's).
     A rate at the cap (`capped_stream_rate`: one ssh/sshd pair's cipher) was not set by
-    the link, which carries at least that rate times the streams: such readings count only
-    while no stream is below the cap, and then the most told, so a fast link is learned
-    as its capped streams add up instead of being read as one stream's cipher speed.
+    the link, which carries at least that rate times the streams sending then (tunnel up,
+    end not announced: counting those still logging in read 1 GiB/s as 5 on a 10 Gbit/s
+    link): such readings count only while no stream is below the cap, and then the most
+    told, so a fast link is learned as its capped streams add up instead of being read as
+    one stream's cipher speed.
     """
     limited = [r.source_rate for r in streams if r.source_rate is not None and not r.capped]
     if limited:
