@@ -92,13 +92,15 @@ CLUSTER_READY = Gauge(
 )
 DRAIN_PROGRESS = Gauge(
     "proxmigrate_drain_progress_ratio",
-    "Share of a NodeDrain's VMs that have left the node (0 to 1).",
+    "Share of a NodeDrain's VMs that have left the node (0 to 1); while it returns its "
+    "guests home (returnGuests), the share of the return that ended.",
     ["proxmox_cluster", "pve_node"],
     registry=REGISTRY,
 )
 DRAIN_REMAINING = Gauge(
     "proxmigrate_drain_remaining_vms",
-    "VMs still to be moved off a draining node.",
+    "VMs still to be moved off a draining node; while it returns its guests home, those "
+    "still to come back.",
     ["proxmox_cluster", "pve_node"],
     registry=REGISTRY,
 )

@@ -25,6 +25,7 @@ from proxmigrate.controllers.drain_requests import (
 )
 from proxmigrate.engine import EnginePolicy, MigrationEngine
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
+from proxmigrate.metrics import REGISTRY
 from proxmigrate.planning import DrainRequest, PlannedMove, SkippedVM
 from proxmigrate.planning.returns import ReturnPlan
 from proxmigrate.status import drain_return as returns
@@ -175,6 +176,52 @@ def test_waiting_keeps_the_drain_returning_with_the_reason() -> None:
     assert condition(status, "Ready")["reason"] == "WaitingForNode"
 
 
+def test_returning_counts_what_is_still_to_come_home() -> None:
+    entries = [
+        entry(100, MIGRATED, return_phase=DrainReturnPhase.RETURNED),
+        entry(101, MIGRATED, return_phase=DrainReturnPhase.MIGRATING),
+        entry(102, MIGRATED),  # its return not planned yet
+        entry(103, DrainVMPhase.MIGRATING),  # its drain move still runs
+        entry(104, MIGRATED, return_phase=DrainReturnPhase.SKIPPED),
+    ]
+    counts = returns.return_counts(entries)
+    assert (counts.remaining, counts.progress) == (3, 0.4)
+    assert returns.return_counts([]).progress == 1.0
+
+
+def test_returning_has_an_eta_from_the_returns_throughput() -> None:
+    start = {"returnStartTime": "2026-01-01T00:00:00Z"}
+    later = NOW + datetime.timedelta(seconds=100)
+    first = [
+        entry(100, MIGRATED, return_phase=DrainReturnPhase.MIGRATING),
+        entry(101, MIGRATED, return_phase=DrainReturnPhase.QUEUED),
+    ]
+    status = returns.return_status(first, {}, 1, NOW)
+    # started now, nothing home yet: no rate, no ETA
+    assert status["returnStartTime"] == "2026-01-01T00:00:00Z"
+    assert (status["estimatedSecondsRemaining"], status["eta"]) == (None, None)
+    # 1 GiB home in 100 s, one running: 2 GiB left on pve2's link take 200 s
+    home = [
+        entry(100, MIGRATED, return_phase=DrainReturnPhase.RETURNED),
+        entry(102, MIGRATED, return_phase=DrainReturnPhase.MIGRATING),
+        entry(103, MIGRATED, return_phase=DrainReturnPhase.QUEUED),
+    ]
+    status = returns.return_status(home, start, 1, later)
+    assert status["returnStartTime"] == start["returnStartTime"]
+    assert (status["estimatedSecondsRemaining"], status["eta"]) == (200, "3m20s")
+    done = [entry(100, MIGRATED, return_phase=DrainReturnPhase.RETURNED)]
+    status = returns.return_status(done, start, 1, later)
+    assert (status["phase"], status["estimatedSecondsRemaining"]) == ("Returned", 0)
+
+
+def test_a_waiting_return_has_no_eta_and_no_start() -> None:
+    status = returns.return_status(
+        [entry(100, MIGRATED)], {}, 1, NOW, ("WaitingForNode", "waiting for pve1")
+    )
+    assert status["returnStartTime"] is None
+    assert (status["estimatedSecondsRemaining"], status["eta"]) == (None, None)
+
+
 # --- spec and the cluster-wide view ----------------------------------------------------------
 
 
@@ -299,7 +346,7 @@ class FakeDrain:
     async def pinned(self, request: DrainRequest, context: Any) -> DrainRequest:
         return DrainRequest(**{**request.__dict__, "pins": self.pins})
 
-    async def write(self, status: Mapping[str, Any], context: Any, spec: Any) -> None:
+    async def write(self, status: Mapping[str, Any], context: Any = None, spec: Any = None) -> None:
         self.written = dict(status)
 
 
@@ -311,6 +358,12 @@ def inventory(pve1_online: bool = True) -> Inventory:
     where = {100: "pve2", 101: "pve3", 102: "pve2", 103: "pve1"}
     vms = tuple(VMInfo(vmid, f"vm{vmid}", node, True, GIB, GIB) for vmid, node in where.items())
     return Inventory(nodes, vms)
+
+
+def gauges(*names: str) -> tuple[float | None, ...]:
+    """The drain's series of the test cluster and pve1."""
+    labels = {"proxmox_cluster": "ns/lab", "pve_node": "pve1"}
+    return tuple(REGISTRY.get_sample_value(name, labels) for name in names)
 
 
 def one_pass(
@@ -394,6 +447,11 @@ def test_the_return_is_planned_once_created_and_tracked_to_returned(
         ("ReturnSkipped", "VM 101 (vm101) stays on pve3: a VMPlacement pins it to pve3, not pve1")
     ]
     assert drain.written["phase"] == "Returning"
+    # the drain's gauges follow the return: 2 guests to come home of 3 (101 skipped)
+    assert gauges("proxmigrate_drain_remaining_vms", "proxmigrate_drain_progress_ratio") == (
+        2.0,
+        0.3333,
+    )
 
     drain.kids = [
         child(drain_returns.return_child_name("d-pve1", "abcdef-0", vmid), vmid, "pve1", phase)
@@ -405,6 +463,11 @@ def test_the_return_is_planned_once_created_and_tracked_to_returned(
     status = drain.written
     assert (status["phase"], status["returned"], status["returnSkipped"]) == ("Returned", 2, 1)
     assert status["migrated"] == 3  # the drain's own record stays
+    assert (status["progress"], status["remaining"]) == (1.0, 0)
+    assert gauges("proxmigrate_drain_remaining_vms", "proxmigrate_drain_progress_ratio") == (
+        0.0,
+        1.0,
+    )
     assert condition(status, "Ready")["status"] == "True"
 
 

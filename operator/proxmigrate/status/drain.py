@@ -89,25 +89,41 @@ def count(entries: Sequence[DrainEntry]) -> DrainCounts:
 
 
 def remaining_seconds(
-    entries: Sequence[DrainEntry], counts: DrainCounts, elapsed_seconds: float
+    remaining_by_link: Mapping[str, int], moved_bytes: int, running: int, elapsed_seconds: float
 ) -> float | None:
     """Time left from the throughput seen so far; None before the first guest has moved.
 
     Memory is the size measure (what the drain records per guest); the observed aggregate
-    rate is shared evenly by the moves running now to estimate one link's rate. `counts` are
-    `count(entries)`.
+    rate (`moved_bytes` in `elapsed_seconds`) is shared evenly by the `running` moves to
+    estimate one link's rate. The drain's moves and its returns home both use it.
     """
-    if counts.memory_migrated <= 0 or elapsed_seconds <= 0:
+    if moved_bytes <= 0 or elapsed_seconds <= 0:
         return None
+    running = max(1, running)
+    link_rate = moved_bytes / elapsed_seconds / running
+    return estimate_remaining_seconds(remaining_by_link, link_rate, running)
+
+
+def eta_fields(seconds: float | None) -> dict[str, Any]:
+    """`estimatedSecondsRemaining` and `eta` of an estimate (None: not known yet)."""
+    if seconds is None:
+        return {"estimatedSecondsRemaining": None, "eta": None}
+    return {"estimatedSecondsRemaining": round(seconds), "eta": format_duration(seconds)}
+
+
+def _drain_remaining_seconds(
+    entries: Sequence[DrainEntry], counts: DrainCounts, elapsed_seconds: float
+) -> float | None:
+    """`remaining_seconds` of the drain's own moves, a link per target."""
     remaining_by_target: dict[str, int] = {}
     for entry in entries:
         if entry.final:
             continue
         target = entry.target or ""
         remaining_by_target[target] = remaining_by_target.get(target, 0) + (entry.memory_bytes or 0)
-    aggregate_rate = counts.memory_migrated / elapsed_seconds
-    running = max(1, counts.running)
-    return estimate_remaining_seconds(remaining_by_target, aggregate_rate / running, running)
+    return remaining_seconds(
+        remaining_by_target, counts.memory_migrated, counts.running, elapsed_seconds
+    )
 
 
 def progress_status(
@@ -139,10 +155,7 @@ def progress_status(
     }
     if phase is DrainPhase.DRAINING:
         elapsed = (now - parse_rfc3339(started)).total_seconds()
-        seconds = remaining_seconds(entries, counts, elapsed)
-        if seconds is not None:
-            status["estimatedSecondsRemaining"] = round(seconds)
-            status["eta"] = format_duration(seconds)
+        status.update(eta_fields(_drain_remaining_seconds(entries, counts, elapsed)))
     else:
         status["completionTime"] = current.get("completionTime") or to_rfc3339(now)
         status["estimatedSecondsRemaining"] = 0

@@ -17,7 +17,9 @@ from typing import Any
 from proxmigrate.api.conditions import ConditionType, set_condition, set_kstatus
 from proxmigrate.api.enums import DrainPhase, DrainReturnPhase, DrainVMPhase, MigrationPhase
 from proxmigrate.api.migration import migration_phase
+from proxmigrate.api.timestamps import parse_rfc3339, to_rfc3339
 from proxmigrate.planning.returns import Departure, ReturnPlan
+from proxmigrate.status.drain import eta_fields, remaining_seconds
 from proxmigrate.status.drain_entry import DrainEntry
 
 # Why a planned drain move did not happen: its VMMigration had not started when the
@@ -151,7 +153,20 @@ class ReturnCounts:
 
     @property
     def done(self) -> bool:
-        return not (self.under_way or self.draining or self.unplanned)
+        return not self.remaining
+
+    @property
+    def remaining(self) -> int:
+        """Guests still to come home: returns under way, and the guests whose return is
+        not planned yet or whose drain move still runs."""
+        return self.under_way + self.draining + self.unplanned
+
+    @property
+    def progress(self) -> float:
+        """Share of the return that ended (returned, skipped or failed), 0 to 1."""
+        ended = self.returned + self.skipped + self.failed
+        total = ended + self.remaining
+        return round(ended / total, 4) if total else 1.0
 
     @property
     def summary(self) -> str:
@@ -175,6 +190,25 @@ def return_counts(entries: Sequence[DrainEntry]) -> ReturnCounts:
     )
 
 
+def return_seconds(
+    entries: Sequence[DrainEntry], started: str, now: datetime.datetime
+) -> float | None:
+    """Time left of the returns under way, from their throughput since `started` (the
+    return's start), a link per node the guests are parked on; None before one is home."""
+    remaining_by_link: dict[str, int] = {}
+    returned = running = 0
+    for entry in entries:
+        size = entry.memory_bytes or 0
+        if entry.return_phase is DrainReturnPhase.RETURNED:
+            returned += size
+        elif entry.return_phase is not None and entry.return_phase not in FINAL_RETURN_PHASES:
+            link = entry.target or ""
+            remaining_by_link[link] = remaining_by_link.get(link, 0) + size
+            running += entry.return_phase is DrainReturnPhase.MIGRATING
+    elapsed = (now - parse_rfc3339(started)).total_seconds()
+    return remaining_seconds(remaining_by_link, returned, running, elapsed)
+
+
 def return_status(
     entries: Sequence[DrainEntry],
     current: Mapping[str, Any],
@@ -182,10 +216,12 @@ def return_status(
     now: datetime.datetime,
     waiting: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Phase, return counts and conditions of a drain whose maintenance is declared done;
-    `waiting` is (reason, message) while the return cannot start (drain moves running,
-    home node offline). Merged over the drain's own progress status."""
+    """Phase, return counts, ETA and conditions of a drain whose maintenance is declared
+    done; `waiting` is (reason, message) while the return cannot start (drain moves
+    running, home node offline), its ETA unknown then. Merged over the drain's own
+    progress status: `estimatedSecondsRemaining` and `eta` become the return's."""
     counts = return_counts(entries)
+    started = current.get("returnStartTime") or (None if waiting else to_rfc3339(now))
     returned = counts.done and waiting is None
     phase = DrainPhase.RETURNED if returned else DrainPhase.RETURNING
     reason, message = waiting or (phase.value, _message(entries, counts))
@@ -203,12 +239,20 @@ def return_status(
         degraded = (False, "AsExpected", "no failures")
     conditions = set_condition(conditions, ConditionType.DEGRADED, *degraded, generation, now)
     conditions = set_kstatus(conditions, not returned, False, reason, message, generation, now)
+    if returned:
+        eta: dict[str, Any] = {"estimatedSecondsRemaining": 0, "eta": None}
+    elif started is None or waiting:
+        eta = eta_fields(None)
+    else:
+        eta = eta_fields(return_seconds(entries, started, now))
     return {
         "phase": phase.value,
         "returned": counts.returned,
         "returnSkipped": counts.skipped,
         "returnFailed": counts.failed,
+        "returnStartTime": started,
         "conditions": conditions,
+        **eta,
     }
 
 
