@@ -4,6 +4,7 @@ would have."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import kopf
@@ -101,3 +102,38 @@ def test_a_loop_woken_as_it_is_stopped_ends_without_its_debounce(
         await asyncio.wait_for(loop, 1.0)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("daemon_id", ["node_drain", "vm_placement"])
+def test_a_deleted_objects_pass_under_way_ends_before_kopf_would_cancel_it(daemon_id: str) -> None:
+    """kopf's own stop of a daemon on deletion: a pass under way (e.g. a drain creating its
+    VMMigrations) finishes and the loop ends on `stopped`; without a grace kopf cancelled
+    it at once ("Daemon 'node_drain' is cancelled. Will escalate.")."""
+    from kopf._core.engines import daemons as kopf_daemons
+    from kopf._core.intents.stoppers import DaemonStoppingReason
+
+    from proxmigrate.controllers import drains, placements  # noqa: F401 (registers them)
+
+    handler = next(
+        h for h in kopf.get_default_registry()._spawning.get_all_handlers() if h.id == daemon_id
+    )
+
+    async def scenario() -> bool:
+        stopper: FlagSetter[DaemonStoppingReason] = FlagSetter()
+        ended_on_its_own = False
+
+        async def daemon() -> None:
+            nonlocal ended_on_its_own
+            await asyncio.sleep(0.3)  # the pass under way
+            ended_on_its_own = bool(stopper.is_set())
+
+        task = asyncio.create_task(daemon())
+        running = kopf_daemons.Daemon(task, logging.getLogger("test"), handler, stopper)
+        delays = await kopf_daemons.stop_daemons(
+            settings=kopf.OperatorSettings(), daemons={handler.id: running}
+        )
+        assert delays  # kopf checks again later instead of cancelling now
+        await asyncio.wait([task], timeout=2.0)
+        return not task.cancelled() and ended_on_its_own
+
+    assert asyncio.run(scenario())

@@ -51,7 +51,11 @@ from proxmigrate.controllers.drain_requests import (
     with_local_resources,
 )
 from proxmigrate.controllers.drain_returns import return_home
-from proxmigrate.controllers.reconcile import Reconciler, reconcile_until_stopped
+from proxmigrate.controllers.reconcile import (
+    STOP_GRACE_SECONDS,
+    Reconciler,
+    reconcile_until_stopped,
+)
 from proxmigrate.controllers.registry import registry_of
 from proxmigrate.planning import DrainPlan, DrainRequest, PlanError, plan_drain
 from proxmigrate.runtime import drain_progress as progress
@@ -305,7 +309,14 @@ class DrainReconciler(Reconciler):
             events.drain_transition(self.body, self.status, status)
 
 
-@kopf.daemon(GROUP, VERSION, NODEDRAINS, cancellation_timeout=5.0, backoff=5.0)
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    NODEDRAINS,
+    cancellation_backoff=STOP_GRACE_SECONDS,
+    cancellation_timeout=5.0,
+    backoff=5.0,
+)
 async def node_drain(
     body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
 ) -> None:

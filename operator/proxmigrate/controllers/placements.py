@@ -41,7 +41,11 @@ from proxmigrate.controllers.context import (
     cluster_context,
     cordoned_nodes,
 )
-from proxmigrate.controllers.reconcile import Reconciler, reconcile_until_stopped
+from proxmigrate.controllers.reconcile import (
+    STOP_GRACE_SECONDS,
+    Reconciler,
+    reconcile_until_stopped,
+)
 from proxmigrate.controllers.registry import registry_of
 from proxmigrate.planning import (
     PlacementAction,
@@ -249,7 +253,14 @@ class PlacementReconciler(Reconciler):
             await self.write_status(status)
 
 
-@kopf.daemon(GROUP, VERSION, VMPLACEMENTS, cancellation_timeout=5.0, backoff=5.0)
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    VMPLACEMENTS,
+    cancellation_backoff=STOP_GRACE_SECONDS,
+    cancellation_timeout=5.0,
+    backoff=5.0,
+)
 async def vm_placement(
     body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
 ) -> None:

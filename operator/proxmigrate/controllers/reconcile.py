@@ -31,6 +31,12 @@ RESYNC_SECONDS = 600.0  # a pass without a wake-up, should a watch have lost an 
 DEBOUNCE_SECONDS = 0.05  # wake-ups this close together make one pass
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 120.0
+# kopf cancels a daemon that does not end at once when it stops it (the object deleted,
+# the operator leaving) unless given this grace (`cancellation_backoff`): a pass under way
+# (a drain creating its VMMigrations, writing its status) finishes, then the loop sees
+# `stopped` and ends. Cancelled mid-pass, it was "Daemon 'node_drain' is cancelled" at
+# most drain deletions, and half a pass done.
+STOP_GRACE_SECONDS = 5.0
 RECONCILED = "Reconciled"  # condition type present (False) only while passes fail
 UNSEEN_CHILD_SECONDS = 60.0  # a created VMMigration the watch has not shown is trusted this long
 
