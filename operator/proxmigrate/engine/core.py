@@ -170,8 +170,9 @@ class MigrationEngine:
         `end_spread_seconds + handshake_seconds` after the latest such call, or `finish`.
 
         Call it on every task poll while the log shows the end near: each call extends the
-        hold, so an early notice (e.g. at 90 % transferred) stays covered. Unknown or
-        finished keys are ignored."""
+        hold, so an early notice (e.g. at 90 % transferred) stays covered. The migration
+        no longer counts on its links (rules 7, 8) unless a rate is reported after the
+        notice (`_Running.on_link`). Unknown or finished keys are ignored."""
         running = self._running.get(key)
         if running is not None:
             running.ending = True
