@@ -26,6 +26,7 @@ from tests.e2e.test_operator_drains import (
     vm,
     wait_phase,
 )
+from tests.e2e.test_operator_migrations import metric_value
 from tests.e2e.test_operator_placements import placement, wait_condition
 from tests.support.controlplane import ControlPlane
 from tests.support.devenv import OperatorProcess, wait_for
@@ -35,6 +36,16 @@ CLUSTER = {
     "nodes": [node("pve1", 64), node("pve2", 32), node("pve3", 32)],
     "vms": [vm(vmid, "pve1", 2) for vmid in range(100, 106)] + [vm(200, "pve2", 1)],
 }
+
+
+def gauges(operator: OperatorProcess, namespace: str) -> tuple[float, float]:
+    """The drain's `remaining_vms` and `progress_ratio` of pve1, as the operator exports them."""
+    text = operator.metrics()
+    labels = {"proxmox_cluster": f"{namespace}/lab", "pve_node": "pve1"}
+    return (
+        metric_value(text, "proxmigrate_drain_remaining_vms", **labels),
+        metric_value(text, "proxmigrate_drain_progress_ratio", **labels),
+    )
 
 
 @pytest.fixture
@@ -81,6 +92,9 @@ def test_guests_return_home_but_one_a_placement_pins_elsewhere(
             message=f"the return waiting for pve1\n{operator.tail()}",
         )
         assert "waiting for pve1 to be online to return 6 guests" in waiting["message"]
+        # no ETA while it waits; the drain's gauges count the 6 guests still to come home
+        assert drain_status(api, namespace, "maint").get("estimatedSecondsRemaining") is None
+        assert gauges(operator, namespace) == (6.0, 0.0)
         assert not [
             c for c in items(api, namespace, "vmmigrations") if "-ret-" in c["metadata"]["name"]
         ]
@@ -123,6 +137,8 @@ def test_guests_return_home_but_one_a_placement_pins_elsewhere(
     ) in reasons
     assert "GuestsReturned" in {reason for reason, _ in reasons}
     assert drain_status(api, namespace, "maint")["phase"] == "Returned"
+    assert status["returnStartTime"] and status["estimatedSecondsRemaining"] == 0
+    assert gauges(operator, namespace) == (0.0, 1.0)
     print(f"drain and return of 6 guests took {elapsed:.1f} s")
 
 
