@@ -170,7 +170,7 @@ def test_forty_through_the_operator_at_max_parallel_32_end_without_drops(
         assert state["ssh"]["pve2"]["drops"] == 0, state["ssh"]["pve2"]
         # at the pace the sshd pacing allows, not at the trickle of a cold link's stream rule
         # (3 at once): these transfers are short, so about as many run at once as start
-        # phases fit the handshake budget (5 of sshd's 10)
+        # phases fit the handshake budget (5 of sshd's 10); 5 seen at load 2-5
         assert peak_at_once(state["migrations"]) >= 4, state["migrations"]
         assert all(len(state["migrations"][str(100 + i)]) == 1 for i in range(40))
 
