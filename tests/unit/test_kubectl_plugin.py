@@ -73,6 +73,27 @@ def test_progress_line_before_any_move_has_no_rate_or_eta() -> None:
     assert throughput({"startTime": "2026-01-01T12:00:00Z"}, NOW) is None
 
 
+def test_progress_line_while_returning_shows_the_return_not_the_drain() -> None:
+    """The drain's own figures (all 6 moved, progress 1.0) would say the return is done."""
+    moved = {"from": "pve1", "to": "pve2", "phase": "Migrated"}
+    homeward = ["Returned", "Returned", "ReturnSkipped", "Migrating", None, None]
+    vms = [
+        {"vmid": 100 + i, **moved, **({"returnPhase": p} if p else {})}
+        for i, p in enumerate(homeward)
+    ]
+    status = draining(
+        phase="Returning", migrated=6, failed=0, remaining=0, progress=1.0, eta="45s", vms=vms
+    )
+    status.update(returned=2, returnSkipped=1, returnFailed=0)
+    line = render_progress(status, NOW)
+    assert line.startswith("[############------------]")  # 3 of 6 ended
+    assert "3/6 VMs home" in line and "2 returned" in line and "1 skipped" in line
+    assert "0 failed" in line and "/s" not in line  # the drain's throughput is not the return's
+    assert "ETA 45s" in line and line.endswith("Returning")
+    status = draining(phase="Returned", vms=[{**vms[0]}, {**vms[2]}], eta=None)
+    assert render_progress(status, NOW).startswith("[########################]  2/2 VMs home")
+
+
 def test_table_pads_columns() -> None:
     assert render_table(["A", "LONG"], [["xyz", 1]]) == "A    LONG\nxyz  1"
 

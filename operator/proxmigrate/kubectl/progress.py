@@ -13,12 +13,26 @@ from proxmigrate.api.timestamps import format_duration, parse_rfc3339
 from proxmigrate.kubectl.errors import EXIT_TIMEOUT, PluginError
 from proxmigrate.kubectl.tables import problem
 from proxmigrate.planning.units import format_bytes
+from proxmigrate.status.drain_entry import DrainEntry
+from proxmigrate.status.drain_return import return_counts
 
 FINAL_PHASES = frozenset(
     {DrainPhase.DRAINED, DrainPhase.FAILED, DrainPhase.BLOCKED, DrainPhase.CANCELLED}
 )
 POLL_SECONDS = 1.0
 BAR_WIDTH = 24
+RETURN_PHASES = frozenset({DrainPhase.RETURNING, DrainPhase.RETURNED})
+# A pipe gets a new line when one of these changes.
+SEEN_KEYS = (
+    "phase",
+    "total",
+    "migrated",
+    "failed",
+    "skipped",
+    "returned",
+    "returnSkipped",
+    "returnFailed",
+)
 
 
 def progress_bar(ratio: float, width: int = BAR_WIDTH) -> str:
@@ -38,7 +52,10 @@ def throughput(status: Mapping[str, Any], now: datetime.datetime) -> float | Non
 
 
 def render_progress(status: Mapping[str, Any], now: datetime.datetime) -> str:
-    """One line: bar, VMs done/total, failures, throughput, ETA and phase."""
+    """One line: bar, VMs done/total, failures, throughput, ETA and phase; the return's
+    figures once the drain sends its guests home."""
+    if status.get("phase") in RETURN_PHASES:
+        return render_return(status)
     total = int(status.get("total") or 0)
     done = total - int(status.get("remaining") or 0) if total else 0
     parts = [
@@ -55,6 +72,26 @@ def render_progress(status: Mapping[str, Any], now: datetime.datetime) -> str:
     if status.get("eta"):
         parts.append(f"ETA {status['eta']}")
     parts.append(str(status.get("phase") or "Pending"))
+    return "  ".join(parts)
+
+
+def render_return(status: Mapping[str, Any]) -> str:
+    """The return home: bar and counts of the guests coming back (the operator's own
+    `return_counts` over `status.vms`, as the drain's gauges), its ETA and phase. The
+    drain's figures (all moved, 1.0) and throughput say nothing about the return."""
+    counts = return_counts([DrainEntry.parse(vm) for vm in status.get("vms") or []])
+    ended = counts.returned + counts.skipped + counts.failed
+    parts = [
+        progress_bar(counts.progress),
+        f"{ended}/{ended + counts.remaining} VMs home",
+        f"{counts.returned} returned",
+        f"{counts.failed} failed",
+    ]
+    if counts.skipped:
+        parts.append(f"{counts.skipped} skipped")
+    if status.get("eta"):
+        parts.append(f"ETA {status['eta']}")
+    parts.append(str(status["phase"]))
     return "  ".join(parts)
 
 
@@ -81,7 +118,7 @@ def follow_drain(
             raise PluginError("the NodeDrain was deleted")
         status = dict(body.get("status") or {})
         line = render_progress(status, datetime.datetime.now(datetime.UTC))
-        seen = tuple(status.get(key) for key in ("phase", "total", "migrated", "failed", "skipped"))
+        seen = tuple(status.get(key) for key in SEEN_KEYS)
         if live:
             out.write(f"\r{line}\033[K")
             out.flush()
