@@ -101,8 +101,10 @@ def update(
 
 def _still_ending(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
     """A read past its predicted end shows no progress line: nothing is sent now, its end
-    phase runs (the guest resumed on the target, the `rm -f` and `qm unlock` logins there)
-    and its task may end any moment. Task lists go on from now (`ending`), its log is read
-    again after the overdue time. Taken as a log without a transfer yet, its end was pushed
-    back to a first look: a slow end phase was seen ended ~10 s late, its slot held."""
+    phase runs (qemu-server `src/PVE/QemuMigrate.pm` phase3_cleanup: the guest resumed on
+    the target, cleanup and `qm unlock` there; docs/reference/proxmox.md, "SSH connections
+    of one migration") and its task may end any moment. Task lists go on from now
+    (`ending`), its log is read again after the overdue time. Taken as a log without a
+    transfer yet, its end was pushed back to a first look: a slow end phase was seen ended
+    ~10 s late, its slot held."""
     attempt.ending_at = now - rt.engine.policy.end_spread_seconds
