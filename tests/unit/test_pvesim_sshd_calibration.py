@@ -30,21 +30,7 @@ def test_the_recorded_figures_say_how_they_were_measured() -> None:
         assert all("load1" in run for run in runs)
 
 
-# Known misfit (docs/pvesim.md "Calibration"): the model's tunnels at N = 32 meet fewer
-# crowds than the real ones (about 1 drop in 190 against 5 in 192). Strict: the test says so
-# when a refit brings it into the band.
-OUT_OF_BAND = {(32, "mtunnel")}
-CELLS = [
-    pytest.param(
-        n,
-        step,
-        marks=[pytest.mark.xfail(strict=True, reason="known misfit")]
-        if (n, step) in OUT_OF_BAND
-        else [],
-    )
-    for n in SIZES
-    for step in [*STEPS, "total"]
-]
+CELLS = [(n, step) for n in SIZES for step in [*STEPS, "total"]]
 
 
 @pytest.mark.parametrize(("n", "step"), CELLS)

@@ -45,11 +45,11 @@ class SshdParams:
     # OpenSSH 9.2 on loopback (`python -m bench.sshd_calibration`, bench/sshd_real.json;
     # docs/pvesim.md "Calibration: the model against the real daemon"): N secure
     # migrations fired at once into one sshd on a 2-core VM shared with other jobs
-    # (load 6-28).
+    # (load 4-28).
     handshake_median: float = 0.32
     handshake_sigma: float = 0.2
     handshake_contention: float = 1.5
-    client_start_max: float = 1.2
+    client_start_max: float = 1.3
 
 
 @dataclass(frozen=True)
