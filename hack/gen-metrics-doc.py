@@ -30,11 +30,15 @@ charts/proxmigrate/files/alerts.yaml; do not edit by hand. -->
 
 Every metric is defined in `operator/proxmigrate/metrics.py` and served by each replica on
 `:8080/metrics` (`--metrics-port`). Only the active replica (kopf peering) exports the
-series of ProxmoxClusters, NodeDrains and migrations: a replica that pauses, and a deleted
-object, take their series away, so sums over replicas never count one twice. Labels have
+series of ProxmoxClusters, NodeDrains, VMPlacements and migrations: a replica that pauses,
+and a deleted object, take their series away (once the object's last pass has ended), so
+sums over replicas never count one twice; the replica that starts or takes over exports
+them again from its first pass over each object (a NodeDrain's from its stored status,
+even while its cluster is unreachable). Labels have
 small bounded value sets (never a VM id); their names avoid `cluster` and `node`, which
 Prometheus setups attach themselves: `proxmox_cluster` is the ProxmoxCluster as
-`namespace/name`, `pve_node` a Proxmox node, `target` a migration's target node.
+`namespace/name`, `pve_node` a Proxmox node, `target` a migration's target node,
+`nodedrain` a NodeDrain as `namespace/name`.
 The standard `process_*` and `python_*` series come with them.
 """
 

@@ -92,16 +92,17 @@ CLUSTER_READY = Gauge(
 )
 DRAIN_PROGRESS = Gauge(
     "proxmigrate_drain_progress_ratio",
-    "Share of a NodeDrain's VMs that have left the node (0 to 1); while it returns its "
-    "guests home (returnGuests), the share of the return that ended.",
-    ["proxmox_cluster", "pve_node"],
+    "Share of a NodeDrain's (namespace/name) VMs that have left the node (0 to 1); while "
+    "it returns its guests home (returnGuests), the share of the return that ended. From "
+    "the drain's first move (or its return) until the NodeDrain is deleted.",
+    ["proxmox_cluster", "pve_node", "nodedrain"],
     registry=REGISTRY,
 )
 DRAIN_REMAINING = Gauge(
     "proxmigrate_drain_remaining_vms",
-    "VMs still to be moved off a draining node; while it returns its guests home, those "
-    "still to come back.",
-    ["proxmox_cluster", "pve_node"],
+    "VMs of a NodeDrain still to be moved off the node; while it returns its guests home, "
+    "those still to come back. Exists while proxmigrate_drain_progress_ratio does.",
+    ["proxmox_cluster", "pve_node", "nodedrain"],
     registry=REGISTRY,
 )
 DRAIN_BLOCKED = Gauge(

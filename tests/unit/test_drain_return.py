@@ -16,7 +16,7 @@ from proxmigrate.api.cluster import ProxmoxClusterSpec
 from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.api.enums import DrainReturnPhase, DrainVMPhase
 from proxmigrate.api.fields import SpecError
-from proxmigrate.controllers import drain_returns
+from proxmigrate.controllers import drain_returns, drain_series
 from proxmigrate.controllers.context import ClusterContext, cordoned_nodes
 from proxmigrate.controllers.drain_requests import (
     moves_elsewhere,
@@ -25,7 +25,6 @@ from proxmigrate.controllers.drain_requests import (
 )
 from proxmigrate.engine import EnginePolicy, MigrationEngine
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
-from proxmigrate.metrics import REGISTRY
 from proxmigrate.planning import DrainRequest, PlannedMove, SkippedVM
 from proxmigrate.planning.returns import ReturnPlan
 from proxmigrate.status import drain_return as returns
@@ -360,10 +359,9 @@ def inventory(pve1_online: bool = True) -> Inventory:
     return Inventory(nodes, vms)
 
 
-def gauges(*names: str) -> tuple[float | None, ...]:
-    """The drain's series of the test cluster and pve1."""
-    labels = {"proxmox_cluster": "ns/lab", "pve_node": "pve1"}
-    return tuple(REGISTRY.get_sample_value(name, labels) for name in names)
+def gauges(drain: FakeDrain) -> tuple[float, int] | None:
+    """(progress, remaining) the drain's series show once the pass's status is written."""
+    return drain_series.figures({**drain.status, **drain.written})
 
 
 def one_pass(
@@ -448,10 +446,7 @@ def test_the_return_is_planned_once_created_and_tracked_to_returned(
     ]
     assert drain.written["phase"] == "Returning"
     # the drain's gauges follow the return: 2 guests to come home of 3 (101 skipped)
-    assert gauges("proxmigrate_drain_remaining_vms", "proxmigrate_drain_progress_ratio") == (
-        2.0,
-        0.3333,
-    )
+    assert gauges(drain) == (0.3333, 2)
 
     drain.kids = [
         child(drain_returns.return_child_name("d-pve1", "abcdef-0", vmid), vmid, "pve1", phase)
@@ -464,10 +459,7 @@ def test_the_return_is_planned_once_created_and_tracked_to_returned(
     assert (status["phase"], status["returned"], status["returnSkipped"]) == ("Returned", 2, 1)
     assert status["migrated"] == 3  # the drain's own record stays
     assert (status["progress"], status["remaining"]) == (1.0, 0)
-    assert gauges("proxmigrate_drain_remaining_vms", "proxmigrate_drain_progress_ratio") == (
-        0.0,
-        1.0,
-    )
+    assert gauges(drain) == (1.0, 0)
     assert condition(status, "Ready")["status"] == "True"
 
 

@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 
 from proxmigrate import metrics
 from proxmigrate.api.enums import DrainPhase
-from proxmigrate.controllers import clusters, drains, events
+from proxmigrate.controllers import clusters, drain_series, drains, events, placements
 from proxmigrate.controllers.registry import Registry, Waker
 from proxmigrate.metrics import REGISTRY
 from proxmigrate.runtime import drain_progress as progress
@@ -252,3 +252,85 @@ def test_the_drain_daemon_removes_its_blocked_series_when_it_stops(
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(drains.node_drain(body=body, memo=memo(), stopped=None))
     assert series("proxmigrate_drain_blocked") == []
+
+
+def drain_gauges(drain: str = "ns/d1") -> tuple[float | None, float | None]:
+    labels = {"proxmox_cluster": "ns/lab", "pve_node": "pve1", "nodedrain": drain}
+    return (
+        value("proxmigrate_drain_progress_ratio", **labels),
+        value("proxmigrate_drain_remaining_vms", **labels),
+    )
+
+
+def drained_status(**overrides: Any) -> dict[str, Any]:
+    vms = [{"vmid": 100, "from": "pve1", "to": "pve2", "phase": "Migrated", **overrides}]
+    return {"phase": "Drained", "vms": vms, "startTime": "2026-01-01T00:00:00Z", "progress": 1.0}
+
+
+def test_a_drain_series_come_back_from_its_status_on_the_first_pass_after_a_restart() -> None:
+    """After a restart the cluster may not be reachable yet: the drain waits (Pending) but
+    its stored status still says what the gauges said before (the old code exported
+    nothing until a pass could read the cluster)."""
+
+    async def first_pass() -> None:
+        reconciler = drain_reconciler({**drain_body(), "status": drained_status()})
+        await reconciler._wait(DrainPhase.PENDING, "Unreachable", "no answer", NOW, degraded=False)
+
+    asyncio.run(first_pass())
+    assert drain_gauges() == (1.0, 0)
+    drain_series.forget("ns", "d1")
+
+
+def test_the_drain_daemon_removes_its_series_after_its_last_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kopf lets a pass finish after the delete handler ran: what it writes must go too."""
+    during: list[tuple[float | None, float | None]] = []
+
+    async def reconcile(*_: Any) -> None:
+        await drain_reconciler(drain_body()).write(drained_status())
+        during.append(drain_gauges())
+
+    monkeypatch.setattr(drains, "reconcile_until_stopped", reconcile)
+    monkeypatch.setattr(drains.Caches, "of", lambda kwargs: None)
+    body = kopf.Body({"metadata": {"namespace": "ns", "name": "d1"}})
+    asyncio.run(drains.node_drain(body=body, memo=memo(), stopped=None))
+    assert during == [(1.0, 0)]
+    assert series("proxmigrate_drain_progress_ratio") == []
+    assert series("proxmigrate_drain_remaining_vms") == []
+
+
+def test_two_drains_of_one_node_have_their_own_series() -> None:
+    """A Returned drain and the next drain of its node: each shows its own figures, and the
+    old one's deletion leaves the new one's series (the old code shared one series, which
+    both wrote, and deleting either removed it)."""
+    returned = {**drained_status(returnPhase="Returned"), "phase": "Returned"}
+    drain_series.export("ns", "old", drain_body()["spec"], returned)
+    draining = {**drained_status(phase="Migrating"), "phase": "Draining", "remaining": 1}
+    drain_series.export("ns", "new", drain_body()["spec"], {**draining, "progress": 0.0})
+    assert drain_gauges("ns/old") == (1.0, 0) and drain_gauges("ns/new") == (0.0, 1)
+    drain_series.forget("ns", "old")
+    assert drain_gauges("ns/old") == (None, None) and drain_gauges("ns/new") == (0.0, 1)
+    drain_series.forget("ns", "new")
+
+
+def test_a_dry_run_or_a_drain_not_started_has_no_progress_series() -> None:
+    planned = {"phase": "Pending", "plan": {"moves": []}}
+    drain_series.export("ns", "d1", drain_body(dry_run=True)["spec"], planned)
+    assert drain_gauges() == (None, None)
+
+
+def test_the_placement_daemon_leaves_the_out_of_sync_count_after_its_last_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def reconcile(*_: Any) -> None:
+        placements._export_out_of_sync("ns/lab", "ns/p1", True)  # a drifted last pass
+        placements._export_out_of_sync("ns/lab", "ns/p2", True)  # another placement
+
+    monkeypatch.setattr(placements, "reconcile_until_stopped", reconcile)
+    monkeypatch.setattr(placements.Caches, "of", lambda kwargs: None)
+    body = kopf.Body({"metadata": {"namespace": "ns", "name": "p1"}})
+    asyncio.run(placements.vm_placement(body=body, memo=memo(), stopped=None))
+    assert value("proxmigrate_placements_out_of_sync", proxmox_cluster="ns/lab") == 1
+    placements._export_out_of_sync("ns/lab", "ns/p2", None)
+    metrics.forget(proxmox_cluster="ns/lab")

@@ -1,6 +1,6 @@
 """Deleting a NodeDrain: its queued migrations are cancelled, running and finished ones
-stay as the record of the maintenance, the cordon goes (with the object) and so do its
-metric series. Also what names those series."""
+stay as the record of the maintenance, the cordon goes (with the object); its metric series
+go when its daemon ends (controllers/drain_series.py). Also what names those series."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 
 import kopf
 
-from proxmigrate import metrics
 from proxmigrate.api.constants import GROUP, NODEDRAINS, VERSION, VMMIGRATIONS
 from proxmigrate.api.enums import DrainPhase, MigrationPhase
 from proxmigrate.api.migration import migration_phase
@@ -58,7 +57,6 @@ async def release_drain(
             cancelled += 1
     if status.get("phase") not in (DrainPhase.DRAINED, DrainPhase.FAILED, DrainPhase.RETURNED):
         await kube.patch_status(NODEDRAINS, namespace, name, {"phase": DrainPhase.CANCELLED.value})
-    forget_metrics(namespace, spec)
     logger.info(
         f"NodeDrain deleted: {cancelled} queued migrations cancelled, "
         f"{detached} running ones left to finish, {kept} finished ones kept as its record"
@@ -69,8 +67,3 @@ def metric_labels(namespace: str, spec: Any) -> tuple[str, str]:
     """(proxmox_cluster, pve_node) of a NodeDrain, read from its raw spec (valid or not)."""
     node = spec.get("nodeName", "") if isinstance(spec, Mapping) else ""
     return f"{namespace}/{raw_cluster_name(spec) or ''}", str(node)
-
-
-def forget_metrics(namespace: str, spec: Any) -> None:
-    cluster, node = metric_labels(namespace, spec)
-    metrics.forget(proxmox_cluster=cluster, pve_node=node)

@@ -25,7 +25,6 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from proxmigrate import metrics
 from proxmigrate.api.constants import VMMIGRATIONS
 from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.api.enums import DrainReturnPhase
@@ -98,10 +97,6 @@ async def return_home(
     entries = await _create_due(drain, spec, context, entries, uid)
     status = progress_status(entries, drain.status, drain.generation, now)
     status.update(returns.return_status(entries, drain.status, drain.generation, now, waiting))
-    # The drain's progress gauges follow its return (the drain's own figures stay in status).
-    counts = returns.return_counts(entries)
-    metrics.DRAIN_PROGRESS.labels(context.label, spec.node_name).set(counts.progress)
-    metrics.DRAIN_REMAINING.labels(context.label, spec.node_name).set(counts.remaining)
     await drain.write(status)
     for queued in withdrawn:
         await drain.kube.delete(VMMIGRATIONS, drain.namespace, queued["metadata"]["name"])

@@ -19,12 +19,11 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from proxmigrate import metrics
 from proxmigrate.api.constants import GROUP, NODEDRAINS, VERSION, VMMIGRATIONS
 from proxmigrate.api.drain import NodeDrainSpec
 from proxmigrate.api.enums import DrainPhase, DrainVMPhase, LocalDisksPolicy
 from proxmigrate.api.fields import SpecError
-from proxmigrate.controllers import events
+from proxmigrate.controllers import drain_series, events
 from proxmigrate.controllers.cache import Caches
 from proxmigrate.controllers.children import (
     DRAIN_LABEL,
@@ -41,7 +40,6 @@ from proxmigrate.controllers.context import (
     placement_pins,
     unusable_targets,
 )
-from proxmigrate.controllers.drain_release import metric_labels
 from proxmigrate.controllers.drain_requests import (
     UNDER_WAY,
     drain_request,
@@ -154,7 +152,7 @@ class DrainReconciler(Reconciler):
         entries = progress.plan_entries(plan)
         entries = await self._create_due(spec, context, entries)
         status = progress.progress_status(entries, self.status, self.generation, now)
-        await self.write({**status, **extra}, context, spec)
+        await self.write({**status, **extra})
 
     async def _execute(
         self,
@@ -177,9 +175,7 @@ class DrainReconciler(Reconciler):
         )
         entries += await self._arrivals(entries, context, request)
         entries = await self._create_due(spec, context, entries)
-        await self.write(
-            progress.progress_status(entries, self.status, self.generation, now), context, spec
-        )
+        await self.write(progress.progress_status(entries, self.status, self.generation, now))
         for child in withdrawn:
             await self.kube.delete(VMMIGRATIONS, self.namespace, child["metadata"]["name"])
 
@@ -283,27 +279,9 @@ class DrainReconciler(Reconciler):
         )
         await self.write({**status, **(extra or {})})
 
-    async def write(
-        self,
-        status: Mapping[str, Any],
-        context: ClusterContext | None = None,
-        spec: NodeDrainSpec | None = None,
-    ) -> None:
-        cluster, node = metric_labels(self.namespace, self.body.get("spec"))
-        drain = f"{self.namespace}/{self.name}"
-        metrics.DRAIN_BLOCKED.remove_by_labels({"nodedrain": drain})
-        dry_run = bool((self.body.get("spec") or {}).get("dryRun"))
-        if status.get("phase") == DrainPhase.BLOCKED and not dry_run:
-            reason = next(
-                str(c.get("reason", ""))
-                for c in status.get("conditions") or []
-                if c.get("type") == "Ready"
-            )
-            metrics.DRAIN_BLOCKED.labels(cluster, node, drain, reason).set(1)
-        if context is not None and spec is not None:
-            labels = (context.label, spec.node_name)
-            metrics.DRAIN_PROGRESS.labels(*labels).set(float(status.get("progress", 0.0)))
-            metrics.DRAIN_REMAINING.labels(*labels).set(int(status.get("remaining", 0)))
+    async def write(self, status: Mapping[str, Any]) -> None:
+        merged = {**self.status, **status}
+        drain_series.export(self.namespace, self.name, self.body.get("spec"), merged)
         if any(self.status.get(key) != value for key, value in status.items()):
             await self.write_status(status)
             events.drain_transition(self.body, self.status, status)
@@ -321,11 +299,10 @@ async def node_drain(
     body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
 ) -> None:
     """Lives as long as the NodeDrain on the active replica and reconciles when woken.
-    When it ends (deleted, or peering paused this replica) its blocked series goes."""
+    When it ends (deleted, or peering paused this replica) its series go."""
     try:
         await reconcile_until_stopped(
             DrainReconciler, body, Caches.of(kwargs), registry_of(memo), stopped
         )
     finally:
-        drain = f"{body.metadata['namespace']}/{body.metadata['name']}"
-        metrics.DRAIN_BLOCKED.remove_by_labels({"nodedrain": drain})
+        drain_series.forget(body.metadata["namespace"], body.metadata["name"])

@@ -264,10 +264,17 @@ class PlacementReconciler(Reconciler):
 async def vm_placement(
     body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
 ) -> None:
-    """Lives as long as the VMPlacement and syncs it whenever woken."""
-    await reconcile_until_stopped(
-        PlacementReconciler, body, Caches.of(kwargs), registry_of(memo), stopped
-    )
+    """Lives as long as the VMPlacement on the active replica and syncs it whenever woken.
+    When it ends (deleted, or peering paused this replica) it leaves the out-of-sync count,
+    after its last pass."""
+    try:
+        await reconcile_until_stopped(
+            PlacementReconciler, body, Caches.of(kwargs), registry_of(memo), stopped
+        )
+    finally:
+        key = f"{body.metadata['namespace']}/{body.metadata['name']}"
+        for cluster in [label for label, placement in _out_of_sync if placement == key]:
+            _export_out_of_sync(cluster, key, None)
 
 
 @kopf.on.delete(GROUP, VERSION, VMPLACEMENTS)
