@@ -178,7 +178,7 @@ def test_drain_of_a_40_vm_node(
     assert outcomes.count("ok") == 41 and len(outcomes) == 41, outcomes
     children = items(api, namespace, "vmmigrations")
     assert len(children) == 41
-    labels = f'{{proxmox_cluster="{namespace}/lab",pve_node="pve1"}}'
+    labels = f'{{nodedrain="{namespace}/pve1",proxmox_cluster="{namespace}/lab",pve_node="pve1"}}'
     assert f"proxmigrate_drain_progress_ratio{labels} 1.0" in metrics
     assert f"proxmigrate_drain_remaining_vms{labels} 0.0" in metrics
     assert all(c["metadata"]["labels"]["proxmigrate.dev/drain"] == "pve1" for c in children)
@@ -277,6 +277,9 @@ def test_deleting_a_drain_stops_new_migrations(
             timeout=60,
             message=f"two VMs migrated\n{operator.tail()}",
         )
+        text = operator.metrics()
+        series = f'proxmigrate_drain_remaining_vms{{nodedrain="{namespace}/pve1"'
+        assert series in text, [line for line in text.splitlines() if "proxmigrate_drain" in line]
         client.CustomObjectsApi(api).delete_namespaced_custom_object(
             "proxmigrate.dev", "v1alpha1", namespace, "nodedrains", "pve1"
         )
@@ -288,6 +291,8 @@ def test_deleting_a_drain_stops_new_migrations(
         started_at_delete = sum(len(runs) for runs in sim.state()["migrations"].values())
         time.sleep(3)
         state = sim.state()
+        # the drain's series went with it, also after the pass that ran during the deletion
+        assert f'nodedrain="{namespace}/pve1"' not in operator.metrics()
         children = items(api, namespace, "vmmigrations")
 
     started = sum(len(runs) for runs in state["migrations"].values())
