@@ -345,7 +345,7 @@ class FakeDrain:
     async def pinned(self, request: DrainRequest, context: Any) -> DrainRequest:
         return DrainRequest(**{**request.__dict__, "pins": self.pins})
 
-    async def write(self, status: Mapping[str, Any], context: Any = None, spec: Any = None) -> None:
+    async def write(self, status: Mapping[str, Any]) -> None:
         self.written = dict(status)
 
 
