@@ -115,6 +115,19 @@ async def settle(rt: ClusterRuntime) -> None:
     await rt.settle()
 
 
+async def started(
+    pve: FakePve, poll: float = 0.0
+) -> tuple[ClusterRuntime, FakeKube, list[float], str]:
+    """A runtime that has accepted REQUEST and POSTed it at 1000.0, polling tasks every
+    `poll` seconds: the runtime, its fake Kubernetes, the clock and the task's UPID."""
+    clock = [1000.0]
+    rt, kube = runtime(pve, clock)
+    rt.task_poll_seconds = poll
+    await rt.accept(REQUEST, {})
+    await settle(rt)
+    return rt, kube, clock, str(pve.task_rows[0]["upid"])
+
+
 def test_resume_without_upid_adopts_the_task_instead_of_posting_again() -> None:
     async def scenario() -> None:
         clock = [0x6B000000 + 5.0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.unit.test_runtime_cluster import REQUEST, FakePve, runtime, settle
+from tests.unit.test_runtime_cluster import FakePve, settle, started
 
 
 def succeeded(patches: list[dict[str, Any]]) -> bool:
@@ -21,13 +21,8 @@ COMPLETED = "2026-01-01 00:00:20 migration status: completed"
 
 def test_an_end_phase_longer_than_the_end_window_is_seen_at_the_next_poll() -> None:
     async def scenario() -> None:
-        clock = [1000.0]
         pve = FakePve()
-        rt, kube = runtime(pve, clock)
-        rt.task_poll_seconds = POLL
-        await rt.accept(REQUEST, {})
-        await settle(rt)
-        upid = pve.task_rows[0]["upid"]
+        rt, kube, clock, upid = await started(pve, POLL)
         pve.logs[upid] = [COMPLETED]
         clock[0] += 20  # past the first look: the transfer is over, the end phase runs
         await settle(rt)

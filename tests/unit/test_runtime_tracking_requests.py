@@ -10,7 +10,7 @@ import math
 from proxmigrate.pve.tracker import log_exitstatus
 from proxmigrate.runtime.cluster import ClusterRuntime
 from proxmigrate.runtime.tracking import SAFETY_NET_SECONDS
-from tests.unit.test_runtime_cluster import REQUEST, FakeKube, FakePve, runtime, settle
+from tests.unit.test_runtime_cluster import FakeKube, FakePve, settle, started
 
 POLL = 2.0
 GIB = 2**30
@@ -41,13 +41,8 @@ async def transferring(
     polls: int,
 ) -> tuple[ClusterRuntime, FakeKube, SlowTransferPve, list[float], str]:
     """A runtime whose one migration has been transferring for `polls` polls."""
-    clock = [1000.0]
     pve = SlowTransferPve()
-    rt, kube = runtime(pve, clock)
-    rt.task_poll_seconds = POLL
-    await rt.accept(REQUEST, {})
-    await settle(rt)
-    upid = pve.task_rows[0]["upid"]
+    rt, kube, clock, upid = await started(pve, POLL)
     sent = 0.0
     for _ in range(polls):
         clock[0] += POLL
@@ -61,13 +56,8 @@ def test_a_long_transfer_reads_task_lists_per_minute_not_per_poll() -> None:
     old tracker read one every fifth poll: 60), a handful of log reads, the end seen at once."""
 
     async def scenario() -> None:
-        clock = [1000.0]
         pve = SlowTransferPve()
-        rt, kube = runtime(pve, clock)
-        rt.task_poll_seconds = POLL
-        await rt.accept(REQUEST, {})
-        await settle(rt)
-        upid = pve.task_rows[0]["upid"]
+        rt, kube, clock, upid = await started(pve, POLL)
         began, sent = clock[0], 0.0
         while sent < 2 * GIB:
             clock[0] += POLL
@@ -128,13 +118,8 @@ def test_a_worker_killed_without_an_end_line_is_seen_in_the_task_list() -> None:
 
 def test_the_log_end_line_ends_a_task_without_a_task_list() -> None:
     async def scenario() -> None:
-        clock = [1000.0]
         pve = SlowTransferPve()
-        rt, kube = runtime(pve, clock)
-        rt.task_poll_seconds = POLL
-        await rt.accept(REQUEST, {})
-        await settle(rt)
-        upid = pve.task_rows[0]["upid"]
+        rt, kube, clock, upid = await started(pve, POLL)
         # ended before its first look; the task list would still show it running
         pve.logs[upid] = ["2026-01-01 00:00:09 migration finished successfully", "TASK OK"]
         for _ in range(6):

@@ -7,7 +7,7 @@ import asyncio
 
 from proxmigrate.pve.tracker import transfer_progress
 from proxmigrate.runtime.tracking import SAFETY_NET_SECONDS
-from tests.unit.test_runtime_cluster import REQUEST, FakePve, runtime, settle
+from tests.unit.test_runtime_cluster import FakePve, settle, started
 
 POLL = 2.0
 # a busy guest: 9 GiB sent of 8 GiB of RAM, the stream slower than its dirtying
@@ -36,13 +36,8 @@ def test_progress_past_the_guest_memory_has_no_end_prediction() -> None:
 
 def test_a_resending_transfer_is_looked_at_again_not_watched_every_poll() -> None:
     async def scenario() -> None:
-        clock = [1000.0]
         pve = FakePve()
-        rt, kube = runtime(pve, clock)
-        rt.task_poll_seconds = POLL
-        await rt.accept(REQUEST, {})
-        await settle(rt)
-        upid = pve.task_rows[0]["upid"]
+        rt, kube, clock, upid = await started(pve, POLL)
         pve.logs[upid] = [RESENDING]
         clock[0] += 20  # past the first probe
         await settle(rt)
