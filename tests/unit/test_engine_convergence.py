@@ -158,28 +158,19 @@ def test_a_declared_link_is_not_shrunk_by_a_capped_stream() -> None:
         assert len(start_all(eng, 1.0)) == companions
 
 
-def test_a_stream_whose_end_was_announced_frees_its_share() -> None:
-    """Its end phase (`rm -f`, `qm unlock`) sends no memory: a guest may start behind it."""
+def test_a_predicted_end_keeps_the_stream_on_its_links() -> None:
+    """A predicted end (`notify_ending`) only paces the end phase's logins: the stream may
+    still send (a write-heavy guest freed on its prediction doubled its downtime limit when
+    a companion joined it); the log's `migration status: completed` frees its share."""
     eng = engine(node_link_capacity=(("pve1", 10 * GBIT),))
     eng.submit(job(0, 28 * GIB, priority=1), 0.0)
     eng.submit(job(1, 28 * GIB, priority=1), 0.0)
     eng.submit(job(2, 28 * GIB), 0.0)
     assert [j.key for j in start_all(eng, 0.0)] == ["m0", "m1"]  # a third leaves < 448 MiB/s
     eng.notify_ending("m0", 60.0)
-    assert [j.key for j in start_all(eng, 60.0)] == ["m2"]
-
-
-def test_an_announced_end_the_stream_overran_keeps_its_share() -> None:
-    """A rate read after the notice: the guest still re-sends memory, it stays on the link
-    (a write-heavy guest announced early doubled its downtime limit when others joined)."""
-    eng = engine(node_link_capacity=(("pve1", 10 * GBIT),))
-    for index in range(3):
-        eng.submit(job(index, 28 * GIB, priority=1 if index < 2 else 0), 0.0)
-    start_all(eng, 0.0)
-    eng.notify_ending("m0", 60.0)
-    eng.observe_rate("m0", 500 * MIB)
-    eng.notify_ending("m0", 61.0)
-    assert start_all(eng, 61.0) == []
+    assert start_all(eng, 60.0) == []
+    eng.notify_transfer_ended("m0")  # its end phase (`rm -f`, `qm unlock`) sends no memory
+    assert [j.key for j in start_all(eng, 61.0)] == ["m2"]
 
 
 def test_a_capped_rate_counts_only_the_streams_sending() -> None:

@@ -7,7 +7,7 @@ import asyncio
 
 from proxmigrate.pve.tracker import transfer_progress
 from proxmigrate.runtime.tracking import SAFETY_NET_SECONDS
-from tests.unit.test_runtime_cluster import FakePve, settle, started
+from tests.unit.test_runtime_cluster import REQUEST, FakePve, settle, started
 
 POLL = 2.0
 # a busy guest: 9 GiB sent of 8 GiB of RAM, the stream slower than its dirtying
@@ -65,5 +65,36 @@ def test_a_resending_transfer_is_looked_at_again_not_watched_every_poll() -> Non
         clock[0] += POLL
         await settle(rt)
         assert kube.patches[-1]["phase"] == "Succeeded"
+
+    asyncio.run(scenario())
+
+
+def test_a_completed_line_takes_the_stream_off_its_links() -> None:
+    """`migration status: completed` (qemu-server `src/PVE/QemuMigrate.pm` phase2) is the
+    certain transfer end: the engine stops counting the stream on its links (a predicted end
+    does not, as the stream may still send)."""
+
+    async def scenario() -> None:
+        pve = FakePve()
+        rt, _, clock, upid = await started(pve, POLL)
+        ended: list[str] = []
+        real = rt.engine.notify_transfer_ended
+
+        def spy(key: str) -> None:
+            ended.append(key)
+            real(key)
+
+        rt.engine.notify_transfer_ended = spy  # type: ignore[method-assign]
+        pve.logs[upid] = [RESENDING.replace("9.0 GiB of", "2.0 GiB of")]
+        clock[0] += 20  # past the first probe
+        await settle(rt)
+        assert pve.log_reads == 1 and ended == []  # progress only, however near its end
+        pve.logs[upid].append("2026-01-01 00:01:30 migration status: completed")
+        for _ in range(30):
+            clock[0] += POLL
+            await settle(rt)
+            if ended:
+                break
+        assert ended == [REQUEST.key]
 
     asyncio.run(scenario())

@@ -28,7 +28,9 @@ node_link_capacity=())`;
   what it tells of the guest's dirty rate (at least, at most), for rules 7 and 8.
 - `notify_ending(key, now)`: log shows the transfer ending; holds the end-phase slot until
   `end_spread_seconds + handshake_seconds` after the latest call (call it on every task poll
-  while the end is near) or `finish`; the migration no longer counts on its links (rules 7, 8).
+  while the end is near) or `finish`. A prediction: the migration stays on its links.
+- `notify_transfer_ended(key)`: log shows `migration status: completed`; the migration no
+  longer counts on its links (rules 7, 8).
 - `finish(key, now, Outcome(succeeded, reason=None, transient=False)) -> Decision` with
   `kind` "done" | "retry" (queued again, `retry_at` set) | "failed", `attempt`, `reason`.
 - `next_wakeup(now) -> float | None`: when to poll next if nothing else happens.
@@ -77,7 +79,7 @@ Rules enforced together at each start
    phase send nothing, so the others overstate it), and the last outflow told stands in
    while no stream of the source is measured. A rate at `capped_stream_rate` (768 MiB/s:
    one ssh/sshd pair's cipher, not the link, set it) only bounds the outflow from below,
-   times the streams sending then (tunnel up, end not announced), not those still logging
+   times the streams sending then (tunnel up, transfer not ended), not those still logging
    in: such rates count only while no stream is below it, and then the most told, so a
    25 Gbit/s link is learned as its capped streams add up, not as one stream's speed.
    More streams than the link carries at that rate only re-send dirtied memory
@@ -93,9 +95,10 @@ Rules enforced together at each start
    `cold_link_capacity` (1 Gbit/s). A lone stream is never held back. Write-heavy giants
    so run with few companions, small guests fill the gaps, and the number of streams per
    link follows the link; caps stay upper limits.
-   Rules 7 and 8 count the migrations on a link but those whose transfer end was announced
-   (`notify_ending`): their end phase sends no memory. One that reports a rate after the
-   notice (a guest re-sending memory, its end predicted too early) counts again for good.
+   Rules 7 and 8 count the migrations on a link but those whose log showed the transfer
+   ended (`notify_transfer_ended`): their end phase sends no memory. A predicted end
+   (`notify_ending`) does not free the link: the stream may still send, and a companion
+   started then doubled downtime limits (bench/RESULTS.md, issue 13 eighth pass).
 """
 
 from proxmigrate.engine.core import MigrationEngine

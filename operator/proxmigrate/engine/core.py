@@ -40,16 +40,8 @@ class _Running:
     dirty_bounds: tuple[float, float] = (0.0, float("inf"))
     # its tunnel is up (`notify_tunnel_up`): it sends memory until its transfer ends
     tunnel_up: bool = False
-    # its transfer's end was announced (`notify_ending`): the end phase sends no memory
-    ending: bool = False
-    # a rate was read after that notice: its end was predicted too early (a guest that
-    # re-sends memory), so notices no longer take it off its link
-    overran: bool = False
-
-    @property
-    def on_link(self) -> bool:
-        """It takes a share of its links: not past a transfer end that it kept to."""
-        return not self.ending or self.overran
+    # its log showed the transfer ended (`notify_transfer_ended`): it sends no more memory
+    transferred: bool = False
 
 
 class MigrationEngine:
@@ -170,13 +162,20 @@ class MigrationEngine:
         `end_spread_seconds + handshake_seconds` after the latest such call, or `finish`.
 
         Call it on every task poll while the log shows the end near: each call extends the
-        hold, so an early notice (e.g. at 90 % transferred) stays covered. The migration
-        no longer counts on its links (rules 7, 8) unless a rate is reported after the
-        notice (`_Running.on_link`). Unknown or finished keys are ignored."""
+        hold, so an early notice (e.g. at 90 % transferred) stays covered. A predicted
+        end leaves the migration on its links (rules 7, 8): its stream may still send
+        (`notify_transfer_ended`). Unknown or finished keys are ignored."""
         running = self._running.get(key)
         if running is not None:
-            running.ending = True
             self._pacer.record_ending(running.job.target, key, now)
+
+    def notify_transfer_ended(self, key: str) -> None:
+        """The task log shows the transfer ended (`migration status: completed`): its end
+        phase sends no memory, so it no longer counts on its links (rules 7, 8). Unknown or
+        finished keys are ignored."""
+        running = self._running.get(key)
+        if running is not None:
+            running.transferred = True
 
     def observe_rate(
         self,
@@ -193,13 +192,12 @@ class MigrationEngine:
         if running is not None:
             source = running.job.source
             running.tunnel_up = True  # a rate: its memory is under way
-            running.overran = running.overran or running.ending
             capped = self._policy.capped_stream_rate
             running.capped = capped is not None and bytes_per_second >= capped
             streams = [r for r in self._running.values() if r.job.source == source]
             sharing = len(streams)
             if running.capped:  # the link carries what the streams sending now send
-                sharing = sum(1 for r in streams if r.tunnel_up and r.on_link)
+                sharing = sum(1 for r in streams if r.tunnel_up and not r.transferred)
             running.source_rate = bytes_per_second * max(1, sharing)
             outflow = _outflow(streams)
             if outflow is not None:
@@ -326,7 +324,7 @@ class MigrationEngine:
         and every stream on the source's link (and the target's, if declared) at
         `convergence_margin` times its guest's dirty rate.
 
-        A migration whose transfer end was announced is off its links (`_Running.on_link`):
+        A migration whose log showed its transfer ended is off its links (`transferred`):
         its end phase (`rm -f`, `qm unlock`) sends no memory, and counted as a stream it
         kept a small guest from starting behind it for the whole phase.
 
@@ -335,7 +333,9 @@ class MigrationEngine:
         Convergence takes the larger of that and the declared capacity (else
         `cold_link_capacity`): a declared link is not shrunk by rates of capped streams.
         """
-        streams = [r for r in self._running.values() if r.job.source == job.source and r.on_link]
+        streams = [
+            r for r in self._running.values() if r.job.source == job.source and not r.transferred
+        ]
         outflows = [r.source_rate for r in streams if r.source_rate is not None]
         told = _outflow(streams)
         capacity = (
@@ -354,7 +354,7 @@ class MigrationEngine:
         if not self._converges(job, streams, link):
             return False
         into_target = [
-            r for r in self._running.values() if r.job.target == job.target and r.on_link
+            r for r in self._running.values() if r.job.target == job.target and not r.transferred
         ]
         ingress = self._policy.declared_link(job.target)
         return ingress is None or self._converges(job, into_target, ingress)
@@ -395,7 +395,7 @@ def _outflow(streams: list[_Running]) -> float | None:
     least; rates seen when fewer streams ran are scaled by that count, not by today's).
     A rate at the cap (`capped_stream_rate`: one ssh/sshd pair's cipher) was not set by
     the link, which carries at least that rate times the streams sending then (tunnel up,
-    end not announced: counting those still logging in read 1 GiB/s as 5 on a 10 Gbit/s
+    transfer not ended: counting those still logging in read 1 GiB/s as 5 on a 10 Gbit/s
     link): such readings count only while no stream is below the cap, and then the most
     told, so a fast link is learned as its capped streams add up instead of being read as
     one stream's cipher speed.

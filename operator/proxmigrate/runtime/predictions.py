@@ -69,6 +69,10 @@ def update(
     """
     assert attempt.upid is not None
     rate = rt.node_clocks.rate(parse_upid(attempt.upid).node)  # its seconds per ours
+    if progress is not None and progress.completed:  # the memory is sent: its link is free
+        # `migration status: completed` ends phase2's loop (qemu-server src/PVE/QemuMigrate.pm
+        # phase2, PVE 8 and 9); a predicted end (`ending_at`) does not free the link
+        rt.engine.notify_transfer_ended(attempt.key)
     if progress is not None and progress.rate > 0:
         dirty = progress.dirty_bounds((now - attempt.started_at) * rate)
         rt.engine.observe_rate(attempt.key, progress.rate, dirty)
