@@ -40,6 +40,7 @@ from tests.support.devenv import (
 from bench.operator import percentile, scaled_policy
 from proxmigrate.api.constants import GROUP, VERSION
 from proxmigrate.api.enums import MigrationPhase
+from proxmigrate.heap import TRIM_SECONDS
 from pvesim.testing import PvesimProcess
 
 TIME_SCALE = 20.0
@@ -422,7 +423,7 @@ def rss_run(bench: Bench, placements: int, vms: int) -> float:
             interval=2,
             message=operator.tail(),
         )
-        time.sleep(10.0)
+        time.sleep(TRIM_SECONDS + 5.0)  # at rest: the burst's freed heap given back
         rss = _rss_mib(operator.process.pid if operator.process else 0)
         clean(bench, namespace)
         return rss

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import start_http_server
 
 from proxmigrate import __version__
+from proxmigrate.heap import start_trimming
 from proxmigrate.metrics import BUILD_INFO, REGISTRY
 
 
@@ -32,6 +33,7 @@ def run_operator(
     OPTIONS.allow_insecure_tls = allow_insecure_tls
     start_http_server(metrics_port, addr=bind_address, registry=REGISTRY)
     BUILD_INFO.labels(version=__version__).set(1)
+    start_trimming()
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
