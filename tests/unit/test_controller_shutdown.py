@@ -137,3 +137,59 @@ def test_a_deleted_objects_pass_under_way_ends_before_kopf_would_cancel_it(daemo
         return not task.cancelled() and ended_on_its_own
 
     assert asyncio.run(scenario())
+
+
+class ShortPass(reconcile.Reconciler):
+    """A pass that awaits the API server for a moment (a status write)."""
+
+    plural = NODEDRAINS
+    begun = 0
+
+    async def run(self) -> None:
+        ShortPass.begun += 1
+        await asyncio.sleep(0.02)
+
+
+def test_a_deleted_objects_loop_lets_kopf_finish_the_deletion_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kopf's stop on deletion, with the operator's settings, of a loop in a short pass: the
+    loop ends within kopf's instant-exit wait, so kopf asks for no later check and removes
+    the finalizer now. Without that wait kopf checked again only after the daemon's grace
+    (STOP_GRACE_SECONDS): a deleted NodeDrain lingered 5 s (`kubectl proxmigrate plan` left
+    its dry-run drain behind that long)."""
+    from kopf._core.engines import daemons as kopf_daemons
+    from kopf._core.intents.stoppers import DaemonStoppingReason
+
+    from proxmigrate.controllers import drains  # noqa: F401 (registers the daemon)
+    from proxmigrate.controllers.settings import configure
+
+    monkeypatch.setattr(reconcile, "shared_kube", lambda: None)
+    handler = next(
+        h for h in kopf.get_default_registry()._spawning.get_all_handlers() if h.id == "node_drain"
+    )
+    settings = kopf.OperatorSettings()
+    configure(settings=settings)
+    body = kopf.Body({"metadata": {"namespace": "ns", "name": "d1"}, "spec": {}})
+
+    async def scenario() -> list[float]:
+        stopper: FlagSetter[DaemonStoppingReason] = FlagSetter()
+        ShortPass.begun = 0
+        task = asyncio.create_task(
+            reconcile.reconcile_until_stopped(
+                ShortPass,
+                body,
+                None,  # type: ignore[arg-type]
+                Registry(),
+                stopper.async_waiter,  # type: ignore[arg-type]
+            )
+        )
+        while ShortPass.begun < 1:
+            await asyncio.sleep(0)
+        running = kopf_daemons.Daemon(task, logging.getLogger("test"), handler, stopper)
+        delays = await kopf_daemons.stop_daemons(settings=settings, daemons={handler.id: running})
+        await asyncio.wait([task], timeout=1.0)
+        assert task.done() and not task.cancelled()
+        return list(delays)
+
+    assert asyncio.run(scenario()) == []
