@@ -11,18 +11,20 @@ nothing is to be released, 33 ms when 190 MiB are.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import threading
 from collections.abc import Callable
 
 TRIM_SECONDS = 10.0
 
 
+@functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None elsewhere (musl, macOS), where there is nothing to do."""
-    name = ctypes.util.find_library("c")
+    """glibc's malloc_trim, looked up once among the symbols the process has loaded (no
+    `find_library`, which runs `ldconfig -p` each time), or None elsewhere (musl, macOS),
+    where there is nothing to do."""
     try:
-        function: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+        function: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     return function
