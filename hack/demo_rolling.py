@@ -45,22 +45,14 @@ POLL_SECONDS = 0.5
 
 
 def introduce() -> None:
-    provision = provisioning()
     cluster = yaml.safe_load((demo.DEMO / "pvesim-cluster.yaml").read_text())
     nodes = yaml.safe_load(MANIFEST.read_text())["spec"]["nodes"]
-    missing = [c for c in provision.for_targets(["demo"]) if provision.existing(c) is None]
-    build = provision.estimate(missing, provision.jobs())
     print(
         f"make demo-rolling: the operator maintains {', '.join(nodes)} of a simulated Proxmox "
         f"VE cluster ({len(cluster['vms'])} VMs, pvesim at {demo.TIME_SCALE}x real time) one "
         "node at a time: drain, a pause standing for the upgrade and reboot, the guests "
-        f"return home, next node; about {provision.duration(DEMO_SECONDS)}"
-        + (
-            f", after building {', '.join(c.name for c in missing)} once "
-            f"(about {provision.duration(build)} on 2 cores)"
-            if missing
-            else ""
-        ),
+        f"return home, next node; about {provisioning().duration(DEMO_SECONDS)}"
+        f"{demo.build_note()}",
         flush=True,
     )
 
