@@ -16,18 +16,15 @@ from typing import Any
 from proxmigrate import metrics
 from proxmigrate.api.enums import DrainPhase
 from proxmigrate.controllers.drain_release import metric_labels
-from proxmigrate.status.drain_entry import parse_entries
-from proxmigrate.status.drain_return import return_counts
-
-RETURN_PHASES = frozenset({DrainPhase.RETURNING, DrainPhase.RETURNED})
+from proxmigrate.status.drain_return import status_return_counts
 
 
 def figures(status: Mapping[str, Any]) -> tuple[float, int] | None:
     """(progress, remaining) of the gauges: the drain's own once it started moving, its
     return's (`return_counts`) once it sends its guests home; None before it moves (planning,
     Blocked, dry runs), when there is nothing true to say."""
-    if status.get("phase") in RETURN_PHASES:
-        counts = return_counts(parse_entries(status.get("vms") or []))
+    counts = status_return_counts(status)
+    if counts is not None:
         return counts.progress, counts.remaining
     if not status.get("startTime"):
         return None

@@ -13,15 +13,13 @@ from proxmigrate.api.timestamps import format_duration, parse_rfc3339
 from proxmigrate.kubectl.errors import EXIT_TIMEOUT, PluginError
 from proxmigrate.kubectl.tables import problem
 from proxmigrate.planning.units import format_bytes
-from proxmigrate.status.drain_entry import DrainEntry
-from proxmigrate.status.drain_return import return_counts
+from proxmigrate.status.drain_return import ReturnCounts, status_return_counts
 
 FINAL_PHASES = frozenset(
     {DrainPhase.DRAINED, DrainPhase.FAILED, DrainPhase.BLOCKED, DrainPhase.CANCELLED}
 )
 POLL_SECONDS = 1.0
 BAR_WIDTH = 24
-RETURN_PHASES = frozenset({DrainPhase.RETURNING, DrainPhase.RETURNED})
 # A pipe gets a new line when one of these changes.
 SEEN_KEYS = (
     "phase",
@@ -54,8 +52,9 @@ def throughput(status: Mapping[str, Any], now: datetime.datetime) -> float | Non
 def render_progress(status: Mapping[str, Any], now: datetime.datetime) -> str:
     """One line: bar, VMs done/total, failures, throughput, ETA and phase; the return's
     figures once the drain sends its guests home."""
-    if status.get("phase") in RETURN_PHASES:
-        return render_return(status)
+    counts = status_return_counts(status)
+    if counts is not None:
+        return render_return(status, counts)
     total = int(status.get("total") or 0)
     done = total - int(status.get("remaining") or 0) if total else 0
     parts = [
@@ -75,11 +74,10 @@ def render_progress(status: Mapping[str, Any], now: datetime.datetime) -> str:
     return "  ".join(parts)
 
 
-def render_return(status: Mapping[str, Any]) -> str:
+def render_return(status: Mapping[str, Any], counts: ReturnCounts) -> str:
     """The return home: bar and counts of the guests coming back (the operator's own
     `return_counts` over `status.vms`, as the drain's gauges), its ETA and phase. The
     drain's figures (all moved, 1.0) and throughput say nothing about the return."""
-    counts = return_counts([DrainEntry.parse(vm) for vm in status.get("vms") or []])
     ended = counts.returned + counts.skipped + counts.failed
     parts = [
         progress_bar(counts.progress),

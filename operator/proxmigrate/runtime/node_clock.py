@@ -35,6 +35,9 @@ class NodeClock:
 
     at_most: list[Point] = field(default_factory=list)
     at_least: list[Point] = field(default_factory=list)
+    # `bounds()` as of the last observation: every log read asks for the rate, only some
+    # add an observation, and each computation pairs up to KEPT x KEPT points
+    _bounds: tuple[float, float] = field(default=(0.0, math.inf), init=False)
 
     def requested(self, sent_at: float, first_stamp: float) -> None:
         """A task requested at `sent_at` (ours) logged its first line at `first_stamp`."""
@@ -48,13 +51,17 @@ class NodeClock:
         points.append(point)
         points.sort()
         del points[:-KEPT]
-        low, high = self.bounds()
+        low, high = self._bounds = self._pair_up()
         if low > high:  # the node's clock was stepped: only the newest observation holds
             self.at_most[:] = [point] if points is self.at_most else []
             self.at_least[:] = [point] if points is self.at_least else []
+            self._bounds = self._pair_up()
 
     def bounds(self) -> tuple[float, float]:
         """The node's rate as (at least, at most) from every earlier/later pair of bounds."""
+        return self._bounds
+
+    def _pair_up(self) -> tuple[float, float]:
         low, high = 0.0, math.inf
         for t_most, most in self.at_most:
             for t_least, least in self.at_least:

@@ -20,7 +20,7 @@ from proxmigrate.api.migration import migration_phase
 from proxmigrate.api.timestamps import parse_rfc3339, to_rfc3339
 from proxmigrate.planning.returns import Departure, ReturnPlan
 from proxmigrate.status.drain import eta_fields, remaining_seconds
-from proxmigrate.status.drain_entry import DrainEntry
+from proxmigrate.status.drain_entry import DrainEntry, parse_entries
 
 # Why a planned drain move did not happen: its VMMigration had not started when the
 # maintenance was declared done, so the guest never left.
@@ -29,6 +29,8 @@ FINAL_RETURN_PHASES = frozenset(
     {DrainReturnPhase.RETURNED, DrainReturnPhase.SKIPPED, DrainReturnPhase.FAILED}
 )
 IN_FLIGHT_RETURN_PHASES = frozenset({DrainReturnPhase.QUEUED, DrainReturnPhase.MIGRATING})
+# The drain phases whose figures (gauges, progress line) are the return's, not the drain's.
+RETURN_DRAIN_PHASES = frozenset({DrainPhase.RETURNING, DrainPhase.RETURNED})
 _RETURN_PHASE_OF_MIGRATION = {
     MigrationPhase.PENDING: DrainReturnPhase.QUEUED,
     MigrationPhase.QUEUED: DrainReturnPhase.QUEUED,
@@ -188,6 +190,14 @@ def return_counts(entries: Sequence[DrainEntry]) -> ReturnCounts:
         draining=sum(1 for entry in entries if entry.in_flight),
         unplanned=len(unplanned(entries)),
     )
+
+
+def status_return_counts(status: Mapping[str, Any]) -> ReturnCounts | None:
+    """The return's counts of a NodeDrain status document once it sends its guests home;
+    None before, when the drain's own figures are the ones to show."""
+    if status.get("phase") not in RETURN_DRAIN_PHASES:
+        return None
+    return return_counts(parse_entries(status.get("vms") or []))
 
 
 def return_seconds(
