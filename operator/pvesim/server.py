@@ -13,11 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pvesim.api import Pending, TotalList, router
+from pvesim.api import router
 from pvesim.auth import Credentials
 from pvesim.certs import CertFiles
 from pvesim.clock import ScaledClock
 from pvesim.model import ROOT, ApiError, Cluster
+from pvesim.routing import Pending, TotalList
 from pvesim.simapi import sim_route
 
 TICK = 0.05  # real seconds between background advances

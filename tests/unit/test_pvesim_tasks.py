@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from proxmigrate.pve.classifier import Reason, classify
-from pvesim.api import Pending, TotalList, router
+from pvesim.api import router
 from pvesim.auth import TOKEN_ID
 from pvesim.model import ApiError, Cluster, ModelParams, TimingParams, from_config
 from pvesim.model.process import SshCall
+from pvesim.routing import Pending, TotalList
 from tests.unit.test_pvesim_model import _idle_logins, _vms
 
 

@@ -20,9 +20,10 @@ from proxmigrate.pve.async_client import AsyncPveClient
 from proxmigrate.pve.client import PveClient
 from proxmigrate.pve.errors import PveApiError
 from proxmigrate.pve.transport import PveTransport, TokenAuth
-from pvesim.api import Pending, router
+from pvesim.api import router
 from pvesim.auth import TOKEN_ID  # an API token, as the operator uses: never root@pam
 from pvesim.model import ApiError, Cluster
+from pvesim.routing import Pending
 from pvesim.server import route_pattern
 
 _ENDPOINT = "pvesim.invalid"  # never connected to: requests go to the model
