@@ -18,23 +18,14 @@ from pvesim.model.errors import ApiError
 from pvesim.model.events import EventQueue
 from pvesim.model.faults import ApiFaults
 from pvesim.model.migration import MigrationRecord, MigrationRequest, MigrationRun
-from pvesim.model.network import Stream, fair_share
+from pvesim.model.network import Links
 from pvesim.model.params import ModelParams
 from pvesim.model.precondition import migrate_precondition
-from pvesim.model.process import Command, Process, Sleep, SshCall, SshResult, Worker
+from pvesim.model.process import Command, Process, Sleep, SshCall, Worker
+from pvesim.model.ssh_logins import SshLogins
 from pvesim.model.sshd import SshTransport
 from pvesim.model.tasklog import Stopping, Task
 from pvesim.model.upid import Upid
-
-# Client wording of an sshd drop (docs/reference/proxmox.md#task-log-wording); 2:1 closed vs reset.
-_DROP_CLOSED = (
-    "kex_exchange_identification: Connection closed by remote host",
-    "Connection closed by {ip} port 22",
-)
-_DROP_RESET = (
-    "kex_exchange_identification: read: Connection reset by peer",
-    "Connection reset by {ip} port 22",
-)
 
 
 class Cluster:
@@ -57,13 +48,14 @@ class Cluster:
         self.access = Access()  # users, tokens, ACLs (model/access.py)
         self.tasks: dict[str, Task] = {}
         self._queue = EventQueue()
-        self._streams: list[Stream] = []
         self._running_migrations: set[MigrationRun] = set()
         self.peak_inflight = 0
         self.migrations: dict[int, list[MigrationRecord]] = {}
         self.manual_moves: list[dict[str, Any]] = []
         self.api_requests: Counter[str] = Counter()
         self.ssh_transport: SshTransport | None = None  # real sshd (pvesim/openssh.py)
+        self.logins = SshLogins(self)
+        self.links = Links(self)
         from pvesim.model.ha import HaManager
 
         self.ha = HaManager(self)
@@ -102,96 +94,7 @@ class Cluster:
         if isinstance(command, Sleep):
             self.schedule(command.seconds, process.wake, token, None)
         elif isinstance(command, SshCall):
-            self._ssh_connect(process, command, token)
-
-    def _ssh_connect(self, process: Process, call: SshCall, token: int) -> None:
-        target = self.nodes[call.target]
-        if not target.online:
-            line = f"ssh: connect to host {target.ip} port 22: No route to host"
-            self.schedule(3.0, process.wake, token, SshResult(False, (line,)))  # ARP timeout
-            return
-        if self.ssh_transport is not None:
-            self._ssh_real(target, process, call, token)
-            return
-        client_start = target.sshd.params.client_start_max
-        if client_start > 0:
-            delay = self.rng.uniform(0.0, client_start)
-            self.schedule(delay, self._ssh_admit, target, process, call, token)
-        else:
-            self._ssh_admit(target, process, call, token)
-
-    def _ssh_admit(self, target: Node, process: Process, call: SshCall, token: int) -> None:
-        """The client's TCP connect reaches sshd (model/sshd.py; calibrated against real
-        sshd: docs/pvesim.md "Real OpenSSH")."""
-        source_ip = self.nodes[call.source].ip
-        if not target.sshd.admit(source_ip, self.now, self.rng):
-            wording = _DROP_CLOSED if self.rng.random() < 2 / 3 else _DROP_RESET
-            lines = tuple(line.format(ip=target.ip) for line in wording)
-            self.schedule(0.005, process.wake, token, SshResult(False, lines))
-            return
-        target.sshd.begin(self.now, self.rng, lambda: process.wake(token, SshResult(True)))
-        self._ssh_next(target)
-
-    def _ssh_real(self, target: Node, process: Process, call: SshCall, token: int) -> None:
-        """A real ssh login (pvesim/openssh.py); its result arrives on the real clock."""
-        assert self.ssh_transport is not None
-        target.sshd.connections += 1
-
-        def done(result: SshResult) -> None:
-            if not result.ok:
-                target.sshd.drops += 1
-            if result.session is not None and (process.done or process.token != token):
-                result.session.close()  # the worker was stopped meanwhile: nobody holds it
-            process.wake(token, result)
-
-        self.ssh_transport.connect(call.source, call.target, call.command, done)
-
-    def _ssh_next(self, target: Node) -> None:
-        """Wake `_ssh_progress` when the next login of `target` ends a phase."""
-        delay = target.sshd.next_change()
-        if delay is not None:
-            self.schedule(delay, self._ssh_progress, target, target.sshd.generation)
-
-    def _ssh_progress(self, target: Node, generation: int) -> None:
-        if generation != target.sshd.generation:
-            return  # a login began or ended since: a later wake-up is scheduled
-        for done in target.sshd.advance(self.now):
-            self.schedule(0.0, done)
-        self._ssh_next(target)
-
-    # -- network ----------------------------------------------------------------------------
-    def _link_capacity(self) -> dict[tuple[str, str], float]:
-        efficiency = self.params.network.link_efficiency
-        caps: dict[tuple[str, str], float] = {}
-        for node in self.nodes.values():
-            bytes_per_s = node.nic_gbit * 1e9 / 8 * efficiency
-            caps[("out", node.name)] = bytes_per_s
-            caps[("in", node.name)] = bytes_per_s
-        return caps
-
-    def _reshare(self) -> None:
-        """Progressive filling again on every stream start/end."""
-        if not self._streams:
-            return
-        for stream in self._streams:
-            stream.settle(self.now)
-        involved = {s.source for s in self._streams} | {s.target for s in self._streams}
-        caps = {k: v for k, v in self._link_capacity().items() if k[1] in involved}
-        fair_share(self._streams, caps)
-
-    def open_stream(self, source: str, target: str, cap: float) -> Stream:
-        stream = Stream(source, target, cap, updated_at=self.now)
-        self._streams.append(stream)
-        self._reshare()
-        return stream
-
-    def close_stream(self, stream: Stream) -> None:
-        stream.settle(self.now)
-        self._streams.remove(stream)
-        self._reshare()
-
-    def stream_sent(self, stream: Stream) -> float:
-        return stream.sent_at(self.now)
+            self.logins.connect(process, command, token)
 
     # -- insecure ports (docs/reference/proxmox.md#insecure-migration-ports) ----------------
     def allocate_port(self, node_name: str) -> int | None:

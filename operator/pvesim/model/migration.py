@@ -42,7 +42,7 @@ class MigrationRun(LiveMigration):
         """SIGKILL (kill_process_group, 5 s after SIGTERM): the cleanup stops where it is.
         Streams and tunnel die with the process group; locks and an incoming QEMU stay."""
         if self.stream is not None:
-            self.cluster.close_stream(self.stream)
+            self.cluster.links.close(self.stream)
             self.stream = None
         if self.port is not None:
             self.cluster.nodes[self.req.target].ports_listening.discard(self.port)

@@ -81,7 +81,7 @@ class LiveMigration(MigrationBase):
         self.log(f"start migrate command to {uri}")
         if self.port is not None:
             cluster.nodes[req.target].ports_listening.discard(self.port)
-        self.stream = cluster.open_stream(req.source, req.target, cap)
+        self.stream = cluster.links.open(req.source, req.target, cap)
         self.record.transfer_start = cluster.now
         yield from self.transfer_memory(downtime_ms)
 
@@ -105,7 +105,7 @@ class LiveMigration(MigrationBase):
                 wait = min(wait, max(0.0, (remaining - limit * rate) / (rate - dirty)))
             yield Sleep(max(wait, 1e-3) if remaining > limit * rate else 0.0)
             now = cluster.now
-            sent = cluster.stream_sent(stream)
+            sent = cluster.links.sent(stream)
             remaining = min(float(vm.mem), remaining - (sent - sent_before) + dirty * (now - last))
             sent_before, last = sent, now
             if remaining <= limit * stream.rate * (1 + 1e-6) + 1.0:
@@ -131,8 +131,8 @@ class LiveMigration(MigrationBase):
                 self.log(f"auto-increased downtime to continue migration: {int(downtime_ms)} ms")
         final = max(remaining, 0.0) / stream.rate if stream.rate > 0 else 0.0
         yield Sleep(final)
-        total_sent = cluster.stream_sent(stream)
-        cluster.close_stream(stream)
+        total_sent = cluster.links.sent(stream)
+        cluster.links.close(stream)
         self.stream = None
         self.record.transfer_end = cluster.now
         downtime = int((final + cluster.params.timing.downtime_overhead) * 1000)
@@ -148,7 +148,7 @@ class LiveMigration(MigrationBase):
         the remote socket (secure) over one more ssh."""
         cluster, req, vm = self.cluster, self.req, self.vm
         if self.stream is not None:
-            cluster.close_stream(self.stream)
+            cluster.links.close(self.stream)
             self.stream = None
         if self.port is not None:
             cluster.nodes[req.target].ports_listening.discard(self.port)

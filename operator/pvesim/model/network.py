@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pvesim.model.cluster import Cluster
 
 
 @dataclass(eq=False)
@@ -55,3 +59,44 @@ def fair_share(streams: list[Stream], link_capacity: dict[tuple[str, str], float
             and ("out", s.source) not in saturated
             and ("in", s.target) not in saturated
         ]
+
+
+class Links:
+    """The streams on the cluster's node links; every start or end shares them out again."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._streams: list[Stream] = []
+
+    def _capacity(self) -> dict[tuple[str, str], float]:
+        efficiency = self.cluster.params.network.link_efficiency
+        caps: dict[tuple[str, str], float] = {}
+        for node in self.cluster.nodes.values():
+            bytes_per_s = node.nic_gbit * 1e9 / 8 * efficiency
+            caps[("out", node.name)] = bytes_per_s
+            caps[("in", node.name)] = bytes_per_s
+        return caps
+
+    def _reshare(self) -> None:
+        """Progressive filling again on every stream start/end."""
+        if not self._streams:
+            return
+        for stream in self._streams:
+            stream.settle(self.cluster.now)
+        involved = {s.source for s in self._streams} | {s.target for s in self._streams}
+        caps = {k: v for k, v in self._capacity().items() if k[1] in involved}
+        fair_share(self._streams, caps)
+
+    def open(self, source: str, target: str, cap: float) -> Stream:
+        stream = Stream(source, target, cap, updated_at=self.cluster.now)
+        self._streams.append(stream)
+        self._reshare()
+        return stream
+
+    def close(self, stream: Stream) -> None:
+        stream.settle(self.cluster.now)
+        self._streams.remove(stream)
+        self._reshare()
+
+    def sent(self, stream: Stream) -> float:
+        return stream.sent_at(self.cluster.now)
