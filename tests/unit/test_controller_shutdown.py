@@ -193,3 +193,78 @@ def test_a_deleted_objects_loop_lets_kopf_finish_the_deletion_at_once(
         return list(delays)
 
     assert asyncio.run(scenario()) == []
+
+
+class IdleRuntime:
+    """A connected cluster's runtime whose engine loop waits for work."""
+
+    label = "ns/lab"
+    heartbeat = float("inf")  # never stalled
+    failed_ticks = 0
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_a_deleted_clusters_daemon_ends_on_its_own_and_closes_its_runtime(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kopf's stop of the ProxmoxCluster daemon (its object deleted), with the operator's
+    settings, while it sleeps between syncs: it ends within kopf's instant-exit wait and
+    closes its runtime. Before, its sleep ignored `stopped` and kopf cancelled it ("Daemon
+    'proxmox_cluster' is cancelled" once per deleted cluster)."""
+    from kopf._core.engines import daemons as kopf_daemons
+    from kopf._core.intents.stoppers import DaemonStoppingReason
+
+    from proxmigrate.controllers import clusters
+    from proxmigrate.controllers.settings import configure
+
+    runtime = IdleRuntime()
+
+    async def connect(*_: Any) -> tuple[IdleRuntime, object]:
+        return runtime, object()
+
+    async def report(*_: Any) -> None:
+        pass
+
+    monkeypatch.setattr(clusters, "shared_kube", lambda: None)
+    monkeypatch.setattr(clusters, "_connect", connect)
+    monkeypatch.setattr(clusters, "_report", report)  # the empty spec is refused: Ready False
+    handler = next(
+        h
+        for h in kopf.get_default_registry()._spawning.get_all_handlers()
+        if h.id == "proxmox_cluster"
+    )
+    settings = kopf.OperatorSettings()
+    configure(settings=settings)
+    registry = Registry()
+
+    async def scenario() -> tuple[list[float], bool]:
+        stopper: FlagSetter[DaemonStoppingReason] = FlagSetter()
+        task = asyncio.create_task(
+            clusters.proxmox_cluster(
+                name="lab",
+                namespace="ns",
+                spec=kopf.Spec({}),
+                meta=kopf.Meta({"metadata": {"generation": 1}}),
+                status=kopf.Status({}),
+                memo=kopf.Memo(registry=registry),
+                stopped=stopper.async_waiter,
+            )
+        )
+        while ("ns", "lab") not in registry.runtimes:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # asleep until the next sync
+        running = kopf_daemons.Daemon(task, logging.getLogger("test"), handler, stopper)
+        delays = await kopf_daemons.stop_daemons(settings=settings, daemons={handler.id: running})
+        await asyncio.wait([task], timeout=1.0)
+        return list(delays), task.done() and not task.cancelled()
+
+    assert asyncio.run(scenario()) == ([], True)
+    assert runtime.closed and registry.runtimes == {}

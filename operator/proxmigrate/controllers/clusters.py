@@ -28,7 +28,8 @@ from proxmigrate.controllers.cache import namespaced
 from proxmigrate.controllers.connection import ConfigurationError, Connection, read_connection
 from proxmigrate.controllers.migrations import adopt_migrations
 from proxmigrate.controllers.options import OPTIONS
-from proxmigrate.controllers.registry import Registry, registry_of
+from proxmigrate.controllers.reconcile import STOP_GRACE_SECONDS
+from proxmigrate.controllers.registry import Registry, Stoppable, first_of, registry_of
 from proxmigrate.controllers.wakeups import DRAINS_AND_PLACEMENTS, inventory_synced
 from proxmigrate.kube import Kube, shared_kube
 from proxmigrate.pve.errors import PveApiError, PveAuthError, PveError, PveTLSError
@@ -156,7 +157,14 @@ async def sync(
     await writer.write(generation, True, "Connected", message, extra, degraded)
 
 
-@kopf.daemon(GROUP, VERSION, PROXMOXCLUSTERS, cancellation_timeout=10.0, backoff=5.0)
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    PROXMOXCLUSTERS,
+    cancellation_backoff=STOP_GRACE_SECONDS,
+    cancellation_timeout=10.0,
+    backoff=5.0,
+)
 async def proxmox_cluster(
     name: str,
     namespace: str | None,
@@ -164,30 +172,41 @@ async def proxmox_cluster(
     meta: kopf.Meta,
     status: kopf.Status,
     memo: Any,
+    stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
     """Lives as long as the ProxmoxCluster on the active replica: kopf stops it when the
-    object goes or peering pauses this replica, and then its series go too."""
+    object goes or peering pauses this replica (a sync under way finishes, then it ends
+    within STOP_GRACE_SECONDS rather than being cancelled), and then its series go too."""
     try:
-        await _manage(name, namespaced(namespace), spec, meta, status, registry_of(memo))
+        await _manage(name, namespaced(namespace), spec, meta, status, registry_of(memo), stopped)
     finally:
         metrics.forget(proxmox_cluster=f"{namespace}/{name}")
 
 
 async def _manage(
-    name: str, namespace: str, spec: Any, meta: Any, status: Any, registry: Registry
+    name: str,
+    namespace: str,
+    spec: Any,
+    meta: Any,
+    status: Any,
+    registry: Registry,
+    stopped: Stoppable,
 ) -> None:
-    """Connect, adopt the cluster's VMMigrations, then sync and supervise the engine. No
-    error ends this loop (an API server that fails now may answer in a second): its runtime,
-    with every migration it follows, lives as long as the daemon."""
+    """Connect, adopt the cluster's VMMigrations, then sync and supervise the engine until
+    kopf stops the daemon. No error ends this loop (an API server that fails now may answer
+    in a second): its runtime, with every migration it follows, lives as long as the daemon."""
     kube = shared_kube()
     writer = _StatusWriter(kube, namespace, name, status)
-    runtime, connection = await _connect(kube, writer, name, namespace, spec, meta)
+    connected = await _connect(kube, writer, name, namespace, spec, meta, stopped)
+    if connected is None:
+        return
+    runtime, connection = connected
     registry.runtimes[(namespace, name)] = runtime
     registry.wake_cluster(namespace, name, DRAINS_AND_PLACEMENTS)
     engine_loop = asyncio.create_task(runtime.run())
     try:
-        while True:
+        while not stopped:
             generation = meta.get("generation")
             interval: float = RETRY_CONFIG_SECONDS
             trouble = _engine_trouble(runtime, engine_loop)
@@ -224,7 +243,7 @@ async def _manage(
                 not_ready = ("SyncFailed", f"{type(error).__name__}: {error}")
             if not_ready is not None:
                 await _report(writer, generation, *not_ready)
-            await asyncio.sleep(interval)
+            await first_of([stopped.wait()], interval)
     finally:
         registry.runtimes.pop((namespace, name), None)
         registry.inventories.pop((namespace, name), None)
@@ -233,10 +252,17 @@ async def _manage(
 
 
 async def _connect(
-    kube: Kube, writer: _StatusWriter, name: str, namespace: str, spec: Any, meta: Any
-) -> tuple[ClusterRuntime, Connection]:
-    """The runtime, once the spec and its Secrets allow one; every refusal is reported."""
-    while True:
+    kube: Kube,
+    writer: _StatusWriter,
+    name: str,
+    namespace: str,
+    spec: Any,
+    meta: Any,
+    stopped: Stoppable,
+) -> tuple[ClusterRuntime, Connection] | None:
+    """The runtime, once the spec and its Secrets allow one (every refusal is reported);
+    None when kopf stops the daemon first."""
+    while not stopped:
         generation = meta.get("generation")
         try:
             parsed = ProxmoxClusterSpec.from_spec(dict(spec))
@@ -251,7 +277,8 @@ async def _connect(
         except Exception as error:
             log.exception("cluster %s/%s: connecting failed", namespace, name)
             await _report(writer, generation, "SyncFailed", f"{type(error).__name__}: {error}")
-        await asyncio.sleep(RETRY_CONFIG_SECONDS)
+        await first_of([stopped.wait()], RETRY_CONFIG_SECONDS)
+    return None
 
 
 async def _report(writer: _StatusWriter, generation: int | None, reason: str, text: str) -> None:

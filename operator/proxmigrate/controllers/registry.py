@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from proxmigrate.runtime.cluster import ClusterRuntime
 
 
 class Stoppable(Protocol):
-    """kopf's `stopped` flag of a daemon, as a sleep reads it."""
+    """kopf's `stopped` flag of a daemon: true once kopf stops it; `wait()` until then."""
+
+    def __bool__(self) -> bool: ...
 
     def wait(self) -> Awaitable[object]: ...
+
+
+async def first_of(awaitables: Sequence[Awaitable[object]], seconds: float) -> None:
+    """Wait until one of `awaitables` is done or `seconds` passed; the rest are cancelled."""
+    waits = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 # A new NodeDrain plans once no other has appeared in its namespace for this long, so that
@@ -50,14 +62,8 @@ class Waker:
     async def sleep(self, seconds: float, stopped: Stoppable | None = None) -> bool:
         """Wait for a wake-up, kopf's `stopped` flag (its daemon is to end: it ends now, not
         when the sleep would) or `seconds`; True when woken."""
-        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._event.wait())]
-        if stopped is not None:
-            waits.append(asyncio.ensure_future(stopped.wait()))
-        try:
-            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
+        waits = [self._event.wait(), *([stopped.wait()] if stopped is not None else [])]
+        await first_of(waits, seconds)
         woken = self._event.is_set()
         self._event.clear()
         return woken
