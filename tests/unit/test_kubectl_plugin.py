@@ -16,8 +16,21 @@ import yaml
 from proxmigrate.api.constants import NODEDRAINS
 from proxmigrate.kubectl.cli import build_parser, duration, main
 from proxmigrate.kubectl.drain import check_node, drain_manifest
-from proxmigrate.kubectl.errors import EXIT_ERROR, EXIT_TIMEOUT, EXIT_USAGE, PluginError, exit_code
-from proxmigrate.kubectl.progress import follow_drain, progress_bar, render_progress, throughput
+from proxmigrate.kubectl.errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    PluginError,
+    exit_code,
+)
+from proxmigrate.kubectl.progress import (
+    drain_ended,
+    follow_drain,
+    progress_bar,
+    render_progress,
+    throughput,
+)
 from proxmigrate.kubectl.tables import (
     PRINTER_COLUMNS,
     render_objects,
@@ -176,6 +189,46 @@ def test_follow_prints_changes_until_a_final_phase() -> None:
     assert final["phase"] == "Drained"
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and lines[0].endswith("Pending") and lines[1].endswith("Drained")
+
+
+def test_following_a_drain_whose_return_is_asked_waits_until_its_guests_are_home() -> None:
+    """`maintenanceDone` (with `returnGuests`) asks for the return: the Drained written for
+    the spec before it (observedGeneration 1) is not the end, nor would a Drained be; the
+    return ends at Returned, exit status 0. The old follow stopped at that Drained."""
+    meta, spec = {"generation": 2}, {"returnGuests": True, "maintenanceDone": True}
+    home = [{"vmid": 100, "phase": "Migrated", "returnPhase": "Returned"}]
+    bodies = iter(
+        {"metadata": meta, "spec": spec, "status": status}
+        for status in [
+            draining(phase="Drained", remaining=0, progress=1.0, observedGeneration=1),
+            draining(
+                phase="Returning", observedGeneration=2, vms=[{**home[0], "returnPhase": "Queued"}]
+            ),
+            draining(phase="Returned", observedGeneration=2, vms=home, returned=1),
+        ]
+    )
+    final = follow_drain(lambda: next(bodies), io.StringIO(), live=False, poll_seconds=0)
+    assert final["phase"] == "Returned" and exit_code(final["phase"]) == EXIT_OK
+
+
+@pytest.mark.parametrize(
+    ("spec", "phase", "observed", "ended"),
+    [
+        ({}, "Drained", 1, True),
+        ({"returnGuests": True}, "Drained", 1, True),  # the maintenance is the user's to do
+        ({"returnGuests": True, "maintenanceDone": True}, "Drained", 1, False),
+        ({"returnGuests": True, "maintenanceDone": True}, "Returning", 1, False),
+        ({"returnGuests": True, "maintenanceDone": True}, "Returned", 1, True),
+        ({"returnGuests": True, "maintenanceDone": True}, "Blocked", 1, True),  # spec refused
+        ({}, "Failed", 0, False),  # written for an older spec: the new one may yet run
+        ({}, "Cancelled", None, True),
+    ],
+)
+def test_a_drain_ends_as_its_spec_asks(
+    spec: dict[str, Any], phase: str, observed: int | None, ended: bool
+) -> None:
+    status = {"phase": phase, **({} if observed is None else {"observedGeneration": observed})}
+    assert drain_ended({"metadata": {"generation": 1}, "spec": spec, "status": status}) is ended
 
 
 def test_follow_fails_when_the_drain_disappears() -> None:

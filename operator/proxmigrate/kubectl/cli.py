@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kubectl proxmigrate",
         description="Drain Proxmox VE nodes with proxmigrate.",
         parents=[_kubectl_flags(defaults=True)],
-        epilog=f"exit status: {EXIT_OK} ok (a waited-for drain ended Drained), {EXIT_ERROR} "
-        f"error, {EXIT_USAGE} bad usage, {EXIT_NOT_DRAINED} the drain ended Failed/Blocked/"
-        f"Cancelled or a plan leaves VMs behind, {EXIT_TIMEOUT} --timeout passed",
+        epilog=f"exit status: {EXIT_OK} ok (a waited-for drain ended Drained or Returned), "
+        f"{EXIT_ERROR} error, {EXIT_USAGE} bad usage, {EXIT_NOT_DRAINED} the drain ended "
+        f"Failed/Blocked/Cancelled or a plan leaves VMs behind, {EXIT_TIMEOUT} --timeout passed",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

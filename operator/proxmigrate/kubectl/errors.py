@@ -5,7 +5,7 @@ from __future__ import annotations
 from proxmigrate.api.enums import DrainPhase
 
 # A script tells "the drain did not end well" from "could not ask".
-EXIT_OK = 0  # done; a drain waited for ended Drained
+EXIT_OK = 0  # done; a drain waited for ended Drained (or Returned: its guests are home)
 EXIT_ERROR = 1  # the request failed: API server, kubeconfig, object or node not found
 EXIT_USAGE = 2  # bad flags or arguments
 EXIT_NOT_DRAINED = 3  # the drain ended Failed, Blocked or Cancelled; a plan leaves VMs behind
@@ -21,5 +21,6 @@ class PluginError(Exception):
 
 
 def exit_code(phase: str | None) -> int:
-    """EXIT_OK when the drain ended Drained; EXIT_NOT_DRAINED for Failed, Blocked, Cancelled."""
-    return EXIT_OK if phase == DrainPhase.DRAINED else EXIT_NOT_DRAINED
+    """EXIT_OK when the drain ended Drained or Returned; EXIT_NOT_DRAINED for Failed,
+    Blocked, Cancelled."""
+    return EXIT_OK if phase in (DrainPhase.DRAINED, DrainPhase.RETURNED) else EXIT_NOT_DRAINED

@@ -18,6 +18,8 @@ from proxmigrate.status.drain_return import ReturnCounts, status_return_counts
 FINAL_PHASES = frozenset(
     {DrainPhase.DRAINED, DrainPhase.FAILED, DrainPhase.BLOCKED, DrainPhase.CANCELLED}
 )
+# With `maintenanceDone` the drain ends when its guests are home (Blocked: a spec refused)
+RETURN_FINAL_PHASES = frozenset({DrainPhase.RETURNED, DrainPhase.BLOCKED})
 POLL_SECONDS = 1.0
 BAR_WIDTH = 24
 # A pipe gets a new line when one of these changes.
@@ -93,16 +95,29 @@ def render_return(status: Mapping[str, Any], counts: ReturnCounts) -> str:
     return "  ".join(parts)
 
 
+def drain_ended(body: Mapping[str, Any]) -> bool:
+    """Whether the drain as asked now has ended: Drained (or Failed, Blocked, Cancelled)
+    when no return is asked, Returned once `maintenanceDone` sends the guests home. A status
+    written for an earlier spec does not count (observedGeneration): the Drained before
+    `maintenanceDone` was set is not the end of the return it asks for."""
+    status = body.get("status") or {}
+    observed = status.get("observedGeneration")
+    generation = (body.get("metadata") or {}).get("generation")
+    if observed is not None and generation is not None and int(observed) < int(generation):
+        return False
+    return_asked = bool((body.get("spec") or {}).get("maintenanceDone"))
+    return status.get("phase") in (RETURN_FINAL_PHASES if return_asked else FINAL_PHASES)
+
+
 def follow_drain(
     read: Callable[[], Mapping[str, Any] | None],
     out: TextIO,
     *,
     live: bool,
     poll_seconds: float = POLL_SECONDS,
-    done: Callable[[Mapping[str, Any]], bool] = lambda s: s.get("phase") in FINAL_PHASES,
     timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Show the drain's progress until `done(status)`; returns the last status.
+    """Show the drain's progress until it ends (`drain_ended`); returns the last status.
 
     `live` rewrites one line (a terminal); otherwise a line is printed whenever the counts
     or the phase change (not for every new throughput figure, which would flood a log).
@@ -123,7 +138,7 @@ def follow_drain(
         elif seen != last_seen:
             out.write(f"{line}\n")
         last_seen = seen
-        if done(status):
+        if drain_ended(body):
             if live:
                 out.write("\n")
             return status
