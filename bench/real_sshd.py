@@ -19,7 +19,7 @@ from bench.figures import RunFigures
 from bench.scenarios import Scenario
 from pvesim.model import Cluster
 from pvesim.model.params import GiB
-from pvesim.openssh import OpenSshMissing, check_installed
+from pvesim.openssh_tools import OpenSshMissing, check_installed
 from pvesim.realtime import RealTime
 
 RUNS = (("proxmigrate", 8), ("proxmigrate", 32), ("migrateall", 16), ("migrateall", 32))

@@ -26,11 +26,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import queue
-import re
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -41,76 +37,26 @@ from typing import TYPE_CHECKING
 
 from pvesim.model.params import SshdParams
 from pvesim.model.process import SshResult
+from pvesim.openssh_tools import (
+    OpenSshMissing,
+    Spawner,
+    check_installed,
+    free_port,
+    keygen,
+    openssh_version,
+    sshd_path,
+    user,
+)
 
 if TYPE_CHECKING:
     from pvesim.server import Simulator
 
 READY = "pvesim-session"
-INSTALL_HINT = (
-    "`python3 hack/provision.py path sshd` installs Debian's openssh-server and "
-    "openssh-client, or name an sshd in PROXMIGRATE_SSHD"
-)
-
-
-def sshd_path() -> str:
-    """PROXMIGRATE_SSHD (hack/provision.py's variable), else sshd on PATH or in /usr/sbin;
-    absolute, as sshd must be to re-exec itself (sshd.c)."""
-    given = os.environ.get("PROXMIGRATE_SSHD")
-    found = given or shutil.which("sshd") or "/usr/sbin/sshd"
-    return os.path.abspath(found)
-
-
-class OpenSshMissing(OSError):
-    """sshd, ssh, ssh-keygen or setpriv is not installed."""
-
-
-def openssh_version() -> tuple[int, int]:
-    """`sshd -V` (OpenSSH >= 9.1; older ones print the version in their usage error)."""
-    sshd = sshd_path()
-    out = subprocess.run([sshd, "-V"], capture_output=True, text=True, check=False)
-    found = re.search(r"OpenSSH_(\d+)\.(\d+)", out.stderr + out.stdout)
-    if not found:
-        raise OpenSshMissing(f"cannot tell the OpenSSH version of {sshd}: {out.stderr.strip()}")
-    return int(found[1]), int(found[2])
-
-
-def check_installed() -> None:
-    missing = [p for p in (sshd_path(),) if not os.access(p, os.X_OK)]
-    missing += [t for t in ("ssh", "ssh-keygen", "setpriv") if shutil.which(t) is None]
-    if missing:
-        raise OpenSshMissing(f"--sshd openssh needs {', '.join(missing)}: {INSTALL_HINT}")
 
 
 def source_address(index: int) -> str:
     """The loopback address a node's ssh clients bind: 127.1.0.<index> (and on)."""
     return str(ipaddress.IPv4Address("127.1.0.0") + index)
-
-
-class _Spawner:
-    """Starts every child from one thread that lives as long as pvesim: PR_SET_PDEATHSIG fires
-    when the *thread* that forked the child ends, so short request threads must not fork."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[list[str], dict[str, object], queue.Queue[object]]]
-        self._jobs = queue.Queue()
-        threading.Thread(target=self._run, name="pvesim-spawner", daemon=True).start()
-
-    def popen(self, argv: list[str], **kwargs: object) -> subprocess.Popen[str]:
-        reply: queue.Queue[object] = queue.Queue()
-        self._jobs.put((["setpriv", "--pdeathsig", "TERM", "--", *argv], kwargs, reply))
-        result = reply.get()
-        if isinstance(result, BaseException):
-            raise result
-        assert isinstance(result, subprocess.Popen)
-        return result
-
-    def _run(self) -> None:
-        while True:
-            argv, kwargs, reply = self._jobs.get()
-            try:
-                reply.put(subprocess.Popen(argv, text=True, **kwargs))  # type: ignore[call-overload]
-            except OSError as exc:
-                reply.put(exc)
 
 
 @dataclass
@@ -152,9 +98,9 @@ class OpenSsh:
         self.handshakes: list[float] = []  # real seconds, connect to logged in
         self.connecting = 0  # logins whose result is not posted yet
         self._count = threading.Lock()
-        self._spawner = _Spawner()
+        self._spawner = Spawner()
         self._user_key = self.workdir / "id_ed25519"
-        _keygen(self._user_key, "pvesim-run")
+        keygen(self._user_key, "pvesim-run")
         (self.workdir / "authorized_keys").write_text(
             self._user_key.with_suffix(".pub").read_text()
         )
@@ -168,12 +114,12 @@ class OpenSsh:
 
     def start_node(self, name: str, index: int, params: SshdParams) -> NodeSshd:
         host_key = self.workdir / f"host_{name}"
-        _keygen(host_key, name)
+        keygen(host_key, name)
         pub = host_key.with_suffix(".pub").read_text().split()
         with self._known_hosts.open("a") as known:  # HostKeyAlias=<node>, as PVE pins it
             known.write(f"{name} {pub[0]} {pub[1]}\n")
         self.sources[name] = index
-        port = _free_port()
+        port = free_port()
         config = self.workdir / f"sshd_{name}.conf"
         config.write_text(self._config(port, host_key, params))
         log = self.workdir / f"sshd_{name}.log"
@@ -259,7 +205,7 @@ class OpenSsh:
             source_address(self.sources[source]),
             "-p",
             str(node.port),
-            f"{_user()}@127.0.0.1",
+            f"{user()}@127.0.0.1",
             command,
         ]
         process = self._spawner.popen(
@@ -301,27 +247,6 @@ class OpenSsh:
             except subprocess.TimeoutExpired:
                 os.killpg(node.process.pid, signal.SIGKILL)
                 node.process.wait()
-
-
-def _user() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
-def _keygen(path: Path, comment: str) -> None:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_listening(node: NodeSshd, timeout: float = 10.0) -> None:

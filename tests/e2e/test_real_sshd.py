@@ -232,7 +232,8 @@ def test_sessions_run_without_the_users_shell_rc_files(tmp_path: Path) -> None:
     (pyenv init here) made every login 0.5 s to seconds slower. sshd itself, in its extended
     test mode, must show the session environment that makes bash skip it."""
     from pvesim.model.params import SshdParams
-    from pvesim.openssh import OpenSsh, sshd_path
+    from pvesim.openssh import OpenSsh
+    from pvesim.openssh_tools import sshd_path
 
     ssh = OpenSsh(tmp_path, lambda callback: callback())
     try:
