@@ -179,7 +179,13 @@ def test_the_cluster_daemon_removes_its_series_when_it_stops(
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(
             clusters.proxmox_cluster(
-                name="paused", namespace="ns", spec={}, meta={}, status={}, memo=memo()
+                name="paused",
+                namespace="ns",
+                spec={},
+                meta={},
+                status={},
+                memo=memo(),
+                stopped=None,  # unused: `_manage` is replaced
             )
         )
     assert series("proxmigrate_cluster_ready") == []
