@@ -14,6 +14,7 @@ from proxmigrate.pve.errors import PveUnreachable
 from proxmigrate.pve.resources import MigrationSettings
 from proxmigrate.pve.tracker import first_migration_since
 from proxmigrate.runtime.cluster import ClusterRuntime, MigrationRequest
+from proxmigrate.runtime.tracking import HANDOFF_LIST_SECONDS
 
 GIB = 1024**3
 UPID = "UPID:pve1:00001000:00002000:6B000000:qmigrate:100:root@pam!t:"
@@ -72,9 +73,11 @@ class FakePve:
             if row["upid"] == upid:
                 row["status"], row["endtime"] = status, 0x6B000010
         # the worker's last line, where the task list takes its status from (pve-common
-        # RESTEnvironment.pm fork_worker, UPID.pm read_status)
+        # RESTEnvironment.pm fork_worker, UPID.pm read_status); a log only grows: without
+        # `log` (the whole log) the lines written so far stay
         ok = status == "OK" or status.startswith("WARNINGS")
-        self.logs[upid] = [*(log or []), f"TASK {status}" if ok else f"TASK ERROR: {status}"]
+        lines = self.logs.get(upid, []) if log is None else log
+        self.logs[upid] = [*lines, f"TASK {status}" if ok else f"TASK ERROR: {status}"]
 
     def close(self) -> None:
         pass
@@ -504,7 +507,7 @@ def test_ha_request_still_migrating_in_the_ha_manager_keeps_waiting() -> None:
         await settle(rt)
         assert _status(kube)["phase"] == "Running"
         pve.task_rows.append({"upid": CHILD, "starttime": 0x6B000005 + 70})
-        clock[0] += 1
+        clock[0] += HANDOFF_LIST_SECONDS  # its node's list is read once an HA round
         await settle(rt)
         assert rt.attempts[REQUEST.key].upid == CHILD
 

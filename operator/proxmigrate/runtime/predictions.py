@@ -27,6 +27,11 @@ RESEND_MIN_SECONDS = 10.0
 # A task still running this many polls after its predicted end and end phase has its log
 # read again: the transfer was slower than predicted.
 OVERDUE_POLLS = 2
+# A transfer past the guest's memory in use may end any moment (what is left are pages
+# written meanwhile, not in the log): its log is read again this often. At the first look's
+# 10.5 s (2 x the start window) such ends were seen 5 s late on average, each holding its
+# slot, once fewer task lists watched their nodes (bench/RESULTS.md, issue 13, tenth pass).
+MAY_END_RECHECK_SECONDS = 6.0
 
 
 def first_probe_delay(rt: ClusterRuntime) -> float:
@@ -60,12 +65,12 @@ def update(
     (QEMU `migration/ram.c` save_zero_page, `RAM_SAVE_FLAG_ZERO`), and `transferred` counts
     bytes sent, so a stream may end once the guest's memory in use (`mem` of
     `/cluster/resources`, what a migration copies at least: freed pages are not zero) is
-    sent, well before its size (`Y` of `transferred X of Y`, `ram.total`). Task lists watch
-    it from then on; a transfer still running well after it has its
-    log read again; one past its memory in use (the rest, pages written meanwhile, is not in
-    the log) too, its end phase announced meanwhile; a long one when most of its predicted
-    time passed; one re-sending past the guest's size after a share of the time it has run,
-    nothing announced.
+    sent, well before its size (`Y` of `transferred X of Y`, `ram.total`). Task lists (or,
+    alone on its node, its log) watch it from then on; a transfer still running well after
+    it has its log read again; one past its memory in use (the rest, pages written
+    meanwhile, is not in the log) every MAY_END_RECHECK_SECONDS, its end phase announced
+    meanwhile; a long one when most of its predicted time passed; one re-sending past the
+    guest's size after a share of the time it has run, nothing announced.
     """
     assert attempt.upid is not None
     rate = rt.node_clocks.rate(parse_upid(attempt.upid).node)  # its seconds per ours
@@ -91,7 +96,7 @@ def update(
         return
     used = attempt.vm.used_memory if attempt.vm is not None and not progress.completed else 0
     if used and progress.transferred >= used:  # past the memory in use: it may end any time
-        attempt.ending_at, attempt.probe_at = now, now + first_probe_delay(rt)
+        attempt.ending_at, attempt.probe_at = now, now + MAY_END_RECHECK_SECONDS
         return
     if used:
         left = min(left, (used - progress.transferred) / progress.rate)

@@ -3,9 +3,12 @@
 A task's log is read a second or so after its transfer began; its progress predicts when
 the transfer ends (so the engine can reserve the end-phase SSH logins), its last line
 (`TASK OK` or `TASK ERROR: ...`) tells an end as well as a task list. One task list per
-node covers every task of ours there: it is read while a task there may end any moment,
+node covers every task of ours there: it is read while tasks there may end any moment,
 while a request's task is to be found or an HA hand-off awaited, and as a safety net every
-two minutes. So requests scale with migrations, not with the time they run.
+two minutes. A node's list wanted for one ending task alone is a read of that task's log
+instead: the same one request, and it also shows the transfer's certain end (`migration
+status: completed`) or, still sending, when it will end. So requests scale with migrations,
+not with the time they run.
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ UNCONFIRMED_TASK_TIMEOUT = 300.0
 # (HA/Manager.pm next_state_started, next_state_migrate_relocate). Not `migrate`, not moved
 # and no task after three rounds: the HA manager dropped it or its worker died.
 HA_DECISION_SECONDS = 30.0
+# Once the `hamigrate` ended, its `qmigrate` appears only when a CRM round has taken the
+# command and an LRM round of the source has forked a worker for it (pve-ha-manager
+# `src/PVE/HA/CRM.pm` and `src/PVE/HA/LRM.pm` work: `$max_time = 10`, then `sleep_until`;
+# LRM.pm run_workers starts at most `max_workers`, 4 by default: HA/Env/PVE2.pm
+# get_max_workers): 0-20 s, longer behind other HA moves of the node. Its node's task list
+# is read once a round for it, not every poll (issue 13: 0.2-0.5 lists per migrated VM).
+HANDOFF_LIST_SECONDS = 10.0
 # Every task of ours is seen in a task list at least this often, whatever its predictions: a
 # worker killed outright (OOM, SIGKILL, a node reset) writes no end line to its log, so only
 # the task list shows it ended (pve-common `src/PVE/UPID.pm` read_status: `unexpected
@@ -84,7 +94,7 @@ def _watched(attempt: Attempt) -> bool:
 
 
 def _in_task_lists(attempt: Attempt) -> bool:
-    """Followed in task lists every poll: a request whose task is still to be found, or an
+    """Followed in task lists, not its log: a request whose task is still to be found, or an
     HA request (`hamigrate`) whose hand-off to the HA manager's `qmigrate` is awaited."""
     if attempt.state is AttemptState.AWAITING_TASK:
         return True
@@ -92,9 +102,41 @@ def _in_task_lists(attempt: Attempt) -> bool:
 
 
 def _needs_list(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
-    if _in_task_lists(attempt) or predictions.ending(rt, attempt, now):
+    """Every poll while a request's task is to be found or an HA request's `hamigrate` runs,
+    once a round while its hand-off is awaited, while it may end now, and as a safety net."""
+    if _in_task_lists(attempt):
+        handoff = attempt.ha_queued_at is not None
+        return not handoff or now - attempt.listed_at >= HANDOFF_LIST_SECONDS
+    if predictions.ending(rt, attempt, now):
         return True
     return now - attempt.listed_at >= SAFETY_NET_SECONDS
+
+
+def _end_unknown(attempt: Attempt) -> bool:
+    """Its transfer may end any moment and no prediction says when: re-sending dirtied
+    pages, or past the guest's memory in use (runtime/predictions.py `update`)."""
+    ending_at, probe_at = attempt.ending_at, attempt.probe_at
+    return ending_at is not None and probe_at is not None and ending_at <= probe_at
+
+
+def _alone(listing: Sequence[Attempt], followed: Sequence[Attempt], now: float) -> set[str]:
+    """Keys of the attempts of `listing` whose node's list would be read only because they
+    may end now: no other task of ours there is due for a look or may end unpredicted (the
+    lists read for those watch it too). A log read costs the same request and tells more:
+    the end line, the certain transfer end (`migration status: completed`: the engine frees
+    its links), or that it still sends and when it will end."""
+    by_node: dict[str, list[Attempt]] = {}
+    for attempt in followed:
+        by_node.setdefault(parse_upid(str(attempt.upid)).node, []).append(attempt)
+    wanted = {a.key for a in listing}
+    alone = set()
+    for attempt in listing:
+        if _in_task_lists(attempt) or now - attempt.listed_at >= SAFETY_NET_SECONDS:
+            continue
+        others = [a for a in by_node[parse_upid(str(attempt.upid)).node] if a is not attempt]
+        if not any(a.key in wanted or _end_unknown(a) for a in others):
+            alone.add(attempt.key)
+    return alone
 
 
 def _needs_log(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
@@ -137,15 +179,18 @@ def announce_endings(rt: ClusterRuntime, now: float) -> None:
 async def track(rt: ClusterRuntime) -> None:
     """Look at the tasks that are due: one task list per node where a task may end now, is
     to be found, an HA hand-off is awaited or the safety net is due; then one log read for
-    each task still running whose log is due (its end line or its progress)."""
+    each task still running whose log is due (its end line or its progress), or whose
+    node's list it alone wanted (`_alone`)."""
     now = rt.clock()
     unconfirmed = rt.attempts.in_state(AttemptState.AWAITING_TASK)
     followed = [a for a in rt.attempts.in_state(AttemptState.TRACKING) if a.upid]
     tasks = {a.key: TrackedTask(a.request.vmid, str(a.upid), a.source) for a in followed}
-    looks = [a for a in followed if _needs_log(rt, a, now)]
+    listing = [a for a in followed if _needs_list(rt, a, now)]
+    alone = _alone(listing, followed, now)
+    looks = [a for a in followed if a.key in alone or _needs_log(rt, a, now)]
     nodes = {a.source for a in unconfirmed}
-    for attempt in followed:
-        if _needs_list(rt, attempt, now):
+    for attempt in listing:
+        if attempt.key not in alone:
             nodes |= nodes_to_poll([tasks[attempt.key]])
     if nodes:
         await _read_task_lists(rt, nodes, unconfirmed, followed, tasks, now)
@@ -232,7 +277,7 @@ async def _judge_ha_requests(rt: ClusterRuntime, queued: list[Attempt]) -> None:
     due_now = []
     for attempt in queued:
         attempt.ha_queued_at = attempt.ha_queued_at or now
-        if now - attempt.ha_queued_at > HA_DECISION_SECONDS:
+        if now - attempt.ha_queued_at >= HA_DECISION_SECONDS:
             due_now.append(attempt)
     if not due_now:
         return
