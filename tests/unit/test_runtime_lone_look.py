@@ -24,6 +24,7 @@ from tests.unit.test_runtime_cluster import (
     started,
 )
 from tests.unit.test_runtime_end_seen import succeeded
+from tests.unit.test_runtime_tracking_requests import phase
 
 POLL = 2.0
 # 1.5 of the guest's 2 GiB in use sent at 100 MiB/s: its earliest end 5.1 s after the look
@@ -128,5 +129,26 @@ def test_a_transfer_past_the_memory_in_use_is_looked_at_again_soon() -> None:
             clock[0] += POLL
             await settle(rt)
         assert pve.log_reads == 2  # it may end any moment: 10.5 s between looks were 5 late
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_task_killed_without_an_end_line_is_seen_in_its_node_list_soon() -> None:
+    """Its log then shows nothing new, like a quiet end phase: the next look is its node's
+    task list, which says `unexpected status` (pve-common UPID.pm read_status), not the
+    two-minute safety net."""
+
+    async def scenario() -> None:
+        pve = FakePve()
+        rt, kube, clock, upid = await started(pve, POLL)
+        pve.logs[upid] = [NEAR_END]
+        clock[0] += FIRST_LOOK
+        await settle(rt)
+        for row in pve.task_rows:  # SIGKILL: no end line in the log
+            row["status"], row["endtime"] = "unexpected status", 0x6B000010
+        for _ in range(4 + 2):  # to its predicted end, then a log read and a list
+            clock[0] += POLL
+            await settle(rt)
+        assert phase(kube) in ("Queued", "Failed")  # retried or failed, no longer Running
 
     asyncio.run(scenario())

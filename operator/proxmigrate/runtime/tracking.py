@@ -196,7 +196,12 @@ async def track(rt: ClusterRuntime) -> None:
         await _read_task_lists(rt, nodes, unconfirmed, followed, tasks, now)
     for attempt in looks:
         if attempt.state is AttemptState.TRACKING and attempt.upid == tasks[attempt.key].upid:
+            seen = attempt.log_lines_seen
             await _look(rt, attempt, now)
+            if attempt.key in alone and attempt.log_lines_seen == seen:
+                # nothing new: a quiet end phase, or a worker killed without an end line
+                # (only a task list shows that end): its node's list is the next look
+                attempt.listed_at = 0.0
     await _check_timeouts(rt)
 
 
