@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
-from proxmigrate.api.constants import API_VERSION, VM_MIGRATION
+from proxmigrate.api.constants import API_VERSION, FINALIZER, VM_MIGRATION
 from proxmigrate.api.enums import MigrationPhase
 from proxmigrate.api.migration import migration_phase
 from proxmigrate.runtime.cluster import ClusterRuntime
@@ -70,11 +70,14 @@ def migration_manifest(
     name: str,
     priority: int = 0,
 ) -> dict[str, Any]:
-    """A VMMigration owned by `owner` and labelled `label_key=<owner name>`."""
+    """A VMMigration owned by `owner` and labelled `label_key=<owner name>`, created with
+    kopf's finalizer: kopf would add it on the first watch event and run the create handler
+    (admission) only on the next, a round trip later (0.01-0.07 s of each reaction)."""
     metadata: dict[str, Any] = {
         "name": name,
         "labels": {label_key: label_value(owner["metadata"]["name"])},
         "ownerReferences": [owner_reference(owner)],
+        "finalizers": [FINALIZER],
     }
     spec: dict[str, Any] = {
         "clusterRef": {"name": cluster},
