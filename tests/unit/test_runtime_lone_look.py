@@ -85,15 +85,16 @@ def test_tasks_ending_together_or_beside_an_unknown_end_share_their_node_list() 
     now = 1000.0
     ending = _attempt("a", UPID_A, ending_at=990.0, probe_at=None)
     far = _attempt("b", UPID_B, ending_at=1100.0, probe_at=1070.0)  # predicted, looked at first
-    assert _alone([ending], [ending, far], now) == {"ns/a"}
+    assert _alone([ending], [ending, far], set(), now) == {"ns/a"}
     both = _attempt("b", UPID_B, ending_at=990.0, probe_at=None)
-    assert _alone([ending, both], [ending, both], now) == set()  # one list sees both
+    assert _alone([ending, both], [ending, both], set(), now) == set()  # one list sees both
     resending = _attempt("b", UPID_B, ending_at=1010.0, probe_at=1010.0)  # end not in the log
-    assert _alone([ending], [ending, resending], now) == set()  # the list watches it too
+    assert _alone([ending], [ending, resending], set(), now) == set()  # the list watches it too
     elsewhere = _attempt("c", UPID_C, ending_at=1010.0, probe_at=1010.0)
-    assert _alone([ending], [ending, elsewhere], now) == {"ns/a"}
+    assert _alone([ending], [ending, elsewhere], set(), now) == {"ns/a"}
+    assert _alone([ending], [ending], {"pve1"}, now) == set()  # listed for a lost answer
     ending.listed_at = now - 120.0  # the safety net is a task list: a killed worker
-    assert _alone([ending], [ending], now) == set()
+    assert _alone([ending], [ending], set(), now) == set()
 
 
 def test_an_ha_hand_off_is_looked_for_once_a_round_not_every_poll() -> None:
@@ -150,5 +151,31 @@ def test_a_lone_task_killed_without_an_end_line_is_seen_in_its_node_list_soon() 
             clock[0] += POLL
             await settle(rt)
         assert phase(kube) in ("Queued", "Failed")  # retried or failed, no longer Running
+
+    asyncio.run(scenario())
+
+
+def test_an_ha_hand_off_is_looked_for_once_a_round_of_the_node_clock() -> None:
+    """pvesim at `--time-scale 20`: its HA rounds last half a second of ours."""
+
+    async def scenario() -> None:
+        pve = HaPve(hastate="migrate")
+        rt, _, clock = _ha_scenario(pve)
+        node = rt.node_clocks.of("pve1")  # stamps 20 s apart a second apart: rate 20
+        node.requested(clock[0] - 2.0, 0.0)
+        node.read(clock[0] - 1.0, 21.0)
+        assert rt.node_clocks.rate("pve1") >= 20
+        await rt.accept(REQUEST, {})
+        await settle(rt)
+        poll = 0.25
+        rt.task_poll_seconds = poll
+        for _ in range(4):
+            clock[0] += poll
+            await settle(rt)
+        pve.task_rows.append({"upid": CHILD, "starttime": 0x6B000005})
+        for _ in range(int(HANDOFF_LIST_SECONDS / 20 / poll) + 1):
+            clock[0] += poll
+            await settle(rt)
+        assert rt.attempts[REQUEST.key].upid == CHILD
 
     asyncio.run(scenario())

@@ -59,7 +59,8 @@ HA_DECISION_SECONDS = 30.0
 # `src/PVE/HA/CRM.pm` and `src/PVE/HA/LRM.pm` work: `$max_time = 10`, then `sleep_until`;
 # LRM.pm run_workers starts at most `max_workers`, 4 by default: HA/Env/PVE2.pm
 # get_max_workers): 0-20 s, longer behind other HA moves of the node. Its node's task list
-# is read once a round for it, not every poll (issue 13: 0.2-0.5 lists per migrated VM).
+# is read once a round for it (in the node's time: pvesim's time scale), not every poll
+# (issue 13: 0.2-0.5 lists per migrated VM).
 HANDOFF_LIST_SECONDS = 10.0
 # Every task of ours is seen in a task list at least this often, whatever its predictions: a
 # worker killed outright (OOM, SIGKILL, a node reset) writes no end line to its log, so only
@@ -105,8 +106,10 @@ def _needs_list(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
     """Every poll while a request's task is to be found or an HA request's `hamigrate` runs,
     once a round while its hand-off is awaited, while it may end now, and as a safety net."""
     if _in_task_lists(attempt):
-        handoff = attempt.ha_queued_at is not None
-        return not handoff or now - attempt.listed_at >= HANDOFF_LIST_SECONDS
+        if attempt.ha_queued_at is None:
+            return True
+        node = parse_upid(str(attempt.upid)).node  # its rounds run on its clock
+        return now - attempt.listed_at >= HANDOFF_LIST_SECONDS / rt.node_clocks.rate(node)
     if predictions.ending(rt, attempt, now):
         return True
     return now - attempt.listed_at >= SAFETY_NET_SECONDS
@@ -119,9 +122,12 @@ def _end_unknown(attempt: Attempt) -> bool:
     return ending_at is not None and probe_at is not None and ending_at <= probe_at
 
 
-def _alone(listing: Sequence[Attempt], followed: Sequence[Attempt], now: float) -> set[str]:
+def _alone(
+    listing: Sequence[Attempt], followed: Sequence[Attempt], listed: set[str], now: float
+) -> set[str]:
     """Keys of the attempts of `listing` whose node's list would be read only because they
-    may end now: no other task of ours there is due for a look or may end unpredicted (the
+    may end now: its list is not read anyway (`listed`: a lost answer's task is looked for
+    there), no other task of ours there is due for a look or may end unpredicted (the
     lists read for those watch it too). A log read costs the same request and tells more:
     the end line, the certain transfer end (`migration status: completed`: the engine frees
     its links), or that it still sends and when it will end."""
@@ -133,8 +139,9 @@ def _alone(listing: Sequence[Attempt], followed: Sequence[Attempt], now: float) 
     for attempt in listing:
         if _in_task_lists(attempt) or now - attempt.listed_at >= SAFETY_NET_SECONDS:
             continue
-        others = [a for a in by_node[parse_upid(str(attempt.upid)).node] if a is not attempt]
-        if not any(a.key in wanted or _end_unknown(a) for a in others):
+        node = parse_upid(str(attempt.upid)).node
+        others = [a for a in by_node[node] if a is not attempt]
+        if node not in listed and not any(a.key in wanted or _end_unknown(a) for a in others):
             alone.add(attempt.key)
     return alone
 
@@ -186,9 +193,9 @@ async def track(rt: ClusterRuntime) -> None:
     followed = [a for a in rt.attempts.in_state(AttemptState.TRACKING) if a.upid]
     tasks = {a.key: TrackedTask(a.request.vmid, str(a.upid), a.source) for a in followed}
     listing = [a for a in followed if _needs_list(rt, a, now)]
-    alone = _alone(listing, followed, now)
-    looks = [a for a in followed if a.key in alone or _needs_log(rt, a, now)]
     nodes = {a.source for a in unconfirmed}
+    alone = _alone(listing, followed, nodes, now)
+    looks = [a for a in followed if a.key in alone or _needs_log(rt, a, now)]
     for attempt in listing:
         if attempt.key not in alone:
             nodes |= nodes_to_poll([tasks[attempt.key]])
