@@ -9,6 +9,7 @@ from typing import Any
 from proxmigrate.api.cluster import MigrationPolicySpec
 from proxmigrate.api.enums import AuthMethod
 from proxmigrate.inventory import Inventory, NodeInfo, VMInfo
+from proxmigrate.pve.errors import PveApiError
 from proxmigrate.pve.local_resources import MAX_AGE, RETRY_SECONDS, LocalResources
 from proxmigrate.pve.precondition import parse_precondition
 from proxmigrate.runtime.cluster import ClusterRuntime
@@ -82,19 +83,50 @@ async def test_answers_are_kept_until_the_guest_moves_or_they_age() -> None:
     assert client.requests[CHECK] == 7  # 100 and 102, aged
 
 
-async def test_a_locked_guest_is_asked_again_after_the_retry_interval() -> None:
+async def test_a_locked_guest_is_not_asked_until_the_inventory_shows_it_unlocked() -> None:
     runtime, client, cluster = runtime_over_model()
-    cluster.set_lock(101, "backup")  # PVE's check_lock refuses the precondition check
+    cluster.set_lock(101, "backup")  # PVE's check_lock would refuse the precondition check
     locked = await runtime.refresh_inventory(local_for=on("a"))
     assert locked.vm(101).local_disks == ()
+    assert client.requests[CHECK] == 2  # 100 and 102
     cluster.set_lock(101, None)
-    cluster.advance_to(cluster.now + RETRY_SECONDS / 2)
-    await runtime.refresh_inventory(local_for=on("a"))
-    assert client.requests[CHECK] == 3
-    cluster.advance_to(cluster.now + RETRY_SECONDS)
+    cluster.advance_to(cluster.now + 1)
     unlocked = await runtime.refresh_inventory(local_for=on("a"))
-    assert client.requests[CHECK] == 4
+    assert client.requests[CHECK] == 3
     assert unlocked.vm(101).local_disks == ("local-lvm:vm-101-disk-1",)
+
+
+async def test_a_guest_migrating_past_the_answers_age_is_not_asked_and_keeps_its_answer() -> None:
+    """A drain's passes ask for its node's guests all along; one migrating (lock `migrate`)
+    once its answer aged was asked every RETRY_SECONDS, refused each time, its disks lost."""
+    runtime, client, cluster = runtime_over_model()
+    await runtime.refresh_inventory(local_for=on("a"))
+    cluster.set_lock(101, "migrate")
+    for _ in range(4):
+        cluster.advance_to(cluster.now + MAX_AGE / 2)
+        passing = await runtime.refresh_inventory(local_for=on("a"))
+        assert passing.vm(101).local_disks == ("local-lvm:vm-101-disk-1",)
+    assert client.requests[CHECK] == 3 + 2 * 2  # 100 and 102 once more each MAX_AGE
+
+
+async def test_a_refused_check_is_asked_again_after_the_retry_interval() -> None:
+    nodes = (NodeInfo("a", True, 64 << 30, 0, 16), NodeInfo("b", True, 64 << 30, 0, 16))
+    pve = LockedMeanwhilePve()
+    local = LocalResources()
+    for at, asked in ((0.0, 1), (RETRY_SECONDS / 2, 1), (RETRY_SECONDS, 2)):
+        inventory = Inventory(nodes, (VMInfo(100, "vm100", "a", True, 1 << 30),), taken_at=at)
+        read = await local.read(pve, inventory, lambda vm: True)  # type: ignore[arg-type]
+        assert pve.asked == asked and read.vm(100).local_disks == ()  # type: ignore[union-attr]
+
+
+class LockedMeanwhilePve:
+    """A guest locked after the inventory was read: PVE refuses its check."""
+
+    asked = 0
+
+    async def precondition(self, node: str, vmid: int) -> Any:
+        self.asked += 1
+        raise PveApiError(500, "VM is locked (backup)")
 
 
 class RefusingPve:

@@ -14,9 +14,15 @@ rules for CD-ROMs, cloud-init and mapped devices are not re-implemented here.
 
 Disks change rarely, so an answer is kept per guest and re-read only when the guest moved,
 started or stopped (the answer depends on both), or after `MAX_AGE` (a disk added
-meanwhile). PVE refuses the check for a locked guest; such a guest is asked again after
-`RETRY_SECONDS` and carries no local disks or devices until then (its migration is refused
-for the lock anyway).
+meanwhile). PVE refuses the check for a locked guest (qemu-server `src/PVE/API2/Qemu.pm`
+migrate_vm_precondition calls pve-guest-common `src/PVE/AbstractConfig.pm` check_lock: any
+lock), so a guest `/cluster/resources` shows locked (its `lock`: pve-manager
+`PVE/API2/Cluster.pm` resources) is not asked and keeps the answer held for it: a drain's
+passes ask for its node's guests, and once a drain ran past `MAX_AGE` each of its running
+migrations (lock `migrate`) was asked every `RETRY_SECONDS`, refused, its answer dropped. A
+check refused anyway (locked meanwhile, no `VM.Migrate`) is asked again after
+`RETRY_SECONDS`; the guest carries no local disks or devices until then (its migration is
+refused for the lock anyway).
 """
 
 from __future__ import annotations
@@ -55,9 +61,12 @@ class LocalResources:
         self, client: AsyncPveClient, inventory: Inventory, wanted: Callable[[VMInfo], bool]
     ) -> Inventory:
         """`inventory` with the local disks and devices of the `wanted` guests, read where
-        no usable answer is kept (concurrently, bounded by the client's pool)."""
+        no usable answer is kept and PVE would not refuse (a locked guest: see the module
+        doc), concurrently, bounded by the client's pool."""
         now = inventory.taken_at
-        stale = [vm for vm in inventory.vms if wanted(vm) and not self._fresh(vm, now)]
+        stale = [
+            vm for vm in inventory.vms if wanted(vm) and not vm.lock and not self._fresh(vm, now)
+        ]
         checks = await asyncio.gather(*(self._check(client, vm) for vm in stale))
         for vm, check in zip(stale, checks, strict=True):
             self._answers[vm.vmid] = _Answer(vm.node, vm.running, now, check)
