@@ -184,12 +184,6 @@ def _unfinished(bench: Bench, namespace: str) -> list[dict[str, Any]]:
     ]
 
 
-def _starts(sim: PvesimProcess) -> list[float]:
-    return sorted(
-        float(r["start"]) for records in sim.state()["migrations"].values() for r in records
-    )
-
-
 class Stages:
     """When each step between a change and its POST was first seen, from watches of the
     reaction namespace's NodeDrains and VMMigrations (seconds after the change)."""
