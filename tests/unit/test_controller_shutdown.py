@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -204,6 +206,7 @@ class IdleRuntime:
 
     def __init__(self) -> None:
         self.closed = False
+        self.attempts = SimpleNamespace(running=[])
 
     async def run(self) -> None:
         await asyncio.Event().wait()
@@ -268,3 +271,129 @@ def test_a_deleted_clusters_daemon_ends_on_its_own_and_closes_its_runtime(
 
     assert asyncio.run(scenario()) == ([], True)
     assert runtime.closed and registry.runtimes == {}
+
+
+class MigratingRuntime(IdleRuntime):
+    """A connected cluster's runtime with one running migration, whose cancellation stops
+    its PVE task only while the runtime is open (the real one answers "disconnected")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        request = SimpleNamespace(name="m1", vmid=100, event_ref={"kind": "VMMigration"})
+        self.attempts = SimpleNamespace(running=[SimpleNamespace(request=request, upid="U1")])
+        self.stopped_tasks: list[str] = []
+
+    async def cancel(self, request: Any) -> str:
+        await asyncio.sleep(0.2)  # PVE's DELETE of the task, then its reads
+        if self.closed:
+            return "nothing to cancel: disconnected"
+        self.stopped_tasks.append(request.name)
+        self.attempts.running = []
+        return "cancelled; PVE task U1 stopped"
+
+
+def _delete_cluster(
+    monkeypatch: pytest.MonkeyPatch, runtime: IdleRuntime, cancel_after: float | None
+) -> tuple[list[float], bool, float, list[tuple[str, str]]]:
+    """Run the ProxmoxCluster daemon, delete its object as kopf does (stop_daemons, the
+    operator's settings) and, `cancel_after` seconds later, its VMMigration (kopf's delete
+    handler): kopf's delays, whether the daemon ended on its own, how long after the stop,
+    and the Events posted (kind, reason)."""
+    from kopf._core.engines import daemons as kopf_daemons
+    from kopf._core.intents.stoppers import DaemonStoppingReason
+
+    from proxmigrate.controllers import clusters, migrations
+    from proxmigrate.controllers.settings import configure
+
+    async def connect(*_: Any) -> tuple[IdleRuntime, object]:
+        return runtime, object()
+
+    async def report(*_: Any) -> None:
+        pass
+
+    posted: list[tuple[str, str]] = []
+    monkeypatch.setattr(clusters, "shared_kube", lambda: None)
+    monkeypatch.setattr(clusters, "_connect", connect)
+    monkeypatch.setattr(clusters, "_report", report)
+    monkeypatch.setattr(
+        clusters.events, "post", lambda _r, kind, why, _m: posted.append((kind, why))
+    )
+    handler = next(
+        h
+        for h in kopf.get_default_registry()._spawning.get_all_handlers()
+        if h.id == "proxmox_cluster"
+    )
+    settings = kopf.OperatorSettings()
+    configure(settings=settings)
+    registry = Registry()
+    memo = kopf.Memo(registry=registry)
+    migration = kopf.Body(
+        {
+            "metadata": {"namespace": "ns", "name": "m1"},
+            "spec": {"clusterRef": {"name": "lab"}, "vmid": 100, "target": "pve2"},
+            "status": {"phase": "Running"},
+        }
+    )
+
+    async def scenario() -> tuple[list[float], bool, float]:
+        stopper: FlagSetter[DaemonStoppingReason] = FlagSetter()
+        task = asyncio.create_task(
+            clusters.proxmox_cluster(
+                name="lab",
+                namespace="ns",
+                spec=kopf.Spec({}),
+                meta=kopf.Meta({"metadata": {"generation": 1}}),
+                status=kopf.Status({}),
+                memo=memo,
+                stopped=stopper.async_waiter,
+            )
+        )
+        while ("ns", "lab") not in registry.runtimes:
+            await asyncio.sleep(0.01)
+        running = kopf_daemons.Daemon(task, logging.getLogger("test"), handler, stopper)
+        stopped_at = time.monotonic()
+        delays = await kopf_daemons.stop_daemons(settings=settings, daemons={handler.id: running})
+        if cancel_after is not None:
+            await asyncio.sleep(cancel_after)  # its deletion's watch event comes later
+            await migrations.cancel_migration(
+                body=migration,
+                status=migration["status"],
+                logger=logging.getLogger("test"),
+                memo=memo,
+            )
+        await asyncio.wait([task], timeout=5.0)
+        return list(delays), task.done() and not task.cancelled(), time.monotonic() - stopped_at
+
+    delays, ended, took = asyncio.run(scenario())
+    assert runtime.closed and registry.runtimes == {}
+    return delays, ended, took, posted
+
+
+def test_a_cluster_deleted_with_its_running_migration_stops_that_task_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kubectl delete -f dir/`: the ProxmoxCluster's deletion is seen first, its running
+    VMMigration's 0.3 s later. The runtime stays open until that cancellation stopped the
+    PVE task, then closes at once. Before, the daemon closed it at the stop, and the
+    cancellation found it disconnected: the task went on."""
+    runtime = MigratingRuntime()
+    delays, ended, took, posted = _delete_cluster(monkeypatch, runtime, cancel_after=0.3)
+    assert runtime.stopped_tasks == ["m1"]
+    assert ended and took < 1.0  # not the settle of 2 s after the cancellation
+    assert delays  # kopf looks again later rather than cancelling the daemon
+    assert posted == []
+
+
+def test_a_cluster_deleted_alone_leaves_its_running_migration_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its VMMigration is not deleted: the daemon waits the settle for its cancellation,
+    then closes and says on the cluster and on the VMMigration that the task goes on."""
+    from proxmigrate.controllers import cluster_deletion
+
+    monkeypatch.setattr(cluster_deletion, "CANCELS_SETTLE_SECONDS", 0.3)
+    runtime = MigratingRuntime()
+    _, ended, took, posted = _delete_cluster(monkeypatch, runtime, cancel_after=None)
+    assert ended and 0.3 <= took < 1.0
+    assert runtime.stopped_tasks == []
+    assert posted == [("Warning", "LeftRunning")] * 2

@@ -22,6 +22,8 @@ class EventReason(StrEnum):
     DRIFT_CORRECTED = "DriftCorrected"  # a placement is in sync again
     CLUSTER_READY = "ClusterReady"
     CLUSTER_NOT_READY = "ClusterNotReady"
+    # a ProxmoxCluster deleted while migrations ran that were not deleted with it
+    MIGRATIONS_LEFT_RUNNING = "LeftRunning"
     TLS_VERIFICATION_OFF = "TLSVerificationOff"
     STEP_STARTED = "StepStarted"  # a NodeMaintenance created the NodeDrains of a step
     NODE_IN_MAINTENANCE = "NodeInMaintenance"  # drained; waiting for the done-signal

@@ -11,7 +11,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -25,6 +25,11 @@ from proxmigrate.api.fields import SpecError
 from proxmigrate.api.timestamps import to_rfc3339
 from proxmigrate.controllers import events
 from proxmigrate.controllers.cache import namespaced
+from proxmigrate.controllers.cluster_deletion import (
+    CANCELS_MAX_SECONDS,
+    let_cancels_finish,
+    report_left_running,
+)
 from proxmigrate.controllers.connection import ConfigurationError, Connection, read_connection
 from proxmigrate.controllers.migrations import adopt_migrations
 from proxmigrate.controllers.options import OPTIONS
@@ -161,7 +166,7 @@ async def sync(
     GROUP,
     VERSION,
     PROXMOXCLUSTERS,
-    cancellation_backoff=STOP_GRACE_SECONDS,
+    cancellation_backoff=STOP_GRACE_SECONDS + CANCELS_MAX_SECONDS,
     cancellation_timeout=10.0,
     backoff=5.0,
 )
@@ -177,9 +182,17 @@ async def proxmox_cluster(
 ) -> None:
     """Lives as long as the ProxmoxCluster on the active replica: kopf stops it when the
     object goes or peering pauses this replica (a sync under way finishes, then it ends
-    within STOP_GRACE_SECONDS rather than being cancelled), and then its series go too."""
+    within STOP_GRACE_SECONDS rather than being cancelled, deleted after the cancellations
+    of the VMMigrations deleted with it: controllers/cluster_deletion.py), and then its
+    series go too."""
+
+    def deleted() -> bool:
+        reason = stopped.reason
+        return reason is not None and bool(reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
+
+    registry = registry_of(memo)
     try:
-        await _manage(name, namespaced(namespace), spec, meta, status, registry_of(memo), stopped)
+        await _manage(name, namespaced(namespace), spec, meta, status, registry, stopped, deleted)
     finally:
         metrics.forget(proxmox_cluster=f"{namespace}/{name}")
 
@@ -192,10 +205,12 @@ async def _manage(
     status: Any,
     registry: Registry,
     stopped: Stoppable,
+    deleted: Callable[[], bool],
 ) -> None:
     """Connect, adopt the cluster's VMMigrations, then sync and supervise the engine until
     kopf stops the daemon. No error ends this loop (an API server that fails now may answer
-    in a second): its runtime, with every migration it follows, lives as long as the daemon."""
+    in a second): its runtime, with every migration it follows, lives as long as the daemon,
+    and, the cluster `deleted()`, as long as the VMMigrations deleted with it are cancelled."""
     kube = shared_kube()
     writer = _StatusWriter(kube, namespace, name, status)
     connected = await _connect(kube, writer, name, namespace, spec, meta, stopped)
@@ -245,10 +260,17 @@ async def _manage(
                 await _report(writer, generation, *not_ready)
             await first_of([stopped.wait()], interval)
     finally:
-        registry.runtimes.pop((namespace, name), None)
-        registry.inventories.pop((namespace, name), None)
-        engine_loop.cancel()
-        await runtime.close()
+        engine_loop.cancel()  # nothing starts any more
+        try:
+            if deleted():
+                cancels = registry.cancels_of(namespace, name)
+                left = await let_cancels_finish(lambda: runtime.attempts.running, cancels)
+                report_left_running(left, runtime.label, cluster_ref(namespace, name), events.post)
+        finally:
+            registry.runtimes.pop((namespace, name), None)
+            registry.inventories.pop((namespace, name), None)
+            registry.cancels.pop((namespace, name), None)
+            await runtime.close()
 
 
 async def _connect(

@@ -85,11 +85,14 @@ async def accept_migration(
 async def cancel_migration(
     body: kopf.Body, status: kopf.Status, logger: kopf.Logger, memo: Any, **_: Any
 ) -> None:
-    """Deleting a queued VMMigration drops it; deleting a running one stops its PVE task."""
+    """Deleting a queued VMMigration drops it; deleting a running one stops its PVE task,
+    also when its ProxmoxCluster is deleted with it (controllers/cluster_deletion.py)."""
     if status.get("phase") in FINAL_MIGRATION_PHASES:
         return
     cluster, request = request_from(body)
-    runtime = registry_of(memo).runtime_for(request.namespace, cluster)
+    registry = registry_of(memo)
+    runtime = registry.runtime_for(request.namespace, cluster)
     if runtime is None:
         return
-    logger.info(await runtime.cancel(request))
+    with registry.cancels_of(request.namespace, cluster).cancelling():  # its cluster waits
+        logger.info(await runtime.cancel(request))

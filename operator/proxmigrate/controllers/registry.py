@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
+from proxmigrate.controllers.cluster_deletion import Cancels
 from proxmigrate.runtime.cluster import ClusterRuntime
 
 
@@ -78,6 +79,7 @@ class Registry:
         self.marks: dict[WakerKey, object] = {}  # the spec generation each object last had
         self.inventories: dict[tuple[str, str], Fingerprint] = {}  # as of the last PVE sync
         self.drain_seen: dict[str, float] = {}  # namespace -> when a new NodeDrain last appeared
+        self.cancels: dict[tuple[str, str], Cancels] = {}  # (ns, cluster) -> those under way
 
     async def drains_settled(self, namespace: str) -> None:
         """Wait until no new NodeDrain has appeared in `namespace` for DRAINS_SETTLE_SECONDS
@@ -89,6 +91,10 @@ class Registry:
 
     def runtime_for(self, namespace: str, cluster: str) -> ClusterRuntime | None:
         return self.runtimes.get((namespace, cluster))
+
+    def cancels_of(self, namespace: str, cluster: str) -> Cancels:
+        """The VMMigration cancellations of a ProxmoxCluster (controllers/cluster_deletion.py)."""
+        return self.cancels.setdefault((namespace, cluster), Cancels())
 
     def waker(self, key: WakerKey) -> Waker:
         return self.wakers.setdefault(key, Waker())
