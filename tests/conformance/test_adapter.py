@@ -20,15 +20,8 @@ from proxmigrate.pve.classifier import (
     is_success,
 )
 from proxmigrate.pve.resources import parse_inventory, parse_migration_settings
-from proxmigrate.pve.tracker import (
-    TrackedTask,
-    evaluate,
-    first_clock,
-    log_clock,
-    task_exitstatus,
-    transfer_progress,
-    tunnel_up_clock,
-)
+from proxmigrate.pve.task_log import first_clock, log_clock, transfer_progress, tunnel_up_clock
+from proxmigrate.pve.tracker import TrackedTask, evaluate, task_exitstatus
 from proxmigrate.pve.upid import format_upid, parse_upid
 from tests.conformance import corpus
 

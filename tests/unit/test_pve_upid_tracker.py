@@ -175,7 +175,7 @@ def test_an_unknown_entry_shape_is_logged(caplog: pytest.LogCaptureFixture) -> N
 
 
 def test_transfer_seconds_left_reads_the_last_progress_line() -> None:
-    from proxmigrate.pve.tracker import transfer_progress
+    from proxmigrate.pve.task_log import transfer_progress
 
     def transfer_seconds_left(lines: list[str]) -> float | None:
         progress = transfer_progress(lines)

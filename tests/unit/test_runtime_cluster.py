@@ -14,7 +14,7 @@ from proxmigrate.pve.errors import PveUnreachable
 from proxmigrate.pve.resources import MigrationSettings
 from proxmigrate.pve.tracker import first_migration_since
 from proxmigrate.runtime.cluster import ClusterRuntime, MigrationRequest
-from proxmigrate.runtime.tracking import HANDOFF_LIST_SECONDS
+from proxmigrate.runtime.look_schedule import HANDOFF_LIST_SECONDS
 
 GIB = 1024**3
 UPID = "UPID:pve1:00001000:00002000:6B000000:qmigrate:100:root@pam!t:"

@@ -11,8 +11,8 @@ import asyncio
 from proxmigrate.engine import Job
 from proxmigrate.runtime.attempt import Attempt
 from proxmigrate.runtime.cluster import MigrationRequest
+from proxmigrate.runtime.look_schedule import HANDOFF_LIST_SECONDS, ending_alone
 from proxmigrate.runtime.predictions import MAY_END_RECHECK_SECONDS
-from proxmigrate.runtime.tracking import HANDOFF_LIST_SECONDS, _alone
 from tests.unit.test_runtime_cluster import (
     CHILD,
     FIRST_LOOK,
@@ -85,16 +85,16 @@ def test_tasks_ending_together_or_beside_an_unknown_end_share_their_node_list() 
     now = 1000.0
     ending = _attempt("a", UPID_A, ending_at=990.0, probe_at=None)
     far = _attempt("b", UPID_B, ending_at=1100.0, probe_at=1070.0)  # predicted, looked at first
-    assert _alone([ending], [ending, far], set(), now) == {"ns/a"}
+    assert ending_alone([ending], [ending, far], set(), now) == {"ns/a"}
     both = _attempt("b", UPID_B, ending_at=990.0, probe_at=None)
-    assert _alone([ending, both], [ending, both], set(), now) == set()  # one list sees both
+    assert ending_alone([ending, both], [ending, both], set(), now) == set()  # one list sees both
     resending = _attempt("b", UPID_B, ending_at=1010.0, probe_at=1010.0)  # end not in the log
-    assert _alone([ending], [ending, resending], set(), now) == set()  # the list watches it too
+    assert ending_alone([ending], [ending, resending], set(), now) == set()  # a list watches it
     elsewhere = _attempt("c", UPID_C, ending_at=1010.0, probe_at=1010.0)
-    assert _alone([ending], [ending, elsewhere], set(), now) == {"ns/a"}
-    assert _alone([ending], [ending], {"pve1"}, now) == set()  # listed for a lost answer
+    assert ending_alone([ending], [ending, elsewhere], set(), now) == {"ns/a"}
+    assert ending_alone([ending], [ending], {"pve1"}, now) == set()  # listed for a lost answer
     ending.listed_at = now - 120.0  # the safety net is a task list: a killed worker
-    assert _alone([ending], [ending], set(), now) == set()
+    assert ending_alone([ending], [ending], set(), now) == set()
 
 
 def test_an_ha_hand_off_is_looked_for_once_a_round_not_every_poll() -> None:

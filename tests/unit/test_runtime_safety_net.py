@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxmigrate.runtime.tracking import SAFETY_NET_SECONDS
+from proxmigrate.runtime.look_schedule import SAFETY_NET_SECONDS
 from tests.unit.test_runtime_tracking_requests import POLL, phase, transferring
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import math
 
-from proxmigrate.pve.tracker import log_exitstatus
+from proxmigrate.pve.task_log import log_exitstatus
 from proxmigrate.runtime.cluster import ClusterRuntime
-from proxmigrate.runtime.tracking import SAFETY_NET_SECONDS
+from proxmigrate.runtime.look_schedule import SAFETY_NET_SECONDS
 from tests.unit.test_runtime_cluster import FakeKube, FakePve, settle, started
 
 POLL = 2.0

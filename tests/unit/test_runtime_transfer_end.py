@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from proxmigrate.pve.tracker import transfer_progress
-from proxmigrate.runtime.tracking import SAFETY_NET_SECONDS
+from proxmigrate.pve.task_log import transfer_progress
+from proxmigrate.runtime.look_schedule import SAFETY_NET_SECONDS
 from tests.unit.test_runtime_cluster import REQUEST, FakePve, settle, started
 
 POLL = 2.0

@@ -2,14 +2,12 @@
 
 The caller fetches `PveClient.tasks(node, since=poll_since(...))` for every node in
 `nodes_to_poll(...)`, hands the lists to `evaluate`, and fetches logs only for failures.
+What a task's own log tells is read in pve/task_log.py.
 """
 
 from __future__ import annotations
 
-import calendar
 import logging
-import re
-import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -161,143 +159,8 @@ def task_exitstatus(entry: Mapping[str, Any]) -> str | None:
     return None
 
 
-# The line a worker task's log ends with, written by the task itself as it exits (pve-common
-# `src/PVE/RESTEnvironment.pm` fork_worker: `TASK OK`, `TASK WARNINGS: n`, `TASK ERROR: msg`);
-# PVE 8 and 9 alike.
-_TASK_END = re.compile(r"^TASK (OK|WARNINGS: \d+|ERROR: .+)$")
-
-
-def log_exitstatus(log_lines: Sequence[str]) -> str | None:
-    """The exit status a task's log ends with, as its task list row reports it (`OK`,
-    `WARNINGS: n` or the error); None while the log has no end line.
-
-    The task list takes its status from this very line (pve-common `src/PVE/UPID.pm`
-    read_status reads the log's last line), so one log read tells whether a task ended as
-    well as a task list would. A worker killed outright writes no end line: only the task
-    list shows its end (`unexpected status`)."""
-    end = _TASK_END.match(log_lines[-1]) if log_lines else None
-    if end is None:
-        return None
-    status = end[1]
-    return status[len("ERROR: ") :] if status.startswith("ERROR: ") else status
-
-
 def _ha_child(request: TrackedTask, entries: Iterable[Mapping[str, Any]]) -> TrackedTask | None:
     upid = first_migration_since(entries, request.vmid, request.parsed.starttime)
     if upid is None:
         return None
     return TrackedTask(request.vmid, upid, request.source or parse_upid(upid).node)
-
-
-# `migration active, transferred 1.1 GiB of 8.0 GiB VM-state, 117.4 MiB/s`, and when the
-# guest dirties faster than the stream sends `, VM dirties lots of memory: 180.0 MiB/s`
-# (qemu-server `src/PVE/QemuMigrate.pm` phase2; PVE 8 and 9 alike)
-_PROGRESS = re.compile(
-    r"migration active, transferred ([\d.]+) (B|KiB|MiB|GiB|TiB) of ([\d.]+) (B|KiB|MiB|GiB|TiB)"
-    r"(?: VM-state, ([\d.]+) (B|KiB|MiB|GiB|TiB)/s)?"
-    r"(?:.*VM dirties lots of memory: ([\d.]+) (B|KiB|MiB|GiB|TiB)/s)?"
-)
-_DONE = re.compile(r"migration status: completed|migration completed|average migration speed")
-_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-
-
-@dataclass(frozen=True)
-class TransferProgress:
-    """Where a task's RAM transfer stands, from its last progress line (`migration active,
-    transferred X of Y VM-state, Z/s`, in bytes) or its completion line.
-
-    `total` is the guest's RAM size (QEMU `query-migrate` `ram.total`), `transferred` every
-    byte sent so far, pages sent again after the guest dirtied them included: it passes
-    `total` once a busy guest's re-sent pages add up to more than its memory.
-    """
-
-    transferred: float
-    total: float
-    rate: float  # bytes/s; 0 when the line carried no rate
-    completed: bool = False
-    dirty_rate: float = 0.0  # bytes/s, shown by PVE only while it exceeds `rate`
-
-    @property
-    def resending(self) -> bool:
-        """The first pass is over: what is left is memory the guest dirtied meanwhile."""
-        return not self.completed and self.transferred >= self.total
-
-    @property
-    def seconds_left(self) -> float | None:
-        """Until the first pass ends at the current rate (a guest that keeps dirtying memory
-        takes longer: re-check before relying on it); None without a rate, or once the
-        first pass is over (`resending`): QEMU's remaining bytes are not in the log, so how
-        long the re-sent pages take is unknown, and "0 left" would be wrong for minutes."""
-        if self.completed:
-            return 0.0
-        if self.rate <= 0 or self.resending:
-            return None
-        return (self.total - self.transferred) / self.rate
-
-    def dirty_bounds(self, elapsed: float) -> tuple[float, float]:
-        """What the log tells of the guest's dirty rate after `elapsed` seconds of transfer,
-        as (at least, at most) bytes/s. PVE names the rate only while it exceeds the
-        stream's, so without it the rate is at most the stream's; once the first pass is
-        over, the bytes sent past the guest's memory were re-dirtied within `elapsed`."""
-        if self.dirty_rate > 0:
-            return self.dirty_rate, self.dirty_rate
-        resent = self.transferred - self.total if self.resending and elapsed > 0 else 0.0
-        at_most = max(self.rate, resent / elapsed if resent else 0.0)
-        return (resent / elapsed if resent else 0.0), at_most
-
-
-def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
-    """The latest progress of a task log, None before its first progress line."""
-    for line in reversed(log_lines):
-        if _DONE.search(line):
-            return TransferProgress(0.0, 0.0, 0.0, completed=True)
-        progress = _PROGRESS.search(line)
-        if progress:
-            return TransferProgress(
-                _bytes(progress[1], progress[2]),
-                _bytes(progress[3], progress[4]),
-                _bytes(progress[5], progress[6]),
-                dirty_rate=_bytes(progress[7], progress[8]),
-            )
-    return None
-
-
-def _bytes(number: str | None, unit: str | None) -> float:
-    return float(number) * _UNITS[unit] if number and unit else 0.0
-
-
-# Every line a migration writes goes through AbstractMigrate's log, which stamps it with the
-# node's local time to the second (pve-guest-common `src/PVE/AbstractMigrate.pm` msg2text:
-# `strftime("%F %H:%M:%S", localtime)`); the start phase's last login answered when
-# PVE::Tunnel logs the tunnel's version (pve-guest-common `src/PVE/Tunnel.pm`
-# fork_ssh_tunnel: `ssh tunnel ver 1`). PVE 8 and 9 alike.
-_STAMPED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
-_TUNNEL_UP = re.compile(_STAMPED.pattern + r"ssh tunnel ver \d+$")
-
-
-def log_clock(line: str) -> float | None:
-    """A log line's stamp in seconds, on a scale only good for differences (the node's time
-    zone is unknown); None for an unstamped line (ssh's stderr, the TASK line)."""
-    stamp = _STAMPED.match(line)
-    if stamp is None:
-        return None
-    return float(calendar.timegm(time.strptime(stamp[1], "%Y-%m-%d %H:%M:%S")))
-
-
-def first_clock(log_lines: Sequence[str]) -> float | None:
-    """The first stamped line's `log_clock`: an HA migration's log begins with the resource
-    agent's unstamped `task started by HA resource agent`."""
-    return next((c for c in map(log_clock, log_lines) if c is not None), None)
-
-
-def last_clock(log_lines: Sequence[str]) -> float | None:
-    """The last stamped line's `log_clock` (the end line `TASK OK` has none)."""
-    return next((c for c in map(log_clock, reversed(log_lines)) if c is not None), None)
-
-
-def tunnel_up_clock(log_lines: Sequence[str]) -> float | None:
-    """When (`log_clock`) the migration's SSH tunnel was up, None if not yet in these lines."""
-    for line in log_lines:
-        if _TUNNEL_UP.match(line):
-            return log_clock(line)
-    return None

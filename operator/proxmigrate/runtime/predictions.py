@@ -1,6 +1,6 @@
 """When a running migration's transfer ends, predicted from its task log (no I/O).
 
-The runtime reads a task's log a few times (runtime/tracking.py); each read's progress line
+The runtime reads a task's log a few times (runtime/log_look.py); each read's progress line
 (qemu-server `src/PVE/QemuMigrate.pm` phase2: `migration active, transferred X of Y
 VM-state, Z/s`, PVE 8 and 9 alike) gives the engine the stream's rate and the attempt its
 predicted end (`ending_at`) and next log read (`probe_at`). The log's rate is per second
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proxmigrate.pve.tracker import TransferProgress
+from proxmigrate.pve.task_log import TransferProgress
 from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime.attempt import Attempt
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from proxmigrate.pve.tracker import TransferProgress, tunnel_up_clock
+from proxmigrate.pve.task_log import TransferProgress, tunnel_up_clock
 from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime.attempt import Attempt
 from proxmigrate.runtime.node_clock import STAMP_RESOLUTION

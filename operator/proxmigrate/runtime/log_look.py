@@ -1,0 +1,65 @@
+"""A look at a running task's log, and what it tells: its end, its progress, its node's clock.
+
+Only the lines written since the last look are read (`start=`). The end line (`TASK OK`,
+`TASK ERROR: ...`) ends the attempt as a task list would; the progress predicts when the
+transfer ends (runtime/predictions.py) and the stamps time its start phase
+(runtime/start_phase.py) and its node's clock (runtime/node_clock.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from proxmigrate.pve.classifier import classify, classify_hamigrate, is_success
+from proxmigrate.pve.task_log import first_clock, last_clock, log_exitstatus, transfer_progress
+from proxmigrate.pve.upid import parse_upid
+from proxmigrate.runtime import predictions, start_phase
+from proxmigrate.runtime.attempt import Attempt
+from proxmigrate.runtime.node_clock import NodeClock
+from proxmigrate.runtime.outcomes import finish
+
+if TYPE_CHECKING:
+    from proxmigrate.runtime.cluster import ClusterRuntime
+
+
+async def look(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
+    """Read the log lines a task wrote since the last look: its end line ends it (a task list
+    would say no more), its progress predicts when its transfer ends (runtime/predictions.py)."""
+    assert attempt.upid is not None
+    node = parse_upid(attempt.upid).node
+    lines = await rt.client.task_log(node, attempt.upid, start=attempt.log_lines_seen)
+    attempt.log_lines_seen += len(lines)
+    _observe_clock(rt.node_clocks.of(node), attempt, lines, rt.clock())
+    exitstatus = log_exitstatus(lines)
+    if exitstatus is not None:
+        await judge_end(rt, attempt, attempt.upid, exitstatus)
+        return
+    progress = transfer_progress(lines)
+    start_phase.observe(rt, attempt, lines, progress, now)
+    predictions.update(rt, attempt, progress, now)
+
+
+async def judge_end(rt: ClusterRuntime, attempt: Attempt, upid: str, exitstatus: str) -> None:
+    """An ended task: a success at once, a failure classified from its whole log."""
+    if is_success(exitstatus):
+        await finish(rt, attempt, None)
+        return
+    parsed = parse_upid(upid)
+    lines = await rt.client.task_log(parsed.node, upid)
+    judge = classify_hamigrate if parsed.type == "hamigrate" else classify
+    await finish(rt, attempt, judge(exitstatus, lines, attempt.request.target))
+
+
+def _observe_clock(
+    clock: NodeClock, attempt: Attempt, lines: Sequence[str], read_at: float
+) -> None:
+    """What a log read tells of its node's clock (runtime/node_clock.py): its first stamp
+    came after our request, its last was written by the time the read came back."""
+    if attempt.log_began is None:
+        attempt.log_began = first_clock(lines)
+        if attempt.log_began is not None:
+            clock.requested(attempt.started_at, attempt.log_began)
+    last = last_clock(lines)
+    if last is not None:
+        clock.read(read_at, last)
