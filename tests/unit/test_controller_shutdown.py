@@ -298,7 +298,8 @@ def _delete_cluster(
     """Run the ProxmoxCluster daemon, delete its object as kopf does (stop_daemons, the
     operator's settings) and, `cancel_after` seconds later, its VMMigration (kopf's delete
     handler): kopf's delays, whether the daemon ended on its own, how long after the stop,
-    and the Events posted (kind, reason)."""
+    and the Events posted (kind, reason). The cluster's last status, which has kopf look
+    again, is written once the daemon has ended."""
     from kopf._core.engines import daemons as kopf_daemons
     from kopf._core.intents.stoppers import DaemonStoppingReason
 
@@ -312,6 +313,13 @@ def _delete_cluster(
         pass
 
     posted: list[tuple[str, str]] = []
+    farewells: list[bool] = []  # whether the daemon had ended when its last status was written
+    daemon: list[asyncio.Task[Any]] = []
+
+    async def say_deleted(*_: Any) -> None:
+        farewells.append(daemon[0].done())
+
+    monkeypatch.setattr(clusters, "_say_deleted", say_deleted)
     monkeypatch.setattr(clusters, "shared_kube", lambda: None)
     monkeypatch.setattr(clusters, "_connect", connect)
     monkeypatch.setattr(clusters, "_report", report)
@@ -348,6 +356,7 @@ def _delete_cluster(
                 stopped=stopper.async_waiter,
             )
         )
+        daemon.append(task)
         while ("ns", "lab") not in registry.runtimes:
             await asyncio.sleep(0.01)
         running = kopf_daemons.Daemon(task, logging.getLogger("test"), handler, stopper)
@@ -362,10 +371,13 @@ def _delete_cluster(
                 memo=memo,
             )
         await asyncio.wait([task], timeout=5.0)
-        return list(delays), task.done() and not task.cancelled(), time.monotonic() - stopped_at
+        took = time.monotonic() - stopped_at
+        await asyncio.sleep(0.01)
+        return list(delays), task.done() and not task.cancelled(), took
 
     delays, ended, took = asyncio.run(scenario())
     assert runtime.closed and registry.runtimes == {}
+    assert farewells == [True]
     return delays, ended, took, posted
 
 

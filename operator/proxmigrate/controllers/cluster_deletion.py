@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from proxmigrate.api.events import EventReason
@@ -31,6 +31,7 @@ CANCELS_SETTLE_SECONDS = 2.0
 # later, pve-common PVE/RESTEnvironment.pm check_worker), a task list, an inventory read
 # and maybe an unlock (runtime/stopping.py), each within the PVE client's timeout.
 CANCELS_MAX_SECONDS = 30.0
+_AFTERWARDS: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
 
 
 class Cancels:
@@ -83,18 +84,19 @@ def report_left_running(
     label: str,
     cluster_ref: dict[str, Any],
     post: Callable[[dict[str, Any], str, str, str], None],
-) -> None:
-    """A Warning on the cluster and on each VMMigration whose PVE task goes on unfollowed."""
+) -> str:
+    """What the deleted cluster's status says; a Warning on it and on each VMMigration whose
+    PVE task goes on unfollowed."""
     if not left:
-        return
+        return "deleted: the running migrations deleted with it were cancelled first"
     tasks = ", ".join(
         f"{a.request.name} (VM {a.request.vmid}, {a.upid or 'no task'})" for a in left
     )
     message = (
-        f"ProxmoxCluster {label} deleted while {len(left)} migration(s) ran and were not "
-        f"deleted with it: their PVE tasks go on, no longer followed: {tasks}"
+        f"deleted while {len(left)} migration(s) ran that were not deleted with it: their "
+        f"PVE tasks go on, no longer followed: {tasks}"
     )
-    log.warning("%s", message)
+    log.warning("ProxmoxCluster %s %s", label, message)
     post(cluster_ref, "Warning", EventReason.MIGRATIONS_LEFT_RUNNING, message)
     for attempt in left:
         post(
@@ -104,3 +106,17 @@ def report_left_running(
             f"ProxmoxCluster {label} deleted: PVE task {attempt.upid or '(not known yet)'} "
             f"goes on, no longer followed (a ProxmoxCluster of that name adopts it again)",
         )
+    return message
+
+
+def after_this_task(work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work` once the current task (kopf's daemon) has ended."""
+
+    def spawn(_: object) -> None:
+        task = asyncio.ensure_future(work())
+        _AFTERWARDS.add(task)
+        task.add_done_callback(_AFTERWARDS.discard)
+
+    current = asyncio.current_task()
+    assert current is not None, "called from a task"
+    current.add_done_callback(spawn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from proxmigrate.controllers import events
 from proxmigrate.controllers.cache import namespaced
 from proxmigrate.controllers.cluster_deletion import (
     CANCELS_MAX_SECONDS,
+    after_this_task,
     let_cancels_finish,
     report_left_running,
 )
@@ -261,16 +263,38 @@ async def _manage(
             await first_of([stopped.wait()], interval)
     finally:
         engine_loop.cancel()  # nothing starts any more
+        said = None
         try:
-            if deleted():
+            if deleted() and runtime.attempts.running:
                 cancels = registry.cancels_of(namespace, name)
                 left = await let_cancels_finish(lambda: runtime.attempts.running, cancels)
-                report_left_running(left, runtime.label, cluster_ref(namespace, name), events.post)
+                ref = cluster_ref(namespace, name)
+                said = report_left_running(left, runtime.label, ref, events.post)
         finally:
             registry.runtimes.pop((namespace, name), None)
             registry.inventories.pop((namespace, name), None)
             registry.cancels.pop((namespace, name), None)
             await runtime.close()
+        if said is not None:
+            after_this_task(functools.partial(_say_deleted, writer, meta.get("generation"), said))
+
+
+async def _say_deleted(writer: _StatusWriter, generation: int | None, message: str) -> None:
+    """The deleted cluster's last status, written once its daemon has ended: its watch event
+    has kopf see that and let the object go (kopf looks again by itself only after the
+    daemon's `cancellation_backoff`, 35 s)."""
+    now = datetime.datetime.now(datetime.UTC)
+    conditions = set_condition(
+        writer.conditions, "Ready", False, "Deleted", message, generation, now
+    )
+    try:
+        await writer.kube.patch_status(
+            PROXMOXCLUSTERS, writer.namespace, writer.name, {"conditions": conditions}
+        )
+    except Exception as error:
+        log.warning(
+            "cluster %s/%s: %s (not written: %s)", writer.namespace, writer.name, message, error
+        )
 
 
 async def _connect(
