@@ -1,8 +1,8 @@
 """The PVE adapter reads real PVE answers and task logs as PVE means them.
 
 Each case of `cases/*.yaml` is a real answer or log with its source; the adapter
-(proxmigrate.pve: upid, tracker, classifier, resources, precondition) must give the reading
-the case states.
+(proxmigrate.pve: upid, tracker, task_log, classifier, ha_verdicts, resources, precondition)
+must give the reading the case states.
 """
 
 from __future__ import annotations
@@ -12,13 +12,9 @@ from typing import Any
 
 import pytest
 
-from proxmigrate.pve.classifier import (
-    Failure,
-    classify,
-    classify_api_error,
-    classify_hamigrate,
-    is_success,
-)
+from proxmigrate.failures import Failure
+from proxmigrate.pve.classifier import classify, classify_api_error, is_success
+from proxmigrate.pve.ha_verdicts import classify_hamigrate
 from proxmigrate.pve.resources import parse_inventory, parse_migration_settings
 from proxmigrate.pve.task_log import first_clock, log_clock, transfer_progress, tunnel_up_clock
 from proxmigrate.pve.tracker import TrackedTask, evaluate, task_exitstatus

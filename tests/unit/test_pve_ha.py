@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from proxmigrate.pve.classifier import Reason, classify_hamigrate, classify_unstarted_ha
+from proxmigrate.failures import Reason
+from proxmigrate.pve.ha_verdicts import classify_hamigrate, classify_unstarted_ha
 from proxmigrate.pve.resources import parse_inventory
 
 

@@ -11,49 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from proxmigrate.failures import Failure, FailurePhase, Reason
+from proxmigrate.pve.failure_rule import Rule
+from proxmigrate.pve.failure_rule import rule as _rule
 
-
-@dataclass(frozen=True)
-class _Rule:
-    pattern: re.Pattern[str]
-    reason: Reason
-    transient: bool
-    phase: FailurePhase | None = None  # None: infer from the progress lines before the match
-    vm_moved: bool | None = None  # None: infer from the phase
-    lock: str | None = None  # the lock this failure leaves, when the wording implies one
-    after: re.Pattern[str] | None = None  # must match a line before the matching one
-
-    def matches(self, lines: Sequence[str], index: int) -> bool:
-        if not self.pattern.search(lines[index]):
-            return False
-        return self.after is None or any(self.after.search(line) for line in lines[:index])
-
-    def verdict(self, line: str, phase: FailurePhase, moved: bool | None) -> Failure:
-        match = self.pattern.search(line)
-        lock = (match.groupdict().get("lock") if match else None) or self.lock
-        transient = self.transient and lock not in _PERSISTENT_LOCKS
-        return Failure(self.reason, transient, phase, line, moved, lock)
-
-
-def _rule(
-    pattern: str,
-    reason: Reason,
-    transient: bool,
-    phase: FailurePhase | None = None,
-    vm_moved: bool | None = None,
-    lock: str | None = None,
-    after: str | None = None,
-) -> _Rule:
-    needs = re.compile(after) if after is not None else None
-    return _Rule(re.compile(pattern), reason, transient, phase, vm_moved, lock, needs)
-
-
-# A hibernated VM keeps `lock: suspended` until someone resumes it: waiting will not help.
-_PERSISTENT_LOCKS = frozenset({"suspended"})
 # OpenSSH's own words when sshd closes or resets a connection before login (kex.c
 # `kex_exchange_identification`, `ssh_exchange_identification` in older OpenSSH; packet.c
 # `sshpkt_fatal`: "Connection closed|reset by <host> port <n>"). ssh exits 255 on these, but a
@@ -81,7 +44,7 @@ _LOCAL_DISK = _rule(
 )
 _STORAGE = _rule(r"storage '[^']+' is not available on node", Reason.STORAGE_UNAVAILABLE, False)
 
-_LOG_RULES: tuple[_Rule, ...] = (
+_LOG_RULES: tuple[Rule, ...] = (
     # End phase: the config is on the target already; the target config may keep the lock.
     # qemu-server `PVE/QemuMigrate.pm` phase3_cleanup runs `qm unlock` over ssh with
     # `errmsg => "failed to clear migrate lock"`: pve-common `PVE/Cmd.pm` run_command then
@@ -147,7 +110,7 @@ _LOG_RULES: tuple[_Rule, ...] = (
     _rule(r"got timeout|timed out|timeout waiting", Reason.TIMEOUT, True),
 )
 
-_API_RULES: tuple[_Rule, ...] = (
+_API_RULES: tuple[Rule, ...] = (
     _LOCK,
     _LOCK_FILE,
     _NO_NODE,
@@ -251,67 +214,3 @@ def _moved_after(phase: FailurePhase) -> bool | None:
 
 def _first_error(lines: Sequence[str]) -> str:
     return next((line for line in lines if "ERROR" in line), lines[-1])
-
-
-# ----- HA requests --------------------------------------------------------------------------
-# An HA guest's migrate POST answers a `hamigrate` task that runs `ha-manager migrate vm:N
-# <node>` and prints its output raw (qemu-server API2/Qemu.pm migrate_vm; pve-common
-# PVE/Tools.pm run_command). That command fails, and the task with `command 'ha-manager migrate
-# ...' failed: exit code N`, when (pve-ha-manager):
-_HA_TASK_RULES: tuple[_Rule, ...] = (
-    # PVE 9 resource-affinity rules put a guest of the request's negative affinity on the
-    # target (CLI/ha_manager.pm $print_resource_motion_output; HA/Config.pm
-    # get_resource_motion_info), one line per blocking resource after `cannot migrate ...`.
-    _rule(
-        r"resource '[^']+' on target node '[^']+' in negative affinity",
-        Reason.HA_REFUSED,
-        False,
-        FailurePhase.API,
-        False,
-    ),
-    _rule(r"cannot (?:migrate|relocate) resource '[^']+' to node", Reason.HA_REFUSED, False),
-    # API2/HA/Resources.pm check_service_state: someone must disable and fix the service.
-    _rule(r"in error state, must be disabled and fixed first", Reason.HA_REFUSED, False),
-    # HA/Config.pm service_is_ha_managed: the guest left HA (or became `ignored`) after the
-    # POST; asking again migrates it directly.
-    _rule(r"resource '[^']+' is not HA managed", Reason.HA_REFUSED, True),
-)
-
-
-def classify_hamigrate(
-    exitstatus: str, log_lines: Sequence[str], target: str | None
-) -> Failure | None:
-    """A stopped `hamigrate` task: an HA refusal, no migration ran; else as `classify`."""
-    if is_success(exitstatus):
-        return None
-    for rule in _HA_TASK_RULES:
-        for line in log_lines:
-            if rule.pattern.search(line):
-                return rule.verdict(line, FailurePhase.API, False)
-    return classify(exitstatus, log_lines, target)
-
-
-def classify_unstarted_ha(target: str, target_online: bool, lock: str | None) -> Failure:
-    """An HA request that was queued (its `hamigrate` ended OK) but never became a migration.
-
-    pve-ha-manager logs why only to syslog: the CRM drops a command for a node that is not
-    `online` (HA/Manager.pm update_crm_commands, `crm command error - node not online`; also
-    a node in maintenance) or, in PVE 9, blocked by negative affinity (queue_resource_motion);
-    the LRM's worker dies when migrate_vm refuses (HA/LRM.pm run_workers; a lock taken after
-    the POST, storage) and the CRM sets the guest back to `started`. Judged from what the API
-    still shows: the target node's state and the guest's lock. The rest is retried: a CRM
-    that is slow (a new HA master) looks the same for a while.
-    """
-    if not target_online:
-        line = f"the HA manager dropped the request: target node {target} is not online"
-        return Failure(Reason.TARGET_OFFLINE, True, FailurePhase.API, line, False)
-    if lock:
-        line = f"the HA manager started no migration: VM is locked ({lock})"
-        transient = lock not in _PERSISTENT_LOCKS
-        return Failure(Reason.VM_LOCKED, transient, FailurePhase.API, line, False, lock)
-    line = (
-        "the HA manager started no migration (node maintenance, PVE 9 affinity rules, a "
-        "failed LRM worker: see journalctl -u pve-ha-crm on the HA master, -u pve-ha-lrm on "
-        "the source)"
-    )
-    return Failure(Reason.HA_REFUSED, True, FailurePhase.API, line, False)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from proxmigrate.pve.classifier import classify, classify_hamigrate, is_success
+from proxmigrate.pve.classifier import classify, is_success
+from proxmigrate.pve.ha_verdicts import classify_hamigrate
 from proxmigrate.pve.task_log import first_clock, last_clock, log_exitstatus, transfer_progress
 from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime import predictions, start_phase

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from proxmigrate.failures import Failure, FailurePhase, Reason
-from proxmigrate.pve.classifier import classify_unstarted_ha
+from proxmigrate.pve.ha_verdicts import classify_unstarted_ha
 from proxmigrate.pve.tracker import (
     TrackedTask,
     evaluate,
