@@ -377,12 +377,17 @@ def _unexplained_start(sim: PvesimProcess, after: float) -> float | None:
 
 
 def clean(bench: Bench, namespace: str) -> None:
-    """Delete what a run made (no namespace controller runs here), the operator still up;
-    the ProxmoxCluster last, once its VMMigrations are gone (their deletion stops running
-    PVE tasks through the cluster's connection)."""
-    for plural in ("nodedrains", "vmplacements", "vmmigrations", "proxmoxclusters"):
-        bench.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, plural)
-        wait_for(lambda p=plural: not bench.items(namespace, p), 300, interval=0.5)
+    """Delete what a run made (no namespace controller runs here), the operator still up:
+    drains and placements first (they would make VMMigrations again), then the
+    ProxmoxCluster and its VMMigrations together (their running PVE tasks are stopped
+    through its connection all the same: controllers/cluster_deletion.py)."""
+    for plurals in (("nodedrains", "vmplacements"), ("proxmoxclusters", "vmmigrations")):
+        for plural in plurals:
+            bench.custom.delete_collection_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural
+            )
+        for plural in plurals:
+            wait_for(lambda p=plural: not bench.items(namespace, p), 300, interval=0.5)
 
 
 def _running(sim: PvesimProcess) -> list[dict[str, Any]]:
