@@ -77,11 +77,15 @@ Rules enforced together at each start
    reported with `observe_rate(key, bytes_per_second, dirty_bounds)` times the streams then
    leaving the source tells the outflow; the least told counts (streams in a start or end
    phase send nothing, so the others overstate it), and the last outflow told stands in
-   while no stream of the source is measured. A rate at `capped_stream_rate` (768 MiB/s:
-   one ssh/sshd pair's cipher, not the link, set it) only bounds the outflow from below,
-   times the streams sending then (tunnel up, transfer not ended), not those still logging
-   in: such rates count only while no stream is below it, and then the most told, so a
-   25 Gbit/s link is learned as its capped streams add up, not as one stream's speed.
+   while no stream of the source is measured. A link does not change: the least outflow
+   ever told by a stream at its source's top rate, not alone there, bounds it too, for
+   jobs to that stream's target (a burst of starts or unseen transfer ends overstated it
+   up to twice, and a guest dirtying 120 MiB/s fell below its share of 10-11 streams).
+   A rate at `capped_stream_rate` (768 MiB/s: one ssh/sshd pair's cipher, not the link,
+   set it) only bounds the outflow from below, times the streams sending then (tunnel up,
+   transfer not ended), not those still logging in: such rates count only while no
+   stream is below it, and then the most told, so a 25 Gbit/s link is learned as its
+   capped streams add up, not as one stream's speed.
    More streams than the link carries at that rate only re-send dirtied memory
    (bench/RESULTS.md: at 64 parallel on 10 Gbit/s the drain took 4.3x the bandwidth
    bound without it).

@@ -14,6 +14,9 @@ from proxmigrate.engine.policy import EnginePolicy
 from proxmigrate.engine.retry import backoff_delay
 from proxmigrate.failures import Reason
 
+# A rate within this share of the source's highest is that source's top rate (`_learn_link`).
+TOP_RATE_SHARE = 0.99
+
 
 @dataclass
 class _Queued:
@@ -36,6 +39,8 @@ class _Running:
     source_rate: float | None = None
     # that rate was at the stream's own cap: the link carries at least `source_rate`, maybe more
     capped: bool = False
+    # its latest rate (bytes/s): the source's other streams' readings are judged against it
+    rate: float | None = None
     # bytes/s its guest re-dirties, (at least, at most) as its progress lines tell
     dirty_bounds: tuple[float, float] = (0.0, float("inf"))
     # its tunnel is up (`notify_tunnel_up`): it sends memory until its transfer ends
@@ -57,6 +62,8 @@ class MigrationEngine:
         self._running_vmids: Counter[int] = Counter()
         # each source's outflow as last told while streams ran: the link outlives its streams
         self._outflow: dict[str, float] = {}
+        # the least outflow a source's top stream to each target told (`_learn_link`)
+        self._least_told: dict[tuple[str, str], float] = {}
         self._next_seq = 0
         self._pacer = HandshakePacer(policy.start_window_seconds, policy.end_window_seconds)
         self._allowances = AdaptiveAllowances(
@@ -199,11 +206,41 @@ class MigrationEngine:
             if running.capped:  # the link carries what the streams sending now send
                 sharing = sum(1 for r in streams if r.tunnel_up and not r.transferred)
             running.source_rate = bytes_per_second * max(1, sharing)
+            self._learn_link(running, bytes_per_second, streams)
+            running.rate = bytes_per_second
             outflow = _outflow(streams)
             if outflow is not None:
                 self._outflow[source] = outflow
             if dirty_bounds is not None:
                 running.dirty_bounds = dirty_bounds
+
+    def _learn_link(self, running: _Running, rate: float, streams: list[_Running]) -> None:
+        """Keep the least outflow told by a stream at its source's top rate, per target.
+
+        A rate times the migrations leaving the source overstates the link whenever some
+        of them are in a start or end phase (they send nothing), and the streams running
+        now told it at other moments: up to twice the link in bench runs, so rules 7 and 8
+        let 10-11 streams share a 10 Gbit/s link and a guest dirtying 120 MiB/s fell below
+        its share. A link does not change, and with all of them sending the count is
+        right: the least such told is the tightest bound. It counts only from a stream
+        whose rate no other stream of the source beats (one held lower by its target tells
+        of the target, not of the source) and that does not run alone (its rate may be its
+        target's), and only for jobs to the same target: a slower target's streams, all
+        held by it, do not shrink the link the faster targets' streams share.
+        """
+        if running.capped or running.source_rate is None:
+            return
+        sending = [r for r in streams if not r.transferred]
+        if len(sending) < 2:
+            return
+        others = [
+            r.rate for r in sending if r is not running and r.rate is not None and not r.capped
+        ]
+        if any(rate < TOP_RATE_SHARE * other for other in others):
+            return
+        key = (running.job.source, running.job.target)
+        told = running.source_rate
+        self._least_told[key] = min(self._least_told.get(key, told), told)
 
     def finish(self, key: str, now: float, outcome: Outcome) -> Decision:
         """Record how a running job's attempt ended and decide what follows.
@@ -328,8 +365,10 @@ class MigrationEngine:
         its end phase (`rm -f`, `qm unlock`) sends no memory, and counted as a stream it
         kept a small guest from starting behind it for the whole phase.
 
-        The source's outflow is what its streams' rates tell (`_outflow`); with no stream
-        measured now, the outflow last told stands in; before any, a declared capacity.
+        The source's outflow is what its streams' rates tell (`_outflow`), at most the
+        least told on the way to `job.target` while all sent (`_learn_link`); with no
+        stream measured now, the outflow last told stands in; before any, a declared
+        capacity.
         Convergence takes the larger of that and the declared capacity (else
         `cold_link_capacity`): a declared link is not shrunk by rates of capped streams.
         """
@@ -338,6 +377,9 @@ class MigrationEngine:
         ]
         outflows = [r.source_rate for r in streams if r.source_rate is not None]
         told = _outflow(streams)
+        least = self._least_told.get((job.source, job.target))
+        if least is not None:
+            told = least if told is None else min(told, least)
         capacity = (
             told
             if told is not None

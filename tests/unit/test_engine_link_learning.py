@@ -1,0 +1,76 @@
+"""A source's link as rules 7 and 8 see it: the least outflow its streams told while they all
+sent, not the overstated one a burst of starts or unseen transfer ends makes the latest
+rates tell (bench/RESULTS.md, issue 13 ninth pass)."""
+
+from __future__ import annotations
+
+from proxmigrate.engine import EnginePolicy, Job, MaxStartups, MigrationEngine, Outcome
+
+MIB = 2**20
+GIB = 2**30
+LINK = 1120 * MIB  # a 10 Gbit/s link's payload
+
+
+def engine() -> MigrationEngine:
+    # generous sshd and no spacing: only the stream rules decide
+    return MigrationEngine(
+        EnginePolicy(
+            max_parallel=64,
+            ssh_max_startups=MaxStartups.parse("1000"),
+            handshake_safety=1.0,
+            start_spread_seconds=0.0,
+            handshake_seconds=0.01,
+        )
+    )
+
+
+def job(index: int, memory: int = GIB, target: str = "pve2") -> Job:
+    return Job(f"m{index}", 100 + index, "pve1", target, 0, memory)
+
+
+def start_all(eng: MigrationEngine, now: float) -> list[Job]:
+    started: list[Job] = []
+    for step in range(50):
+        started += eng.poll(now + step * 0.05)
+    return started
+
+
+def test_a_burst_of_starts_does_not_inflate_the_link() -> None:
+    eng = engine()
+    for index in range(30):
+        eng.submit(job(index), 0.0)
+    first = start_all(eng, 0.0)
+    assert len(first) == 3  # cold: 1 Gbit/s until rates are seen
+    for item in first:  # all three send: 3 x 373 MiB/s is the link
+        eng.observe_rate(item.key, LINK / 3)
+    burst = start_all(eng, 1.0)
+    assert len(burst) == 5  # up to the rate floor: 8 x 140 MiB/s
+    # The five new ones still log in; the first three's rates did not change, but times the
+    # eight migrations of the source they now read as 2.9 GiB/s. The link is what all
+    # sending told: 1120 MiB/s, so an 9th stream (124 MiB/s each) stays below the floor.
+    for item in first:
+        eng.observe_rate(item.key, LINK / 3)
+    assert start_all(eng, 2.0) == []
+
+
+def test_a_capped_rate_beside_unseen_transfer_ends_does_not_inflate_the_link() -> None:
+    eng = engine()
+    for index in range(2):
+        eng.submit(job(index), 0.0)
+    pair = start_all(eng, 0.0)
+    for item in pair:  # two streams sharing the link: 560 MiB/s each
+        eng.observe_rate(item.key, LINK / 2)
+    for item in pair:
+        eng.finish(item.key, 20.0, Outcome(True))
+    for index in range(2, 6):
+        eng.submit(job(index), 20.0)
+    four = start_all(eng, 20.0)
+    assert len(four) == 4
+    for item in four:
+        eng.notify_tunnel_up(item.key, 21.0)
+    # three of them ended their transfer unseen; the fourth alone sends at its cipher's cap,
+    # which times the four "sending" read as 4 GiB/s
+    eng.observe_rate(four[-1].key, 1024 * MIB)
+    # a 28 GiB guest (guessed 224 MiB/s) needs 448 MiB/s: 1120 MiB/s shared by 5 is 224
+    eng.submit(job(9, 28 * GIB), 22.0)
+    assert "m9" not in [item.key for item in start_all(eng, 22.0)]
