@@ -5,10 +5,13 @@ which runs at ours on real PVE (at an offset: its time zone) and faster under pv
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
+from typing import Any
 
 import pytest
 
+from proxmigrate.api.timestamps import to_rfc3339
 from proxmigrate.runtime.node_clock import NodeClock
 from tests.unit.test_runtime_cluster import FIRST_LOOK, REQUEST, FakePve, runtime, settle
 
@@ -103,5 +106,60 @@ def test_a_limited_transfer_end_is_predicted_in_our_time(scale: float) -> None:
                 seen = clock[0]
                 break
         assert seen is not None and seen - ends <= 4 * POLL
+
+    asyncio.run(scenario())
+
+
+class SlowLogPve(FakePve):
+    """A log read takes 50 ms of our clock, as it does over the network."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def task_log(self, node: str, upid: str, start: int = 0, **_: Any) -> list[str]:
+        self.clock[0] += 0.05
+        return await super().task_log(node, upid, start)
+
+
+@pytest.mark.parametrize("scale", [1.0, 20.0])
+def test_a_task_resumed_after_a_restart_is_predicted_from_its_recorded_request(
+    scale: float,
+) -> None:
+    """The operator restarted 60 s (ours) after its request: the runtime knows nothing of
+    the node's clock, and the request time is the intent's `startTime` in the status (whole
+    seconds, so no later than the POST). Its first log read bounds the node's rate from that
+    time: the transfer end is predicted in our time at once. Taking the resume as the
+    request time instead claims the node's clock was at the task's first stamp a moment
+    before the read, whose last line is 59 node seconds later: a rate of ~1000."""
+
+    async def scenario() -> None:
+        clock = [T0 + 60]
+        pve = SlowLogPve(clock)
+        rt, _ = runtime(pve, clock)
+        upid = "UPID:pve1:00001000:00002000:6B000000:qmigrate:100:root@pam!t:"
+        pve.task_rows.append({"upid": upid, "starttime": 0x6B000000, "status": "RUNNING"})
+        now = node_time(clock[0], scale)
+        pve.logs[upid] = [
+            f"{stamp(NODE0)} starting migration of VM 100 to node 'pve2'",
+            f"{stamp(NODE0 + 1)} ssh tunnel ver 1",
+            f"{stamp(now - 1)} migration active, transferred 1.0 GiB of 4.0 GiB VM-state, "
+            "10.0 MiB/s",
+        ]
+        requested = datetime.datetime.fromtimestamp(T0, datetime.UTC)
+        intent = {
+            "phase": "Running",
+            "sourceNode": "pve1",
+            "upid": upid,
+            "attemptCount": 1,
+            "attempts": [{"startTime": to_rfc3339(requested), "outcome": "Running"}],
+        }
+        await rt.accept(REQUEST, intent)
+        await settle(rt)
+        assert pve.log_reads == 1 and pve.posts == []
+        assert rt.node_clocks.rate("pve1") == pytest.approx(scale, rel=0.05)
+        attempt = rt.attempts[REQUEST.key]
+        assert attempt.ending_at is not None
+        assert attempt.ending_at - clock[0] == pytest.approx(1024 / 10 / scale, rel=0.1)
 
     asyncio.run(scenario())
