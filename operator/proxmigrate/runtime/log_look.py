@@ -56,7 +56,9 @@ def _observe_clock(
     clock: NodeClock, attempt: Attempt, lines: Sequence[str], read_at: float
 ) -> None:
     """What a log read tells of its node's clock (runtime/node_clock.py): its first stamp
-    came after our request, its last was written by the time the read came back."""
+    came after our request, its last was written by the time the read came back. A task
+    resumed after a restart has the request time its intent recorded (whole seconds of
+    ours, floored: never later than the POST)."""
     if attempt.log_began is None:
         attempt.log_began = first_clock(lines)
         if attempt.log_began is not None:
