@@ -4,7 +4,8 @@
 `kubectl delete -f dir/` sends the deletes one after the other, the ProxmoxCluster's first
 when its file sorts first: the cluster's daemon is stopped before the VMMigrations' delete
 handlers run, and those stop the tasks through the cluster's connection
-(controllers/cluster_deletion.py keeps it open for them).
+(controllers/cluster_deletion.py keeps it open for them). A namespace deletion (one request;
+kube-controller-manager's namespace controller deletes its kinds in no set order) too.
 """
 
 from __future__ import annotations
@@ -60,8 +61,21 @@ def _cluster_file(tmp_path: Path) -> Path:
     return path
 
 
+def _gone(api: client.ApiClient, namespace: str) -> bool:
+    try:
+        client.CoreV1Api(api).read_namespace(namespace)
+    except client.ApiException as error:
+        return error.status == 404
+    return False
+
+
+@pytest.mark.parametrize("how", ["kubectl", "namespace"])
 def test_deleting_a_cluster_with_its_running_migrations_stops_their_tasks(
-    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    namespace: str,
+    tmp_path: Path,
+    how: str,
 ) -> None:
     api = control_plane.api_client()
     custom = client.CustomObjectsApi(api)
@@ -76,9 +90,15 @@ def test_deleting_a_cluster_with_its_running_migrations_stops_their_tasks(
             return all(any(r["transfer_start"] for r in runs.get(str(v), [])) for v in MOVES)
 
         wait_for(transferring, timeout=30, message=f"both transfers to start\n{operator.tail()}")
-        # as `kubectl delete -f dir/` with the cluster's file first: two requests, ms apart
-        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "proxmoxclusters", "lab")
-        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, "vmmigrations")
+        if how == "kubectl":  # as `kubectl delete -f dir/`, the cluster's file first
+            custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "proxmoxclusters", "lab"
+            )
+            custom.delete_collection_namespaced_custom_object(
+                GROUP, VERSION, namespace, "vmmigrations"
+            )
+        else:
+            client.CoreV1Api(api).delete_namespace(namespace)
         deleted_at = time.monotonic()
 
         def ended() -> list[dict[str, Any]] | None:
@@ -97,8 +117,9 @@ def test_deleting_a_cluster_with_its_running_migrations_stops_their_tasks(
             lambda: (
                 not items(api, namespace, "vmmigrations")
                 and not items(api, namespace, "proxmoxclusters")
+                and (how == "kubectl" or _gone(api, namespace))
             ),
-            timeout=10,
+            timeout=20,
             message=f"the objects to go\n{operator.tail()}",
         )
         assert took < 8.0, took  # the transfers had ~15 s to go
