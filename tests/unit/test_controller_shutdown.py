@@ -409,3 +409,36 @@ def test_a_cluster_deleted_alone_leaves_its_running_migration_with_a_warning(
     assert ended and 0.3 <= took < 1.0
     assert runtime.stopped_tasks == []
     assert posted == [("Warning", "LeftRunning")] * 2
+
+
+def test_a_running_migration_deleted_after_its_cluster_closed_says_its_task_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A VMMigration deleted once its ProxmoxCluster's runtime is gone (deleted later than
+    the cluster's wait, or before it connected): its task cannot be stopped, and a Warning
+    says so. Before, the delete handler returned without a word."""
+    from proxmigrate.controllers import migrations
+
+    posted: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(
+        migrations.events, "post", lambda _r, kind, why, text: posted.append((kind, why, text))
+    )
+    status = {"phase": "Running", "upid": "UPID:pve1:1"}
+    body = kopf.Body(
+        {
+            "metadata": {"namespace": "ns", "name": "m1"},
+            "spec": {"clusterRef": {"name": "lab"}, "vmid": 100, "target": "pve2"},
+            "status": status,
+        }
+    )
+    asyncio.run(
+        migrations.cancel_migration(
+            body=body,
+            status=body.status,
+            logger=logging.getLogger("test"),
+            memo=kopf.Memo(registry=Registry()),
+        )
+    )
+    ((kind, reason, text),) = posted
+    assert (kind, reason) == ("Warning", "Cancelled")
+    assert "PVE task UPID:pve1:1 was not stopped; check VM 100 on its nodes" in text

@@ -8,8 +8,10 @@ import kopf
 
 from proxmigrate.api.constants import GROUP, VERSION, VMMIGRATIONS
 from proxmigrate.api.enums import FINAL_MIGRATION_PHASES, MigrationPhase
+from proxmigrate.api.events import EventReason
 from proxmigrate.api.fields import SpecError
 from proxmigrate.api.migration import VMMigrationSpec
+from proxmigrate.controllers import events
 from proxmigrate.controllers.children import is_deleting
 from proxmigrate.controllers.registry import registry_of
 from proxmigrate.kube import Kube
@@ -93,6 +95,13 @@ async def cancel_migration(
     registry = registry_of(memo)
     runtime = registry.runtime_for(request.namespace, cluster)
     if runtime is None:
+        if status.get("upid"):  # its cluster is gone (or not connected): say what goes on
+            message = (
+                f"deleted while ProxmoxCluster {cluster} is not connected: PVE task "
+                f"{status['upid']} was not stopped; check VM {request.vmid} on its nodes"
+            )
+            logger.warning(message)
+            events.post(request.event_ref, "Warning", EventReason.MIGRATION_CANCELLED, message)
         return
     with registry.cancels_of(request.namespace, cluster).cancelling():  # its cluster waits
         logger.info(await runtime.cancel(request))
