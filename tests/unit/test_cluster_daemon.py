@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 import pytest
 
-from proxmigrate.controllers import clusters, events
+from proxmigrate.controllers import clusters, engine_health, events
 from proxmigrate.controllers.connection import Connection
 from proxmigrate.controllers.migrations import adopt_migrations
 from proxmigrate.controllers.options import OPTIONS
@@ -68,29 +68,29 @@ def test_a_stalled_engine_fails_healthz_and_a_failing_one_is_not_ready() -> None
     rt, _ = runtime(FakePve(), [1000.0])
     memo = kopf.Memo(registry=Registry())
     memo.registry.runtimes[("ns", "lab")] = rt
-    assert clusters.engines_alive(memo) == {"ns/lab": pytest.approx(0.0, abs=1.0)}
-    rt.heartbeat -= clusters.ENGINE_STALL_SECONDS + 1
+    assert engine_health.engines_alive(memo) == {"ns/lab": pytest.approx(0.0, abs=1.0)}
+    rt.heartbeat -= engine_health.ENGINE_STALL_SECONDS + 1
     with pytest.raises(kopf.PermanentError, match="ns/lab"):
-        clusters.engines_alive(memo)
+        engine_health.engines_alive(memo)
 
     async def check() -> None:
         loop = asyncio.create_task(asyncio.sleep(10))
         try:
-            trouble = clusters._engine_trouble(rt, loop)
+            trouble = engine_health.engine_trouble(rt, loop)
             assert trouble is not None and trouble[0] == "EngineStalled"
-            rt.heartbeat += clusters.ENGINE_STALL_SECONDS + 1
+            rt.heartbeat += engine_health.ENGINE_STALL_SECONDS + 1
             rt.failed_ticks, rt.loop_error = 3, "ApiException: (500)"
-            assert clusters._engine_trouble(rt, loop) == (
+            assert engine_health.engine_trouble(rt, loop) == (
                 "EngineFailing",
                 "3 ticks failed: ApiException: (500)",
             )
             rt.failed_ticks = 0
-            assert clusters._engine_trouble(rt, loop) is None
+            assert engine_health.engine_trouble(rt, loop) is None
         finally:
             loop.cancel()
         stopped = asyncio.create_task(asyncio.sleep(0))
         await stopped
-        trouble = clusters._engine_trouble(rt, stopped)
+        trouble = engine_health.engine_trouble(rt, stopped)
         assert trouble is not None and trouble[0] == "EngineStopped"
 
     asyncio.run(check())

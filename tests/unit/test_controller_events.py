@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from proxmigrate import metrics
-from proxmigrate.controllers import clusters, events
+from proxmigrate.controllers import cluster_status, events
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_a_cluster_tells_when_it_becomes_ready_or_not_and_why(
     posted: list[tuple[str, str]],
 ) -> None:
     async def scenario() -> None:
-        writer = clusters._StatusWriter(FakeKube(), "ns", "lab", {})  # type: ignore[arg-type]
+        writer = cluster_status.ClusterStatus(FakeKube(), "ns", "lab", {})  # type: ignore[arg-type]
         await writer.write(1, False, "Unreachable", "connection refused")
         await writer.write(1, False, "Unreachable", "connection refused")  # every sync
         await writer.write(1, False, "AuthenticationFailed", "401")  # another reason

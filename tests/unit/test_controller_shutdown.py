@@ -225,7 +225,7 @@ def test_a_deleted_clusters_daemon_ends_on_its_own_and_closes_its_runtime(
     from kopf._core.engines import daemons as kopf_daemons
     from kopf._core.intents.stoppers import DaemonStoppingReason
 
-    from proxmigrate.controllers import clusters
+    from proxmigrate.controllers import cluster_status, clusters
     from proxmigrate.controllers.settings import configure
 
     runtime = IdleRuntime()
@@ -238,7 +238,8 @@ def test_a_deleted_clusters_daemon_ends_on_its_own_and_closes_its_runtime(
 
     monkeypatch.setattr(clusters, "shared_kube", lambda: None)
     monkeypatch.setattr(clusters, "_connect", connect)
-    monkeypatch.setattr(clusters, "_report", report)  # the empty spec is refused: Ready False
+    # the empty spec is refused: Ready False
+    monkeypatch.setattr(cluster_status.ClusterStatus, "report", report)
     handler = next(
         h
         for h in kopf.get_default_registry()._spawning.get_all_handlers()
@@ -303,7 +304,7 @@ def _delete_cluster(
     from kopf._core.engines import daemons as kopf_daemons
     from kopf._core.intents.stoppers import DaemonStoppingReason
 
-    from proxmigrate.controllers import clusters, migrations
+    from proxmigrate.controllers import cluster_status, clusters, migrations
     from proxmigrate.controllers.settings import configure
 
     async def connect(*_: Any) -> tuple[IdleRuntime, object]:
@@ -319,10 +320,10 @@ def _delete_cluster(
     async def say_deleted(*_: Any) -> None:
         farewells.append(daemon[0].done())
 
-    monkeypatch.setattr(clusters, "_say_deleted", say_deleted)
+    monkeypatch.setattr(cluster_status.ClusterStatus, "say_deleted", say_deleted)
     monkeypatch.setattr(clusters, "shared_kube", lambda: None)
     monkeypatch.setattr(clusters, "_connect", connect)
-    monkeypatch.setattr(clusters, "_report", report)
+    monkeypatch.setattr(cluster_status.ClusterStatus, "report", report)
     monkeypatch.setattr(
         clusters.events, "post", lambda _r, kind, why, _m: posted.append((kind, why))
     )

@@ -13,7 +13,14 @@ from prometheus_client import generate_latest
 
 from proxmigrate import metrics
 from proxmigrate.api.enums import DrainPhase
-from proxmigrate.controllers import clusters, drain_series, drains, events, placements
+from proxmigrate.controllers import (
+    cluster_status,
+    clusters,
+    drain_series,
+    drains,
+    events,
+    placements,
+)
 from proxmigrate.controllers.registry import Registry, Waker
 from proxmigrate.metrics import REGISTRY
 from proxmigrate.runtime import drain_progress as progress
@@ -145,7 +152,7 @@ class FakeKube:
 
 def test_cluster_readiness_has_one_series_with_the_current_reason() -> None:
     async def scenario() -> None:
-        writer = clusters._StatusWriter(FakeKube(), "ns", "ready", {})  # type: ignore[arg-type]
+        writer = cluster_status.ClusterStatus(FakeKube(), "ns", "ready", {})  # type: ignore[arg-type]
         await writer.write(1, False, "Unreachable", "connection refused")
         assert series("proxmigrate_cluster_ready") == [
             {"proxmox_cluster": "ns/ready", "reason": "Unreachable"}
