@@ -16,7 +16,7 @@ import yaml
 from proxmigrate.api import NodeMaintenanceSpec, ProxmoxClusterSpec, SpecError
 from proxmigrate.api.enums import DrainPhase, MaintenanceNodePhase, MaintenancePhase
 from proxmigrate.api.maintenance import DONE_ANNOTATION, MAINTENANCE_LABEL, done_nodes
-from proxmigrate.controllers import events, maintenances
+from proxmigrate.controllers import events, maintenances, wakeups
 from proxmigrate.controllers.context import ClusterContext
 from proxmigrate.controllers.registry import Registry, Waker
 from proxmigrate.engine import EnginePolicy, MigrationEngine
@@ -413,7 +413,7 @@ def test_woken_by_its_spec_annotation_and_drains_not_its_own_status() -> None:
     body: dict[str, Any] = {"metadata": {"generation": 1, "annotations": {}}}
 
     def event(kind: str = "MODIFIED") -> bool:
-        maintenances.maintenance_changed(
+        wakeups.maintenance_changed(
             type=kind,
             namespace="ns",
             name="m",
@@ -432,7 +432,7 @@ def test_woken_by_its_spec_annotation_and_drains_not_its_own_status() -> None:
     assert event()  # paused, resumed
 
     def drain_event(labels: dict[str, str]) -> bool:
-        maintenances.maintenance_drain_changed(namespace="ns", labels=labels, memo=memo)  # type: ignore[arg-type]
+        wakeups.maintenance_drain_changed(namespace="ns", labels=labels, memo=memo)  # type: ignore[arg-type]
         return asyncio.run(waker.sleep(0))
 
     assert drain_event({MAINTENANCE_LABEL: "m"})

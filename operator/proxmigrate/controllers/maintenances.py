@@ -1,7 +1,8 @@
 """NodeMaintenance: a rolling maintenance, a step of NodeDrains at a time.
 
 A kopf daemon per NodeMaintenance reconciles whenever woken (its spec or done annotation,
-its NodeDrains' status; a blocked maintenance also every BLOCKED_RETRY_SECONDS): each node's
+its NodeDrains' status: controllers/wakeups.py; a blocked maintenance also every
+BLOCKED_RETRY_SECONDS): each node's
 entry follows its NodeDrain (status/maintenance.py); a drained node waits for the
 done-signal, which sets the drain's `maintenanceDone` (its guests return) or, without
 return, deletes the drain (the cordon is lifted); when no step is under way, the nodes
@@ -291,34 +292,3 @@ async def cancel_maintenance(
             "completionTime": to_rfc3339(_now()),
         }
         await shared_kube().patch_status(NODEMAINTENANCES, namespaced(namespace), name, cancelled)
-
-
-@kopf.on.event(GROUP, VERSION, NODEMAINTENANCES)
-def maintenance_changed(
-    type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
-) -> None:
-    """Wake the maintenance when its spec, its done annotation or its deletion changed."""
-    registry, namespace = registry_of(memo), namespaced(namespace)
-    key = (NODEMAINTENANCES, namespace, label_value(name))
-    if type == "DELETED":
-        registry.marks.pop(key, None)
-        return
-    meta = body.get("metadata") or {}
-    mark = (
-        meta.get("generation"),
-        bool(meta.get("deletionTimestamp")),
-        done_nodes(meta.get("annotations")),
-    )
-    if registry.marks.get(key) != mark:
-        registry.marks[key] = mark
-        registry.wake(key)
-
-
-@kopf.on.event(GROUP, VERSION, NODEDRAINS)
-def maintenance_drain_changed(
-    namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
-) -> None:
-    """A NodeDrain of a maintenance changed: wake the maintenance."""
-    owner = labels.get(MAINTENANCE_LABEL)
-    if owner:
-        registry_of(memo).wake((NODEMAINTENANCES, namespaced(namespace), owner))

@@ -13,7 +13,9 @@ woken reconciler reads what woke it. Each wakes only those whose inputs changed:
 - a ProxmoxCluster's spec: its runtime gets the new migration policy at once, and its
   drains and placements re-plan with the new settings;
 - its inventory (clusters.py, after each PVE sync that changed something): its drains and
-  placements.
+  placements;
+- a NodeMaintenance: itself when its spec, its done annotation or its deletion changes;
+  and when one of its NodeDrains changes.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from proxmigrate.api.cluster import ProxmoxClusterSpec
 from proxmigrate.api.constants import (
     GROUP,
     NODEDRAINS,
+    NODEMAINTENANCES,
     PROXMOXCLUSTERS,
     VERSION,
     VMMIGRATIONS,
     VMPLACEMENTS,
 )
 from proxmigrate.api.fields import SpecError
+from proxmigrate.api.maintenance import MAINTENANCE_LABEL, done_nodes
 from proxmigrate.api.refs import raw_cluster_name
 from proxmigrate.controllers.cache import Caches, namespaced
 from proxmigrate.controllers.children import DRAIN_LABEL, PLACEMENT_LABEL, label_value
@@ -48,7 +52,7 @@ HANDLERS = (
     "placement_changed",
     "child_changed",
     "cluster_changed",
-    "maintenance_changed",  # controllers/maintenances.py
+    "maintenance_changed",
     "maintenance_drain_changed",
 )
 
@@ -209,3 +213,34 @@ def inventory_synced(
         )
     registry.wake_cluster(namespace, cluster, frozenset({NODEDRAINS}))
     registry.wake_cluster(namespace, cluster, frozenset({VMPLACEMENTS}), changed)
+
+
+@kopf.on.event(GROUP, VERSION, NODEMAINTENANCES)
+def maintenance_changed(
+    type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    """Wake the maintenance when its spec, its done annotation or its deletion changed."""
+    registry, namespace = registry_of(memo), namespaced(namespace)
+    key = (NODEMAINTENANCES, namespace, label_value(name))
+    if type == "DELETED":
+        registry.marks.pop(key, None)
+        return
+    meta = body.get("metadata") or {}
+    mark = (
+        meta.get("generation"),
+        bool(meta.get("deletionTimestamp")),
+        done_nodes(meta.get("annotations")),
+    )
+    if registry.marks.get(key) != mark:
+        registry.marks[key] = mark
+        registry.wake(key)
+
+
+@kopf.on.event(GROUP, VERSION, NODEDRAINS)
+def maintenance_drain_changed(
+    namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
+) -> None:
+    """A NodeDrain of a maintenance changed: wake the maintenance."""
+    owner = labels.get(MAINTENANCE_LABEL)
+    if owner:
+        registry_of(memo).wake((NODEMAINTENANCES, namespaced(namespace), owner))
