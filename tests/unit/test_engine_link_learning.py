@@ -74,3 +74,33 @@ def test_a_capped_rate_beside_unseen_transfer_ends_does_not_inflate_the_link() -
     # a 28 GiB guest (guessed 224 MiB/s) needs 448 MiB/s: 1120 MiB/s shared by 5 is 224
     eng.submit(job(9, 28 * GIB), 22.0)
     assert "m9" not in [item.key for item in start_all(eng, 22.0)]
+
+
+def test_a_target_holding_its_streams_is_not_crowded_further() -> None:
+    eng = MigrationEngine(
+        EnginePolicy(
+            max_parallel=64,
+            ssh_max_startups=MaxStartups.parse("1000"),
+            handshake_safety=1.0,
+            start_spread_seconds=0.0,
+            handshake_seconds=0.01,
+            node_link_capacity=(("pve1", 25e9 / 8 * 0.94),),
+        )
+    )
+    fast = [job(index, target=f"pve{4 + index}") for index in range(7)]
+    held = [job(10 + index, target="pve3") for index in range(4)]
+    for item in fast + held[:1]:
+        eng.submit(item, 0.0)
+    assert len(start_all(eng, 0.0)) == 8
+    for item in fast:  # each alone on its 10 Gbit/s target, the 25 Gbit/s source roomy
+        eng.observe_rate(item.key, 300 * MIB)
+    for item in held[1:]:
+        eng.submit(item, 1.0)
+    assert len(start_all(eng, 1.0)) == 3
+    for item in held:  # slower than their source's others: held by pve3, 4 x 150 MiB/s
+        eng.observe_rate(item.key, 150 * MIB)
+    # the source's outflow still allows a 12th stream (150 x 11 / 12 = 137 MiB/s each), but
+    # pve3's 600 MiB/s shared by 5 would be 120 MiB/s, below the 128 MiB/s floor
+    eng.submit(job(20, target="pve3"), 2.0)
+    eng.submit(job(21, target="pve20"), 2.0)
+    assert [item.key for item in start_all(eng, 2.0)] == ["m21"]

@@ -81,6 +81,9 @@ Rules enforced together at each start
    ever told by a stream at its source's top rate, not alone there, bounds it too, for
    jobs to that stream's target (a burst of starts or unseen transfer ends overstated it
    up to twice, and a guest dirtying 120 MiB/s fell below its share of 10-11 streams).
+   A stream slower than another of its source is held by its target: its rate times the
+   migrations into that target bounds the target's ingress (the least so told), and
+   jobs to an undeclared target keep the floor there too.
    A rate at `capped_stream_rate` (768 MiB/s: one ssh/sshd pair's cipher, not the link,
    set it) only bounds the outflow from below, times the streams sending then (tunnel up,
    transfer not ended), not those still logging in: such rates count only while no
@@ -90,8 +93,9 @@ Rules enforced together at each start
    (bench/RESULTS.md: at 64 parallel on 10 Gbit/s the drain took 4.3x the bandwidth
    bound without it).
 8. Convergence: a migration starts only while every stream on its source's link (and its
-   target's, when `node_link_capacity` declares it), itself included, keeps an equal share
-   of at least `convergence_margin` (2) times its guest's dirty rate. That rate is guessed
+   target's, when `node_link_capacity` declares it or held streams told it, rule 7),
+   itself included, keeps an equal share of at least `convergence_margin` (2) times its
+   guest's dirty rate. That rate is guessed
    from `Job.memory_bytes` (`assumed_dirty_share` 1/128 per second, at least
    `assumed_dirty_floor` 16 MiB/s) and clamped into what the task log told (`dirty_bounds`:
    PVE names it only above the stream's rate; pages re-sent past the guest's memory bound

@@ -14,7 +14,7 @@ from proxmigrate.engine.policy import EnginePolicy
 from proxmigrate.engine.retry import backoff_delay
 from proxmigrate.failures import Reason
 
-# A rate within this share of the source's highest is that source's top rate (`_learn_link`).
+# A rate within this share of the source's highest is that source's top rate (`_learn_links`).
 TOP_RATE_SHARE = 0.99
 
 
@@ -62,8 +62,10 @@ class MigrationEngine:
         self._running_vmids: Counter[int] = Counter()
         # each source's outflow as last told while streams ran: the link outlives its streams
         self._outflow: dict[str, float] = {}
-        # the least outflow a source's top stream to each target told (`_learn_link`)
+        # the least outflow a source's top stream to each target told (`_learn_links`)
         self._least_told: dict[tuple[str, str], float] = {}
+        # the least ingress a target's streams held by it told (`_learn_links`)
+        self._least_ingress: dict[str, float] = {}
         self._next_seq = 0
         self._pacer = HandshakePacer(policy.start_window_seconds, policy.end_window_seconds)
         self._allowances = AdaptiveAllowances(
@@ -206,7 +208,7 @@ class MigrationEngine:
             if running.capped:  # the link carries what the streams sending now send
                 sharing = sum(1 for r in streams if r.tunnel_up and not r.transferred)
             running.source_rate = bytes_per_second * max(1, sharing)
-            self._learn_link(running, bytes_per_second, streams)
+            self._learn_links(running, bytes_per_second, streams)
             running.rate = bytes_per_second
             outflow = _outflow(streams)
             if outflow is not None:
@@ -214,8 +216,9 @@ class MigrationEngine:
             if dirty_bounds is not None:
                 running.dirty_bounds = dirty_bounds
 
-    def _learn_link(self, running: _Running, rate: float, streams: list[_Running]) -> None:
-        """Keep the least outflow told by a stream at its source's top rate, per target.
+    def _learn_links(self, running: _Running, rate: float, streams: list[_Running]) -> None:
+        """Keep the least outflow told by a stream at its source's top rate, per target,
+        and the least ingress told by a stream held below it, per target.
 
         A rate times the migrations leaving the source overstates the link whenever some
         of them are in a start or end phase (they send nothing), and the streams running
@@ -223,10 +226,15 @@ class MigrationEngine:
         let 10-11 streams share a 10 Gbit/s link and a guest dirtying 120 MiB/s fell below
         its share. A link does not change, and with all of them sending the count is
         right: the least such told is the tightest bound. It counts only from a stream
-        whose rate no other stream of the source beats (one held lower by its target tells
-        of the target, not of the source) and that does not run alone (its rate may be its
-        target's), and only for jobs to the same target: a slower target's streams, all
-        held by it, do not shrink the link the faster targets' streams share.
+        whose rate no other stream of the source beats and that does not run alone there
+        (its rate may be its target's), and only for jobs to the same target: a slower
+        target's streams, all held by it, do not shrink the link the faster targets'
+        streams share.
+
+        A stream slower than another of its source is held elsewhere, by its target (its
+        source shares fairly): its rate times the migrations into that target tells the
+        target's ingress, which rules 7 and 8 then keep as they keep a source's link. A
+        guest dirtying 120 MiB/s otherwise went to a 5 Gbit/s target with four others.
         """
         if running.capped or running.source_rate is None:
             return
@@ -236,11 +244,16 @@ class MigrationEngine:
         others = [
             r.rate for r in sending if r is not running and r.rate is not None and not r.capped
         ]
-        if any(rate < TOP_RATE_SHARE * other for other in others):
+        target = running.job.target
+        if all(rate >= TOP_RATE_SHARE * other for other in others):
+            key = (running.job.source, target)
+            told = running.source_rate
+            self._least_told[key] = min(self._least_told.get(key, told), told)
             return
-        key = (running.job.source, running.job.target)
-        told = running.source_rate
-        self._least_told[key] = min(self._least_told.get(key, told), told)
+        into = [r for r in self._running.values() if r.job.target == target and not r.transferred]
+        if len(into) >= 2:
+            told = rate * len(into)
+            self._least_ingress[target] = min(self._least_ingress.get(target, told), told)
 
     def finish(self, key: str, now: float, outcome: Outcome) -> Decision:
         """Record how a running job's attempt ended and decide what follows.
@@ -357,8 +370,9 @@ class MigrationEngine:
         return self._stream_rate_allows(job)
 
     def _stream_rate_allows(self, job: Job) -> bool:
-        """One more stream from `job.source` would still leave each at `min_stream_rate`,
-        and every stream on the source's link (and the target's, if declared) at
+        """One more stream from `job.source` would still leave each at `min_stream_rate`
+        (and into `job.target` too, when its ingress was learned from streams it held),
+        and every stream on the source's link (and the target's, if declared or learned) at
         `convergence_margin` times its guest's dirty rate.
 
         A migration whose log showed its transfer ended is off its links (`transferred`):
@@ -366,7 +380,7 @@ class MigrationEngine:
         kept a small guest from starting behind it for the whole phase.
 
         The source's outflow is what its streams' rates tell (`_outflow`), at most the
-        least told on the way to `job.target` while all sent (`_learn_link`); with no
+        least told on the way to `job.target` while all sent (`_learn_links`); with no
         stream measured now, the outflow last told stands in; before any, a declared
         capacity.
         Convergence takes the larger of that and the declared capacity (else
@@ -399,6 +413,11 @@ class MigrationEngine:
             r for r in self._running.values() if r.job.target == job.target and not r.transferred
         ]
         ingress = self._policy.declared_link(job.target)
+        if ingress is None and job.target in self._least_ingress:
+            ingress = self._least_ingress[job.target]
+            crowded = len(into_target) >= self._policy.min_streams_per_source
+            if floor is not None and crowded and ingress / (len(into_target) + 1) < floor:
+                return False
         return ingress is None or self._converges(job, into_target, ingress)
 
     def _converges(self, job: Job, sharing: list[_Running], capacity: float) -> bool:
