@@ -55,14 +55,14 @@ def test_a_burst_of_starts_does_not_inflate_the_link() -> None:
 
 def test_a_capped_rate_beside_unseen_transfer_ends_does_not_inflate_the_link() -> None:
     eng = engine()
-    for index in range(2):
+    for index in range(3):  # m0 runs throughout, its rate never read
         eng.submit(job(index), 0.0)
-    pair = start_all(eng, 0.0)
-    for item in pair:  # two streams sharing the link: 560 MiB/s each
-        eng.observe_rate(item.key, LINK / 2)
-    for item in pair:
-        eng.finish(item.key, 20.0, Outcome(True))
-    for index in range(2, 6):
+    assert len(start_all(eng, 0.0)) == 3
+    for key in ("m1", "m2"):  # read while the three ran: 3 x 560 MiB/s at most
+        eng.observe_rate(key, LINK / 2)
+    for key in ("m1", "m2"):
+        eng.finish(key, 20.0, Outcome(True))
+    for index in range(3, 7):
         eng.submit(job(index), 20.0)
     four = start_all(eng, 20.0)
     assert len(four) == 4
@@ -71,7 +71,7 @@ def test_a_capped_rate_beside_unseen_transfer_ends_does_not_inflate_the_link() -
     # three of them ended their transfer unseen; the fourth alone sends at its cipher's cap,
     # which times the four "sending" read as 4 GiB/s
     eng.observe_rate(four[-1].key, 1024 * MIB)
-    # a 28 GiB guest (guessed 224 MiB/s) needs 448 MiB/s: 1120 MiB/s shared by 5 is 224
+    # a 28 GiB guest (guessed 224 MiB/s) needs 448 MiB/s: 1680 MiB/s shared by 6 is 280
     eng.submit(job(9, 28 * GIB), 22.0)
     assert "m9" not in [item.key for item in start_all(eng, 22.0)]
 
@@ -104,3 +104,22 @@ def test_a_target_holding_its_streams_is_not_crowded_further() -> None:
     eng.submit(job(20, target="pve3"), 2.0)
     eng.submit(job(21, target="pve20"), 2.0)
     assert [item.key for item in start_all(eng, 2.0)] == ["m21"]
+
+
+def test_what_the_links_told_lasts_while_migrations_run() -> None:
+    eng = engine()
+    for index in range(3):
+        eng.submit(job(index), 0.0)
+    first = start_all(eng, 0.0)
+    for item in first:  # a busy link: 3 x 100 MiB/s, other traffic took the rest
+        eng.observe_rate(item.key, 100 * MIB)
+    for item in first:
+        eng.finish(item.key, 30.0, Outcome(True))
+    for index in range(3, 30):
+        eng.submit(job(index), 3600.0)
+    second = start_all(eng, 3600.0)  # as many as the last outflow told allows
+    assert len(second) >= 2
+    for item in second:  # the link is free again: all of it shared by them
+        eng.observe_rate(item.key, LINK / len(second))
+    # 1120 MiB/s, not the 300 of the last busy spell: up to the rate floor's 8
+    assert len(start_all(eng, 3601.0)) == 8 - len(second)

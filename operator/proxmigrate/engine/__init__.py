@@ -83,7 +83,8 @@ Rules enforced together at each start
    up to twice, and a guest dirtying 120 MiB/s fell below its share of 10-11 streams).
    A stream slower than another of its source is held by its target: its rate times the
    migrations into that target bounds the target's ingress (the least so told), and
-   jobs to an undeclared target keep the floor there too.
+   jobs to an undeclared target keep the floor there too. Both hold while migrations run:
+   once none does, other traffic may have shared the links, and they are learned again.
    A rate at `capped_stream_rate` (768 MiB/s: one ssh/sshd pair's cipher, not the link,
    set it) only bounds the outflow from below, times the streams sending then (tunnel up,
    transfer not ended), not those still logging in: such rates count only while no

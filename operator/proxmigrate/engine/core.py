@@ -269,6 +269,10 @@ class MigrationEngine:
         self._running_per_source[running.job.source] -= 1
         self._running_vmids[running.job.vmid] -= 1
         self._pacer.release(target, key)
+        if not self._running:  # what the links told holds for a busy spell, not for ever:
+            # other traffic may have shared them, and the next drain learns them again
+            self._least_told.clear()
+            self._least_ingress.clear()
         if outcome.reason is Reason.SSH_DROPPED:
             self._allowances.on_drop(target, running.started_at, now)
         elif outcome.succeeded:
