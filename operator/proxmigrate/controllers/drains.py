@@ -3,10 +3,11 @@
 A kopf daemon per NodeDrain reconciles whenever woken (controllers/wakeups.py: its spec,
 its VMMigrations, other drains' cordons and loads, the cluster's inventory or spec): plan
 (or re-plan while nothing moves yet), then create VMMigrations in plan order within the
-drain's window and derive the status from them (runtime/drain_progress.py). Deleting the
-NodeDrain cancels queued migrations, lets running ones finish (detached from the drain) and
-lifts the cordon. With `returnGuests`, `maintenanceDone` ends the drain instead and sends
-its guests home (controllers/drain_returns.py).
+drain's window and derive the status from them (runtime/drain_progress.py; a started
+drain's pass: controllers/drain_execution.py). Deleting the NodeDrain cancels queued
+migrations, lets running ones finish (detached from the drain) and lifts the cordon. With
+`returnGuests`, `maintenanceDone` ends the drain instead and sends its guests home
+(controllers/drain_returns.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -29,20 +30,17 @@ from proxmigrate.controllers.cache import Caches
 from proxmigrate.controllers.children import (
     DRAIN_LABEL,
     child_name,
-    child_vmid,
     is_deleting,
     migration_manifest,
-    withdraw_onto,
 )
 from proxmigrate.controllers.context import (
     ClusterContext,
     ClusterNotReady,
     cluster_context,
     placement_pins,
-    unusable_targets,
 )
+from proxmigrate.controllers.drain_execution import execute
 from proxmigrate.controllers.drain_requests import (
-    UNDER_WAY,
     drain_request,
     drain_window,
     rival_owner,
@@ -100,7 +98,7 @@ class DrainReconciler(Reconciler):
             return
         request = drain_request(spec, context, drains)
         if self.status.get("startTime"):
-            await self._execute(spec, context, request, now)
+            await execute(self, spec, context, request, now)
             return
         request = await self.pinned(request, context)
         request = with_earlier_plans(request, spec, self.body, context, drains)
@@ -160,34 +158,9 @@ class DrainReconciler(Reconciler):
             )
             return
         entries = progress.plan_entries(plan)
-        entries = await self._create_due(spec, context, entries)
+        entries = await self.create_due(spec, context, entries)
         status = progress.progress_status(entries, self.status, self.generation, now)
         await self.write({**status, **extra})
-
-    async def _execute(
-        self,
-        spec: NodeDrainSpec,
-        context: ClusterContext,
-        request: DrainRequest,
-        now: datetime.datetime,
-    ) -> None:
-        children = {
-            child_vmid(child): child
-            for child in self.children(DRAIN_LABEL)
-            if not is_deleting(child)
-        }
-        location = {vm.vmid: vm.node for vm in context.inventory.vms}
-        entries = progress.advance(self.status.get("vms") or [], children, location)
-        unusable = unusable_targets(request.cordoned, context.inventory)
-        withdrawn = withdraw_onto(children.values(), unusable, context.runtime)
-        entries = progress.without_moves_onto(
-            entries, unusable, {child_vmid(child) for child in withdrawn}
-        )
-        entries += await self._arrivals(entries, context, request)
-        entries = await self._create_due(spec, context, entries)
-        await self.write(progress.progress_status(entries, self.status, self.generation, now))
-        for child in withdrawn:
-            await self.kube.delete(VMMIGRATIONS, self.namespace, child["metadata"]["name"])
 
     async def pinned(self, request: DrainRequest, context: ClusterContext) -> DrainRequest:
         """`request` with the nodes every VMPlacement allows its guests."""
@@ -195,31 +168,10 @@ class DrainReconciler(Reconciler):
         pins = placement_pins(placements, context.inventory, context.runtime.name)
         return dataclasses.replace(request, pins=pins)
 
-    async def _arrivals(
-        self,
-        entries: Sequence[Mapping[str, Any]],
-        context: ClusterContext,
-        request: DrainRequest,
-    ) -> list[progress.Entry]:
-        """Guests that appeared on the node since the plan, planned now."""
-        known = {int(entry["vmid"]) for entry in entries}
-        if all(vm.vmid in known for vm in context.inventory.vms_on(request.node)):
-            return []
-        under_way = {
-            int(entry["vmid"]): str(entry["to"])
-            for entry in entries
-            if entry.get("to") and progress.entry_phase(entry) in UNDER_WAY
-        }
-        request = dataclasses.replace(request, in_flight={**request.in_flight, **under_way})
-        try:
-            plan = plan_drain(context.inventory, await self.pinned(request, context))
-            return progress.new_arrivals(entries, plan)
-        except PlanError:
-            return []
-
-    async def _create_due(
+    async def create_due(
         self, spec: NodeDrainSpec, context: ClusterContext, entries: list[progress.Entry]
     ) -> list[progress.Entry]:
+        """`entries` with the VMMigrations of the moves due now (the drain's window) made."""
         window = drain_window(spec, context)
         due = {int(entry["vmid"]) for entry in progress.due_for_migration(entries, window)}
         updated = []
