@@ -9,13 +9,12 @@ from typing import Literal
 
 from proxmigrate.engine.aimd import AdaptiveAllowances
 from proxmigrate.engine.jobs import Decision, EngineSnapshot, Job, Outcome
+from proxmigrate.engine.links import LinkBounds
 from proxmigrate.engine.pacing import HandshakePacer
 from proxmigrate.engine.policy import EnginePolicy
 from proxmigrate.engine.retry import backoff_delay
+from proxmigrate.engine.running import Running
 from proxmigrate.failures import Reason
-
-# A rate within this share of the source's highest is that source's top rate (`_learn_links`).
-TOP_RATE_SHARE = 0.99
 
 
 @dataclass
@@ -27,28 +26,6 @@ class _Queued:
     not_before: float = float("-inf")
 
 
-@dataclass
-class _Running:
-    job: Job
-    seq: int
-    enqueued_at: float
-    attempt: int
-    started_at: float
-    # the source's outflow as told by this stream's latest rate: that rate times the streams
-    # then leaving the source, which share its link (bytes/s; see `_outflow`)
-    source_rate: float | None = None
-    # that rate was at the stream's own cap: the link carries at least `source_rate`, maybe more
-    capped: bool = False
-    # its latest rate (bytes/s): the source's other streams' readings are judged against it
-    rate: float | None = None
-    # bytes/s its guest re-dirties, (at least, at most) as its progress lines tell
-    dirty_bounds: tuple[float, float] = (0.0, float("inf"))
-    # its tunnel is up (`notify_tunnel_up`): it sends memory until its transfer ends
-    tunnel_up: bool = False
-    # its log showed the transfer ended (`notify_transfer_ended`): it sends no more memory
-    transferred: bool = False
-
-
 class MigrationEngine:
     """Pure scheduler state; every time is passed in by the caller and must not decrease."""
 
@@ -56,16 +33,11 @@ class MigrationEngine:
         self._policy = policy
         self._rng = rng if rng is not None else random.Random()
         self._queued: dict[str, _Queued] = {}
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._running_per_target: Counter[str] = Counter()
         self._running_per_source: Counter[str] = Counter()
         self._running_vmids: Counter[int] = Counter()
-        # each source's outflow as last told while streams ran: the link outlives its streams
-        self._outflow: dict[str, float] = {}
-        # the least outflow a source's top stream to each target told (`_learn_links`)
-        self._least_told: dict[tuple[str, str], float] = {}
-        # the least ingress a target's streams held by it told (`_learn_links`)
-        self._least_ingress: dict[str, float] = {}
+        self._links = LinkBounds()
         self._next_seq = 0
         self._pacer = HandshakePacer(policy.start_window_seconds, policy.end_window_seconds)
         self._allowances = AdaptiveAllowances(
@@ -115,7 +87,7 @@ class MigrationEngine:
         queued = self._queued.pop(job.key, None)
         seq = queued.seq if queued is not None else self._take_seq()
         enqueued_at = queued.enqueued_at if queued is not None else started_at
-        self._mark_running(_Running(job, seq, enqueued_at, attempt, started_at))
+        self._mark_running(Running(job, seq, enqueued_at, attempt, started_at))
 
     def state(self, key: str) -> Literal["queued", "running"] | None:
         if key in self._running:
@@ -140,7 +112,7 @@ class MigrationEngine:
             if not self._fits(queued.job, now):
                 continue
             del self._queued[queued.job.key]
-            running = _Running(queued.job, queued.seq, queued.enqueued_at, queued.attempts + 1, now)
+            running = Running(queued.job, queued.seq, queued.enqueued_at, queued.attempts + 1, now)
             self._mark_running(running)
             started.append(queued.job)
         return started
@@ -199,61 +171,11 @@ class MigrationEngine:
         dirty rate; the convergence rule clamps its size-based guess into them."""
         running = self._running.get(key)
         if running is not None:
-            source = running.job.source
-            running.tunnel_up = True  # a rate: its memory is under way
-            capped = self._policy.capped_stream_rate
-            running.capped = capped is not None and bytes_per_second >= capped
-            streams = [r for r in self._running.values() if r.job.source == source]
-            sharing = len(streams)
-            if running.capped:  # the link carries what the streams sending now send
-                sharing = sum(1 for r in streams if r.tunnel_up and not r.transferred)
-            running.source_rate = bytes_per_second * max(1, sharing)
-            self._learn_links(running, bytes_per_second, streams)
-            running.rate = bytes_per_second
-            outflow = _outflow(streams)
-            if outflow is not None:
-                self._outflow[source] = outflow
+            self._links.observe(
+                running, bytes_per_second, list(self._running.values()), self._policy
+            )
             if dirty_bounds is not None:
                 running.dirty_bounds = dirty_bounds
-
-    def _learn_links(self, running: _Running, rate: float, streams: list[_Running]) -> None:
-        """Keep the least outflow told by a stream at its source's top rate, per target,
-        and the least ingress told by a stream held below it, per target.
-
-        A rate times the migrations leaving the source overstates the link whenever some
-        of them are in a start or end phase (they send nothing), and the streams running
-        now told it at other moments: up to twice the link in bench runs, so rules 7 and 8
-        let 10-11 streams share a 10 Gbit/s link and a guest dirtying 120 MiB/s fell below
-        its share. A link does not change, and with all of them sending the count is
-        right: the least such told is the tightest bound. It counts only from a stream
-        whose rate no other stream of the source beats and that does not run alone there
-        (its rate may be its target's), and only for jobs to the same target: a slower
-        target's streams, all held by it, do not shrink the link the faster targets'
-        streams share.
-
-        A stream slower than another of its source is held elsewhere, by its target (its
-        source shares fairly): its rate times the migrations into that target tells the
-        target's ingress, which rules 7 and 8 then keep as they keep a source's link. A
-        guest dirtying 120 MiB/s otherwise went to a 5 Gbit/s target with four others.
-        """
-        if running.capped or running.source_rate is None:
-            return
-        sending = [r for r in streams if not r.transferred]
-        if len(sending) < 2:
-            return
-        others = [
-            r.rate for r in sending if r is not running and r.rate is not None and not r.capped
-        ]
-        target = running.job.target
-        if all(rate >= TOP_RATE_SHARE * other for other in others):
-            key = (running.job.source, target)
-            told = running.source_rate
-            self._least_told[key] = min(self._least_told.get(key, told), told)
-            return
-        into = [r for r in self._running.values() if r.job.target == target and not r.transferred]
-        if len(into) >= 2:
-            told = rate * len(into)
-            self._least_ingress[target] = min(self._least_ingress.get(target, told), told)
 
     def finish(self, key: str, now: float, outcome: Outcome) -> Decision:
         """Record how a running job's attempt ended and decide what follows.
@@ -269,10 +191,8 @@ class MigrationEngine:
         self._running_per_source[running.job.source] -= 1
         self._running_vmids[running.job.vmid] -= 1
         self._pacer.release(target, key)
-        if not self._running:  # what the links told holds for a busy spell, not for ever:
-            # other traffic may have shared them, and the next drain learns them again
-            self._least_told.clear()
-            self._least_ingress.clear()
+        if not self._running:
+            self._links.forget()
         if outcome.reason is Reason.SSH_DROPPED:
             self._allowances.on_drop(target, running.started_at, now)
         elif outcome.succeeded:
@@ -342,7 +262,7 @@ class MigrationEngine:
         self._next_seq += 1
         return self._next_seq
 
-    def _mark_running(self, running: _Running) -> None:
+    def _mark_running(self, running: Running) -> None:
         job = running.job
         self._running[job.key] = running
         self._running_per_target[job.target] += 1
@@ -371,77 +291,7 @@ class MigrationEngine:
         running = self._running_per_source[job.source]
         if source_cap is not None and running >= source_cap:
             return False
-        return self._stream_rate_allows(job)
-
-    def _stream_rate_allows(self, job: Job) -> bool:
-        """One more stream from `job.source` would still leave each at `min_stream_rate`
-        (and into `job.target` too, when its ingress was learned from streams it held),
-        and every stream on the source's link (and the target's, if declared or learned) at
-        `convergence_margin` times its guest's dirty rate.
-
-        A migration whose log showed its transfer ended is off its links (`transferred`):
-        its end phase (`rm -f`, `qm unlock`) sends no memory, and counted as a stream it
-        kept a small guest from starting behind it for the whole phase.
-
-        The source's outflow is what its streams' rates tell (`_outflow`), at most the
-        least told on the way to `job.target` while all sent (`_learn_links`); with no
-        stream measured now, the outflow last told stands in; before any, a declared
-        capacity.
-        Convergence takes the larger of that and the declared capacity (else
-        `cold_link_capacity`): a declared link is not shrunk by rates of capped streams.
-        """
-        streams = [
-            r for r in self._running.values() if r.job.source == job.source and not r.transferred
-        ]
-        outflows = [r.source_rate for r in streams if r.source_rate is not None]
-        told = _outflow(streams)
-        least = self._least_told.get((job.source, job.target))
-        if least is not None:
-            told = least if told is None else min(told, least)
-        capacity = (
-            told
-            if told is not None
-            else self._outflow.get(job.source, self._policy.declared_link(job.source))
-        )
-        floor = self._policy.min_stream_rate
-        if floor is not None and len(streams) >= self._policy.min_streams_per_source:
-            if len(streams) - len(outflows) >= self._policy.unmeasured_streams_per_source:
-                return False  # grow further once the link's rates are seen
-            if capacity is not None and capacity / (len(streams) + 1) < floor:
-                return False
-        declared = self._policy.declared_link(job.source)
-        link = max(capacity or 0.0, declared or self._policy.cold_link_capacity)
-        if not self._converges(job, streams, link):
-            return False
-        into_target = [
-            r for r in self._running.values() if r.job.target == job.target and not r.transferred
-        ]
-        ingress = self._policy.declared_link(job.target)
-        if ingress is None and job.target in self._least_ingress:
-            ingress = self._least_ingress[job.target]
-            crowded = len(into_target) >= self._policy.min_streams_per_source
-            if floor is not None and crowded and ingress / (len(into_target) + 1) < floor:
-                return False
-        return ingress is None or self._converges(job, into_target, ingress)
-
-    def _converges(self, job: Job, sharing: list[_Running], capacity: float) -> bool:
-        """`job` joining the streams `sharing` a link of `capacity` leaves each of them,
-        and itself, a share of at least `convergence_margin` times its guest's dirty rate.
-        A lone stream is never held back: the link is all it can get."""
-        margin = self._policy.convergence_margin
-        if margin is None or not sharing:
-            return True
-        need = margin * max(self._dirty(job, None), *(self._dirty(r.job, r) for r in sharing))
-        return capacity / (len(sharing) + 1) >= need
-
-    def _dirty(self, job: Job, running: _Running | None) -> float:
-        """A guest's dirty rate: guessed from its size, within what its progress lines told."""
-        policy = self._policy
-        guess = max(policy.assumed_dirty_floor, job.memory_bytes * policy.assumed_dirty_share)
-        if running is None:
-            return guess
-        at_least, at_most = running.dirty_bounds
-        return min(max(guess, at_least), at_most)
+        return self._links.allows(job, list(self._running.values()), self._policy)
 
     def _fits(self, job: Job, now: float) -> bool:
         """All per-job limits allow starting `job` at `now` (the cluster cap is checked apart)."""
@@ -449,24 +299,3 @@ class MigrationEngine:
             return False
         budget = self._allowances.handshakes(job.target)
         return self._pacer.ready_at(job.target, now, budget) <= now
-
-
-def _outflow(streams: list[_Running]) -> float | None:
-    """A source's outflow as its streams' rates tell it; None if none was measured.
-
-    A rate below the stream cap was set by the link: times the streams then leaving the
-    source it tells the outflow, and the least of these counts (streams in their start or
-    end phase send no memory, so the others overstate the link; the least overstates it
-    least; rates seen when fewer streams ran are scaled by that count, not by today's).
-    A rate at the cap (`capped_stream_rate`: one ssh/sshd pair's cipher) was not set by
-    the link, which carries at least that rate times the streams sending then (tunnel up,
-    transfer not ended: counting those still logging in read 1 GiB/s as 5 on a 10 Gbit/s
-    link): such readings count only while no stream is below the cap, and then the most
-    told, so a fast link is learned as its capped streams add up instead of being read as
-    one stream's cipher speed.
-    """
-    limited = [r.source_rate for r in streams if r.source_rate is not None and not r.capped]
-    if limited:
-        return min(limited)
-    bounds = [r.source_rate for r in streams if r.source_rate is not None and r.capped]
-    return max(bounds) if bounds else None
