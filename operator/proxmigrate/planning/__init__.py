@@ -3,16 +3,18 @@
 from proxmigrate.planning.capacity import MemoryReserve, memory_need, transfer_bytes
 from proxmigrate.planning.concurrent import plan_drains
 from proxmigrate.planning.drain import (
-    DrainPlan,
     DrainRequest,
     LocalDisksPolicy,
-    PlannedMove,
-    SkippedVM,
     StoppedVMsPolicy,
     TemplatesPolicy,
+    plan_drain,
+)
+from proxmigrate.planning.drain_plan import (
+    DrainPlan,
+    PlannedMove,
+    SkippedVM,
     UnplaceableCause,
     UnplaceableVM,
-    plan_drain,
 )
 from proxmigrate.planning.errors import PlanError
 from proxmigrate.planning.eta import estimate_remaining_seconds

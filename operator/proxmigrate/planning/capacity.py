@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from proxmigrate.inventory import NodeInfo, VMInfo
 from proxmigrate.planning.errors import PlanError
 from proxmigrate.planning.selection import anti_affinity_groups
-from proxmigrate.planning.units import GIB
+from proxmigrate.planning.units import GIB, MIB
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,18 @@ def transfer_bytes(vm: VMInfo) -> int:
     if not vm.running:
         return 0
     return vm.used_memory or vm.max_memory
+
+
+# A move costs fixed time besides its bytes: target `qm start` 1-4 s, tunnel about 1 s, end
+# phase about 2 s (published PVE logs, docs/reference/proxmox.md#figures-and-measurements), so
+# 4-7 s, which is 0.5-0.8 GiB at the 110-140 MiB/s of a secure stream on 1 GbE. Counting
+# every move as at least this much keeps stopped guests (no bytes) from piling on one target.
+MIN_MOVE_COST_BYTES = 512 * MIB
+
+
+def move_cost(vm: VMInfo) -> int:
+    """What moving `vm` costs a drain's links, in bytes: its transfer, at least the fixed cost."""
+    return max(transfer_bytes(vm), MIN_MOVE_COST_BYTES)
 
 
 class TargetLedger:

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from proxmigrate.inventory import Inventory
-from proxmigrate.planning.drain import DrainPlan, DrainRequest, plan_drain
+from proxmigrate.planning.drain import DrainRequest, plan_drain
+from proxmigrate.planning.drain_plan import DrainPlan
 
 
 def plan_drains(inventory: Inventory, requests: Iterable[DrainRequest]) -> tuple[DrainPlan, ...]:

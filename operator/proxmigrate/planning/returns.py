@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from proxmigrate.inventory import Inventory, VMInfo
 from proxmigrate.planning.capacity import TargetLedger, memory_need, transfer_bytes
-from proxmigrate.planning.drain import DrainRequest, PlannedMove, SkippedVM
+from proxmigrate.planning.drain import DrainRequest
+from proxmigrate.planning.drain_plan import PlannedMove, SkippedVM
 from proxmigrate.planning.projection import with_pending_moves
 from proxmigrate.planning.units import format_bytes
 

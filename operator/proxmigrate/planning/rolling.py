@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 
 from proxmigrate.inventory import Inventory
 from proxmigrate.planning.concurrent import plan_drains
-from proxmigrate.planning.drain import DrainPlan, DrainRequest, PlannedMove
+from proxmigrate.planning.drain import DrainRequest
+from proxmigrate.planning.drain_plan import DrainPlan, PlannedMove
 from proxmigrate.planning.errors import PlanError
 from proxmigrate.planning.projection import with_pending_moves
 from proxmigrate.planning.returns import ReturnPlan, departures_of, plan_return
