@@ -10,7 +10,7 @@ from proxmigrate.cliutil import CliError, Parser, guarded
 from proxmigrate.simulate.command import add_parser as add_simulate_parser
 
 
-def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_run(subparsers: argparse._SubParsersAction[Parser]) -> None:
     run = subparsers.add_parser(
         "run", help="run the operator (kopf) against the current kubeconfig"
     )
@@ -81,7 +81,7 @@ def _check_kubernetes() -> None:
     """Fail in one line when no API server can be reached, before kopf starts (which would
     print pages of traceback): no kubeconfig, a wrong context, an API server down."""
     from kubernetes.client import Configuration
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
     from kubernetes.config import ConfigException
     from urllib3.exceptions import HTTPError
 

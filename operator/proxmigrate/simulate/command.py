@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from proxmigrate.cliutil import FAILED, USAGE, CliError, secret_value
+from proxmigrate.cliutil import FAILED, USAGE, CliError, Parser, secret_value
 from proxmigrate.engine.policy import MaxStartups
 from proxmigrate.pve.errors import PveError
 
@@ -25,7 +25,7 @@ ID_ENV, SECRET_ENV = "PVE_TOKEN_ID", "PVE_TOKEN_SECRET"
 BAR_WIDTH = 30
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[Parser]) -> None:
     sim = subparsers.add_parser(
         "simulate",
         help="predict a node drain on pvesim's model (time, per-target load, SSH drop risk)",
@@ -212,7 +212,7 @@ def _token(args: argparse.Namespace) -> tuple[str, str]:
 def _read_kubernetes_secret(namespace: str, name: str) -> dict[str, str]:
     import asyncio
 
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
     from kubernetes.config import ConfigException
 
     from proxmigrate.kube import Kube
