@@ -76,7 +76,12 @@ def test_a_capped_rate_beside_unseen_transfer_ends_does_not_inflate_the_link() -
     assert "m9" not in [item.key for item in start_all(eng, 22.0)]
 
 
-def test_a_target_holding_its_streams_is_not_crowded_further() -> None:
+def started_beside_slower_streams(
+    fast_rate: float, fast_read_at: float, slow_read_at: float
+) -> list[str]:
+    """Seven streams from a 25 Gbit/s source to targets of their own read at `fast_rate`,
+    four into pve3 read at 150 MiB/s; then one more job to pve3 and one to pve20 wait: which
+    start?"""
     eng = MigrationEngine(
         EnginePolicy(
             max_parallel=64,
@@ -88,22 +93,37 @@ def test_a_target_holding_its_streams_is_not_crowded_further() -> None:
         )
     )
     fast = [job(index, target=f"pve{4 + index}") for index in range(7)]
-    held = [job(10 + index, target="pve3") for index in range(4)]
-    for item in fast + held[:1]:
+    slow = [job(10 + index, target="pve3") for index in range(4)]
+    for item in fast + slow[:1]:
         eng.submit(item, 0.0)
     assert len(start_all(eng, 0.0)) == 8
     for item in fast:  # each alone on its 10 Gbit/s target, the 25 Gbit/s source roomy
-        eng.observe_rate(item.key, 300 * MIB)
-    for item in held[1:]:
-        eng.submit(item, 1.0)
-    assert len(start_all(eng, 1.0)) == 3
-    for item in held:  # slower than their source's others: held by pve3, 4 x 150 MiB/s
-        eng.observe_rate(item.key, 150 * MIB)
-    # the source's outflow still allows a 12th stream (150 x 11 / 12 = 137 MiB/s each), but
-    # pve3's 600 MiB/s shared by 5 would be 120 MiB/s, below the 128 MiB/s floor
-    eng.submit(job(20, target="pve3"), 2.0)
-    eng.submit(job(21, target="pve20"), 2.0)
-    assert [item.key for item in start_all(eng, 2.0)] == ["m21"]
+        eng.observe_rate(item.key, fast_rate, now=fast_read_at)
+    for item in slow[1:]:
+        eng.submit(item, fast_read_at)
+    assert len(start_all(eng, fast_read_at)) == 3
+    for item in slow:
+        eng.observe_rate(item.key, 150 * MIB, now=slow_read_at)
+    eng.submit(job(20, target="pve3"), slow_read_at + 1)
+    eng.submit(job(21, target="pve20"), slow_read_at + 1)
+    return [item.key for item in start_all(eng, slow_read_at + 1)]
+
+
+def test_a_target_holding_its_streams_is_not_crowded_further() -> None:
+    # Read within a second of the faster ones, pve3's streams are held by pve3, 4 x 150
+    # MiB/s: the source's outflow still allows a 12th stream (200 x 8 / 12 = 133 MiB/s
+    # each), but pve3's 600 MiB/s shared by 5 would be 120 MiB/s, below the 128 MiB/s floor
+    assert started_beside_slower_streams(200 * MIB, 1.0, slow_read_at=1.5) == ["m21"]
+    # read 5 s later, beaten by far (below half the rate): held all the same
+    assert started_beside_slower_streams(400 * MIB, 1.0, slow_read_at=6.0) == ["m21"]
+
+
+def test_a_rate_read_earlier_and_not_far_faster_does_not_tell_a_stream_is_held() -> None:
+    # The faster rates were read 5 s earlier, at another moment of the source's link (a
+    # burst of starts, an end unseen), and are not far faster: they do not tell that pve3
+    # holds its streams, so the 12th stream may go to pve3 (and a 13th, 200 x 8 / 13 = 123
+    # MiB/s each, may not start)
+    assert started_beside_slower_streams(200 * MIB, 1.0, slow_read_at=6.0) == ["m20"]
 
 
 def test_what_the_links_told_lasts_while_migrations_run() -> None:

@@ -24,8 +24,9 @@ node_link_capacity=())`;
 - `poll(now) -> list[Job]`: jobs to start now; the engine counts them running from `now`.
 - `notify_tunnel_up(key, now, start_phase=None)` (optional): log shows `ssh tunnel ver 1`,
   start phase over (it took `start_phase` s); `notify_tunnel_pending(key, now)`: not yet.
-- `observe_rate(key, bytes_per_second, dirty_bounds=None)`: a progress line's rate and
-  what it tells of the guest's dirty rate (at least, at most), for rules 7 and 8.
+- `observe_rate(key, bytes_per_second, dirty_bounds=None, now=None)`: a progress line's
+  rate, what it tells of the guest's dirty rate (at least, at most), and when it was read,
+  for rules 7 and 8.
 - `notify_ending(key, now)`: log shows the transfer ending; holds the end-phase slot until
   `end_spread_seconds + handshake_seconds` after the latest call (call it on every task poll
   while the end is near) or `finish`. A prediction: the migration stays on its links.
@@ -81,8 +82,9 @@ Rules enforced together at each start
    ever told by a stream at its source's top rate, not alone there, bounds it too, for
    jobs to that stream's target (a burst of starts or unseen transfer ends overstated it
    up to twice, and a guest dirtying 120 MiB/s fell below its share of 10-11 streams).
-   A stream slower than another of its source is held by its target: its rate times the
-   migrations into that target bounds the target's ingress (the least so told), and
+   A stream slower than another of its source read within a second (or far slower than
+   one read earlier, at another moment of the link) is held by its target: its rate
+   times the migrations into that target bounds the target's ingress (the least so told), and
    jobs to an undeclared target keep the floor there too. Both hold while migrations run:
    once none does, other traffic may have shared the links, and they are learned again.
    A rate at `capped_stream_rate` (768 MiB/s: one ssh/sshd pair's cipher, not the link,

@@ -163,16 +163,19 @@ class MigrationEngine:
         key: str,
         bytes_per_second: float,
         dirty_bounds: tuple[float, float] | None = None,
+        now: float | None = None,
     ) -> None:
         """The task log's latest transfer rate of a running migration (`migration active,
         ... Z/s`); times the streams leaving its source now, it tells that link's outflow.
 
         `dirty_bounds` (at least, at most; bytes/s) is what the log tells of the guest's
-        dirty rate; the convergence rule clamps its size-based guess into them."""
+        dirty rate; the convergence rule clamps its size-based guess into them. `now`, the
+        time it was read, lets only rates read at about the same time tell that a slower
+        stream is held by its target (without it, every rate counts)."""
         running = self._running.get(key)
         if running is not None:
             self._links.observe(
-                running, bytes_per_second, list(self._running.values()), self._policy
+                running, bytes_per_second, list(self._running.values()), self._policy, now
             )
             if dirty_bounds is not None:
                 running.dirty_bounds = dirty_bounds

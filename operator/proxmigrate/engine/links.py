@@ -11,6 +11,11 @@ from proxmigrate.engine.running import Running
 
 # A rate within this share of the source's highest is that source's top rate (`_learn`).
 TOP_RATE_SHARE = 0.99
+# A rate read longer than this before another's tells that the other is held (`_learn`)
+# only when the other is below STALE_HELD_SHARE of it: read at another moment, it may
+# differ that much on a link the source's streams share alike.
+FRESH_RATE_SECONDS = 1.0
+STALE_HELD_SHARE = 0.5
 
 
 class LinkBounds:
@@ -25,10 +30,15 @@ class LinkBounds:
         self._least_ingress: dict[str, float] = {}
 
     def observe(
-        self, running: Running, rate: float, migrations: Sequence[Running], policy: EnginePolicy
+        self,
+        running: Running,
+        rate: float,
+        migrations: Sequence[Running],
+        policy: EnginePolicy,
+        now: float | None = None,
     ) -> None:
-        """`running`'s latest rate (bytes/s) among all `migrations` now running: times the
-        streams leaving its source now, it tells that link's outflow."""
+        """`running`'s latest rate (bytes/s), read at `now`, among all `migrations` now
+        running: times the streams leaving its source now, it tells that link's outflow."""
         source = running.job.source
         running.tunnel_up = True  # a rate: its memory is under way
         capped = policy.capped_stream_rate
@@ -38,8 +48,8 @@ class LinkBounds:
         if running.capped:  # the link carries what the streams sending now send
             sharing = sum(1 for r in streams if r.tunnel_up and not r.transferred)
         running.source_rate = rate * max(1, sharing)
-        self._learn(running, rate, streams, migrations)
-        running.rate = rate
+        self._learn(running, rate, streams, migrations, now)
+        running.rate, running.rate_at = rate, now
         told = outflow(streams)
         if told is not None:
             self._outflow[source] = told
@@ -56,6 +66,7 @@ class LinkBounds:
         rate: float,
         streams: list[Running],
         migrations: Sequence[Running],
+        now: float | None,
     ) -> None:
         """Keep the least outflow told by a stream at its source's top rate, per target,
         and the least ingress told by a stream held below it, per target.
@@ -75,21 +86,25 @@ class LinkBounds:
         source shares fairly): its rate times the migrations into that target tells the
         target's ingress, which rules 7 and 8 then keep as they keep a source's link. A
         guest dirtying 120 MiB/s otherwise went to a 5 Gbit/s target with four others.
+        A rate read more than FRESH_RATE_SECONDS before `now` tells so only when it is far
+        faster (STALE_HELD_SHARE): read at another moment (a burst of starts, an end
+        unseen), it flagged streams of a source-bound link as held, and the ingress so
+        learned cost drain-1of4 8 s and drain-write-heavy 14 s.
         """
         if running.capped or running.source_rate is None:
             return
         sending = [r for r in streams if not r.transferred]
         if len(sending) < 2:
             return
-        others = [
-            r.rate for r in sending if r is not running and r.rate is not None and not r.capped
-        ]
+        rivals = [r for r in sending if r is not running and r.rate is not None and not r.capped]
         target = running.job.target
-        if all(rate >= TOP_RATE_SHARE * other for other in others):
+        if all(rate >= TOP_RATE_SHARE * r.rate for r in rivals if r.rate is not None):
             key = (running.job.source, target)
             told = running.source_rate
             self._least_told[key] = min(self._least_told.get(key, told), told)
             return
+        if now is not None and not any(_held_by_target(rate, r, now) for r in rivals):
+            return  # only readings of other moments beat it, and not by much
         into = [r for r in migrations if r.job.target == target and not r.transferred]
         if len(into) >= 2:
             told = rate * len(into)
@@ -141,6 +156,15 @@ class LinkBounds:
             if floor is not None and crowded and ingress / (len(into_target) + 1) < floor:
                 return False
         return ingress is None or _converges(job, into_target, ingress, policy)
+
+
+def _held_by_target(rate: float, rival: Running, now: float) -> bool:
+    """A stream read at `rate` at `now` is held below `rival` (by its target): beaten by a
+    rate read at about the same time, or by far by one read at another moment."""
+    if rival.rate is None:
+        return False
+    fresh = rival.rate_at is not None and now - rival.rate_at <= FRESH_RATE_SECONDS
+    return rate < (TOP_RATE_SHARE if fresh else STALE_HELD_SHARE) * rival.rate
 
 
 def outflow(streams: list[Running]) -> float | None:

@@ -21,6 +21,8 @@ class Running:
     capped: bool = False
     # its latest rate (bytes/s): the source's other streams' readings are judged against it
     rate: float | None = None
+    # when it was read (the caller's clock; None if the caller gave no time)
+    rate_at: float | None = None
     # bytes/s its guest re-dirties, (at least, at most) as its progress lines tell
     dirty_bounds: tuple[float, float] = (0.0, float("inf"))
     # its tunnel is up (`notify_tunnel_up`): it sends memory until its transfer ends

@@ -80,7 +80,7 @@ def update(
         rt.engine.notify_transfer_ended(attempt.key)
     if progress is not None and progress.rate > 0:
         dirty = progress.dirty_bounds((now - attempt.started_at) * rate)
-        rt.engine.observe_rate(attempt.key, progress.rate, dirty)
+        rt.engine.observe_rate(attempt.key, progress.rate, dirty, now)
     if progress is None or not (progress.rate > 0 or progress.completed):
         if attempt.ending_at is not None and attempt.probe_at is None:
             _still_ending(rt, attempt, now)
