@@ -81,6 +81,38 @@ def test_a_sleeping_reconcile_loop_ends_as_soon_as_kopf_stops_it(
     assert registry.wakers == {}
 
 
+def kopf_daemon(daemon_id: str) -> Any:
+    """The daemon handler kopf registered under `daemon_id`."""
+    handlers = kopf.get_default_registry()._spawning.get_all_handlers()
+    return next(h for h in handlers if h.id == daemon_id)
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    """kopf's settings as the operator configures them (controllers/settings.py)."""
+    from proxmigrate.controllers.settings import configure
+
+    settings = kopf.OperatorSettings()
+    configure(settings=settings)
+    return settings
+
+
+def cluster_daemon(memo: kopf.Memo, stopper: FlagSetter[Any]) -> asyncio.Task[None]:
+    """The daemon of ProxmoxCluster ns/lab (an empty spec), started as kopf starts it."""
+    from proxmigrate.controllers import clusters
+
+    return asyncio.create_task(
+        clusters.proxmox_cluster(
+            name="lab",
+            namespace="ns",
+            spec=kopf.Spec({}),
+            meta=kopf.Meta({"metadata": {"generation": 1}}),
+            status=kopf.Status({}),
+            memo=memo,
+            stopped=stopper.async_waiter,
+        )
+    )
+
+
 def test_a_loop_woken_as_it_is_stopped_ends_without_its_debounce(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -116,9 +148,7 @@ def test_a_deleted_objects_pass_under_way_ends_before_kopf_would_cancel_it(daemo
 
     from proxmigrate.controllers import drains, placements  # noqa: F401 (registers them)
 
-    handler = next(
-        h for h in kopf.get_default_registry()._spawning.get_all_handlers() if h.id == daemon_id
-    )
+    handler = kopf_daemon(daemon_id)
 
     async def scenario() -> bool:
         stopper: FlagSetter[DaemonStoppingReason] = FlagSetter()
@@ -164,14 +194,10 @@ def test_a_deleted_objects_loop_lets_kopf_finish_the_deletion_at_once(
     from kopf._core.intents.stoppers import DaemonStoppingReason
 
     from proxmigrate.controllers import drains  # noqa: F401 (registers the daemon)
-    from proxmigrate.controllers.settings import configure
 
     monkeypatch.setattr(reconcile, "shared_kube", lambda: None)
-    handler = next(
-        h for h in kopf.get_default_registry()._spawning.get_all_handlers() if h.id == "node_drain"
-    )
-    settings = kopf.OperatorSettings()
-    configure(settings=settings)
+    handler = kopf_daemon("node_drain")
+    settings = operator_settings()
     body = kopf.Body({"metadata": {"namespace": "ns", "name": "d1"}, "spec": {}})
 
     async def scenario() -> list[float]:
@@ -226,7 +252,6 @@ def test_a_deleted_clusters_daemon_ends_on_its_own_and_closes_its_runtime(
     from kopf._core.intents.stoppers import DaemonStoppingReason
 
     from proxmigrate.controllers import cluster_status, clusters
-    from proxmigrate.controllers.settings import configure
 
     runtime = IdleRuntime()
 
@@ -240,28 +265,13 @@ def test_a_deleted_clusters_daemon_ends_on_its_own_and_closes_its_runtime(
     monkeypatch.setattr(clusters, "_connect", connect)
     # the empty spec is refused: Ready False
     monkeypatch.setattr(cluster_status.ClusterStatus, "report", report)
-    handler = next(
-        h
-        for h in kopf.get_default_registry()._spawning.get_all_handlers()
-        if h.id == "proxmox_cluster"
-    )
-    settings = kopf.OperatorSettings()
-    configure(settings=settings)
+    handler = kopf_daemon("proxmox_cluster")
+    settings = operator_settings()
     registry = Registry()
 
     async def scenario() -> tuple[list[float], bool]:
         stopper: FlagSetter[DaemonStoppingReason] = FlagSetter()
-        task = asyncio.create_task(
-            clusters.proxmox_cluster(
-                name="lab",
-                namespace="ns",
-                spec=kopf.Spec({}),
-                meta=kopf.Meta({"metadata": {"generation": 1}}),
-                status=kopf.Status({}),
-                memo=kopf.Memo(registry=registry),
-                stopped=stopper.async_waiter,
-            )
-        )
+        task = cluster_daemon(kopf.Memo(registry=registry), stopper)
         while ("ns", "lab") not in registry.runtimes:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)  # asleep until the next sync
@@ -305,7 +315,6 @@ def _delete_cluster(
     from kopf._core.intents.stoppers import DaemonStoppingReason
 
     from proxmigrate.controllers import cluster_status, clusters, migrations
-    from proxmigrate.controllers.settings import configure
 
     async def connect(*_: Any) -> tuple[IdleRuntime, object]:
         return runtime, object()
@@ -327,13 +336,8 @@ def _delete_cluster(
     monkeypatch.setattr(
         clusters.events, "post", lambda _r, kind, why, _m: posted.append((kind, why))
     )
-    handler = next(
-        h
-        for h in kopf.get_default_registry()._spawning.get_all_handlers()
-        if h.id == "proxmox_cluster"
-    )
-    settings = kopf.OperatorSettings()
-    configure(settings=settings)
+    handler = kopf_daemon("proxmox_cluster")
+    settings = operator_settings()
     registry = Registry()
     memo = kopf.Memo(registry=registry)
     migration = kopf.Body(
@@ -346,17 +350,7 @@ def _delete_cluster(
 
     async def scenario() -> tuple[list[float], bool, float]:
         stopper: FlagSetter[DaemonStoppingReason] = FlagSetter()
-        task = asyncio.create_task(
-            clusters.proxmox_cluster(
-                name="lab",
-                namespace="ns",
-                spec=kopf.Spec({}),
-                meta=kopf.Meta({"metadata": {"generation": 1}}),
-                status=kopf.Status({}),
-                memo=memo,
-                stopped=stopper.async_waiter,
-            )
-        )
+        task = cluster_daemon(memo, stopper)
         daemon.append(task)
         while ("ns", "lab") not in registry.runtimes:
             await asyncio.sleep(0.01)

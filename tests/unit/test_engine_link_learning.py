@@ -4,6 +4,8 @@ rates tell (bench/RESULTS.md, issue 13 ninth pass)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from proxmigrate.engine import EnginePolicy, Job, MaxStartups, MigrationEngine, Outcome
 
 MIB = 2**20
@@ -11,7 +13,7 @@ GIB = 2**30
 LINK = 1120 * MIB  # a 10 Gbit/s link's payload
 
 
-def engine() -> MigrationEngine:
+def engine(**policy: Any) -> MigrationEngine:
     # generous sshd and no spacing: only the stream rules decide
     return MigrationEngine(
         EnginePolicy(
@@ -20,6 +22,7 @@ def engine() -> MigrationEngine:
             handshake_safety=1.0,
             start_spread_seconds=0.0,
             handshake_seconds=0.01,
+            **policy,
         )
     )
 
@@ -82,16 +85,7 @@ def started_beside_slower_streams(
     """Seven streams from a 25 Gbit/s source to targets of their own read at `fast_rate`,
     four into pve3 read at 150 MiB/s; then one more job to pve3 and one to pve20 wait: which
     start?"""
-    eng = MigrationEngine(
-        EnginePolicy(
-            max_parallel=64,
-            ssh_max_startups=MaxStartups.parse("1000"),
-            handshake_safety=1.0,
-            start_spread_seconds=0.0,
-            handshake_seconds=0.01,
-            node_link_capacity=(("pve1", 25e9 / 8 * 0.94),),
-        )
-    )
+    eng = engine(node_link_capacity=(("pve1", 25e9 / 8 * 0.94),))
     fast = [job(index, target=f"pve{4 + index}") for index in range(7)]
     slow = [job(10 + index, target="pve3") for index in range(4)]
     for item in fast + slow[:1]:

@@ -131,6 +131,20 @@ async def started(
     return rt, kube, clock, str(pve.task_rows[0]["upid"])
 
 
+def transfer_ends_told(rt: ClusterRuntime) -> list[str]:
+    """The migrations whose transfer end the runtime tells the engine of, as it tells them
+    (`notify_transfer_ended`, which still runs)."""
+    told: list[str] = []
+    real = rt.engine.notify_transfer_ended
+
+    def spy(key: str) -> None:
+        told.append(key)
+        real(key)
+
+    rt.engine.notify_transfer_ended = spy  # type: ignore[method-assign]
+    return told
+
+
 def test_resume_without_upid_adopts_the_task_instead_of_posting_again() -> None:
     async def scenario() -> None:
         clock = [0x6B000000 + 5.0]

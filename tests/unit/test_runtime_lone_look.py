@@ -22,6 +22,7 @@ from tests.unit.test_runtime_cluster import (
     _ha_scenario,
     settle,
     started,
+    transfer_ends_told,
 )
 from tests.unit.test_runtime_end_seen import succeeded
 from tests.unit.test_runtime_tracking_requests import phase
@@ -38,14 +39,7 @@ def test_a_task_ending_alone_is_looked_at_in_its_log_which_shows_the_transfer_en
     async def scenario() -> None:
         pve = FakePve()
         rt, kube, clock, upid = await started(pve, POLL)
-        ended: list[str] = []
-        real = rt.engine.notify_transfer_ended
-
-        def spy(key: str) -> None:
-            ended.append(key)
-            real(key)
-
-        rt.engine.notify_transfer_ended = spy  # type: ignore[method-assign]
+        ended = transfer_ends_told(rt)
         pve.logs[upid] = [NEAR_END]
         clock[0] += FIRST_LOOK
         await settle(rt)

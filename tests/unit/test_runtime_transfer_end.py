@@ -7,7 +7,13 @@ import asyncio
 
 from proxmigrate.pve.task_log import transfer_progress
 from proxmigrate.runtime.look_schedule import SAFETY_NET_SECONDS
-from tests.unit.test_runtime_cluster import REQUEST, FakePve, settle, started
+from tests.unit.test_runtime_cluster import (
+    REQUEST,
+    FakePve,
+    settle,
+    started,
+    transfer_ends_told,
+)
 
 POLL = 2.0
 # a busy guest: 9 GiB sent of 8 GiB of RAM, the stream slower than its dirtying
@@ -77,14 +83,7 @@ def test_a_completed_line_takes_the_stream_off_its_links() -> None:
     async def scenario() -> None:
         pve = FakePve()
         rt, _, clock, upid = await started(pve, POLL)
-        ended: list[str] = []
-        real = rt.engine.notify_transfer_ended
-
-        def spy(key: str) -> None:
-            ended.append(key)
-            real(key)
-
-        rt.engine.notify_transfer_ended = spy  # type: ignore[method-assign]
+        ended = transfer_ends_told(rt)
         pve.logs[upid] = [RESENDING.replace("9.0 GiB of", "2.0 GiB of")]
         clock[0] += 20  # past the first probe
         await settle(rt)
