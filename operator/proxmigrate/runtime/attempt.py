@@ -17,6 +17,7 @@ from typing import Any
 from proxmigrate.api.constants import API_VERSION, VM_MIGRATION
 from proxmigrate.engine import Job
 from proxmigrate.inventory import VMInfo
+from proxmigrate.pve.upid import parse_upid
 
 # A VMMigration ended here is not taken again for this long: a listing taken before its
 # final status was written still shows it unfinished.
@@ -110,6 +111,12 @@ class Attempt:
     @property
     def running(self) -> bool:
         return self.state in RUNNING_STATES
+
+    @property
+    def task_node(self) -> str:
+        """The node its task runs on, as its UPID names it (pve-common `src/PVE/UPID.pm`)."""
+        assert self.upid is not None, "only an attempt with a task has a task node"
+        return parse_upid(self.upid).node
 
     @property
     def source(self) -> str:

@@ -28,7 +28,7 @@ async def look(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
     """Read the log lines a task wrote since the last look: its end line ends it (a task list
     would say no more), its progress predicts when its transfer ends (runtime/predictions.py)."""
     assert attempt.upid is not None
-    node = parse_upid(attempt.upid).node
+    node = attempt.task_node
     lines = await rt.client.task_log(node, attempt.upid, start=attempt.log_lines_seen)
     attempt.log_lines_seen += len(lines)
     _observe_clock(rt.node_clocks.of(node), attempt, lines, rt.clock())

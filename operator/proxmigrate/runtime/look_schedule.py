@@ -55,7 +55,7 @@ def needs_list(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
     if in_task_lists(attempt):
         if attempt.ha_queued_at is None:
             return True
-        node = parse_upid(str(attempt.upid)).node  # its rounds run on its clock
+        node = attempt.task_node  # its rounds run on its clock
         return now - attempt.listed_at >= HANDOFF_LIST_SECONDS / rt.node_clocks.rate(node)
     if predictions.ending(rt, attempt, now):
         return True
@@ -81,13 +81,13 @@ def ending_alone(
     its links), or that it still sends and when it will end."""
     by_node: dict[str, list[Attempt]] = {}
     for attempt in followed:
-        by_node.setdefault(parse_upid(str(attempt.upid)).node, []).append(attempt)
+        by_node.setdefault(attempt.task_node, []).append(attempt)
     wanted = {a.key for a in listing}
     lone = set()
     for attempt in listing:
         if in_task_lists(attempt) or now - attempt.listed_at >= SAFETY_NET_SECONDS:
             continue
-        node = parse_upid(str(attempt.upid)).node
+        node = attempt.task_node
         others = [a for a in by_node[node] if a is not attempt]
         if node not in listed and not any(a.key in wanted or end_unknown(a) for a in others):
             lone.add(attempt.key)

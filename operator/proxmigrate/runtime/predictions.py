@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from proxmigrate.pve.task_log import TransferProgress
-from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime.attempt import Attempt
 
 if TYPE_CHECKING:
@@ -73,7 +72,7 @@ def update(
     guest's size after a share of the time it has run, nothing announced.
     """
     assert attempt.upid is not None
-    rate = rt.node_clocks.rate(parse_upid(attempt.upid).node)  # its seconds per ours
+    rate = rt.node_clocks.rate(attempt.task_node)  # its seconds per ours
     if progress is not None and progress.completed:  # the memory is sent: its link is free
         # `migration status: completed` ends phase2's loop (qemu-server src/PVE/QemuMigrate.pm
         # phase2, PVE 8 and 9); a predicted end (`ending_at`) does not free the link

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from proxmigrate.pve.task_log import TransferProgress, tunnel_up_clock
-from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime.attempt import Attempt
 from proxmigrate.runtime.node_clock import STAMP_RESOLUTION
 
@@ -43,7 +42,7 @@ def observe(
         phase = None
         if up is not None and attempt.log_began is not None and attempt.upid is not None:
             stamps = up - attempt.log_began + STAMP_RESOLUTION
-            phase = stamps / rt.node_clocks.rate(parse_upid(attempt.upid).node)
+            phase = stamps / rt.node_clocks.rate(attempt.task_node)
             if vm is None or not vm.ha_managed:
                 phase = min(phase, now - attempt.started_at)
         rt.engine.notify_tunnel_up(attempt.key, now, start_phase=phase)
