@@ -275,10 +275,3 @@ async def vm_placement(
         key = f"{body.metadata['namespace']}/{body.metadata['name']}"
         for cluster in [label for label, placement in _out_of_sync if placement == key]:
             _export_out_of_sync(cluster, key, None)
-
-
-@kopf.on.delete(GROUP, VERSION, VMPLACEMENTS)
-async def release_placement(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> None:
-    """Forget the placement's gauge entry; its migrations finish on their own."""
-    cluster = f"{namespace}/{(spec.get('clusterRef') or {}).get('name', '')}"
-    _export_out_of_sync(cluster, f"{namespace}/{name}", None)
