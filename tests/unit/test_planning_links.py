@@ -17,8 +17,8 @@ from proxmigrate.controllers.drain_requests import drain_request
 from proxmigrate.engine import EnginePolicy, MigrationEngine
 from proxmigrate.inventory import Inventory
 from proxmigrate.planning import DrainPlan, DrainRequest, plan_drain
-from proxmigrate.planning.links import ingress_weights
-from tests.unit.test_planning_drain import NO_RESERVE, node, vm
+from proxmigrate.planning.links import ingress_weights, link_budgets
+from tests.unit.test_planning_drain import GIB, NO_RESERVE, node, vm
 
 BIG_CPU = 10**6  # CPU never separates targets here
 
@@ -52,11 +52,57 @@ def test_a_fast_target_takes_the_share_its_link_carries() -> None:
     assert seconds(weighted, LINKS) < seconds(even, LINKS) * 0.8  # 41 s instead of 55
 
 
+def fuller_slow_target() -> Inventory:
+    """drain-25g-into-5g in small: a mix of sizes into fast (10 Gbit/s) and slow1, slow2
+    (5 Gbit/s), slow2 with half the memory and half of that in use."""
+    sizes = [24, 16, 16, 8] + [4] * 6 + [2] * 8 + [1] * 10
+    nodes = (
+        node("pve1", 4096, max_cpu=BIG_CPU),
+        node("fast", 1024, max_cpu=BIG_CPU),
+        node("slow1", 1024, max_cpu=BIG_CPU),
+        node("slow2", 512, used_gib=256, max_cpu=BIG_CPU),
+    )
+    return Inventory(nodes, tuple(vm(100 + i, size) for i, size in enumerate(sizes)))
+
+
+def test_a_fuller_slow_target_still_takes_its_links_share() -> None:
+    """Memory's pull towards the roomier nodes kept slow2 at 9 GiB and put 36 GiB on slow1:
+    62 s at slow1's link where 49 s carry the 114 GiB at the targets' 20 Gbit/s. The link
+    budgets hold each target to its link's share, with room to spare on slow2."""
+    drained = plan(fuller_slow_target(), link_gbps=LINKS)
+    gib = {name: sent / GIB for name, sent in drained.transfer_bytes_by_target().items()}
+    assert gib == {"fast": 57, "slow1": 29, "slow2": 28}
+    assert seconds(drained, LINKS) < 114 * GIB * 8 / 20e9 * 1.02
+
+
+def test_every_link_takes_its_share_of_the_large_guests() -> None:
+    """Placed largest first against the bytes placed so far, the fuller slow2 takes one of
+    the 16 GiB guests too, not only the small guests the others left (whose fixed cost per
+    migration would then run on a slow link at the drain's end)."""
+    drained = plan(fuller_slow_target(), link_gbps=LINKS)
+    large = Counter(move.target for move in drained.moves if move.memory_bytes >= 8 * GIB)
+    assert large == {"fast": 2, "slow1": 1, "slow2": 1}
+
+
 def test_the_order_interleaves_targets_by_their_link_time() -> None:
     """Drawn by bytes scheduled over link weight: fast is drawn twice as often as each slow."""
     moves = plan(fast_into_slow(), link_gbps=LINKS).moves
     first = Counter(move.target for move in moves[:8])
     assert first == {"fast": 4, "slow1": 2, "slow2": 2}
+
+
+def test_budgets_hold_nothing_back_where_the_source_binds() -> None:
+    """A link's budget is what it carries while the drain's floor so far passes: the
+    source's egress, or the targets' total ingress (moves in flight included) if longer."""
+    assert link_budgets("pve1", {"a": 10.0, "b": 10.0}, {"pve1": 10, "a": 10, "b": 10}, 8, 0) == {
+        "a": 8.0,  # the source binds: either target may take all
+        "b": 8.0,
+    }
+    assert link_budgets("pve1", {"a": 10.0, "b": 5.0}, {"pve1": 25, "a": 10, "b": 5}, 30, 0) == {
+        "a": 20.0,  # the targets bind: shares in proportion to the links
+        "b": 10.0,
+    }
+    assert link_budgets("pve1", {"a": 1.0, "b": 1.0}, {}, 4, 12) == {"a": 8.0, "b": 8.0}
 
 
 def test_weights_are_declared_links_capped_by_the_source_and_average_when_unlisted() -> None:
@@ -153,3 +199,40 @@ def test_links_never_overcommit_memory(sizes: list[int], speeds: tuple[float, ..
         info = inventory.node(target)
         assert info is not None
         assert taken[target] <= info.max_memory - info.used_memory
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([1, 2, 4, 8, 16, 32]), min_size=1, max_size=30),
+    used=st.lists(st.sampled_from([0, 300, 600, 900]), min_size=3, max_size=3),
+    source=GBPS,
+    speeds=st.tuples(GBPS, GBPS, GBPS),
+)
+def test_no_link_ends_later_than_the_floor_and_its_last_guest(
+    sizes: list[int], used: list[int], source: float, speeds: tuple[float, ...]
+) -> None:
+    """With memory to spare however full each target is, every target's bytes over its link
+    (capped by the source's) end by the drain's floor (its bytes over the source's link, or
+    over the targets' total) plus its last guest, the smallest (placed largest first), over
+    the slowest link: list scheduling's bound. Memory's pull towards the emptier nodes broke
+    it."""
+    names = ("t1", "t2", "t3")
+    total = sum(sizes)
+    inventory = Inventory(
+        (
+            node("pve1", 4096, max_cpu=BIG_CPU),
+            *(
+                node(name, 1024 + total, used_gib=taken, max_cpu=BIG_CPU)
+                for name, taken in zip(names, used, strict=True)
+            ),
+        ),
+        tuple(vm(100 + i, size) for i, size in enumerate(sizes)),
+    )
+    links = {"pve1": source, **dict(zip(names, speeds, strict=True))}
+    drained = plan(inventory, link_gbps=links)
+    assert drained.complete
+    weights = {name: min(links[name], source) for name in names}
+    floor = max(total / source, total / sum(weights.values()))
+    for name in {move.target for move in drained.moves}:
+        guests = [move.memory_bytes / GIB for move in drained.moves if move.target == name]
+        assert sum(guests) / weights[name] <= floor + min(guests) / min(weights.values()) + 1e-9

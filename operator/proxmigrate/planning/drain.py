@@ -10,9 +10,11 @@ Heuristic (greedy, deterministic):
    the same anti-affinity group.
    Pinned guests take the first qualifying node in their preference order; the others take
    the qualifying target with the lowest load score (memory committed after the move, then
-   bytes to receive, in flight included, against its fair share, then CPU), ties by name.
-   A target's fair share of the bytes is weighted by the link it takes them in on where
-   links are declared (`DrainRequest.link_gbps`, planning/links.py), else even
+   bytes to receive, in flight included, against its fair share, then CPU), ties by name,
+   among those whose link can still take the guest's bytes within the drain's floor so far
+   (its link budget: planning/links.py `link_budgets`); when none can, the target where
+   they end soonest at its link. A target's fair share and budget are weighted by the link
+   it takes the bytes in on where links are declared (`DrainRequest.link_gbps`), else even
    (planning/drain_targets.py).
 3. Order: each target's guests alternate largest and smallest, interleaved so that parallel
    moves hit distinct targets and all targets finish together (planning/drain_order.py).
@@ -41,7 +43,7 @@ from proxmigrate.planning.drain_targets import (
     missing_memory,
 )
 from proxmigrate.planning.errors import PlanError
-from proxmigrate.planning.links import ingress_weights
+from proxmigrate.planning.links import ingress_weights, link_budgets
 from proxmigrate.planning.projection import with_pending_moves
 from proxmigrate.planning.selection import (
     DEFAULT_ANTI_AFFINITY_PREFIX,
@@ -149,6 +151,7 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
     total_cost = sum(move_cost(vm) for vm in to_place) + elsewhere
     total_weight = sum(weights.values()) or 1.0
     fair_shares = {name: total_cost * weights[name] / total_weight for name in targets}
+    placed_cost = 0  # this drain's bytes placed so far
     placed: list[tuple[VMInfo, str]] = []
     short_of_memory: list[tuple[VMInfo, tuple[str, ...]]] = []
     for vm in sorted(to_place, key=lambda guest: _placement_priority(guest, request)):
@@ -162,11 +165,16 @@ def plan_drain(inventory: Inventory, request: DrainRequest) -> DrainPlan:
         if not candidates:
             unplaceable.append(_no_candidate(vm, request, excluded + refused))
             continue
+        cost = move_cost(vm)
+        budgets = link_budgets(
+            request.node, weights, request.link_gbps, placed_cost + cost, elsewhere
+        )
         outcome = choose_target(
-            vm, candidates, vm.vmid in request.pins, ledgers, fair_shares, request.avoid
+            vm, candidates, vm.vmid in request.pins, ledgers, fair_shares, budgets, request.avoid
         )
         if isinstance(outcome, str):
-            ledgers[outcome].admit(vm, move_cost(vm))
+            ledgers[outcome].admit(vm, cost)
+            placed_cost += cost
             placed.append((vm, outcome))
             continue
         if outcome.cause is UnplaceableCause.MEMORY:

@@ -1,6 +1,7 @@
-"""Which target takes a guest of a drain: the qualifying one with the lowest load score
-(memory committed after the move, then bytes to receive against its fair share, then CPU),
-and, for guests none can take, the memory missing."""
+"""Which target takes a guest of a drain: among the qualifying ones whose link can still take
+its bytes in time, the one with the lowest load score (memory committed after the move, then
+bytes to receive against its fair share, then CPU); and, for guests none can take, the
+memory missing."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def choose_target(
     pinned: bool,
     ledgers: Mapping[str, TargetLedger],
     fair_shares: Mapping[str, float],
+    budgets: Mapping[str, float],
     avoid: frozenset[str],
 ) -> str | UnplaceableVM:
     """The chosen target's name, or why there is none; an avoided target only as a last resort."""
@@ -51,10 +53,7 @@ def choose_target(
     if fitting and pinned:
         return fitting[0].name
     if fitting:
-        return min(
-            fitting,
-            key=lambda ledger: (_load_score(ledger, vm, fair_shares[ledger.name]), ledger.name),
-        ).name
+        return _least_loaded(vm, fitting, fair_shares, budgets).name
     prefix = f"pinned to {', '.join(candidates)}: " if pinned else ""
     conflicts = [
         f"{name} holds anti-affinity {ledgers[name].anti_affinity_conflict(vm)}"
@@ -94,6 +93,36 @@ def missing_memory(
         missing += max(0, need - left[best])
         left[best] = max(0, left[best] - need)
     return missing
+
+
+def _least_loaded(
+    vm: VMInfo,
+    fitting: list[TargetLedger],
+    fair_shares: Mapping[str, float],
+    budgets: Mapping[str, float],
+) -> TargetLedger:
+    """The fitting target with the lowest load score among those whose link budget
+    (planning/links.py `link_budgets`) still holds `vm`'s bytes; when none does, the one
+    where its bytes end soonest at the target's link (bytes over budget, budgets being in
+    proportion to the links). Memory's pull towards roomy nodes thus never makes a slow
+    link the drain's tail while another link has room: in drain-25g-into-5g it kept
+    half-full pve4's 5 Gbit/s link under its share and put pve3's over it (bench/RESULTS.md,
+    "Issue 13, fourteenth pass (plan)")."""
+    cost = move_cost(vm)
+    within = [ledger for ledger in fitting if ledger.incoming_cost + cost <= budgets[ledger.name]]
+    if within:
+        return min(
+            within,
+            key=lambda ledger: (_load_score(ledger, vm, fair_shares[ledger.name]), ledger.name),
+        )
+    return min(
+        fitting,
+        key=lambda ledger: (
+            (ledger.incoming_cost + cost) / max(1.0, budgets[ledger.name]),
+            _load_score(ledger, vm, fair_shares[ledger.name]),
+            ledger.name,
+        ),
+    )
 
 
 def _load_score(ledger: TargetLedger, vm: VMInfo, fair_share: float) -> float:

@@ -5,7 +5,9 @@ bytes as a 10 Gbit/s one makes the slow link the drain's tail whatever the engin
 (bench/RESULTS.md, "Issue 13, sixth pass"). Link speeds come from what is declared
 (ProxmoxCluster `migrationPolicy.nodeLinks`, docs/policy.md; the bench's and `proxmigrate
 simulate`'s cluster model): nothing is measured here, and a cluster without declared links
-plans with even shares, as before.
+plans with even shares. Where a fast source feeds slower targets, the targets' links bind:
+each target's bytes are then held to its link's share (`link_budgets`), which memory's pull
+towards roomier nodes must not override.
 """
 
 from __future__ import annotations
@@ -25,3 +27,34 @@ def ingress_weights(
         return dict.fromkeys(targets, 1.0)
     mean = sum(declared.values()) / len(declared)
     return {name: declared.get(name, mean) for name in targets}
+
+
+def link_budgets(
+    source: str,
+    weights: Mapping[str, float],
+    link_gbps: Mapping[str, float],
+    placed: float,
+    elsewhere: float,
+) -> dict[str, float]:
+    """Bytes each target may have headed to it (moves in flight included) while its link,
+    rather than the drain's floor, does not decide when the bytes `placed` so far arrive.
+
+    The floor is the longer of the source sending `placed` at its egress and the targets
+    taking those plus the `elsewhere` bytes in flight at their total ingress (in the units
+    of `weights`); a target's budget is what its link carries in that time. The planner
+    places guests largest first and asks again for each (`placed` grows), so every link
+    takes its share of the large guests and of the small ones, as list scheduling on links
+    of different speeds does; a link held to its final share only would get the small
+    guests the others left, whose fixed cost per migration then runs on the slow link at
+    the end. Where the source binds (targets as fast as it) every budget is at least what
+    was placed, so nothing is held back and memory alone leads; where the targets bind (a
+    fast source into slower targets) the budgets are shares in proportion to the links.
+    An undeclared source weighs as an average declared target, and 1 when none is
+    declared, like `ingress_weights`.
+    """
+    declared = [link_gbps[name] for name in weights if name in link_gbps]
+    mean = sum(declared) / len(declared) if declared else 1.0
+    egress = link_gbps.get(source, mean)
+    ingress = sum(weights.values())
+    floor = max(placed / egress, (placed + elsewhere) / ingress) if ingress > 0 else 0.0
+    return {name: weight * floor for name, weight in weights.items()}
