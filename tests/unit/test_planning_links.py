@@ -103,6 +103,8 @@ def test_budgets_hold_nothing_back_where_the_source_binds() -> None:
         "b": 10.0,
     }
     assert link_budgets("pve1", {"a": 1.0, "b": 1.0}, {}, 4, 12) == {"a": 8.0, "b": 8.0}
+    # no target declared: they weigh 1, as does the source whatever it declares
+    assert link_budgets("pve1", {"a": 1.0, "b": 1.0}, {"pve1": 25}, 4, 0) == {"a": 4.0, "b": 4.0}
 
 
 def test_weights_are_declared_links_capped_by_the_source_and_average_when_unlisted() -> None:

@@ -36,8 +36,8 @@ def link_budgets(
     placed: float,
     elsewhere: float,
 ) -> dict[str, float]:
-    """Bytes each target may have headed to it (moves in flight included) while its link,
-    rather than the drain's floor, does not decide when the bytes `placed` so far arrive.
+    """Bytes each target may have headed to it (moves in flight included) before its link,
+    not the drain's floor, decides when the bytes `placed` so far arrive.
 
     The floor is the longer of the source sending `placed` at its egress and the targets
     taking those plus the `elsewhere` bytes in flight at their total ingress (in the units
@@ -46,15 +46,16 @@ def link_budgets(
     takes its share of the large guests and of the small ones, as list scheduling on links
     of different speeds does; a link held to its final share only would get the small
     guests the others left, whose fixed cost per migration then runs on the slow link at
-    the end. Where the source binds (targets as fast as it) every budget is at least what
-    was placed, so nothing is held back and memory alone leads; where the targets bind (a
-    fast source into slower targets) the budgets are shares in proportion to the links.
-    An undeclared source weighs as an average declared target, and 1 when none is
-    declared, like `ingress_weights`.
+    the end. Where the source binds (targets as fast as it, little in flight) every budget
+    is at least what was placed, so nothing is held back and the load score alone leads;
+    where the targets bind (a fast source into slower targets) the budgets are shares in
+    proportion to the links.
+    An undeclared source weighs as an average declared target; with no target declared
+    the targets weigh 1 (`ingress_weights`) and so does the source, whatever it declares:
+    equal links, nothing held back.
     """
     declared = [link_gbps[name] for name in weights if name in link_gbps]
-    mean = sum(declared) / len(declared) if declared else 1.0
-    egress = link_gbps.get(source, mean)
+    egress = link_gbps.get(source, sum(declared) / len(declared)) if declared else 1.0
     ingress = sum(weights.values())
     floor = max(placed / egress, (placed + elsewhere) / ingress) if ingress > 0 else 0.0
     return {name: weight * floor for name, weight in weights.items()}
