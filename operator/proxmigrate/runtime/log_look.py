@@ -66,3 +66,20 @@ def _observe_clock(
     last = last_clock(lines)
     if last is not None:
         clock.read(read_at, last)
+        if attempt.log_began is not None:
+            written = attempt.started_at + (last - attempt.log_began) / clock.rate
+            _alive(attempt, min(written, read_at))
+
+
+def _alive(attempt: Attempt, at: float) -> None:
+    """Its worker wrote a line at `at` (ours): alive then, as a task list's `running` row
+    would show it, so the safety net's list (runtime/look_schedule.py `SAFETY_NET_SECONDS`)
+    is due that long after the line, not after the last list. While the transfer runs,
+    qemu-server's phase2 loop writes a progress line every second it sends (PVE 9
+    `src/PVE/QemuMigrate.pm`, PVE 8 `PVE/QemuMigrate.pm` phase2: `usleep` of 1 s, then
+    `query-migrate`, a line whenever `transferred` moved), so on long transfers the log
+    reads made anyway stand in for most of those lists. `at` errs early: it is counted
+    from the task's first stamp, written after our request, and a line read late (a
+    worker killed long before the read) keeps its own stamp, so a killed worker is still
+    seen within the net's time of its last line."""
+    attempt.listed_at = max(attempt.listed_at, at)
