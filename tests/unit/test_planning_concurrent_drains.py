@@ -50,6 +50,34 @@ def test_drains_planned_apart_share_the_roomy_target_planned_together_spread() -
     assert max(together.values()) - min(together.values()) <= 1
 
 
+def test_drains_planned_together_share_the_slow_links_by_their_speed() -> None:
+    """Two 25 Gbit/s sources into fast (10 Gbit/s), slow1 and fuller slow2 (5 Gbit/s): the
+    second drain's link budgets count the first's bytes in flight, so together the targets
+    end by the floor plus one small guest (47 / 24 / 23 GiB: 4.7 / 4.8 / 4.6 GiB per Gbit/s
+    against a floor of 4.7); memory's pull left slow2 at 7 GiB and put 30 on slow1 (6.0)."""
+    links = {"pve1": 25.0, "pve2": 25.0, "fast": 10.0, "slow1": 5.0, "slow2": 5.0}
+    sizes = [16, 8, 8, 4, 4, 2, 2, 1, 1, 1]
+    inventory = Inventory(
+        (
+            node("pve1", 1024),
+            node("pve2", 1024),
+            node("fast", 1024, max_cpu=10**6),
+            node("slow1", 1024, max_cpu=10**6),
+            node("slow2", 512, used_gib=256, max_cpu=10**6),
+        ),
+        tuple(vm(100 + i, size) for i, size in enumerate(sizes))
+        + tuple(vm(200 + i, size, on="pve2") for i, size in enumerate(sizes)),
+    )
+    plans = plan_drains(inventory, [request(n, link_gbps=links) for n in ("pve1", "pve2")])
+    received: Counter[str] = Counter()
+    for plan in plans:
+        for name, sent in plan.transfer_bytes_by_target().items():
+            received[name] += sent
+    floor = 2 * sum(sizes) / 20  # both drains' GiB over the targets' 20 Gbit/s
+    ends = {name: received[name] / GIB / links[name] for name in ("fast", "slow1", "slow2")}
+    assert max(ends.values()) <= floor + 1 / 5  # one 1 GiB guest over a 5 Gbit/s link
+
+
 def test_moves_in_flight_steer_the_placement_by_their_bytes() -> None:
     inventory = Inventory(
         (node("pve1", 512), node("pve2", 512), node("t1", 512), node("t2", 512)),
