@@ -137,3 +137,25 @@ def test_what_the_links_told_lasts_while_migrations_run() -> None:
         eng.observe_rate(item.key, LINK / len(second))
     # 1120 MiB/s, not the 300 of the last busy spell: up to the rate floor's 8
     assert len(start_all(eng, 3601.0)) == 8 - len(second)
+
+
+def test_a_stream_at_its_share_of_the_source_link_is_not_held_by_its_target() -> None:
+    eng = engine()
+    pair = [job(0), job(1)]
+    for item in pair:
+        eng.submit(item, 0.0)
+    assert len(start_all(eng, 0.0)) == 2
+    for item in pair:  # both alone on the link, at its top rate: it carries 1120 MiB/s
+        eng.observe_rate(item.key, LINK / 2, now=5.0)
+    more = [job(2), job(3), job(4, target="pve3"), job(5, target="pve3")]
+    for item in more:
+        eng.submit(item, 10.0)
+    assert len(start_all(eng, 10.0)) == 4
+    # Six streams share the link now: pve3's read 187 MiB/s, three times the pair's rates
+    # of 15 s ago, but that is their share of the source's 1120 MiB/s, not pve3 holding
+    # them at 2 x 187 = 373 MiB/s. A third stream into pve3 is no worse off than one
+    # into pve2 (7 x 160 MiB/s, above the 128 MiB/s floor).
+    for item in more[2:]:
+        eng.observe_rate(item.key, LINK / 6, now=20.0)
+    eng.submit(job(6, target="pve3"), 21.0)
+    assert [item.key for item in start_all(eng, 21.0)] == ["m6"]

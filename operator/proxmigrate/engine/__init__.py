@@ -83,7 +83,8 @@ Rules enforced together at each start
    jobs to that stream's target (a burst of starts or unseen transfer ends overstated it
    up to twice, and a guest dirtying 120 MiB/s fell below its share of 10-11 streams).
    A stream slower than another of its source read within a second (or far slower than
-   one read earlier, at another moment of the link) is held by its target: its rate
+   one read earlier, at another moment of the link), and below its share of its source's
+   link as that bound tells it, is held by its target: its rate
    times the migrations into that target bounds the target's ingress (the least so told), and
    jobs to an undeclared target keep the floor there too. Both hold while migrations run:
    once none does, other traffic may have shared the links, and they are learned again.
