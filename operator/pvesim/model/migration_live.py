@@ -9,6 +9,7 @@ from collections.abc import Generator
 from typing import Any
 
 from pvesim.model.migration_base import MigrationBase, StepFailed
+from pvesim.model.phase2_polls import SLACK, Phase2Polls
 from pvesim.model.process import Command, Interrupted, Sleep, Worker
 from pvesim.model.qemu_ram import RamMigration
 from pvesim.model.tasklog import Task, render_bytes
@@ -101,17 +102,14 @@ class LiveMigration(MigrationBase):
         begin = last = cluster.now
         ram = RamMigration(float(vm.mem), float(vm.maxmem), vm.dirty_rate, begin)
         sent = 0.0
-        usleep = timing.poll_interval
-        next_poll = begin + usleep
-        polls = 0  # $i
-        last_transferred = 0.0  # $last_mem_transferred
-        last_rem = 0.0  # $lastrem
-        counter = 0  # $downtimecounter
+        polls = Phase2Polls(
+            timing.poll_interval, timing.fast_poll_interval, begin + timing.poll_interval
+        )
         while True:
             # QEMU migration.c migration_update_counters: threshold_size is the bandwidth
             # just measured times downtime-limit
             threshold = stream.rate * downtime_ms / 1000
-            wake = min(next_poll, ram.next_tick)
+            wake = min(polls.wake_at(), ram.next_tick)
             if stream.rate > 0:  # when the pass's rest falls below the threshold
                 wake = min(wake, cluster.now + (ram.remaining - threshold) / stream.rate)
             yield Sleep(max(wake - cluster.now, 1e-3))
@@ -119,41 +117,31 @@ class LiveMigration(MigrationBase):
             sent_now = cluster.links.sent(stream)
             ram.advance(sent_now - sent, now - last)
             sent, last = sent_now, now
+            polls.catch_up(now, sent, ram.remaining, stream.rate)
             threshold = stream.rate * downtime_ms / 1000
             # migration_iteration_run: a pending estimate below threshold_size asks for the
             # exact one (a bitmap sync); completion if that still fits
             if ram.remaining <= threshold * (1 + 1e-6) + 1.0:
                 ram.sync(now, sent)
+                polls.synced = True
                 if ram.remaining <= threshold * (1 + 1e-6) + 1.0:
                     break
-            if now + 1e-9 >= ram.next_tick:
-                ram.tick(now, sent)
-            if now + 1e-9 < next_poll:
+            if now + SLACK >= ram.next_tick and ram.tick(now, sent):
+                polls.synced = True
+            if now + SLACK < polls.next_poll:
                 continue
-            polls += 1
-            average = last_transferred / polls  # $avglstat
-            if sent != last_transferred:
-                rem = ram.remaining
-                if average and rem < average:
-                    usleep = timing.fast_poll_interval
-                if usleep > timing.fast_poll_interval or polls % 10 == 0:
-                    progress = (
-                        f"migration active, transferred {render_bytes(sent)} of "
-                        f"{render_bytes(vm.maxmem)} VM-state, {render_bytes(stream.rate)}/s"
-                    )
-                    if ram.dirty_pages_rate > stream.rate:
-                        progress += (
-                            f", VM dirties lots of memory: {render_bytes(ram.dirty_pages_rate)}/s"
-                        )
-                    self.log(progress)
-                if (last_rem and rem > last_rem) or rem == 0:  # never reset by a shrink
-                    counter += 1
-                last_rem = rem
-                if counter > 5:
-                    counter = 0
-                    downtime_ms = self.increase_downtime(downtime_ms)
-            last_transferred = sent
-            next_poll = now + usleep
+            log, double = polls.poll(now, sent, ram.remaining)
+            if log:
+                progress = (
+                    f"migration active, transferred {render_bytes(sent)} of "
+                    f"{render_bytes(vm.maxmem)} VM-state, {render_bytes(stream.rate)}/s"
+                )
+                if ram.dirty_pages_rate > stream.rate:
+                    dirty = render_bytes(ram.dirty_pages_rate)
+                    progress += f", VM dirties lots of memory: {dirty}/s"
+                self.log(progress)
+            if double:
+                downtime_ms = self.increase_downtime(downtime_ms)
         final = ram.remaining / stream.rate if stream.rate > 0 else 0.0
         yield Sleep(final)
         total_sent = cluster.links.sent(stream)

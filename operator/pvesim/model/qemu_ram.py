@@ -97,10 +97,12 @@ class RamMigration:
         self._period_start, self._period_added = now, 0.0
         self._period_sent_from = sent_total
 
-    def tick(self, now: float, sent_total: float) -> None:
+    def tick(self, now: float, sent_total: float) -> bool:
         """cpu_throttle_dirty_sync_timer_tick: sync unless the first pass is still on or a
-        sync happened since the last tick."""
-        if self.syncs > 1 and self.syncs == self._tick_syncs:
+        sync happened since the last tick; whether it synced."""
+        synced = self.syncs > 1 and self.syncs == self._tick_syncs
+        if synced:
             self.sync(now, sent_total)
         self._tick_syncs = self.syncs
         self.next_tick += SYNC_TIMESLICE
+        return synced
