@@ -9,6 +9,7 @@ import pytest
 
 from pvesim.model import from_config
 from pvesim.model.params import GiB, MiB
+from pvesim.model.phase2_polls import Phase2Polls
 from pvesim.model.qemu_ram import SYNC_TIMESLICE, RamMigration
 
 RATE = 100 * MiB  # the bandwidth limit of these migrations: 102400 KiB/s
@@ -97,3 +98,29 @@ def test_auto_converge_throttles_after_two_busy_periods() -> None:
         ram.sync(now=2.0 * period, sent_total=sent)
         assert ram.throttle == throttle
     assert ram.guest_dirty_rate == pytest.approx(70 * MiB)
+
+
+def test_pve_polls_every_tenth_of_a_second_near_the_end_and_logs_every_tenth_poll() -> None:
+    """QemuMigrate.pm phase2: 1 s polls, each logged; once `remaining` is below the bytes
+    transferred per poll, 0.1 s polls for good, every 10th logged."""
+    polls = Phase2Polls(usleep=1.0, fast=0.1, next_poll=1.0)
+    assert polls.poll(1.0, sent=100.0, remaining=900.0) == (True, False)
+    # 40 < 100 / 2: 0.1 s polls from now on, this 2nd one not logged
+    assert polls.poll(2.0, sent=200.0, remaining=40.0) == (False, False)
+    assert polls.usleep == 0.1 and polls.next_poll == 2.1
+    assert polls.wake_at() == pytest.approx(2.8)  # the 10th poll; 3 to 9 cannot count
+    polls.catch_up(2.8, sent=270.0, remaining=10.0, rate=100.0)
+    assert polls.polls == 9 and polls.last_rem == pytest.approx(20.0)
+    assert polls.poll(2.8, sent=270.0, remaining=10.0) == (True, False)
+    polls.synced = True  # a sync: the next poll can see `remaining` grown
+    assert polls.wake_at() == pytest.approx(2.9)
+
+
+def test_pve_doubles_after_six_polls_where_remaining_grew_shrinks_between_or_not() -> None:
+    polls = Phase2Polls(usleep=1.0, fast=0.1, next_poll=1.0)
+    remaining = [500.0, 600.0, 550.0, 700.0, 650.0, 800.0, 900.0, 1000.0, 1100.0]
+    doubled = [
+        polls.poll(1.0 + i, sent=10.0 * (i + 1), remaining=rem)[1]
+        for i, rem in enumerate(remaining)
+    ]
+    assert doubled == [False] * 8 + [True] and polls.counter == 0
