@@ -15,12 +15,16 @@ from pvesim.model.qemu_ram import SYNC_TIMESLICE, RamMigration
 RATE = 100 * MiB  # the bandwidth limit of these migrations: 102400 KiB/s
 
 
-def _migrate(dirty_mib_s: float, used_gib: float = 4, memory_gib: float = 8) -> list[str]:
-    """One live migration at 100 MiB/s; its task log from `start migrate command` on."""
+def _migrate(
+    dirty_mib_s: float, used_gib: float = 4, memory_gib: float = 8, bwlimit: int | None = RATE
+) -> list[str]:
+    """One live migration, at 100 MiB/s unless told; its task log from `start migrate
+    command` on."""
     nodes = [{"name": f"pve{i}", "memory_gib": 64} for i in (1, 2)]
     vm = {"vmid": 100, "node": "pve1", "memory_gib": memory_gib, "used_gib": used_gib}
     cluster = from_config({"nodes": nodes, "vms": [vm | {"dirty_mib_s": dirty_mib_s}]}, seed=1)
-    upid = cluster.migrate("pve1", 100, "pve2", online=True, bwlimit=RATE // 1024)
+    kib = bwlimit // 1024 if bwlimit else None
+    upid = cluster.migrate("pve1", 100, "pve2", online=True, bwlimit=kib)
     cluster.run_until_idle()
     assert cluster.migrations[100][-1].outcome == "ok"
     lines = cluster.tasks[upid].lines
@@ -60,6 +64,14 @@ def test_a_slow_writer_converges_in_passes_without_doubling() -> None:
     assert not [line for line in lines if "auto-increased" in line]
     end = next(line for line in lines if "migration completed" in line)
     assert _seconds(lines, end) == pytest.approx(4 * GiB / (90 * MiB), abs=2)
+
+
+def test_pve_logs_the_end_at_its_next_poll() -> None:
+    """QEMU completes 4.8 s after `migrate` (4.8 GiB at the 1 GiB/s of one ssh cipher core);
+    phase2 still polls every 1 s (the 4th poll saw 0.8 GiB left, above the 0.75 GiB sent per
+    poll so far), so it reads `completed` at 5 s: 16 GiB of RAM in 5 s."""
+    lines = _migrate(dirty_mib_s=0, used_gib=4.8, memory_gib=16, bwlimit=None)
+    assert [line for line in lines if "average migration speed: 3.2 GiB/s" in line]
 
 
 def test_remaining_grows_only_at_a_sync_and_at_most_to_the_ram() -> None:
@@ -114,6 +126,7 @@ def test_pve_polls_every_tenth_of_a_second_near_the_end_and_logs_every_tenth_pol
     assert polls.poll(2.8, sent=270.0, remaining=10.0) == (True, False)
     polls.synced = True  # a sync: the next poll can see `remaining` grown
     assert polls.wake_at() == pytest.approx(2.9)
+    assert polls.next_at(3.15) == pytest.approx(3.2)  # QEMU completed: the next poll reads it
 
 
 def test_pve_doubles_after_six_polls_where_remaining_grew_shrinks_between_or_not() -> None:

@@ -148,6 +148,7 @@ class LiveMigration(MigrationBase):
         cluster.links.close(stream)
         self.stream = None
         self.record.transfer_end = cluster.now
+        yield Sleep(polls.next_at(cluster.now) - cluster.now)  # phase2 sees `completed`
         downtime = int((final + cluster.params.timing.downtime_overhead) * 1000)
         elapsed = max(cluster.now - begin, 1e-3)
         speed = render_bytes(vm.maxmem / elapsed)

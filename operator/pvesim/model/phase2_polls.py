@@ -4,6 +4,7 @@ docs/reference/proxmox.md#ram-transfer)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # seconds: sums of 0.1 s steps on epoch times (~1.7e9 s) drift by micro-seconds
@@ -47,6 +48,12 @@ class Phase2Polls:
             self.last_rem = remaining + rate * back
             self.last_transferred = sent - rate * back
             self.next_poll += self.usleep
+
+    def next_at(self, now: float) -> float:
+        """The first poll at or after `now`: when phase2 reads QEMU's `completed`."""
+        if self.next_poll >= now - SLACK:
+            return self.next_poll
+        return self.next_poll + math.ceil((now - self.next_poll) / self.usleep - 1e-6) * self.usleep
 
     def poll(self, now: float, sent: float, remaining: float) -> tuple[bool, bool]:
         """One poll reading `transferred` = `sent` and `remaining`: (log a progress line,
