@@ -106,8 +106,8 @@ class LiveMigration(MigrationBase):
             timing.poll_interval, timing.fast_poll_interval, begin + timing.poll_interval
         )
         while True:
-            # QEMU migration.c migration_update_counters: threshold_size is the bandwidth
-            # just measured times downtime-limit
+            # QEMU migration/migration.c migration_update_counters: threshold_size is the
+            # bandwidth just measured times downtime-limit
             threshold = stream.rate * downtime_ms / 1000
             wake = min(polls.wake_at(), ram.next_tick)
             if stream.rate > 0:  # when the pass's rest falls below the threshold

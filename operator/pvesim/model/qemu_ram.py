@@ -2,8 +2,8 @@
 passes (docs/reference/proxmox.md, "What QEMU reports during a pass").
 
 `ram.remaining` is the dirty bitmap's count (QEMU `migration/ram.c` ram_bytes_remaining:
-`migration_dirty_pages * TARGET_PAGE_SIZE`): it starts at all of the guest's memory and only
-shrinks as pages are sent (migration_bitmap_clear_dirty). What the guest writes meanwhile
+`migration_dirty_pages * TARGET_PAGE_SIZE`): it starts with every page of the guest's RAM
+and only shrinks as pages are sent (migration_bitmap_clear_dirty). What the guest writes meanwhile
 joins it only at a bitmap sync (migration_bitmap_sync -> ramblock_sync_dirty_bitmap, which
 counts the pages not already dirty in the bitmap), and a sync happens when the pending
 estimate falls below `threshold_size` (migration/migration.c migration_iteration_run ->
