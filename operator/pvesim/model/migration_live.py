@@ -9,8 +9,14 @@ from collections.abc import Generator
 from typing import Any
 
 from pvesim.model.migration_base import MigrationBase, StepFailed
+from pvesim.model.phase2_polls import SLACK, Phase2Polls
 from pvesim.model.process import Command, Interrupted, Sleep, Worker
+from pvesim.model.qemu_ram import RamMigration
 from pvesim.model.tasklog import Task, render_bytes
+
+# QemuMigrate.pm $migrate_downtime_max, "as defined in QEMU's migration/options.c"
+# (MAX_MIGRATE_DOWNTIME, 2000 s)
+DOWNTIME_MAX_MS = 2000.0 * 1000
 
 
 class LiveMigration(MigrationBase):
@@ -86,61 +92,80 @@ class LiveMigration(MigrationBase):
         yield from self.transfer_memory(downtime_ms)
 
     def transfer_memory(self, downtime_ms: float) -> Worker:
-        """Pre-copy until the rest fits the downtime limit, then stop-and-copy (#ram-transfer)."""
+        """QEMU copies in passes until the rest fits the downtime limit, then stops the guest
+        and copies the rest (pvesim/model/qemu_ram.py); PVE polls `query-migrate`, logs and
+        counts (qemu-server src/PVE/QemuMigrate.pm phase2, the same in PVE 8 and 9)."""
         cluster, vm = self.cluster, self.vm
         assert self.stream is not None
         stream = self.stream
-        poll = cluster.params.timing.poll_interval
-        begin = cluster.now
-        remaining = float(vm.mem)
-        sent_before = 0.0
-        last_rem: float | None = None
-        stalled_polls = 0
-        next_log = begin + poll
-        last = begin
+        timing = cluster.params.timing
+        begin = last = cluster.now
+        ram = RamMigration(float(vm.mem), float(vm.maxmem), vm.dirty_rate, begin)
+        sent = 0.0
+        polls = Phase2Polls(
+            timing.poll_interval, timing.fast_poll_interval, begin + timing.poll_interval
+        )
         while True:
-            rate, dirty, limit = stream.rate, vm.dirty_rate, downtime_ms / 1000
-            wait = poll
-            if rate > dirty:
-                wait = min(wait, max(0.0, (remaining - limit * rate) / (rate - dirty)))
-            yield Sleep(max(wait, 1e-3) if remaining > limit * rate else 0.0)
+            # QEMU migration/migration.c migration_update_counters: threshold_size is the
+            # bandwidth just measured times downtime-limit
+            threshold = stream.rate * downtime_ms / 1000
+            wake = min(polls.wake_at(), ram.next_tick)
+            if stream.rate > 0:  # when the pass's rest falls below the threshold
+                wake = min(wake, cluster.now + (ram.remaining - threshold) / stream.rate)
+            yield Sleep(max(wake - cluster.now, 1e-3))
             now = cluster.now
-            sent = cluster.links.sent(stream)
-            remaining = min(float(vm.mem), remaining - (sent - sent_before) + dirty * (now - last))
-            sent_before, last = sent, now
-            if remaining <= limit * stream.rate * (1 + 1e-6) + 1.0:
-                break
-            if now + 1e-9 < next_log:
+            sent_now = cluster.links.sent(stream)
+            ram.advance(sent_now - sent, now - last)
+            sent, last = sent_now, now
+            polls.catch_up(now, sent, ram.remaining, stream.rate)
+            threshold = stream.rate * downtime_ms / 1000
+            # migration_iteration_run: a pending estimate below threshold_size asks for the
+            # exact one (a bitmap sync); completion if that still fits
+            if ram.remaining <= threshold * (1 + 1e-6) + 1.0:
+                ram.sync(now, sent)
+                polls.synced = True
+                if ram.remaining <= threshold * (1 + 1e-6) + 1.0:
+                    break
+            if now + SLACK >= ram.next_tick and ram.tick(now, sent):
+                polls.synced = True
+            if now + SLACK < polls.next_poll:
                 continue
-            next_log = now + poll
-            progress = (
-                f"migration active, transferred {render_bytes(sent)} of "
-                f"{render_bytes(vm.maxmem)} VM-state, {render_bytes(stream.rate)}/s"
-            )
-            if dirty > stream.rate:
-                progress += f", VM dirties lots of memory: {render_bytes(dirty)}/s"
-            self.log(progress)
-            # QemuMigrate.pm phase2 $downtimecounter counts `$rem > $lastrem`; the fluid
-            # model's remaining sits flat (capped at the RAM) where QEMU's wobbles: flat counts
-            if last_rem is not None and remaining >= last_rem:
-                stalled_polls += 1
-            last_rem = remaining
-            if stalled_polls > 5:
-                stalled_polls = 0
-                downtime_ms *= 2
-                self.log(f"auto-increased downtime to continue migration: {int(downtime_ms)} ms")
-        final = max(remaining, 0.0) / stream.rate if stream.rate > 0 else 0.0
+            log, double = polls.poll(now, sent, ram.remaining)
+            if log:
+                progress = (
+                    f"migration active, transferred {render_bytes(sent)} of "
+                    f"{render_bytes(vm.maxmem)} VM-state, {render_bytes(stream.rate)}/s"
+                )
+                if ram.dirty_pages_rate > stream.rate:
+                    dirty = render_bytes(ram.dirty_pages_rate)
+                    progress += f", VM dirties lots of memory: {dirty}/s"
+                self.log(progress)
+            if double:
+                downtime_ms = self.increase_downtime(downtime_ms)
+        final = ram.remaining / stream.rate if stream.rate > 0 else 0.0
         yield Sleep(final)
         total_sent = cluster.links.sent(stream)
         cluster.links.close(stream)
         self.stream = None
         self.record.transfer_end = cluster.now
+        yield Sleep(polls.next_at(cluster.now) - cluster.now)  # phase2 sees `completed`
         downtime = int((final + cluster.params.timing.downtime_overhead) * 1000)
         elapsed = max(cluster.now - begin, 1e-3)
         speed = render_bytes(vm.maxmem / elapsed)
         self.log(f"average migration speed: {speed}/s - downtime {downtime} ms")
         self.log(f"migration completed, transferred {render_bytes(total_sent)} VM-state")
         self.log("migration status: completed")
+
+    def increase_downtime(self, downtime_ms: float) -> float:
+        """QemuMigrate.pm increase_migrate_downtime: double, capped at QEMU's 2000 s."""
+        if downtime_ms >= DOWNTIME_MAX_MS:
+            return DOWNTIME_MAX_MS
+        downtime_ms = downtime_ms * 2
+        if downtime_ms > DOWNTIME_MAX_MS:  # cap_migrate_downtime
+            downtime_ms = DOWNTIME_MAX_MS
+            self.log(f"capping downtime limit to maximum possible: {int(downtime_ms)} ms")
+        self.log(f"auto-increased downtime to continue migration: {int(downtime_ms)} ms")
+        return downtime_ms
 
     def phase2_cleanup(self) -> Worker:
         """QemuMigrate.pm phase2_cleanup, under the delayed handler: the source config loses

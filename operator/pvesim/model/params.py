@@ -64,6 +64,8 @@ class TimingParams:
     end_phase: float = 2.0  # end phase about 2 s (#figures-and-measurements)
     short_command: float = 0.05  # `rm -f`, `qm unlock` after authentication: assumption
     poll_interval: float = 1.0  # query-migrate every 1 s (QemuMigrate.pm phase2, #ram-transfer)
+    # every 0.1 s once the rest is below the bytes sent per poll (QemuMigrate.pm phase2)
+    fast_poll_interval: float = 0.1
     downtime_limit: float = 0.1  # migrate_downtime default 0.1 s (#ram-transfer)
     downtime_overhead: float = 0.03  # switch-over cost: assumption, keeps 40-150 ms downtime
     port_reservation: float = 5.0  # pve-reserved-ports expire in 5 s (#insecure-migration-ports)
