@@ -7,7 +7,13 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bench.contenders import run_migrateall, run_proxlb, run_proxmigrate
+from bench.contenders import (
+    LINKS_DECLARED,
+    run_migrateall,
+    run_proxlb,
+    run_proxmigrate,
+    run_proxmigrate_with_links,
+)
 from bench.figures import RunFigures
 from bench.scenarios import (
     FAST_INTO_SLOW,
@@ -25,6 +31,7 @@ log = logging.getLogger(__name__)
 Runner = Callable[[Scenario, int, int], RunFigures]
 CONTENDERS: dict[str, Runner] = {
     "proxmigrate": run_proxmigrate,
+    LINKS_DECLARED: run_proxmigrate_with_links,
     "migrateall": run_migrateall,
     "proxlb": run_proxlb,
 }
@@ -62,6 +69,12 @@ def suite(quick: bool, with_proxlb: bool) -> list[Plan]:
                 Plan(scenario, "proxmigrate", (8, 32), seeds[:3]),
                 Plan(scenario, "migrateall", (8,), seeds[:3]),
             ]
+    if not quick:  # the same runs with the links declared (`nodeLinks`)
+        plans += [
+            Plan(plan.scenario, LINKS_DECLARED, plan.levels, plan.seeds)
+            for plan in list(plans)
+            if plan.contender == "proxmigrate"
+        ]
     if with_proxlb and not quick:
         # one run per level, each 3-4 real minutes (ProxLB reads every VM's RRD data first,
         # then runs at PROXLB_TIME_SCALE): too slow for the quick set

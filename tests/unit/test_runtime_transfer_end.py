@@ -40,6 +40,14 @@ def test_progress_past_the_guest_memory_has_no_end_prediction() -> None:
     assert quiet.dirty_bounds(64.0) == (16 * 2**20, 100 * 2**20)
 
 
+def test_a_first_pass_line_without_a_dirty_rate_bounds_nothing() -> None:
+    """QEMU measures the dirty rate first at the end of the first pass, so PVE's lines of
+    that pass never name it, however fast the guest writes: no upper bound from them."""
+    first_pass = transfer_progress([RESENDING.replace("9.0 GiB of", "2.0 GiB of").split(", VM")[0]])
+    assert first_pass is not None and not first_pass.resending
+    assert first_pass.dirty_bounds(20.0) == (0.0, float("inf"))
+
+
 def test_a_resending_transfer_is_looked_at_again_not_watched_every_poll() -> None:
     async def scenario() -> None:
         pve = FakePve()

@@ -81,14 +81,21 @@ class TransferProgress:
 
     def dirty_bounds(self, elapsed: float) -> tuple[float, float]:
         """What the log tells of the guest's dirty rate after `elapsed` seconds of transfer,
-        as (at least, at most) bytes/s. PVE names the rate only while it exceeds the
-        stream's, so without it the rate is at most the stream's; once the first pass is
-        over, the bytes sent past the guest's memory were re-dirtied within `elapsed`."""
+        as (at least, at most) bytes/s. PVE names the rate only while QEMU's
+        `dirty-pages-rate` exceeds the stream's, and QEMU measures that rate only at a dirty
+        bitmap sync, the first at the end of the first pass (QEMU `migration/ram.c`
+        `migration_bitmap_sync` -> `migration_update_rates`; docs/reference/proxmox.md
+        "What QEMU reports during a pass"). So a line without it bounds the rate by the
+        stream's only once the first pass is known over (`resending`: the whole memory
+        sent); then the bytes sent past the guest's memory were re-dirtied within
+        `elapsed`. Before that the log tells nothing of the guest."""
         if self.dirty_rate > 0:
             return self.dirty_rate, self.dirty_rate
-        resent = self.transferred - self.total if self.resending and elapsed > 0 else 0.0
-        at_most = max(self.rate, resent / elapsed if resent else 0.0)
-        return (resent / elapsed if resent else 0.0), at_most
+        if not self.resending:
+            return 0.0, float("inf")
+        resent = self.transferred - self.total if elapsed > 0 else 0.0
+        at_least = resent / elapsed if resent > 0 else 0.0
+        return at_least, max(self.rate, at_least)
 
 
 def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:

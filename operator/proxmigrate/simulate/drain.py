@@ -21,11 +21,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from proxmigrate.api.cluster import MigrationPolicySpec
 from proxmigrate.api.enums import AuthMethod
-from proxmigrate.engine import EnginePolicy, MigrationEngine
+from proxmigrate.engine import EnginePolicy, MigrationEngine, link_payload
 from proxmigrate.planning import DrainPlan, DrainRequest, PlannedMove, plan_drains
 from proxmigrate.runtime.cluster import MIN_TICK_SECONDS, ClusterRuntime, MigrationRequest
 from proxmigrate.runtime.drain_progress import migration_priority
@@ -45,6 +45,10 @@ class DrainOptions:
     local_disks: str = "migrate"
     stopped_vms: str = "migrate"
     deadline_seconds: float = 12 * 3600.0  # virtual; a drain still running then is cut off
+    # The model's link speeds declared as a ProxmoxCluster's `nodeLinks` declares them: to
+    # the plan and to the engine alike, as the operator hands them on. False: neither knows
+    # them (the operator's default settings; the engine learns the links from rates).
+    declare_links: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,11 @@ class LibraryDrain:
     async def plan(self, runtime: ClusterRuntime) -> tuple[DrainPlan, ...]:
         """One plan per node, planned together (`plan_drains`: each sees the previous plans'
         moves in flight, as a NodeDrain sees the other drains' moves), from the inventory
-        the NodeDrain controller reads (`drained_inventory`). The plan knows the model's
-        link speeds, as a ProxmoxCluster's `nodeLinks` declares them; the engine knows only
-        what its policy declares (`node_link_capacity`)."""
+        the NodeDrain controller reads (`drained_inventory`), with the links declared
+        (`DrainOptions.declare_links`)."""
         with self._cpu.measure():
             inventory = await drained_inventory(runtime, self.nodes)
-            links = {name: node.nic_gbit for name, node in self.cluster.nodes.items()}
+            links = self._declared_links()
             requests = [
                 DrainRequest(
                     node=node,
@@ -184,9 +187,10 @@ class LibraryDrain:
     def _runtime(self, log: StatusLog) -> ClusterRuntime:
         """The operator's runtime over the model, with an API token as the operator uses.
 
-        The engine is given `policy` itself (seeded), not one rebuilt from a
-        `MigrationPolicySpec`: what-if policies may set fields the CRD does not expose. The
-        spec still supplies the transport rule, `bwlimit` and the task timeout (defaults)."""
+        The engine is given `policy` itself (seeded, the declared links added), not one
+        rebuilt from a `MigrationPolicySpec`: what-if policies may set fields the CRD does not
+        expose. The spec still supplies the transport rule, `bwlimit` and the task timeout
+        (defaults)."""
         return ClusterRuntime(
             NAMESPACE,
             "model",
@@ -196,8 +200,21 @@ class LibraryDrain:
             log,
             clock=self._now,
             task_poll_seconds=self.options.task_poll_seconds,
-            engine_override=MigrationEngine(self.policy, random.Random(self.seed)),
+            engine_override=MigrationEngine(self._engine_policy(), random.Random(self.seed)),
         )
+
+    def _declared_links(self) -> dict[str, float]:
+        """Gbit/s by node, as `nodeLinks` would declare them; empty unless declared."""
+        if not self.options.declare_links:
+            return {}
+        return {name: node.nic_gbit for name, node in self.cluster.nodes.items()}
+
+    def _engine_policy(self) -> EnginePolicy:
+        """`policy` with the declared links added, as the operator's `nodeLinks` reach the
+        engine (`MigrationPolicySpec.to_engine_policy`); a capacity `policy` declares wins."""
+        declared = {node: link_payload(gbit) for node, gbit in self._declared_links().items()}
+        declared.update(self.policy.node_link_capacity)
+        return replace(self.policy, node_link_capacity=tuple(sorted(declared.items())))
 
     async def _ours(self, step: Awaitable[object]) -> None:
         """Run a step of the runtime, counting its CPU time as proxmigrate's."""
