@@ -6,6 +6,7 @@ import argparse
 import ctypes
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -113,6 +114,15 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"{exc.filename or args.config}: {exc.strerror}", USAGE) from None
     workdir = Path(tempfile.mkdtemp(prefix="pvesim-"))
+    try:
+        return serve_from(args, cluster, workdir)
+    finally:  # its private keys and sshd files go with it
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def serve_from(args: argparse.Namespace, cluster: Cluster, workdir: Path) -> int:
+    """Serve `cluster` until SIGTERM or SIGINT, with certificates and sshd files in
+    `workdir`."""
     certs = write_self_signed(workdir)
     sim = Simulator(cluster, args.time_scale, args.seed)
     ssh = start_openssh(sim, workdir) if (args.sshd or "model") == "openssh" else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from proxmoxer import ProxmoxAPI
@@ -179,4 +180,7 @@ def test_serve_prints_json_within_two_seconds_and_exits_cleanly() -> None:
         assert process.url.startswith("https://127.0.0.1:")
         proc = process.proc
         assert proc is not None
+        workdir = Path(process.info["ca_cert"]).parent
+        assert (workdir / "server.key").exists()
     assert proc.returncode == 0
+    assert not workdir.exists()  # its private key and certificates went with it

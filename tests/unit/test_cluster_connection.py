@@ -7,6 +7,7 @@ import asyncio
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,20 @@ def test_the_ca_bundle_file_is_private_and_never_one_planted_in_tmp(tmp_path: Pa
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
     assert path.parent == connection._CA_DIR
     assert not str(path.parent).rstrip("/").endswith("/tmp")
+
+
+def test_the_ca_bundle_directory_goes_when_the_process_exits(tmp_path: Path) -> None:
+    script = (
+        "from proxmigrate.controllers import connection\n"
+        "print(connection._ca_file('-----BEGIN CERTIFICATE-----'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(connection.__file__).parents[2])},
+    )
+    path = Path(done.stdout.strip())
+    assert path.name.endswith(".pem") and "proxmigrate-ca-" in str(path.parent)
+    assert not path.parent.exists()

@@ -159,3 +159,28 @@ def test_a_stream_at_its_share_of_the_source_link_is_not_held_by_its_target() ->
         eng.observe_rate(item.key, LINK / 6, now=20.0)
     eng.submit(job(6, target="pve3"), 21.0)
     assert [item.key for item in start_all(eng, 21.0)] == ["m6"]
+
+
+def test_a_target_told_far_below_the_source_is_that_targets_not_the_sources() -> None:
+    eng = engine()
+    for item in (job(0), job(1, target="pve4"), job(2, target="pve4")):
+        eng.submit(item, 0.0)
+    assert len(start_all(eng, 0.0)) == 3
+    # pve4's two streams are read first, at the top of what was read: 3 x 280 = 840 MiB/s
+    # told on the way to pve4, then pve2's at 560: 1680 MiB/s on the way to pve2
+    for key in ("m1", "m2"):
+        eng.observe_rate(key, 280 * MIB, now=10.0)
+    eng.observe_rate("m0", 560 * MIB, now=10.0)
+    for key in ("m1", "m2"):
+        eng.finish(key, 20.0, Outcome(True))
+    more = [job(index) for index in range(3, 8)]
+    for item in more:
+        eng.submit(item, 20.0)
+    assert len(start_all(eng, 20.0)) == 5
+    for item in [job(0), *more]:  # six streams to pve2 share the source's 1680 MiB/s
+        eng.observe_rate(item.key, 1680 * MIB / 6, now=30.0)
+    # 840 is pve4's ingress, not the source's link: a 7th stream leaving the source gets
+    # 240 MiB/s (1680 / 7), above the floor, and is alone into pve4; read as the source's
+    # link, 840 / 7 = 120 MiB/s kept it queued while the source had room
+    eng.submit(job(9, target="pve4"), 31.0)
+    assert [item.key for item in start_all(eng, 31.0)] == ["m9"]

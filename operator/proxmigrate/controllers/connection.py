@@ -9,9 +9,11 @@ with `--allow-insecure-tls`; when allowed, each connection says that verificatio
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
+import shutil
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -94,10 +96,12 @@ _CA_DIR: Path | None = None
 
 def _ca_file(pem: str) -> str:
     """The bundle as a file in a directory only this process owns (mode 0700, made with
-    mkdtemp), named by its hash: nobody else can plant or change a file there."""
+    mkdtemp), named by its hash: nobody else can plant or change a file there. The
+    directory goes when the process exits."""
     global _CA_DIR
     if _CA_DIR is None:
         _CA_DIR = Path(tempfile.mkdtemp(prefix="proxmigrate-ca-"))
+        atexit.register(shutil.rmtree, _CA_DIR, ignore_errors=True)
     path = _CA_DIR / f"{hashlib.sha256(pem.encode()).hexdigest()}.pem"
     if not path.exists():
         partial = path.with_suffix(".tmp")

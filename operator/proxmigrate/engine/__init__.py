@@ -82,6 +82,10 @@ Rules enforced together at each start
    ever told by a stream at its source's top rate, not alone there, bounds it too, for
    jobs to that stream's target (a burst of starts or unseen transfer ends overstated it
    up to twice, and a guest dirtying 120 MiB/s fell below its share of 10-11 streams).
+   Told below 3/4 of the source's link (as declared, or as told on the way to another
+   target), it is that target's: it bounds the target's ingress, not the source's link
+   (a 5 Gbit/s target's streams so kept a 25 Gbit/s source below the floor for every
+   job to that target: bench/RESULTS.md, issue 13 fourteenth and thirteenth passes).
    A stream slower than another of its source read within a second (or far slower than
    one read earlier, at another moment of the link), and below its share of its source's
    link as that bound tells it, is held by its target: its rate

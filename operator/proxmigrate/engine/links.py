@@ -16,6 +16,9 @@ TOP_RATE_SHARE = 0.99
 # differ that much on a link the source's streams share alike.
 FRESH_RATE_SECONDS = 1.0
 STALE_HELD_SHARE = 0.5
+# The least told on the way to one target below this share of the source's link (as
+# declared, or as its top streams to another target told it) is that target's (`allows`).
+HELD_TARGET_SHARE = 0.75
 
 
 class LinkBounds:
@@ -137,7 +140,10 @@ class LinkBounds:
         kept a small guest from starting behind it for the whole phase.
 
         The source's outflow is what its streams' rates tell (`outflow`), at most the
-        least told on the way to `job.target` while all sent (`_learn`); with no
+        least told on the way to `job.target` while all sent (`_learn`), unless that is
+        far below the source's link (HELD_TARGET_SHARE): then it is the target's ingress,
+        and a slow target's streams no longer keep every job to it below the floor of a
+        source with room for it (drain-25g-into-5g -60 s, seeds 1-10); with no
         stream measured now, the outflow last told stands in; before any, a declared
         capacity.
         Convergence takes the larger of that and the declared capacity (else
@@ -146,8 +152,12 @@ class LinkBounds:
         streams = [r for r in migrations if r.job.source == job.source and not r.transferred]
         outflows = [r.source_rate for r in streams if r.source_rate is not None]
         told = outflow(streams)
+        declared = policy.declared_link(job.source)
         least = self._least_told.get((job.source, job.target))
-        if least is not None:
+        held = least is not None and least < HELD_TARGET_SHARE * self._source_link(
+            job.source, declared
+        )
+        if least is not None and not held:
             told = least if told is None else min(told, least)
         capacity = (
             told
@@ -160,14 +170,14 @@ class LinkBounds:
                 return False  # grow further once the link's rates are seen
             if capacity is not None and capacity / (len(streams) + 1) < floor:
                 return False
-        declared = policy.declared_link(job.source)
         link = max(capacity or 0.0, declared or policy.cold_link_capacity)
         if not _converges(job, streams, link, policy):
             return False
         into_target = [r for r in migrations if r.job.target == job.target and not r.transferred]
         ingress = policy.declared_link(job.target)
-        if ingress is None and job.target in self._least_ingress:
-            ingress = self._least_ingress[job.target]
+        learned = [self._least_ingress.get(job.target), least if held else None]
+        if ingress is None and any(learned):
+            ingress = min(bound for bound in learned if bound is not None)
             crowded = len(into_target) >= policy.min_streams_per_source
             if floor is not None and crowded and ingress / (len(into_target) + 1) < floor:
                 return False
