@@ -34,9 +34,10 @@ def log_exitstatus(log_lines: Sequence[str]) -> str | None:
     return status[len("ERROR: ") :] if status.startswith("ERROR: ") else status
 
 
-# `migration active, transferred 1.1 GiB of 8.0 GiB VM-state, 117.4 MiB/s`, and when the
-# guest dirties faster than the stream sends `, VM dirties lots of memory: 180.0 MiB/s`
-# (qemu-server `src/PVE/QemuMigrate.pm` phase2; PVE 8 and 9 alike)
+# `migration active, transferred 1.1 GiB of 8.0 GiB VM-state, 117.4 MiB/s`, and when QEMU's
+# measured dirty rate (from the first pass's end on) exceeds the stream's speed
+# `, VM dirties lots of memory: 180.0 MiB/s` (qemu-server `src/PVE/QemuMigrate.pm` phase2;
+# PVE 8 and 9 alike)
 _PROGRESS = re.compile(
     r"migration active, transferred ([\d.]+) (B|KiB|MiB|GiB|TiB) of ([\d.]+) (B|KiB|MiB|GiB|TiB)"
     r"(?: VM-state, ([\d.]+) (B|KiB|MiB|GiB|TiB)/s)?"
