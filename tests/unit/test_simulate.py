@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from proxmigrate.cli import build_parser
-from proxmigrate.engine import EnginePolicy
+from proxmigrate.engine import EnginePolicy, link_payload
 from proxmigrate.simulate.bounds import drain_lower_bound, link_capacity
 from proxmigrate.simulate.command import run
 from proxmigrate.simulate.drain import DrainOptions, LibraryDrain
@@ -177,3 +177,29 @@ def test_command_rejects_an_unknown_node(tmp_path: Path) -> None:
     err = io.StringIO()
     assert run(args, io.StringIO(), err) == 2
     assert "unknown node(s) zz" in err.getvalue()
+
+
+def test_declared_links_reach_the_plan_and_the_engine_alike() -> None:
+    """As a ProxmoxCluster's `nodeLinks` reach both; undeclared, neither knows them."""
+    config = {
+        "nodes": [
+            {"name": "a", "memory_gib": 256, "nic_gbit": 10},
+            {"name": "b", "memory_gib": 256, "nic_gbit": 10},
+            {"name": "c", "memory_gib": 256, "nic_gbit": 1},
+        ],
+        "vms": [{"vmid": 100 + i, "node": "a", "memory_gib": 4, "used_gib": 2} for i in range(12)],
+    }
+    policy = EnginePolicy(max_parallel=4)
+
+    def to_c(declare: bool) -> tuple[int, float | None]:
+        cluster = cluster_from_config(config, seed=1)
+        result = LibraryDrain(cluster, ["a"], policy, DrainOptions(declare_links=declare)).run()
+        moves = [move for plan in result.plans for move in plan.moves]
+        engine = LibraryDrain(cluster, ["a"], policy, DrainOptions(declare_links=declare))
+        return sum(move.target == "c" for move in moves), engine._engine_policy().declared_link("c")
+
+    declared_to_c, declared_capacity = to_c(True)
+    undeclared_to_c, undeclared_capacity = to_c(False)
+    assert declared_capacity == link_payload(1.0)
+    assert undeclared_capacity is None
+    assert declared_to_c < undeclared_to_c  # the 1 Gbit/s target gets its link's share
