@@ -27,12 +27,13 @@ if TYPE_CHECKING:
 # is read once a round for it (in the node's time: pvesim's time scale), not every poll
 # (issue 13: 0.2-0.5 lists per migrated VM).
 HANDOFF_LIST_SECONDS = 10.0
-# Every task of ours is seen in a task list at least this often, whatever its predictions: a
-# worker killed outright (OOM, SIGKILL, a node reset) writes no end line to its log, so only
-# the task list shows it ended (pve-common `src/PVE/UPID.pm` read_status: `unexpected
-# status`): any failure is noticed within this time, one that writes its end line often
-# sooner (the next log read). Two minutes, not one: a long drain's transfers (minutes on
-# 1 Gbit/s links) paid about one list per VM per minute for it (bench/RESULTS.md, issue 13).
+# Every task of ours is seen alive at least this often, whatever its predictions: in a task
+# list, or by a line its worker wrote (runtime/log_look.py `_alive`). A worker killed outright
+# (OOM, SIGKILL, a node reset) writes no end line to its log, so only the task list shows it
+# ended (pve-common `src/PVE/UPID.pm` read_status: `unexpected status`): any failure is
+# noticed within this time of the worker's last sign of life, one that writes its end line
+# often sooner (the next log read). Two minutes, not one: a long drain's transfers (minutes
+# on 1 Gbit/s links) paid about one list per VM per minute for it (bench/RESULTS.md, issue 13).
 SAFETY_NET_SECONDS = 120.0
 
 
