@@ -47,6 +47,22 @@ def test_the_dirty_rate_shows_only_after_the_first_pass() -> None:
     assert dirties[0].endswith("VM dirties lots of memory: 150.0 MiB/s")
 
 
+def test_the_first_pass_logs_the_pages_it_handles_then_the_wire_rate() -> None:
+    """PVE logs QEMU's `pages-per-second` x page size, zero pages included: the first pass
+    through 8 GiB of RAM with 4 GiB in use handles two pages per page on the wire, so it
+    logs twice the 100 MiB/s sent while `transferred` grows by 100 MiB a second; the
+    passes after it re-send written pages only and log the wire rate."""
+    lines = _migrate(dirty_mib_s=10)
+    progress = [line for line in lines if "migration active" in line]
+    first_pass = 4 * GiB / RATE
+    during = [line for line in progress if _seconds(lines, line) < first_pass - 1]
+    after = [line for line in progress if _seconds(lines, line) > first_pass + 1]
+    assert len(during) > 30 and after
+    assert all(line.endswith("VM-state, 200.0 MiB/s") for line in during)
+    assert all(line.endswith("VM-state, 100.0 MiB/s") for line in after)
+    assert "transferred 100.0 MiB of" in during[0] and "transferred 1000.0 MiB of" in during[9]
+
+
 def test_no_downtime_increase_during_the_first_pass() -> None:
     """`ram.remaining` only shrinks during the first pass: PVE's counter, which counts polls
     where it grew, starts counting at the first sync at the earliest."""
