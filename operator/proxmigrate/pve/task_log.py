@@ -35,7 +35,7 @@ def log_exitstatus(log_lines: Sequence[str]) -> str | None:
 
 
 # `migration active, transferred 1.1 GiB of 8.0 GiB VM-state, 117.4 MiB/s`, and when QEMU's
-# measured dirty rate (from the first pass's end on) exceeds the stream's speed
+# measured dirty rate (from the first pass's end on) exceeds the logged speed
 # `, VM dirties lots of memory: 180.0 MiB/s` (qemu-server `src/PVE/QemuMigrate.pm` phase2;
 # PVE 8 and 9 alike)
 _PROGRESS = re.compile(
@@ -45,6 +45,21 @@ _PROGRESS = re.compile(
 )
 _DONE = re.compile(r"migration status: completed|migration completed|average migration speed")
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+# phase2 polls `query-migrate` after a `usleep` of 1 s and logs every poll where
+# `transferred` moved; once it polls every 0.1 s it logs every 10th (qemu-server
+# `src/PVE/QemuMigrate.pm` phase2, PVE 8 and 9 alike): progress lines come a poll's second
+# (and the query's few milliseconds) apart.
+POLL_SECONDS = 1.0
+# The wire rate is read over two progress lines of one read at least WIRE_MIN_SECONDS and
+# at most WIRE_WINDOW_SECONDS apart: a second of the lines' count is ~1 % of a 2 s span,
+# and sizes rendered to a tenth of their unit need it (`1.1 GiB` is +-51 MiB, so at
+# 100 MiB/s five seconds to err by a fifth); a longer span would average over streams
+# that started or ended on the link meanwhile, while the engine multiplies the rate by
+# the streams sending now.
+WIRE_MIN_SECONDS = 2.0
+WIRE_WINDOW_SECONDS = 10.0
+WIRE_TOLERANCE = 0.2  # the most the sizes' rounding may be of the bytes sent between
 
 
 @dataclass(frozen=True)
@@ -59,9 +74,26 @@ class TransferProgress:
 
     transferred: float
     total: float
-    rate: float  # bytes/s; 0 when the line carried no rate
+    speed: float  # bytes/s as logged (pages per second); 0 when the line carried none
     completed: bool = False
-    dirty_rate: float = 0.0  # bytes/s, shown by PVE only while it exceeds `rate`
+    dirty_rate: float = 0.0  # bytes/s, shown by PVE only while it exceeds `speed`
+    wire_rate: float | None = None  # bytes/s on the wire over the read's lines (`wire_rate`)
+
+    @property
+    def rate(self) -> float:
+        """The stream's bytes/s on the wire. The logged speed is QEMU's `pages-per-second`
+        x `page-size` (qemu-server `src/PVE/QemuMigrate.pm` phase2), and QEMU counts every
+        page handled in the last 100 ms, zero pages included (QEMU `migration/migration.c`
+        migration_update_counters, `migration/ram.c` ram_get_total_transferred_pages),
+        while a zero page costs its header on the wire (ram.c save_zero_page): a first
+        pass through partly unused RAM logs up to RAM / memory in use times what the link
+        carries (docs/reference/proxmox.md "What QEMU reports during a pass"). So the
+        bytes sent between two lines tell the rate where the read has them; the logged
+        speed, at least the wire rate (a page on the wire is a page counted), bounds it
+        and is all there is otherwise."""
+        if self.wire_rate is None:
+            return self.speed
+        return min(self.speed, self.wire_rate) if self.speed > 0 else self.wire_rate
 
     @property
     def resending(self) -> bool:
@@ -83,11 +115,11 @@ class TransferProgress:
     def dirty_bounds(self, elapsed: float) -> tuple[float, float]:
         """What the log tells of the guest's dirty rate after `elapsed` seconds of transfer,
         as (at least, at most) bytes/s. PVE names the rate only while QEMU's
-        `dirty-pages-rate` exceeds the stream's, and QEMU measures that rate only at a dirty
-        bitmap sync, the first at the end of the first pass (QEMU `migration/ram.c`
+        `dirty-pages-rate` exceeds the logged speed, and QEMU measures that rate only at a
+        dirty bitmap sync, the first at the end of the first pass (QEMU `migration/ram.c`
         `migration_bitmap_sync` -> `migration_update_rates`; docs/reference/proxmox.md
         "What QEMU reports during a pass"). So a line without it bounds the rate by the
-        stream's only once the first pass is known over (`resending`: the whole memory
+        speed only once the first pass is known over (`resending`: the whole memory
         sent); then the bytes sent past the guest's memory were re-dirtied within
         `elapsed`. Before that the log tells nothing of the guest."""
         if self.dirty_rate > 0:
@@ -96,23 +128,67 @@ class TransferProgress:
             return 0.0, float("inf")
         resent = self.transferred - self.total if elapsed > 0 else 0.0
         at_least = resent / elapsed if resent > 0 else 0.0
-        return at_least, max(self.rate, at_least)
+        return at_least, max(self.speed, at_least)
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """A progress line's stamp (`log_clock`) and `transferred`, exact to half a tenth of
+    the `unit` it was rendered in (pve-common `src/PVE/Format.pm` render_bytes, one
+    decimal as phase2 asks)."""
+
+    clock: float
+    transferred: float
+    unit: float
 
 
 def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
-    """The latest progress of a task log, None before its first progress line."""
+    """The latest progress of a task log, None before its first progress line; its rate
+    on the wire from the read's lines (`wire_rate`)."""
+    latest: re.Match[str] | None = None
+    marks: list[_Mark] = []  # the progress lines, latest first
     for line in reversed(log_lines):
-        if _DONE.search(line):
+        if latest is None and _DONE.search(line):
             return TransferProgress(0.0, 0.0, 0.0, completed=True)
         progress = _PROGRESS.search(line)
-        if progress:
-            return TransferProgress(
-                _bytes(progress[1], progress[2]),
-                _bytes(progress[3], progress[4]),
-                _bytes(progress[5], progress[6]),
-                dirty_rate=_bytes(progress[7], progress[8]),
-            )
-    return None
+        if progress is None:
+            continue
+        latest = latest or progress
+        clock = log_clock(line)
+        if clock is None or (marks and marks[0].clock - clock > WIRE_WINDOW_SECONDS):
+            break
+        marks.append(_Mark(clock, _bytes(progress[1], progress[2]), _UNITS[progress[2]]))
+    if latest is None:
+        return None
+    return TransferProgress(
+        _bytes(latest[1], latest[2]),
+        _bytes(latest[3], latest[4]),
+        _bytes(latest[5], latest[6]),
+        dirty_rate=_bytes(latest[7], latest[8]),
+        wire_rate=wire_rate(marks),
+    )
+
+
+def wire_rate(marks: Sequence[_Mark]) -> float | None:
+    """Bytes/s on the wire between the first and the last of `marks` (progress lines of
+    one read, latest first, within WIRE_WINDOW_SECONDS): `transferred` is QEMU's bytes on
+    the wire (`migration/migration-stats.c` migration_transferred_bytes, via
+    `query-migrate` `ram.transferred`). Their distance is as many poll seconds as lines
+    lie between them (POLL_SECONDS), held within a second of their stamps' (whole
+    seconds, pve-guest-common `src/PVE/AbstractMigrate.pm` msg2text): a poll that saw
+    `transferred` stand still, or a failed query, logs no progress line. None when the
+    lines are nearer than WIRE_MIN_SECONDS or their sizes' rounding could be more than
+    WIRE_TOLERANCE of what was sent between them."""
+    if len(marks) < 2:
+        return None
+    last, first = marks[0], marks[-1]
+    stamps = last.clock - first.clock
+    seconds = min(max((len(marks) - 1) * POLL_SECONDS, stamps - 1), stamps + 1)
+    sent = last.transferred - first.transferred
+    rounding = (last.unit + first.unit) / 20
+    if seconds < WIRE_MIN_SECONDS or sent <= 0 or rounding > WIRE_TOLERANCE * sent:
+        return None
+    return sent / seconds
 
 
 def _bytes(number: str | None, unit: str | None) -> float:

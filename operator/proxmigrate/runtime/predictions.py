@@ -1,10 +1,11 @@
 """When a running migration's transfer ends, predicted from its task log (no I/O).
 
-The runtime reads a task's log a few times (runtime/log_look.py); each read's progress line
+The runtime reads a task's log a few times (runtime/log_look.py); each read's progress lines
 (qemu-server `src/PVE/QemuMigrate.pm` phase2: `migration active, transferred X of Y
-VM-state, Z/s`, PVE 8 and 9 alike) gives the engine the stream's rate and the attempt its
-predicted end (`ending_at`) and next log read (`probe_at`). The log's rate is per second
-of its node's clock, which need not run at ours (runtime/node_clock.py).
+VM-state, Z/s`, PVE 8 and 9 alike) give the engine the stream's rate on the wire (not the
+logged `Z`, which counts zero pages: pve/task_log.py `TransferProgress.rate`) and the
+attempt its predicted end (`ending_at`) and next log read (`probe_at`). The log's rate is
+per second of its node's clock, which need not run at ours (runtime/node_clock.py).
 """
 
 from __future__ import annotations
