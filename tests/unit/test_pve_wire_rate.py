@@ -100,9 +100,14 @@ def test_the_engine_learns_the_wire_rate_and_the_end_is_predicted_from_it() -> N
         told: list[float] = []
         real = rt.engine.observe_rate
 
-        def spy(key: str, rate: float, *args: object, **kwargs: object) -> None:
-            told.append(rate)
-            real(key, rate, *args, **kwargs)  # type: ignore[arg-type]
+        def spy(
+            key: str,
+            bytes_per_second: float,
+            dirty_bounds: tuple[float, float] | None = None,
+            now: float | None = None,
+        ) -> None:
+            told.append(bytes_per_second)
+            real(key, bytes_per_second, dirty_bounds, now)
 
         rt.engine.observe_rate = spy  # type: ignore[method-assign]
         pve.logs[upid] = [
