@@ -45,6 +45,18 @@ def test_lines_too_near_or_a_single_one_leave_the_logged_speed() -> None:
     assert three is not None and three.rate == pytest.approx(100 * MiB)
 
 
+def test_a_first_read_counts_from_the_migrate_command() -> None:
+    """phase2 logs `start migrate command` right before QEMU's `migrate`, `transferred` 0:
+    two progress lines after it are two polls of the stream, to the byte."""
+    start = "2026-01-01 00:00:04 start migrate command to unix:/run/qemu-server/100.migrate"
+    lines = [start, *_first_pass(range(5, 7), 100, "400.0 MiB")]
+    progress = transfer_progress(lines)
+    assert progress is not None and progress.rate == pytest.approx(100 * MiB)
+    slow = [start, _line(5, "1.1 GiB", "3.0 GiB"), _line(6, "2.2 GiB", "3.0 GiB")]
+    progress = transfer_progress(slow)  # 2.2 GiB is 2.15 to 2.25: within a fifth of it
+    assert progress is not None and progress.rate == pytest.approx(1.1 * GiB)
+
+
 def test_the_logged_speed_bounds_the_wire_rate() -> None:
     """After the first pass the speed is the wire's, and QEMU's over the last 100 ms: a
     stream whose share of the link just fell reports the lower of the two."""
@@ -81,9 +93,10 @@ def test_the_lines_count_seconds_the_stamps_cannot_and_missing_lines_leave_the_s
     assert progress is not None and progress.rate == pytest.approx(300 * MiB / 6)
 
 
-def test_only_the_last_ten_seconds_of_a_long_read_count() -> None:
-    """The engine multiplies the rate by the streams sending now: a read of a minute
-    averaged over streams that came and went; its last 10 s (200 MiB/s) count."""
+def test_the_nearest_line_far_enough_apart_counts() -> None:
+    """The engine multiplies the rate by the streams sending now: a read of 40 s averaged
+    over streams that came and went; 3 s back at 200 MiB/s (2 s: 400 MiB sent, `5.6 GiB`
+    is +-51 MiB) is far enough."""
     lines = [_line(s, f"{s * 50:.1f} MiB", "800.0 MiB") for s in range(0, 15)]
     lines += [_line(s, f"{700 + (s - 14) * 200:.1f} MiB", "800.0 MiB") for s in range(15, 40)]
     progress = transfer_progress(lines)

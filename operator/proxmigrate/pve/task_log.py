@@ -51,14 +51,15 @@ _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 # `src/PVE/QemuMigrate.pm` phase2, PVE 8 and 9 alike): progress lines come a poll's second
 # (and the query's few milliseconds) apart.
 POLL_SECONDS = 1.0
-# The wire rate is read over two progress lines of one read at least WIRE_MIN_SECONDS and
-# at most WIRE_WINDOW_SECONDS apart: a second of the lines' count is ~1 % of a 2 s span,
-# and sizes rendered to a tenth of their unit need it (`1.1 GiB` is +-51 MiB, so at
-# 100 MiB/s five seconds to err by a fifth); a longer span would average over streams
-# that started or ended on the link meanwhile, while the engine multiplies the rate by
-# the streams sending now.
+# The wire rate is read between the last progress line and the nearest earlier one of the
+# same read that is at least WIRE_MIN_SECONDS away and whose sizes' rounding is at most
+# WIRE_TOLERANCE of the bytes sent between: sizes are rendered to a tenth of their unit
+# (`1.1 GiB` is 1.05 to 1.15 GiB: at 100 MiB/s five seconds to err by a fifth), and the
+# engine multiplies the rate by the streams sending now, so a nearer line tells the
+# stream's share of the link now better than a farther one. At least two polls: over one,
+# a query answered late (QEMU's monitor shares its main loop with the guest's I/O) skews
+# the rate twice as much.
 WIRE_MIN_SECONDS = 2.0
-WIRE_WINDOW_SECONDS = 10.0
 WIRE_TOLERANCE = 0.2  # the most the sizes' rounding may be of the bytes sent between
 
 
@@ -144,18 +145,22 @@ class _Mark:
 
 def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
     """The latest progress of a task log, None before its first progress line; its rate
-    on the wire from the read's lines (`wire_rate`)."""
+    on the wire from the read's progress lines and migrate command (`wire_rate`)."""
     latest: re.Match[str] | None = None
-    marks: list[_Mark] = []  # the progress lines, latest first
+    marks: list[_Mark] = []  # the progress lines, latest first, back to the migrate command
     for line in reversed(log_lines):
         if latest is None and _DONE.search(line):
             return TransferProgress(0.0, 0.0, 0.0, completed=True)
+        start = _MIGRATE_START.match(line) if latest is not None else None
+        if start is not None:  # `transferred` 0, to the byte
+            marks.append(_Mark(_seconds(start[1]), 0.0, 0.0))
+            break
         progress = _PROGRESS.search(line)
         if progress is None:
             continue
         latest = latest or progress
         clock = log_clock(line)
-        if clock is None or (marks and marks[0].clock - clock > WIRE_WINDOW_SECONDS):
+        if clock is None:
             break
         marks.append(_Mark(clock, _bytes(progress[1], progress[2]), _UNITS[progress[2]]))
     if latest is None:
@@ -170,25 +175,25 @@ def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
 
 
 def wire_rate(marks: Sequence[_Mark]) -> float | None:
-    """Bytes/s on the wire between the first and the last of `marks` (progress lines of
-    one read, latest first, within WIRE_WINDOW_SECONDS): `transferred` is QEMU's bytes on
-    the wire (`migration/migration-stats.c` migration_transferred_bytes, via
-    `query-migrate` `ram.transferred`). Their distance is as many poll seconds as lines
-    lie between them (POLL_SECONDS), held within a second of their stamps' (whole
-    seconds, pve-guest-common `src/PVE/AbstractMigrate.pm` msg2text): a poll that saw
-    `transferred` stand still, or a failed query, logs no progress line. None when the
-    lines are nearer than WIRE_MIN_SECONDS or their sizes' rounding could be more than
-    WIRE_TOLERANCE of what was sent between them."""
-    if len(marks) < 2:
+    """Bytes/s on the wire between the first of `marks` (progress lines of one read back
+    to the migrate command, latest first) and the nearest other far enough apart
+    (WIRE_MIN_SECONDS, WIRE_TOLERANCE): `transferred` is QEMU's bytes on the wire
+    (`migration/migration-stats.c` migration_transferred_bytes, as `query-migrate`
+    `ram.transferred`). Two lines are as many poll seconds apart as lines lie between
+    them (POLL_SECONDS), held within a second of their stamps' distance (whole seconds,
+    pve-guest-common `src/PVE/AbstractMigrate.pm` msg2text): a poll that saw `transferred`
+    stand still, or a failed query, logs no progress line. None without such a pair."""
+    if not marks:  # an unstamped line
         return None
-    last, first = marks[0], marks[-1]
-    stamps = last.clock - first.clock
-    seconds = min(max((len(marks) - 1) * POLL_SECONDS, stamps - 1), stamps + 1)
-    sent = last.transferred - first.transferred
-    rounding = (last.unit + first.unit) / 20
-    if seconds < WIRE_MIN_SECONDS or sent <= 0 or rounding > WIRE_TOLERANCE * sent:
-        return None
-    return sent / seconds
+    last = marks[0]
+    for apart, first in enumerate(marks[1:], start=1):
+        stamps = last.clock - first.clock
+        seconds = min(max(apart * POLL_SECONDS, stamps - 1), stamps + 1)
+        sent = last.transferred - first.transferred
+        rounding = (last.unit + first.unit) / 20
+        if seconds >= WIRE_MIN_SECONDS and sent > 0 and rounding <= WIRE_TOLERANCE * sent:
+            return sent / seconds
+    return None
 
 
 def _bytes(number: str | None, unit: str | None) -> float:
@@ -202,15 +207,20 @@ def _bytes(number: str | None, unit: str | None) -> float:
 # fork_ssh_tunnel: `ssh tunnel ver 1`). PVE 8 and 9 alike.
 _STAMPED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
 _TUNNEL_UP = re.compile(_STAMPED.pattern + r"ssh tunnel ver \d+$")
+# phase2 logs `start migrate command to <uri>` right before QMP `migrate`, then polls
+# (qemu-server `src/PVE/QemuMigrate.pm` phase2, PVE 8 and 9 alike)
+_MIGRATE_START = re.compile(_STAMPED.pattern + r"start migrate command to ")
 
 
 def log_clock(line: str) -> float | None:
     """A log line's stamp in seconds, on a scale only good for differences (the node's time
     zone is unknown); None for an unstamped line (ssh's stderr, the TASK line)."""
     stamp = _STAMPED.match(line)
-    if stamp is None:
-        return None
-    return float(calendar.timegm(time.strptime(stamp[1], "%Y-%m-%d %H:%M:%S")))
+    return None if stamp is None else _seconds(stamp[1])
+
+
+def _seconds(stamp: str) -> float:
+    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")))
 
 
 def first_clock(log_lines: Sequence[str]) -> float | None:
