@@ -148,12 +148,12 @@ class LiveMigration(MigrationBase):
                 continue
             log, double = polls.poll(now, sent, ram.remaining)
             if log:
-                speed = logged_speed(ram, stream.rate)
+                logged = logged_speed(ram, stream.rate)
                 progress = (
                     f"migration active, transferred {render_bytes(sent)} of "
-                    f"{render_bytes(vm.maxmem)} VM-state, {render_bytes(speed)}/s"
+                    f"{render_bytes(vm.maxmem)} VM-state, {render_bytes(logged)}/s"
                 )
-                if ram.dirty_pages_rate > speed:
+                if ram.dirty_pages_rate > logged:
                     dirty = render_bytes(ram.dirty_pages_rate)
                     progress += f", VM dirties lots of memory: {dirty}/s"
                 self.log(progress)
