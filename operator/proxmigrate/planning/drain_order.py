@@ -17,9 +17,10 @@ and `src/PVE/HA/LRM.pm` work, `$max_time = 10`; LRM.pm manage_resources takes th
 of its own node; docs/reference/proxmox.md #ha-migrations), so it sends nothing for up to
 20 s. Among a drain's last moves that wait is the drain's own tail; ahead of them it
 overlaps other guests' transfers. So no HA guest is among the last `HA_TAIL_MOVES`: such
-ones leave just before them, in their order, and everything else keeps its place (earlier,
-at the drain's first moves, they would hold slots while the engine learns the links from
-the first streams: worse; bench/RESULTS.md, issue 13 seventeenth pass).
+ones leave just before them, in their order, and everything else keeps its place; a drain
+no longer than that starts with them. Moving HA guests further forward in longer drains
+(first, or spread from the start) measured worse (bench/RESULTS.md, issue 13 seventeenth
+pass).
 """
 
 from __future__ import annotations
