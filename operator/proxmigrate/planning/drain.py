@@ -17,7 +17,8 @@ Heuristic (greedy, deterministic):
    it takes the bytes in on where links are declared (`DrainRequest.link_gbps`), else even
    (planning/drain_targets.py).
 3. Order: each target's guests alternate largest and smallest, interleaved so that parallel
-   moves hit distinct targets and all targets finish together (planning/drain_order.py).
+   moves hit distinct targets and all targets finish together; HA guests, whose move waits
+   for the HA manager's rounds, not among the last (planning/drain_order.py).
 """
 
 from __future__ import annotations
