@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 # The line a worker task's log ends with, written by the task itself as it exits (pve-common
@@ -146,35 +146,41 @@ class _Mark:
 def transfer_progress(log_lines: Sequence[str]) -> TransferProgress | None:
     """The latest progress of a task log, None before its first progress line; its rate
     on the wire from the read's progress lines and migrate command (`wire_rate`)."""
-    latest: re.Match[str] | None = None
-    marks: list[_Mark] = []  # the progress lines, latest first, back to the migrate command
-    for line in reversed(log_lines):
-        if latest is None and _DONE.search(line):
+    for index in range(len(log_lines) - 1, -1, -1):
+        line = log_lines[index]
+        if _DONE.search(line):
             return TransferProgress(0.0, 0.0, 0.0, completed=True)
-        start = _MIGRATE_START.match(line) if latest is not None else None
-        if start is not None:  # `transferred` 0, to the byte
-            marks.append(_Mark(_seconds(start[1]), 0.0, 0.0))
-            break
+        latest = _PROGRESS.search(line)
+        if latest is not None:
+            return TransferProgress(
+                _bytes(latest[1], latest[2]),
+                _bytes(latest[3], latest[4]),
+                _bytes(latest[5], latest[6]),
+                dirty_rate=_bytes(latest[7], latest[8]),
+                wire_rate=wire_rate(_marks(log_lines, index)),
+            )
+    return None
+
+
+def _marks(log_lines: Sequence[str], last: int) -> Iterator[_Mark]:
+    """The progress lines of `log_lines` from index `last` back, as marks, back to the
+    migrate command (`transferred` 0, to the byte) or the first unstamped one; lazily: a
+    long transfer's log has a line a second, and `wire_rate` needs the nearest few."""
+    for line in (log_lines[index] for index in range(last, -1, -1)):
+        start = _MIGRATE_START.match(line)
+        if start is not None:
+            yield _Mark(_seconds(start[1]), 0.0, 0.0)
+            return
         progress = _PROGRESS.search(line)
         if progress is None:
             continue
-        latest = latest or progress
         clock = log_clock(line)
         if clock is None:
-            break
-        marks.append(_Mark(clock, _bytes(progress[1], progress[2]), _UNITS[progress[2]]))
-    if latest is None:
-        return None
-    return TransferProgress(
-        _bytes(latest[1], latest[2]),
-        _bytes(latest[3], latest[4]),
-        _bytes(latest[5], latest[6]),
-        dirty_rate=_bytes(latest[7], latest[8]),
-        wire_rate=wire_rate(marks),
-    )
+            return
+        yield _Mark(clock, _bytes(progress[1], progress[2]), _UNITS[progress[2]])
 
 
-def wire_rate(marks: Sequence[_Mark]) -> float | None:
+def wire_rate(marks: Iterable[_Mark]) -> float | None:
     """Bytes/s on the wire between the first of `marks` (progress lines of one read back
     to the migrate command, latest first) and the nearest other far enough apart
     (WIRE_MIN_SECONDS, WIRE_TOLERANCE): `transferred` is QEMU's bytes on the wire
@@ -183,10 +189,11 @@ def wire_rate(marks: Sequence[_Mark]) -> float | None:
     them (POLL_SECONDS), held within a second of their stamps' distance (whole seconds,
     pve-guest-common `src/PVE/AbstractMigrate.pm` msg2text): a poll that saw `transferred`
     stand still, or a failed query, logs no progress line. None without such a pair."""
-    if not marks:  # an unstamped line
+    ordered = iter(marks)
+    last = next(ordered, None)
+    if last is None:  # an unstamped line
         return None
-    last = marks[0]
-    for apart, first in enumerate(marks[1:], start=1):
+    for apart, first in enumerate(ordered, start=1):
         stamps = last.clock - first.clock
         seconds = min(max(apart * POLL_SECONDS, stamps - 1), stamps + 1)
         sent = last.transferred - first.transferred
