@@ -217,6 +217,14 @@ _TUNNEL_UP = re.compile(_STAMPED.pattern + r"ssh tunnel ver \d+$")
 # phase2 logs `start migrate command to <uri>` right before QMP `migrate`, then polls
 # (qemu-server `src/PVE/QemuMigrate.pm` phase2, PVE 8 and 9 alike)
 _MIGRATE_START = re.compile(_STAMPED.pattern + r"start migrate command to ")
+# Its URI names the transport the migration runs over: phase2 has the target listen on
+# `tcp` for `migration_type` insecure and on a `unix` socket (forwarded over SSH) for
+# anything else (qemu-server `src/PVE/QemuMigrate.pm` phase2: `$state_uri = $migration_type
+# eq 'insecure' ? 'tcp' : 'unix'`, the URI from the target's `migration listens on`; PVE 8
+# and 9 alike). The type is the request's `migration_type` or else the datacenter's
+# `migration` setting as the worker read it at its start (pve-guest-common
+# `src/PVE/AbstractMigrate.pm` migrate).
+_MIGRATE_URI = re.compile(_MIGRATE_START.pattern + r"(unix|tcp):")
 
 
 def log_clock(line: str) -> float | None:
@@ -239,6 +247,16 @@ def first_clock(log_lines: Sequence[str]) -> float | None:
 def last_clock(log_lines: Sequence[str]) -> float | None:
     """The last stamped line's `log_clock` (the end line `TASK OK` has none)."""
     return next((c for c in map(log_clock, reversed(log_lines)) if c is not None), None)
+
+
+def migration_secure(log_lines: Sequence[str]) -> bool | None:
+    """Whether the live migration runs over the secure transport (True) or the insecure one
+    (False), from its migrate command's URI; None if that line is not among these."""
+    for line in log_lines:
+        uri = _MIGRATE_URI.match(line)
+        if uri is not None:
+            return uri[2] == "unix"
+    return None
 
 
 def tunnel_up_clock(log_lines: Sequence[str]) -> float | None:

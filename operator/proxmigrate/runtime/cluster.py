@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Re-read the datacenter migration setting before a batch if older: a change to it takes
 # effect within a minute (issue 13: before every batch it was 0.2-0.75 requests per VM).
+# A live migration's log that shows the transport it names renews it, one that shows the
+# other transport has it read again first (runtime/log_look.py `_observe_transport`).
 OPTIONS_MAX_AGE = 60.0
 MIN_TICK_SECONDS = 0.02  # the loop never spins faster than this
 # A tick that failed is tried again after this, doubling per failure up to ERROR_BACKOFF_MAX.

@@ -3,7 +3,8 @@
 Only the lines written since the last look are read (`start=`). The end line (`TASK OK`,
 `TASK ERROR: ...`) ends the attempt as a task list would; the progress predicts when the
 transfer ends (runtime/predictions.py) and the stamps time its start phase
-(runtime/start_phase.py) and its node's clock (runtime/node_clock.py).
+(runtime/start_phase.py) and its node's clock (runtime/node_clock.py); its migrate command
+tells the datacenter's migration setting (`_observe_transport`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import TYPE_CHECKING
 
 from proxmigrate.pve.classifier import classify, is_success
 from proxmigrate.pve.ha_verdicts import classify_hamigrate
-from proxmigrate.pve.task_log import first_clock, last_clock, log_exitstatus, transfer_progress
+from proxmigrate.pve.task_log import (
+    first_clock,
+    last_clock,
+    log_exitstatus,
+    migration_secure,
+    transfer_progress,
+)
 from proxmigrate.pve.upid import parse_upid
 from proxmigrate.runtime import predictions, start_phase
 from proxmigrate.runtime.attempt import Attempt
@@ -32,6 +39,7 @@ async def look(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
     lines = await rt.client.task_log(node, attempt.upid, start=attempt.log_lines_seen)
     attempt.log_lines_seen += len(lines)
     _observe_clock(rt.node_clocks.of(node), attempt, lines, rt.clock())
+    _observe_transport(rt, attempt, lines)
     exitstatus = log_exitstatus(lines)
     if exitstatus is not None:
         await judge_end(rt, attempt, attempt.upid, exitstatus)
@@ -83,3 +91,27 @@ def _alive(attempt: Attempt, at: float) -> None:
     worker killed long before the read) keeps its own stamp, so a killed worker is still
     seen within the net's time of its last line."""
     attempt.listed_at = max(attempt.listed_at, at)
+
+
+def _observe_transport(rt: ClusterRuntime, attempt: Attempt, lines: Sequence[str]) -> None:
+    """What a live migration's migrate command tells of the datacenter's migration setting
+    where that setting picks the transport (no `migration_type` sent: runtime/starting.py).
+    The worker read the setting after our request (pve-guest-common
+    `src/PVE/AbstractMigrate.pm` migrate) and its URI names the transport it chose
+    (pve/task_log.py `migration_secure`): the transport the held setting names confirms it
+    as of the request, so the re-read before a batch (runtime/cluster.py `OPTIONS_MAX_AGE`)
+    is due that long after the newest such request, not after the last read; once a drain
+    runs, its own first looks keep the setting fresh. The other transport means the setting
+    changed since it was read: it is read again before the next batch, whose migrations it
+    refuses if need be, as after a read once `OPTIONS_MAX_AGE` old (so at most the starts
+    until the first look at one that ran over the changed transport follow it)."""
+    secure = migration_secure(lines)
+    settings = rt.settings
+    if secure is None or settings is None or settings.hidden:
+        return
+    if rt.client.can_choose_migration_type:  # the request chose it, not the setting
+        return
+    if secure == settings.secure:
+        rt.settings_read_at = max(rt.settings_read_at, attempt.started_at)
+    else:
+        rt.settings = None  # read again before the next batch (runtime/cluster.py run_once)
