@@ -100,11 +100,11 @@ def _observe_transport(rt: ClusterRuntime, attempt: Attempt, lines: Sequence[str
     `src/PVE/AbstractMigrate.pm` migrate) and its URI names the transport it chose
     (pve/task_log.py `migration_secure`): the transport the held setting names confirms it
     as of the request, so the re-read before a batch (runtime/cluster.py `OPTIONS_MAX_AGE`)
-    is due that long after the newest such request, not after the last read; once a drain
-    runs, its own first looks keep the setting fresh. The other transport means the setting
-    changed since it was read: it is read again before the next batch, whose migrations it
-    refuses if need be, as after a read once `OPTIONS_MAX_AGE` old (so at most the starts
-    until the first look at one that ran over the changed transport follow it)."""
+    is due that long after the newest such request, not after the last read: a drain's own
+    first looks keep the setting fresh. The other transport means the setting changed since
+    it was read: it is read again before the next batch, which it refuses if need be. So
+    after a change a batch starts on the old reading only while that is under
+    `OPTIONS_MAX_AGE` old and no look has yet seen a migration that followed the change."""
     secure = migration_secure(lines)
     settings = rt.settings
     if secure is None or settings is None or settings.hidden:
