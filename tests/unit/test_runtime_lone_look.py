@@ -66,7 +66,7 @@ def _attempt(name: str, upid: str, ending_at: float, probe_at: float | None) -> 
     attempt = Attempt(request, {})
     attempt.job = Job(name, 100, "pve1", "pve2")
     attempt.upid, attempt.ending_at, attempt.probe_at = upid, ending_at, probe_at
-    attempt.listed_at = 990.0
+    attempt.alive_at = 990.0
     return attempt
 
 
@@ -87,7 +87,7 @@ def test_tasks_ending_together_or_beside_an_unknown_end_share_their_node_list() 
     elsewhere = _attempt("c", UPID_C, ending_at=1010.0, probe_at=1010.0)
     assert ending_alone([ending], [ending, elsewhere], set(), now) == {"ns/a"}
     assert ending_alone([ending], [ending], {"pve1"}, now) == set()  # listed for a lost answer
-    ending.listed_at = now - 120.0  # the safety net is a task list: a killed worker
+    ending.alive_at = now - 120.0  # the safety net is a task list: a killed worker
     assert ending_alone([ending], [ending], set(), now) == set()
 
 

@@ -121,7 +121,9 @@ class EnginePolicy:
     # stream at or below its guest's dirty rate only converges by doubling the downtime limit.
     convergence_margin: float | None = 2.0
     # A guest's dirty rate, guessed as this share of its memory in use per second until its
-    # progress lines bound it (PVE names the rate only above the stream's). Assumption,
+    # progress lines bound it (QEMU reports no dirty rate in a first pass, and PVE names it
+    # only above the stream's: docs/reference/proxmox.md "What QEMU reports during a
+    # pass"). Assumption,
     # on the safe side for big guests: 28 GiB in use -> 224 MiB/s (a busy database), 1 GiB
     # -> 8 MiB/s (the bench mix's median guest dirties 10 MiB/s).
     assumed_dirty_share: float = 1 / 128

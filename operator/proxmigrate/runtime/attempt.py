@@ -98,7 +98,10 @@ class Attempt:
     log_began: float | None = None  # its log's first stamp (runtime/start_phase.py)
     tunnel_seen: bool = False  # its log showed the SSH tunnel up: start phase over
     ending_at: float | None = None  # predicted end of the RAM transfer
-    listed_at: float = 0.0  # when a task list last showed its task
+    # when its task was last seen alive: a task list showed it, or its log grew
+    # (runtime/log_look.py `_alive`): the safety net lists its node SAFETY_NET_SECONDS
+    # later (runtime/look_schedule.py)
+    alive_at: float = 0.0
     closing: bool = False  # its end is being judged (PVE is read) before the slot goes
     unwritten: dict[str, Any] | None = None  # status patch the API server has not confirmed
     writing: int = 0  # status writes of it in flight
@@ -133,7 +136,7 @@ class Attempt:
         self.ha_queued_at = self.probe_at = self.ending_at = None
         self.log_lines_seen = 0
         self.log_began, self.tunnel_seen = None, False
-        self.listed_at = 0.0
+        self.alive_at = 0.0
 
     def queue(self, job: Job, now: float, vm: VMInfo | None = None) -> None:
         """Into the engine's queue: first submission, or a retry after a failed attempt."""

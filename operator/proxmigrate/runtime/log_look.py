@@ -90,7 +90,7 @@ def _alive(attempt: Attempt, at: float) -> None:
     from the task's first stamp, written after our request, and a line read late (a
     worker killed long before the read) keeps its own stamp, so a killed worker is still
     seen within the net's time of its last line."""
-    attempt.listed_at = max(attempt.listed_at, at)
+    attempt.alive_at = max(attempt.alive_at, at)
 
 
 def _observe_transport(rt: ClusterRuntime, attempt: Attempt, lines: Sequence[str]) -> None:

@@ -57,10 +57,10 @@ def needs_list(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
         if attempt.ha_queued_at is None:
             return True
         node = attempt.task_node  # its rounds run on its clock
-        return now - attempt.listed_at >= HANDOFF_LIST_SECONDS / rt.node_clocks.rate(node)
+        return now - attempt.alive_at >= HANDOFF_LIST_SECONDS / rt.node_clocks.rate(node)
     if predictions.ending(rt, attempt, now):
         return True
-    return now - attempt.listed_at >= SAFETY_NET_SECONDS
+    return now - attempt.alive_at >= SAFETY_NET_SECONDS
 
 
 def end_unknown(attempt: Attempt) -> bool:
@@ -86,7 +86,7 @@ def ending_alone(
     wanted = {a.key for a in listing}
     lone = set()
     for attempt in listing:
-        if in_task_lists(attempt) or now - attempt.listed_at >= SAFETY_NET_SECONDS:
+        if in_task_lists(attempt) or now - attempt.alive_at >= SAFETY_NET_SECONDS:
             continue
         node = attempt.task_node
         others = [a for a in by_node[node] if a is not attempt]

@@ -66,7 +66,7 @@ async def record_upid(rt: ClusterRuntime, attempt: Attempt, upid: str) -> None:
     first = now + predictions.first_look(rt, attempt)
     planned = attempt.probe_at
     attempt.track(upid, probe_at=None if is_request else min(first, planned or first))
-    attempt.listed_at = now
+    attempt.alive_at = now
     await rt.journal.write(attempt, vmstatus.started(attempt.status, upid, now))
 
 
@@ -117,7 +117,7 @@ async def track(rt: ClusterRuntime) -> None:
             if attempt.key in alone and attempt.log_lines_seen == seen:
                 # nothing new: a quiet end phase, or a worker killed without an end line
                 # (only a task list shows that end): its node's list is the next look
-                attempt.listed_at = 0.0
+                attempt.alive_at = 0.0
     await _check_timeouts(rt)
 
 
@@ -139,7 +139,7 @@ async def _read_task_lists(
     await _identify_unconfirmed(rt, unconfirmed, lists)
     listed = [a for a in followed if nodes_to_poll([tasks[a.key]]) <= nodes]
     for attempt in listed:
-        attempt.listed_at = now
+        attempt.alive_at = now
     result = evaluate([tasks[a.key] for a in listed], lists)
     by_upid = {tasks[a.key].upid: a.key for a in listed}
     queued: list[Attempt] = []
