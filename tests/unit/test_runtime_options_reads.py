@@ -92,3 +92,23 @@ def test_options_are_read_once_a_minute_over_batches() -> None:
         assert pve.options_reads <= 3  # once a minute
 
     asyncio.run(scenario())
+
+
+def test_options_are_not_read_where_the_transport_rule_does_not_need_them() -> None:
+    """With a root@pam ticket the request picks the transport, and with `allowInsecure`
+    either transport is accepted: the datacenter's setting decides nothing, so a batch
+    starts without reading it (with a token and no `allowInsecure`, it is read first)."""
+
+    async def starts(root: bool, policy: dict[str, object]) -> tuple[int, int]:
+        pve = CountingPve()
+        pve.can_choose_migration_type = root
+        rt, _ = runtime(pve, [0x6B000000 + 5.0])
+        rt.update_policy(MigrationPolicySpec.from_spec(policy))
+        await rt.accept(MigrationRequest("ns", "m0", "u0", 100, "pve2"), {})
+        await rt.run_once()
+        await rt.settle()
+        return len(pve.posts), pve.options_reads
+
+    assert asyncio.run(starts(True, {})) == (1, 0)
+    assert asyncio.run(starts(False, {"allowInsecure": True})) == (1, 0)
+    assert asyncio.run(starts(False, {})) == (1, 1)

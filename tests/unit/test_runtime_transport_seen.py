@@ -103,12 +103,3 @@ def test_the_migrate_command_names_the_transport() -> None:
     assert migration_secure([line.format("tcp:10.0.0.2:60000")]) is False
     assert migration_secure([line.format("tcp:[fd00::2]:60000")]) is False
     assert migration_secure(["2026-01-01 00:00:02 ssh tunnel ver 1"]) is None
-
-
-def test_a_transport_chosen_by_the_request_tells_nothing_of_the_setting() -> None:
-    """A root@pam ticket sends `migration_type` itself: its logs confirm no setting."""
-    pve = DatacenterPve(lasts=40.0)
-    pve.can_choose_migration_type = True
-    asyncio.run(one_at_a_time(pve, 300.0))
-    assert len(pve.posts) == 6
-    assert pve.options_reads >= 3  # once a minute over the batches, as before

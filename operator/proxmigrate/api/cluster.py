@@ -219,6 +219,11 @@ class MigrationPolicySpec:
         except ValueError as error:
             raise SpecError(f"spec.migrationPolicy: {error}") from None
 
+    def needs_datacenter_setting(self, *, may_choose: bool) -> bool:
+        """Whether the datacenter's migration setting decides `transport_refusal`: not when
+        the request picks the transport (`may_choose`) or either transport is accepted."""
+        return not (may_choose or self.allow_insecure)
+
     def transport_refusal(
         self, datacenter: ClusterMigrationType, *, may_choose: bool = False, hidden: bool = False
     ) -> TransportRefusal | None:
@@ -238,8 +243,8 @@ class MigrationPolicySpec:
                 "migrationPolicy.type is insecure but migrationPolicy.allowInsecure is false; "
                 "set allowInsecure: true to accept clear-text migrations, or use type: secure",
             )
-        if may_choose or self.allow_insecure:
-            return None  # the request picks the transport, or either transport is accepted
+        if not self.needs_datacenter_setting(may_choose=may_choose):
+            return None
         if hidden:
             return TransportRefusal(
                 "SysAuditMissing",

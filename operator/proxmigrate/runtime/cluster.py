@@ -132,6 +132,16 @@ class ClusterRuntime:
         self.settings_read_at = self.clock()
         return self.settings
 
+    def _settings_due(self, now: float) -> bool:
+        """The datacenter's migration setting is read before a batch if the transport rule
+        depends on it (not with a root@pam ticket or `allowInsecure`) and it is unknown or
+        older than OPTIONS_MAX_AGE."""
+        needed = self.policy.needs_datacenter_setting(
+            may_choose=self.client.can_choose_migration_type
+        )
+        stale = self.settings is None or now - self.settings_read_at > OPTIONS_MAX_AGE
+        return needed and stale
+
     def transport_refusal(self) -> tuple[str, str] | None:
         """Why no migration may start now (a condition reason and message), or None."""
         settings = self.settings
@@ -178,7 +188,7 @@ class ClusterRuntime:
         now = self.clock()
         wakeup = self.engine.next_wakeup(now) if self.attempts.any_queued else None
         if wakeup is not None and wakeup <= now:  # a batch may start: its transport rule
-            if self.settings is None or now - self.settings_read_at > OPTIONS_MAX_AGE:
+            if self._settings_due(now):
                 await self.refresh_settings()
             if self.transport_refusal() is None:
                 for attempt in starting.due(self, now):

@@ -95,7 +95,7 @@ def _alive(attempt: Attempt, at: float) -> None:
 
 def _observe_transport(rt: ClusterRuntime, attempt: Attempt, lines: Sequence[str]) -> None:
     """What a live migration's migrate command tells of the datacenter's migration setting
-    where that setting picks the transport (no `migration_type` sent: runtime/starting.py).
+    (read only where it picks the transport: runtime/cluster.py `_settings_due`).
     The worker read the setting after our request (pve-guest-common
     `src/PVE/AbstractMigrate.pm` migrate) and its URI names the transport it chose
     (pve/task_log.py `migration_secure`): the transport the held setting names confirms it
@@ -108,8 +108,6 @@ def _observe_transport(rt: ClusterRuntime, attempt: Attempt, lines: Sequence[str
     secure = migration_secure(lines)
     settings = rt.settings
     if secure is None or settings is None or settings.hidden:
-        return
-    if rt.client.can_choose_migration_type:  # the request chose it, not the setting
         return
     if secure == settings.secure:
         rt.settings_read_at = max(rt.settings_read_at, attempt.started_at)
