@@ -8,7 +8,7 @@ label, `node` from ServiceMonitors): `proxmox_cluster` is the ProxmoxCluster
 module (hack/gen-metrics-doc.py).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -143,6 +143,13 @@ def count_from_zero(proxmox_cluster: str, target: str) -> None:
     SSH_DROPS.labels(proxmox_cluster, target)
     for result in RESULTS:
         MIGRATIONS.labels(proxmox_cluster, target, result)
+
+
+def count_retries_from_zero(proxmox_cluster: str, reasons: Iterable[str]) -> None:
+    """Create a cluster's retry counters at 0 for every failure reason, for the same
+    reason as `count_from_zero`: the first retry of a kind would not show otherwise."""
+    for reason in reasons:
+        MIGRATION_RETRIES.labels(proxmox_cluster, reason)
 
 
 LABELLED: tuple[MetricWrapperBase, ...] = tuple(

@@ -84,6 +84,9 @@ def test_a_targets_counters_start_at_zero_before_its_first_event() -> None:
             assert value("proxmigrate_migrations_in_flight", **by) == 0
             for result in ("succeeded", "failed", "cancelled"):
                 assert value("proxmigrate_migrations_total", **by, result=result) == 0
+        for reason in ("ssh_dropped", "port_unavailable", "vm_locked", "timeout"):
+            by = {"proxmox_cluster": "ns/zero", "reason": reason}
+            assert value("proxmigrate_migration_retries_total", **by) == 0
 
     asyncio.run(scenario())
 
