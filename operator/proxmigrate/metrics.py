@@ -145,11 +145,16 @@ def count_from_zero(proxmox_cluster: str, target: str) -> None:
         MIGRATIONS.labels(proxmox_cluster, target, result)
 
 
-def count_retries_from_zero(proxmox_cluster: str, reasons: Iterable[str]) -> None:
-    """Create a cluster's retry counters at 0 for every failure reason, for the same
-    reason as `count_from_zero`: the first retry of a kind would not show otherwise."""
-    for reason in reasons:
+def count_cluster_from_zero(proxmox_cluster: str, retry_reasons: Iterable[str]) -> None:
+    """Create a cluster's counters and histograms empty, for the reason `count_from_zero`
+    gives: the first retry of a kind, the first migration's duration and wait, the first
+    inventory read would not show in increase(), rate() or a quantile otherwise."""
+    for reason in retry_reasons:
         MIGRATION_RETRIES.labels(proxmox_cluster, reason)
+    for result in ("succeeded", "failed"):  # a cancelled migration's duration is not kept
+        MIGRATION_DURATION.labels(proxmox_cluster, result)
+    MIGRATION_QUEUE_WAIT.labels(proxmox_cluster)
+    INVENTORY_SYNC_DURATION.labels(proxmox_cluster)
 
 
 LABELLED: tuple[MetricWrapperBase, ...] = tuple(

@@ -70,7 +70,7 @@ def test_in_flight_drops_to_zero_when_the_target_goes_idle() -> None:
     asyncio.run(scenario())
 
 
-def test_a_targets_counters_start_at_zero_before_its_first_event() -> None:
+def test_counters_and_histograms_start_at_zero_before_their_first_event() -> None:
     """Prometheus' increase() cannot see the first increment of a series that starts at 1."""
 
     async def scenario() -> None:
@@ -84,9 +84,13 @@ def test_a_targets_counters_start_at_zero_before_its_first_event() -> None:
             assert value("proxmigrate_migrations_in_flight", **by) == 0
             for result in ("succeeded", "failed", "cancelled"):
                 assert value("proxmigrate_migrations_total", **by, result=result) == 0
+        cluster = {"proxmox_cluster": "ns/zero"}
         for reason in ("ssh_dropped", "port_unavailable", "vm_locked", "timeout"):
-            by = {"proxmox_cluster": "ns/zero", "reason": reason}
-            assert value("proxmigrate_migration_retries_total", **by) == 0
+            assert value("proxmigrate_migration_retries_total", **cluster, reason=reason) == 0
+        for result in ("succeeded", "failed"):
+            duration = "proxmigrate_migration_duration_seconds_count"
+            assert value(duration, **cluster, result=result) == 0
+        assert value("proxmigrate_migration_queue_wait_seconds_count", **cluster) == 0
 
     asyncio.run(scenario())
 

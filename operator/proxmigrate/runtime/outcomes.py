@@ -107,7 +107,7 @@ def export_metrics(rt: ClusterRuntime) -> None:
     value, and its counters exist at 0 before their first event."""
     snapshot = rt.engine.snapshot(rt.clock())
     metrics.MIGRATIONS_QUEUED.labels(rt.label).set(snapshot.queued)
-    metrics.count_retries_from_zero(rt.label, (reason.value for reason in Reason))
+    metrics.count_cluster_from_zero(rt.label, (reason.value for reason in Reason))
     targets = rt.metric_targets
     targets.update(snapshot.limit_per_target)
     if rt.inventory is not None:
