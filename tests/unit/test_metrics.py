@@ -22,10 +22,11 @@ from proxmigrate.controllers import (
     placements,
 )
 from proxmigrate.controllers.registry import Registry, Waker
+from proxmigrate.inventory import Inventory, NodeInfo
 from proxmigrate.metrics import REGISTRY
 from proxmigrate.runtime import drain_progress as progress
 from proxmigrate.runtime.cluster import MigrationRequest
-from tests.unit.test_runtime_cluster import FIRST_LOOK, FakePve, runtime, settle
+from tests.unit.test_runtime_cluster import FIRST_LOOK, GIB, FakePve, runtime, settle
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -91,6 +92,39 @@ def test_counters_and_histograms_start_at_zero_before_their_first_event() -> Non
             duration = "proxmigrate_migration_duration_seconds_count"
             assert value(duration, **cluster, result=result) == 0
         assert value("proxmigrate_migration_queue_wait_seconds_count", **cluster) == 0
+
+    asyncio.run(scenario())
+
+
+class JoiningPve(FakePve):
+    """A cluster a node joins after the first inventory read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodes = ["pve1", "pve2"]
+
+    async def inventory(self) -> Inventory:
+        first = await super().inventory()
+        nodes = tuple(NodeInfo(n, True, 64 * GIB, 8 * GIB, 16) for n in self.nodes)
+        return Inventory(nodes, first.vms, taken_at=first.taken_at)
+
+
+def test_a_node_that_joins_later_has_its_counters_at_zero_from_the_next_tick() -> None:
+    async def scenario() -> None:
+        pve = JoiningPve()
+        rt, _ = runtime(pve, [1000.0])
+        rt.name = "joins"
+        await rt.refresh_inventory()
+        await settle(rt)
+        by = {"proxmox_cluster": "ns/joins", "target": "pve3"}
+        assert value("proxmigrate_ssh_drops_total", **by) is None
+        pve.nodes.append("pve3")
+        await rt.refresh_inventory()
+        await settle(rt)
+        assert value("proxmigrate_ssh_drops_total", **by) == 0
+        assert value("proxmigrate_migrations_in_flight", **by) == 0
+        for result in ("succeeded", "failed", "cancelled"):
+            assert value("proxmigrate_migrations_total", **by, result=result) == 0
 
     asyncio.run(scenario())
 
