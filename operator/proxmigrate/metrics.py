@@ -134,6 +134,10 @@ BUILD_INFO = Gauge(
 )
 
 RESULTS = ("succeeded", "failed", "cancelled")
+# The methods the PVE adapter sends (pve/client.py) and the refusals the auth alert
+# (ProxmigratePVEAPIAuthErrors) counts with increase().
+PVE_METHODS = ("GET", "POST", "PUT", "DELETE")
+PVE_REFUSALS = ("401", "403")
 
 
 def count_from_zero(proxmox_cluster: str, target: str) -> None:
@@ -148,13 +152,17 @@ def count_from_zero(proxmox_cluster: str, target: str) -> None:
 def count_cluster_from_zero(proxmox_cluster: str, retry_reasons: Iterable[str]) -> None:
     """Create a cluster's counters and histograms empty, for the reason `count_from_zero`
     gives: the first retry of a kind, the first migration's duration and wait, the first
-    inventory read would not show in increase(), rate() or a quantile otherwise."""
+    inventory read, the first refused request would not show in increase(), rate() or a
+    quantile otherwise."""
     for reason in retry_reasons:
         MIGRATION_RETRIES.labels(proxmox_cluster, reason)
     for result in ("succeeded", "failed"):  # a cancelled migration's duration is not kept
         MIGRATION_DURATION.labels(proxmox_cluster, result)
     MIGRATION_QUEUE_WAIT.labels(proxmox_cluster)
     INVENTORY_SYNC_DURATION.labels(proxmox_cluster)
+    for method in PVE_METHODS:
+        for code in PVE_REFUSALS:
+            PVE_API_REQUESTS.labels(proxmox_cluster, method, code)
 
 
 LABELLED: tuple[MetricWrapperBase, ...] = tuple(

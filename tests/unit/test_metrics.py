@@ -92,6 +92,10 @@ def test_counters_and_histograms_start_at_zero_before_their_first_event() -> Non
             duration = "proxmigrate_migration_duration_seconds_count"
             assert value(duration, **cluster, result=result) == 0
         assert value("proxmigrate_migration_queue_wait_seconds_count", **cluster) == 0
+        for method in ("GET", "POST", "PUT", "DELETE"):  # the auth alert's increase()
+            for code in ("401", "403"):
+                requests = "proxmigrate_pve_api_requests_total"
+                assert value(requests, **cluster, method=method, code=code) == 0
 
     asyncio.run(scenario())
 
