@@ -32,6 +32,9 @@ node_link_capacity=())`;
   while the end is near) or `finish`. A prediction: the migration stays on its links.
 - `notify_transfer_ended(key)`: log shows `migration status: completed`; the migration no
   longer counts on its links (rules 7, 8).
+- `awaits_rate(key) -> bool`: its source's next start waits for this migration's first
+  rate (rule 7: `unmeasured_streams_per_source` of its streams have none, a job of the
+  source is queued, the cluster cap does not hold): its log is worth reading now.
 - `finish(key, now, Outcome(succeeded, reason=None, transient=False)) -> Decision` with
   `kind` "done" | "retry" (queued again, `retry_at` set) | "failed", `attempt`, `reason`.
 - `next_wakeup(now) -> float | None`: when to poll next if nothing else happens.

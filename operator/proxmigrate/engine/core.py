@@ -9,7 +9,7 @@ from typing import Literal
 
 from proxmigrate.engine.aimd import AdaptiveAllowances
 from proxmigrate.engine.jobs import Decision, EngineSnapshot, Job, Outcome
-from proxmigrate.engine.links import LinkBounds
+from proxmigrate.engine.links import LinkBounds, awaiting_rates
 from proxmigrate.engine.pacing import HandshakePacer
 from proxmigrate.engine.policy import EnginePolicy
 from proxmigrate.engine.retry import backoff_delay
@@ -179,6 +179,22 @@ class MigrationEngine:
             )
             if dirty_bounds is not None:
                 running.dirty_bounds = dirty_bounds
+
+    def awaits_rate(self, key: str) -> bool:
+        """A running migration's first rate is what a queued job of its source waits for:
+        the source's streams without a rate hold its next start (rule 7)."""
+        running = self._running.get(key)
+        if running is None or running.source_rate is not None:
+            return False
+        if len(self._running) >= self._policy.max_parallel:
+            return False  # the cluster's cap holds the next start, not the rates
+        source = running.job.source
+        if not any(queued.job.source == source for queued in self._queued.values()):
+            return False
+        streams = [
+            r for r in self._running.values() if r.job.source == source and not r.transferred
+        ]
+        return awaiting_rates(streams, self._policy)
 
     def finish(self, key: str, now: float, outcome: Outcome) -> Decision:
         """Record how a running job's attempt ended and decide what follows.

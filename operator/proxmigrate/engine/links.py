@@ -150,7 +150,6 @@ class LinkBounds:
         `cold_link_capacity`): a declared link is not shrunk by rates of capped streams.
         """
         streams = [r for r in migrations if r.job.source == job.source and not r.transferred]
-        outflows = [r.source_rate for r in streams if r.source_rate is not None]
         told = outflow(streams)
         declared = policy.declared_link(job.source)
         least = self._least_told.get((job.source, job.target))
@@ -164,11 +163,12 @@ class LinkBounds:
             if told is not None
             else self._outflow.get(job.source, policy.declared_link(job.source))
         )
+        if awaiting_rates(streams, policy):
+            return False  # grow further once the link's rates are seen
         floor = policy.min_stream_rate
-        if floor is not None and len(streams) >= policy.min_streams_per_source:
-            if len(streams) - len(outflows) >= policy.unmeasured_streams_per_source:
-                return False  # grow further once the link's rates are seen
-            if capacity is not None and capacity / (len(streams) + 1) < floor:
+        if floor is not None and capacity is not None:
+            crowded = len(streams) >= policy.min_streams_per_source
+            if crowded and capacity / (len(streams) + 1) < floor:
                 return False
         link = max(capacity or 0.0, declared or policy.cold_link_capacity)
         if not _converges(job, streams, link, policy):
@@ -182,6 +182,15 @@ class LinkBounds:
             if floor is not None and crowded and ingress / (len(into_target) + 1) < floor:
                 return False
         return ingress is None or _converges(job, into_target, ingress, policy)
+
+
+def awaiting_rates(streams: Sequence[Running], policy: EnginePolicy) -> bool:
+    """The `streams` leaving one source (transfer not ended) hold its next start until
+    more of their rates are seen: `unmeasured_streams_per_source` of them have none (rule 7)."""
+    if policy.min_stream_rate is None or len(streams) < policy.min_streams_per_source:
+        return False
+    unmeasured = sum(1 for r in streams if r.source_rate is None)
+    return unmeasured >= policy.unmeasured_streams_per_source
 
 
 def _held_by_target(rate: float, rival: Running, now: float) -> bool:

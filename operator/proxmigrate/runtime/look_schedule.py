@@ -101,8 +101,19 @@ def needs_log(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
     if in_task_lists(attempt):
         return False
     if attempt.probe_at is not None:
-        return now >= attempt.probe_at
+        return now >= attempt.probe_at or _rate_awaited(rt, attempt, now)
     if attempt.ending_at is None:
         return False
     overdue = rt.engine.policy.end_window_seconds + predictions.OVERDUE_POLLS * rt.task_poll_seconds
     return now >= attempt.ending_at + overdue
+
+
+def _rate_awaited(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
+    """A first look planned later (runtime/predictions.py `first_look_deferral`) is made
+    on time after all while the engine holds its source's next start for its rate."""
+    if attempt.log_lines_seen or attempt.probe_at is None:
+        return False
+    deferral = predictions.first_look_deferral(rt, attempt)
+    if not deferral or now < attempt.probe_at - deferral:
+        return False
+    return rt.engine.awaits_rate(attempt.key)
