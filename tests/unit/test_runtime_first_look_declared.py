@@ -1,7 +1,7 @@
 """A migration whose source's and target's links are declared (`nodeLinks`) has its log
 first read one task poll later (runtime/predictions.py `first_look_deferral`), on time after
 all while the engine holds its source's next start for its rate (bench/RESULTS.md, issue 13,
-twenty-second pass)."""
+twenty-third pass)."""
 
 from __future__ import annotations
 

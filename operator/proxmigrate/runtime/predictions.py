@@ -60,7 +60,7 @@ def first_look_deferral(rt: ClusterRuntime, attempt: Attempt) -> float:
     its end phase, which cost a second look (bench/RESULTS.md, issue 13, twelfth pass);
     with both links declared, the engine's rules 7 and 8 have them without this stream's
     rate. Where a link is only told by streams, these rates are what it is learnt from:
-    2 s later cost drain-25g-source and drain-25g-into-5g (twelfth and twenty-second
+    2 s later cost drain-25g-source and drain-25g-into-5g (twelfth and twenty-third
     passes). A deferred look is made on time after all when its source waits for its rate
     (runtime/look_schedule.py `needs_log`)."""
     policy = rt.engine.policy
