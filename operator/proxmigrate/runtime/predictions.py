@@ -10,6 +10,8 @@ per second of its node's clock, which need not run at ours (runtime/node_clock.p
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from proxmigrate.pve.task_log import TransferProgress
@@ -28,10 +30,17 @@ RESEND_MIN_SECONDS = 10.0
 # read again: the transfer was slower than predicted.
 OVERDUE_POLLS = 2
 # A transfer past the guest's memory in use may end any moment (what is left are pages
-# written meanwhile, not in the log): its log is read again this often. At the first look's
-# 10.5 s (2 x the start window) such ends were seen 5 s late on average, each holding its
-# slot, once fewer task lists watched their nodes (bench/RESULTS.md, issue 13, tenth pass).
+# written meanwhile, not in the log): its log is read again this soon at the earliest. At
+# the first look's 10.5 s (2 x the start window) such ends were seen 5 s late on average,
+# each holding its slot, once fewer task lists watched their nodes (bench/RESULTS.md,
+# issue 13, tenth pass).
 MAY_END_RECHECK_SECONDS = 6.0
+# ... and this soon for a stream alone on its links: until its end is seen they idle, the
+# next migration not started (issue 13, twenty-fourth pass).
+MAY_END_ALONE_RECHECK_SECONDS = 3.0
+# What a look is worth in seconds an end is seen late: it spaces the looks at a re-send
+# (`may_end_recheck`).
+LOOK_WORTH_LATE_SECONDS = 1.5
 
 
 def first_probe_delay(rt: ClusterRuntime) -> float:
@@ -89,9 +98,10 @@ def update(
     sent, well before its size (`Y` of `transferred X of Y`, `ram.total`). Task lists (or,
     alone on its node, its log) watch it from then on; a transfer still running well after
     it has its log read again; one past its memory in use (the rest, pages written
-    meanwhile, is not in the log) every MAY_END_RECHECK_SECONDS, its end phase announced
-    meanwhile; a long one when most of its predicted time passed; one re-sending past the
-    guest's size after a share of the time it has run, nothing announced.
+    meanwhile, is not in the log) at spacings growing with the time past it
+    (`may_end_recheck`); a long one when most of its predicted time passed; one
+    re-sending past the guest's size after a share of the time it has run. An end the log
+    cannot tell is not announced (`look_schedule.end_unknown`).
     """
     assert attempt.upid is not None
     rate = rt.node_clocks.rate(attempt.task_node)  # its seconds per ours
@@ -117,7 +127,9 @@ def update(
         return
     used = attempt.vm.used_memory if attempt.vm is not None and not progress.completed else 0
     if used and progress.transferred >= used:  # past the memory in use: it may end any time
-        attempt.ending_at, attempt.probe_at = now, now + MAY_END_RECHECK_SECONDS
+        past = (progress.transferred - used) / progress.rate / rate
+        recheck = may_end_recheck(attempt, rt.attempts.running, past)
+        attempt.ending_at, attempt.probe_at = now, now + recheck
         return
     if used:
         left = min(left, (used - progress.transferred) / progress.rate)
@@ -127,6 +139,33 @@ def update(
         attempt.probe_at = now + left * REPROBE_AFTER_SHARE
     else:  # the end is near: task lists from its earliest end on (`ending`)
         attempt.probe_at = None
+
+
+def may_end_recheck(attempt: Attempt, running: Iterable[Attempt], past: float) -> float:
+    """Seconds to the next look at a transfer re-sending pages for `past` seconds since it
+    passed the guest's memory in use.
+
+    phase2 logs neither QEMU's `remaining` nor the dirty rate unless it exceeds the
+    stream's (qemu-server `src/PVE/QemuMigrate.pm` phase2, `$dirty_rate > $speed`; PVE 8
+    and 9 alike), so still sending after `past` seconds shows only that the guest dirties
+    at least past / (first pass + past) of what the stream sends. For a dirty rate of
+    unknown scale that puts the chance of the end within the next `d` seconds at about
+    d / past at most, and looks sqrt(2 x LOOK_WORTH_LATE_SECONDS x past) apart weigh a look
+    against the seconds its end is seen late: dense while the re-send is young, sparse on
+    a long one (bench/RESULTS.md, issue 13, twenty-fourth pass: a fixed spacing saving
+    about as many cost `drain-1g` 8 s). Never sooner than MAY_END_RECHECK_SECONDS, or
+    MAY_END_ALONE_RECHECK_SECONDS when no other migration of ours shares its source or
+    target: its end idles their links until it is seen."""
+    job = attempt.job
+    assert job is not None, "only a running attempt is looked at"
+    shared = any(
+        other is not attempt
+        and other.job is not None
+        and (other.job.source == job.source or other.job.target == job.target)
+        for other in running
+    )
+    earliest = MAY_END_RECHECK_SECONDS if shared else MAY_END_ALONE_RECHECK_SECONDS
+    return max(earliest, math.sqrt(2 * LOOK_WORTH_LATE_SECONDS * past))
 
 
 def _still_ending(rt: ClusterRuntime, attempt: Attempt, now: float) -> None:
