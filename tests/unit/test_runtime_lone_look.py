@@ -79,16 +79,22 @@ def test_tasks_ending_together_or_beside_an_unknown_end_share_their_node_list() 
     now = 1000.0
     ending = _attempt("a", UPID_A, ending_at=990.0, probe_at=None)
     far = _attempt("b", UPID_B, ending_at=1100.0, probe_at=1070.0)  # predicted, looked at first
-    assert ending_alone([ending], [ending, far], set(), now) == {"ns/a"}
+    assert ending_alone([ending], [ending, far], set(), set(), now) == {"ns/a"}
     both = _attempt("b", UPID_B, ending_at=990.0, probe_at=None)
-    assert ending_alone([ending, both], [ending, both], set(), now) == set()  # one list sees both
+    assert (
+        ending_alone([ending, both], [ending, both], set(), set(), now) == set()
+    )  # one list sees both
     resending = _attempt("b", UPID_B, ending_at=1010.0, probe_at=1010.0)  # end not in the log
-    assert ending_alone([ending], [ending, resending], set(), now) == set()  # a list watches it
+    assert (
+        ending_alone([ending], [ending, resending], set(), set(), now) == set()
+    )  # a list watches it
     elsewhere = _attempt("c", UPID_C, ending_at=1010.0, probe_at=1010.0)
-    assert ending_alone([ending], [ending, elsewhere], set(), now) == {"ns/a"}
-    assert ending_alone([ending], [ending], {"pve1"}, now) == set()  # listed for a lost answer
+    assert ending_alone([ending], [ending, elsewhere], set(), set(), now) == {"ns/a"}
+    assert (
+        ending_alone([ending], [ending], {"pve1"}, set(), now) == set()
+    )  # listed for a lost answer
     ending.alive_at = now - 120.0  # the safety net is a task list: a killed worker
-    assert ending_alone([ending], [ending], set(), now) == set()
+    assert ending_alone([ending], [ending], set(), set(), now) == set()
 
 
 def test_an_ha_hand_off_is_looked_for_once_a_round_not_every_poll() -> None:

@@ -196,6 +196,22 @@ class MigrationEngine:
         ]
         return awaiting_rates(streams, self._policy)
 
+    def awaits_end(self, key: str, now: float) -> bool:
+        """A queued job past its backoff may wait for what this running migration's end
+        frees: its links' share (its transfer not seen ended: rules 7, 8), a slot under the
+        cluster's cap, or its target's or source's where a job of that target or source is
+        at their limit. Else its end, seen late, delays no start (the runtime then looks
+        for it less often: runtime/look_schedule.py `UNAWAITED_END_SECONDS`)."""
+        running = self._running.get(key)
+        if running is None:
+            return False
+        jobs = [queued.job for queued in self._queued.values() if queued.not_before <= now]
+        if not jobs:
+            return False
+        if len(self._running) >= self._policy.max_parallel:
+            return True
+        return any(self._holds(running, job, now) for job in jobs)
+
     def finish(self, key: str, now: float, outcome: Outcome) -> Decision:
         """Record how a running job's attempt ended and decide what follows.
 
@@ -311,6 +327,35 @@ class MigrationEngine:
         if source_cap is not None and running >= source_cap:
             return False
         return self._links.allows(job, list(self._running.values()), self._policy)
+
+    def _holds(self, running: Running, job: Job, now: float) -> bool:
+        """`running` counts against a limit `job` is at: one migration per guest, a link
+        they share that holds `job` (rules 7, 8; `running` still on it: the end of one
+        stream may not free it, that of several may), its target's concurrency allowance
+        or handshake budget (end-phase holds included: `notify_ending` renews them until
+        `finish`), its source's cap."""
+        mine = running.job
+        if job.vmid == mine.vmid:
+            return True
+        shares = job.source == mine.source or job.target == mine.target
+        if (
+            shares
+            and not running.transferred
+            and not self._links.allows(job, list(self._running.values()), self._policy)
+        ):
+            return True
+        target = mine.target
+        if job.target == target and (
+            self._running_per_target[target] >= self._allowances.concurrency(target)
+            or self._pacer.pending(target, now) >= self._allowances.handshakes(target)
+        ):
+            return True
+        source_cap = self._policy.max_parallel_per_source
+        return (
+            job.source == mine.source
+            and source_cap is not None
+            and self._running_per_source[mine.source] >= source_cap
+        )
 
     def _fits(self, job: Job, now: float) -> bool:
         """All per-job limits allow starting `job` at `now` (the cluster cap is checked apart)."""

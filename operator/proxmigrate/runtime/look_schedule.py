@@ -2,9 +2,10 @@
 
 A task list per node covers every task of ours there, a log read one task: each round
 (runtime/tracking.py `track`) reads a node's list only while a task there may end any
-moment, is to be found, an HA hand-off is awaited or the safety net is due, and a task's
-log when a planned read is due (runtime/predictions.py plans them) or when it alone wants
-its node's list. So requests scale with migrations, not with the time they run.
+moment (every poll while a queued job may wait for that end), is to be found, an HA
+hand-off is awaited or the safety net is due, and a task's log when a planned read is due
+(runtime/predictions.py plans them) or when it alone wants its node's list. So requests
+scale with migrations, not with the time they run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ HANDOFF_LIST_SECONDS = 10.0
 # often sooner (the next log read). Two minutes, not one: a long drain's transfers (minutes
 # on 1 Gbit/s links) paid about one list per VM per minute for it (bench/RESULTS.md, issue 13).
 SAFETY_NET_SECONDS = 120.0
+# A task whose end no queued job waits for is looked for this long after its last sign of
+# life, not every poll. After `migration status: completed` (qemu-server
+# `src/PVE/QemuMigrate.pm` phase2 leaves its loop on it, PVE 8 and 9) phase3_cleanup
+# resumes the guest on the target and clears its lock there (`qm unlock` over SSH): 3-5 s
+# (bench/RESULTS.md, issue 13, twelfth pass), so one look at 6 s mostly finds it ended.
+UNAWAITED_END_SECONDS = 6.0
 
 
 def watched(attempt: Attempt) -> bool:
@@ -58,9 +65,27 @@ def needs_list(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
             return True
         node = attempt.task_node  # its rounds run on its clock
         return now - attempt.alive_at >= HANDOFF_LIST_SECONDS / rt.node_clocks.rate(node)
-    if predictions.ending(rt, attempt, now):
+    if predictions.ending(rt, attempt, now) and _end_due(rt, attempt, now):
         return True
     return now - attempt.alive_at >= SAFETY_NET_SECONDS
+
+
+def _end_due(rt: ClusterRuntime, attempt: Attempt, now: float) -> bool:
+    """A task that may end now is looked for every poll while a queued job may wait for
+    what its end frees (`MigrationEngine.awaits_end`) or an HA hand-off is awaited on its
+    node (its list finds the `qmigrate` sooner than once a round, so its first look and
+    its end come sooner); else once its last sign of life is UNAWAITED_END_SECONDS old,
+    or by a list read for its node's other tasks. Seen later, such an end delays no start;
+    its VMMigration's `Succeeded` and the drain's progress come up to that much later."""
+    if now - attempt.alive_at >= UNAWAITED_END_SECONDS:
+        return True
+    if rt.engine.awaits_end(attempt.key, now):
+        return True
+    node = attempt.task_node
+    tasks = rt.attempts.in_state(AttemptState.TRACKING)
+    return any(
+        in_task_lists(a) for a in tasks if a is not attempt and a.upid and a.task_node == node
+    )
 
 
 def end_unknown(attempt: Attempt) -> bool:
@@ -72,18 +97,23 @@ def end_unknown(attempt: Attempt) -> bool:
 
 
 def ending_alone(
-    listing: Sequence[Attempt], followed: Sequence[Attempt], listed: set[str], now: float
+    listing: Sequence[Attempt],
+    followed: Sequence[Attempt],
+    listed: set[str],
+    ending: set[str],
+    now: float,
 ) -> set[str]:
     """Keys of the attempts of `listing` whose node's list would be read only because they
     may end now: its list is not read anyway (`listed`: a lost answer's task is looked for
-    there), no other task of ours there is due for a look or may end unpredicted (the
+    there), no other task of ours there is due for a look, may end now (`ending`: keys,
+    looked for this poll or not: one list sees both ends) or may end unpredicted (the
     lists read for those watch it too). A log read costs the same request and tells more:
     the end line, the certain transfer end (`migration status: completed`: the engine frees
     its links), or that it still sends and when it will end."""
     by_node: dict[str, list[Attempt]] = {}
     for attempt in followed:
         by_node.setdefault(attempt.task_node, []).append(attempt)
-    wanted = {a.key for a in listing}
+    wanted = {a.key for a in listing} | ending
     lone = set()
     for attempt in listing:
         if in_task_lists(attempt) or now - attempt.alive_at >= SAFETY_NET_SECONDS:

@@ -103,7 +103,8 @@ async def track(rt: ClusterRuntime) -> None:
     tasks = {a.key: TrackedTask(a.request.vmid, str(a.upid), a.source) for a in followed}
     listing = [a for a in followed if needs_list(rt, a, now)]
     nodes = {a.source for a in unconfirmed}
-    alone = ending_alone(listing, followed, nodes, now)
+    ending = {a.key for a in followed if predictions.ending(rt, a, now)}
+    alone = ending_alone(listing, followed, nodes, ending, now)
     looks = [a for a in followed if a.key in alone or needs_log(rt, a, now)]
     for attempt in listing:
         if attempt.key not in alone:
