@@ -35,6 +35,9 @@ node_link_capacity=())`;
 - `awaits_rate(key) -> bool`: its source's next start waits for this migration's first
   rate (rule 7: `unmeasured_streams_per_source` of its streams have none, a job of the
   source is queued, the cluster cap does not hold): its log is worth reading now.
+- `awaits_end(key, now) -> bool`: a queued job past its backoff may wait for what this
+  migration's end frees (a slot under a cap it is at, its links' share while its transfer
+  is not seen ended, its guest): its end is worth seeing at once.
 - `finish(key, now, Outcome(succeeded, reason=None, transient=False)) -> Decision` with
   `kind` "done" | "retry" (queued again, `retry_at` set) | "failed", `attempt`, `reason`.
 - `next_wakeup(now) -> float | None`: when to poll next if nothing else happens.
