@@ -210,7 +210,8 @@ class MigrationEngine:
             return False
         if len(self._running) >= self._policy.max_parallel:
             return True
-        return any(self._holds(running, job, now) for job in jobs)
+        migrations = list(self._running.values())
+        return any(self._holds(running, job, migrations, now) for job in jobs)
 
     def finish(self, key: str, now: float, outcome: Outcome) -> Decision:
         """Record how a running job's attempt ended and decide what follows.
@@ -328,12 +329,13 @@ class MigrationEngine:
             return False
         return self._links.allows(job, list(self._running.values()), self._policy)
 
-    def _holds(self, running: Running, job: Job, now: float) -> bool:
+    def _holds(self, running: Running, job: Job, migrations: list[Running], now: float) -> bool:
         """`running` counts against a limit `job` is at: one migration per guest, a link
         they share that holds `job` (rules 7, 8; `running` still on it: the end of one
         stream may not free it, that of several may), its target's concurrency allowance
         or handshake budget (end-phase holds included: `notify_ending` renews them until
-        `finish`), its source's cap."""
+        `finish`), its source's cap. `migrations`: every running one, as the link rules take
+        them."""
         mine = running.job
         if job.vmid == mine.vmid:
             return True
@@ -341,7 +343,7 @@ class MigrationEngine:
         if (
             shares
             and not running.transferred
-            and not self._links.allows(job, list(self._running.values()), self._policy)
+            and not self._links.allows(job, migrations, self._policy)
         ):
             return True
         target = mine.target
